@@ -1,0 +1,241 @@
+//! The blob store port: everything the product keeps or touches in Azure Blob Storage —
+//! workspace data (`azureml*` containers), the export area, aggregator state and the audit trail.
+//!
+//! Accounts are named explicitly because a workspace's data lives in its own storage account,
+//! separate from the product's state account.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use time::OffsetDateTime;
+
+/// Address of one blob.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct BlobRef {
+    pub account: String,
+    pub container: String,
+    pub name: String,
+}
+
+impl BlobRef {
+    pub fn new(account: impl Into<String>, container: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { account: account.into(), container: container.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for BlobRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.account, self.container, self.name)
+    }
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobItem {
+    pub name: String,
+    pub size: u64,
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub last_modified: Option<OffsetDateTime>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One page of a listing; `next` is the opaque continuation marker.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub items: Vec<BlobItem>,
+    pub next: Option<String>,
+}
+
+/// Write preconditions, used for exactly-once state changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Unconditional overwrite.
+    None,
+    /// `If-None-Match: *` — create only; fails with [`StoreError::AlreadyExists`].
+    IfNotExists,
+    /// `If-Match: <etag>` — replace only that version; fails with [`StoreError::ConditionFailed`].
+    IfMatch(String),
+}
+
+/// What a delete achieved. Erasure reports are built from this, so it must be honest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DeleteOutcome {
+    /// Gone, including versions and snapshots.
+    Deleted,
+    /// Deleted from view, but the account's soft-delete policy keeps it restorable until `until`.
+    Retained {
+        #[serde(with = "time::serde::rfc3339")]
+        until: OffsetDateTime,
+    },
+    /// Nothing was there (already deleted, e.g. by an earlier delivery).
+    NotFound,
+}
+
+/// Properties returned by a read.
+#[derive(Debug, Clone)]
+pub struct BlobProps {
+    pub size: u64,
+    pub etag: String,
+    pub content_type: Option<String>,
+}
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+/// A streaming read: never the whole (possibly large) blob in memory.
+pub struct BlobReader {
+    pub props: BlobProps,
+    pub body: ByteStream,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("precondition failed: {0}")]
+    ConditionFailed(String),
+    #[error("invalid blob name: {0}")]
+    InvalidName(String),
+    /// Worth retrying (408/429/5xx, dropped connection).
+    #[error("transient storage error: {0}")]
+    Transient(String),
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Blob storage. Implementations: `adapters::local::fs_blob` (plain files) and
+/// `adapters::azure::blob` (official Azure SDK, tested against Azurite).
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Human-readable adapter name for logs and reports.
+    fn kind(&self) -> &'static str;
+
+    async fn create_container(&self, account: &str, container: &str) -> StoreResult<()>;
+
+    /// Container names in an account starting with `prefix`.
+    async fn list_containers(&self, account: &str, prefix: &str) -> StoreResult<Vec<String>>;
+
+    /// Delete a whole container (workspace clean-up after a workspace purge).
+    async fn delete_container(&self, account: &str, container: &str) -> StoreResult<DeleteOutcome>;
+
+    /// One page of blobs whose names start with `prefix`, in name order.
+    async fn list_page(
+        &self,
+        account: &str,
+        container: &str,
+        prefix: &str,
+        marker: Option<String>,
+        max_results: u32,
+    ) -> StoreResult<ListPage>;
+
+    /// Streaming read.
+    async fn open(&self, blob: &BlobRef) -> StoreResult<BlobReader>;
+
+    /// Write a (small) blob, with a precondition. Returns the new ETag.
+    async fn put(
+        &self,
+        blob: &BlobRef,
+        body: Bytes,
+        content_type: &str,
+        condition: Condition,
+        metadata: &BTreeMap<String, String>,
+    ) -> StoreResult<String>;
+
+    /// Server-side copy `src` -> `dst` (overwrites `dst`). Used for exports.
+    async fn copy(&self, src: &BlobRef, dst: &BlobRef) -> StoreResult<()>;
+
+    /// Complete erasure of one blob: the base blob, its snapshots and its versions.
+    async fn delete(&self, blob: &BlobRef) -> StoreResult<DeleteOutcome>;
+
+    /// Erase many blobs of one container (Blob Batch in Azure). One result per name, same order.
+    async fn delete_many(
+        &self,
+        account: &str,
+        container: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(self.delete(&BlobRef::new(account, container, name.clone())).await);
+        }
+        Ok(out)
+    }
+}
+
+/// Convenience helpers on top of any [`BlobStore`].
+#[async_trait]
+pub trait BlobStoreExt: BlobStore {
+    /// Every blob under `prefix`, following continuation markers.
+    async fn list_all(&self, account: &str, container: &str, prefix: &str) -> StoreResult<Vec<BlobItem>> {
+        let mut out = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self.list_page(account, container, prefix, marker, 5000).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(m) => marker = Some(m),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Read a small blob fully (state documents). Returns body and ETag.
+    async fn read_small(&self, blob: &BlobRef) -> StoreResult<(Bytes, String)> {
+        use futures::StreamExt;
+        let mut reader = self.open(blob).await?;
+        let mut buf = Vec::with_capacity(reader.props.size as usize);
+        while let Some(chunk) = reader.body.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok((Bytes::from(buf), reader.props.etag))
+    }
+
+    /// Read a JSON document, `None` if absent.
+    async fn read_json<T: serde::de::DeserializeOwned>(&self, blob: &BlobRef) -> StoreResult<Option<T>> {
+        match self.read_small(blob).await {
+            Ok((bytes, _)) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Other(format!("corrupt document {blob}: {e}"))),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create a JSON document if absent. Returns `true` when this call created it.
+    async fn create_json<T: serde::Serialize + Sync>(&self, blob: &BlobRef, value: &T) -> StoreResult<bool> {
+        let body = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Other(e.to_string()))?;
+        match self
+            .put(blob, Bytes::from(body), "application/json", Condition::IfNotExists, &BTreeMap::new())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists(_)) | Err(StoreError::ConditionFailed(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Overwrite a JSON document unconditionally.
+    async fn write_json<T: serde::Serialize + Sync>(&self, blob: &BlobRef, value: &T) -> StoreResult<()> {
+        let body = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Other(e.to_string()))?;
+        self.put(blob, Bytes::from(body), "application/json", Condition::None, &BTreeMap::new())
+            .await
+            .map(|_| ())
+    }
+}
+
+impl<T: BlobStore + ?Sized> BlobStoreExt for T {}

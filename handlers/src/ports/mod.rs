@@ -1,0 +1,8 @@
+//! Ports: the narrow traits the pipeline talks to. Each has a local adapter (embedded, on this
+//! machine) and an Azure adapter; the domain and the functions never see which one is wired.
+
+pub mod blob;
+pub mod bus;
+pub mod control_plane;
+pub mod directory;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! The Functions host wire protocol for custom handlers.
