@@ -87,6 +87,4 @@ pub mod queues {
     pub const SLICE_COMPUTE: &str = "dsr-slice-compute";
     pub const SLICE_NOTEBOOKS: &str = "dsr-slice-notebooks";
     pub const SLICE_TELEMETRY: &str = "dsr-slice-telemetry";
-    /// Internal: delayed workspace clean-ups scheduled by `workspace-deleted`.
-    pub const CLEANUP: &str = "dsr-workspace-cleanup";
 }
