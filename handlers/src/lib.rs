@@ -7,6 +7,9 @@
 //! the Functions host), `startup` and `telemetry`.
 
 pub mod adapters;
+pub mod domain;
+pub mod functions;
 pub mod ports;
 pub mod protocol;
 pub mod runtime;
+pub mod state;

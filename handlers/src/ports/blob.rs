@@ -14,7 +14,9 @@ use futures::Stream;
 use time::OffsetDateTime;
 
 /// Address of one blob.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct BlobRef {
     pub account: String,
     pub container: String,
@@ -22,8 +24,16 @@ pub struct BlobRef {
 }
 
 impl BlobRef {
-    pub fn new(account: impl Into<String>, container: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { account: account.into(), container: container.into(), name: name.into() }
+    pub fn new(
+        account: impl Into<String>,
+        container: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Self {
+            account: account.into(),
+            container: container.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -171,7 +181,10 @@ pub trait BlobStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            out.push(self.delete(&BlobRef::new(account, container, name.clone())).await);
+            out.push(
+                self.delete(&BlobRef::new(account, container, name.clone()))
+                    .await,
+            );
         }
         Ok(out)
     }
@@ -181,11 +194,18 @@ pub trait BlobStore: Send + Sync + 'static {
 #[async_trait]
 pub trait BlobStoreExt: BlobStore {
     /// Every blob under `prefix`, following continuation markers.
-    async fn list_all(&self, account: &str, container: &str, prefix: &str) -> StoreResult<Vec<BlobItem>> {
+    async fn list_all(
+        &self,
+        account: &str,
+        container: &str,
+        prefix: &str,
+    ) -> StoreResult<Vec<BlobItem>> {
         let mut out = Vec::new();
         let mut marker = None;
         loop {
-            let page = self.list_page(account, container, prefix, marker, 5000).await?;
+            let page = self
+                .list_page(account, container, prefix, marker, 5000)
+                .await?;
             out.extend(page.items);
             match page.next {
                 Some(m) => marker = Some(m),
@@ -206,7 +226,10 @@ pub trait BlobStoreExt: BlobStore {
     }
 
     /// Read a JSON document, `None` if absent.
-    async fn read_json<T: serde::de::DeserializeOwned>(&self, blob: &BlobRef) -> StoreResult<Option<T>> {
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        blob: &BlobRef,
+    ) -> StoreResult<Option<T>> {
         match self.read_small(blob).await {
             Ok((bytes, _)) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -217,10 +240,21 @@ pub trait BlobStoreExt: BlobStore {
     }
 
     /// Create a JSON document if absent. Returns `true` when this call created it.
-    async fn create_json<T: serde::Serialize + Sync>(&self, blob: &BlobRef, value: &T) -> StoreResult<bool> {
-        let body = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Other(e.to_string()))?;
+    async fn create_json<T: serde::Serialize + Sync>(
+        &self,
+        blob: &BlobRef,
+        value: &T,
+    ) -> StoreResult<bool> {
+        let body =
+            serde_json::to_vec_pretty(value).map_err(|e| StoreError::Other(e.to_string()))?;
         match self
-            .put(blob, Bytes::from(body), "application/json", Condition::IfNotExists, &BTreeMap::new())
+            .put(
+                blob,
+                Bytes::from(body),
+                "application/json",
+                Condition::IfNotExists,
+                &BTreeMap::new(),
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -230,11 +264,22 @@ pub trait BlobStoreExt: BlobStore {
     }
 
     /// Overwrite a JSON document unconditionally.
-    async fn write_json<T: serde::Serialize + Sync>(&self, blob: &BlobRef, value: &T) -> StoreResult<()> {
-        let body = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Other(e.to_string()))?;
-        self.put(blob, Bytes::from(body), "application/json", Condition::None, &BTreeMap::new())
-            .await
-            .map(|_| ())
+    async fn write_json<T: serde::Serialize + Sync>(
+        &self,
+        blob: &BlobRef,
+        value: &T,
+    ) -> StoreResult<()> {
+        let body =
+            serde_json::to_vec_pretty(value).map_err(|e| StoreError::Other(e.to_string()))?;
+        self.put(
+            blob,
+            Bytes::from(body),
+            "application/json",
+            Condition::None,
+            &BTreeMap::new(),
+        )
+        .await
+        .map(|_| ())
     }
 }
 

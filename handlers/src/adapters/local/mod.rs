@@ -1,1 +1,6 @@
 //! Local adapters: the embedded default.
+
+pub mod control_plane;
+pub mod directory;
+pub mod fs_blob;
+pub mod telemetry;

@@ -1,0 +1,585 @@
+//! Local blob store: blobs as plain files under `<root>/<account>/<container>/<name>`, so a person
+//! can inspect a synthetic workspace with `ls` and `cat`. Same semantics as the Azure adapter
+//! where the pipeline relies on them: conditional writes, ordered paged listings, streaming reads,
+//! and soft delete (`<root>/<account>/.dsr-account.json` `{"deleteRetentionDays": N}` makes
+//! deletes keep a copy under `.dsr-deleted/` and report `Retained { until }`).
+//!
+//! Names are validated before they touch the file system: no `..`, no absolute paths, no empty
+//! segments, no backslashes or control characters — a hostile blob name can never escape the root.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use crate::ports::blob::*;
+
+const META_DIR: &str = ".dsr-meta";
+const DELETED_DIR: &str = ".dsr-deleted";
+const ACCOUNT_FILE: &str = ".dsr-account.json";
+
+pub struct FsBlobStore {
+    root: PathBuf,
+    /// Serialises conditional writes and deletes within this process (check-then-act).
+    write_lock: Mutex<()>,
+    tmp_counter: AtomicU64,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountSettings {
+    #[serde(default)]
+    pub delete_retention_days: u32,
+}
+
+impl FsBlobStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            write_lock: Mutex::new(()),
+            tmp_counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Configure an account's soft-delete retention (0 = permanent deletes).
+    pub fn set_account_settings(
+        &self,
+        account: &str,
+        settings: &AccountSettings,
+    ) -> StoreResult<()> {
+        validate_account(account)?;
+        let dir = self.root.join(account);
+        std::fs::create_dir_all(&dir).map_err(io_err)?;
+        std::fs::write(
+            dir.join(ACCOUNT_FILE),
+            serde_json::to_vec(settings).unwrap_or_default(),
+        )
+        .map_err(io_err)
+    }
+
+    fn account_settings(&self, account: &str) -> AccountSettings {
+        std::fs::read(self.root.join(account).join(ACCOUNT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn container_dir(&self, account: &str, container: &str) -> StoreResult<PathBuf> {
+        validate_account(account)?;
+        validate_container(container)?;
+        Ok(self.root.join(account).join(container))
+    }
+
+    fn blob_path(&self, blob: &BlobRef) -> StoreResult<PathBuf> {
+        validate_name(&blob.name)?;
+        Ok(self
+            .container_dir(&blob.account, &blob.container)?
+            .join(&blob.name))
+    }
+
+    fn meta_path(&self, blob: &BlobRef) -> StoreResult<PathBuf> {
+        validate_name(&blob.name)?;
+        Ok(self
+            .container_dir(&blob.account, &blob.container)?
+            .join(META_DIR)
+            .join(format!("{}.json", blob.name)))
+    }
+
+    fn tmp_path(&self, dir: &Path) -> PathBuf {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!(".dsr-tmp-{}-{n}", std::process::id()))
+    }
+}
+
+fn io_err(e: std::io::Error) -> StoreError {
+    StoreError::Other(format!("local store I/O: {e}"))
+}
+
+fn validate_account(a: &str) -> StoreResult<()> {
+    if (3..=24).contains(&a.len())
+        && a.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(format!(
+            "account name must be 3-24 lowercase letters or digits: {a:?}"
+        )))
+    }
+}
+
+fn validate_container(c: &str) -> StoreResult<()> {
+    let ok = (3..=63).contains(&c.len())
+        && c.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        && !c.starts_with('-')
+        && !c.ends_with('-')
+        && !c.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(format!(
+            "invalid container name {c:?}"
+        )))
+    }
+}
+
+/// Blob names that map to exactly one file inside the container folder.
+pub fn validate_name(n: &str) -> StoreResult<()> {
+    let bad = |why: &str| {
+        Err(StoreError::InvalidName(format!(
+            "{why}: {:?}",
+            n.chars().take(80).collect::<String>()
+        )))
+    };
+    if n.is_empty() || n.len() > 1024 {
+        return bad("blob name must be 1-1024 bytes");
+    }
+    if n.starts_with('/') || n.ends_with('/') {
+        return bad("blob name must not start or end with '/'");
+    }
+    if n.chars().any(|c| c.is_control() || c == '\\') {
+        return bad("blob name must not contain control characters or '\\'");
+    }
+    for seg in n.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return bad("blob name must not contain empty, '.' or '..' segments");
+        }
+        if seg.len() > 255 {
+            return bad("blob name segment longer than 255 bytes");
+        }
+        if seg.starts_with(".dsr-") {
+            return bad("blob name segment starting with '.dsr-' is reserved");
+        }
+    }
+    Ok(())
+}
+
+fn etag_of(md: &std::fs::Metadata) -> String {
+    format!(
+        "\"0x{:x}{:x}{:x}\"",
+        md.mtime_nsec() as u64 ^ (md.mtime() as u64) << 20,
+        md.ino(),
+        md.len()
+    )
+}
+
+fn content_type_for(name: &str) -> &'static str {
+    match name.rsplit('.').next().unwrap_or("") {
+        "json" => "application/json",
+        "jsonl" => "application/x-ndjson",
+        "txt" | "log" => "text/plain",
+        "md" => "text/markdown",
+        "csv" => "text/csv",
+        "py" => "text/x-python",
+        "ipynb" => "application/x-ipynb+json",
+        "yml" | "yaml" => "application/yaml",
+        _ => "application/octet-stream",
+    }
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> std::io::Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(".dsr-") {
+            continue;
+        }
+        let full = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let md = entry.metadata()?;
+        if md.is_dir() {
+            walk(&entry.path(), &full, out)?;
+        } else {
+            out.push((full, md));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn create_container(&self, account: &str, container: &str) -> StoreResult<()> {
+        let dir = self.container_dir(account, container)?;
+        tokio::fs::create_dir_all(dir).await.map_err(io_err)
+    }
+
+    async fn list_containers(&self, account: &str, prefix: &str) -> StoreResult<Vec<String>> {
+        validate_account(account)?;
+        let mut out = Vec::new();
+        let mut rd = match tokio::fs::read_dir(self.root.join(account)).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err(e)),
+        };
+        while let Some(e) = rd.next_entry().await.map_err(io_err)? {
+            let name = e.file_name().to_string_lossy().to_string();
+            if e.file_type().await.map_err(io_err)?.is_dir()
+                && name.starts_with(prefix)
+                && validate_container(&name).is_ok()
+            {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete_container(&self, account: &str, container: &str) -> StoreResult<DeleteOutcome> {
+        let dir = self.container_dir(account, container)?;
+        let _g = self.write_lock.lock().await;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(DeleteOutcome::Deleted),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeleteOutcome::NotFound),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    async fn list_page(
+        &self,
+        account: &str,
+        container: &str,
+        prefix: &str,
+        marker: Option<String>,
+        max_results: u32,
+    ) -> StoreResult<ListPage> {
+        let cdir = self.container_dir(account, container)?;
+        // Walk only the deepest folder the prefix pins down.
+        let (base_rel, _) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        if !base_rel.is_empty() && validate_name(base_rel).is_err() {
+            return Ok(ListPage::default());
+        }
+        let prefix = prefix.to_string();
+        let base_rel = base_rel.to_string();
+        let meta_root = cdir.join(META_DIR);
+        let items = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<BlobItem>> {
+            let mut found = Vec::new();
+            walk(&cdir.join(&base_rel), &base_rel, &mut found)?;
+            found.retain(|(n, _)| n.starts_with(&prefix) && marker.as_ref().is_none_or(|m| n > m));
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            found.truncate(max_results.max(1) as usize + 1);
+            Ok(found
+                .into_iter()
+                .map(|(name, md)| {
+                    let metadata = std::fs::read(meta_root.join(format!("{name}.json")))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
+                        .unwrap_or_default();
+                    BlobItem {
+                        content_type: Some(content_type_for(&name).to_string()),
+                        etag: etag_of(&md),
+                        size: md.len(),
+                        last_modified: md.modified().ok().map(OffsetDateTime::from),
+                        metadata,
+                        name,
+                    }
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?
+        .map_err(io_err)?;
+        let mut items = items;
+        let next = if items.len() > max_results.max(1) as usize {
+            items.pop();
+            items.last().map(|i| i.name.clone())
+        } else {
+            None
+        };
+        Ok(ListPage { items, next })
+    }
+
+    async fn open(&self, blob: &BlobRef) -> StoreResult<BlobReader> {
+        let path = self.blob_path(blob)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                return Err(StoreError::NotFound(blob.to_string()))
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        let md = file.metadata().await.map_err(io_err)?;
+        if md.is_dir() {
+            return Err(StoreError::NotFound(blob.to_string()));
+        }
+        let props = BlobProps {
+            size: md.len(),
+            etag: etag_of(&md),
+            content_type: Some(content_type_for(&blob.name).to_string()),
+        };
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+            .map(|r| r.map_err(io_err));
+        Ok(BlobReader {
+            props,
+            body: Box::pin(body),
+        })
+    }
+
+    async fn put(
+        &self,
+        blob: &BlobRef,
+        body: Bytes,
+        _content_type: &str,
+        condition: Condition,
+        metadata: &BTreeMap<String, String>,
+    ) -> StoreResult<String> {
+        let path = self.blob_path(blob)?;
+        let parent = path
+            .parent()
+            .ok_or_else(|| StoreError::InvalidName(blob.name.clone()))?
+            .to_path_buf();
+        let _g = self.write_lock.lock().await;
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(|e| StoreError::InvalidName(format!("{}: {e}", blob.name)))?;
+        let tmp = self.tmp_path(&parent);
+        tokio::fs::write(&tmp, &body).await.map_err(io_err)?;
+        let result = match &condition {
+            // A hard link fails if the target exists: atomic create-if-absent, even across processes.
+            Condition::IfNotExists => match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(StoreError::AlreadyExists(blob.to_string()))
+                }
+                Err(e) => Err(io_err(e)),
+            },
+            Condition::IfMatch(etag) => match std::fs::metadata(&path) {
+                Ok(md) if &etag_of(&md) == etag => std::fs::rename(&tmp, &path).map_err(io_err),
+                Ok(_) => Err(StoreError::ConditionFailed(blob.to_string())),
+                Err(_) => Err(StoreError::ConditionFailed(blob.to_string())),
+            },
+            Condition::None => {
+                if path.is_dir() {
+                    Err(StoreError::InvalidName(format!(
+                        "{} is a folder of other blobs",
+                        blob.name
+                    )))
+                } else {
+                    std::fs::rename(&tmp, &path).map_err(io_err)
+                }
+            }
+        };
+        let _ = std::fs::remove_file(&tmp);
+        result?;
+        let meta_path = self.meta_path(blob)?;
+        if !metadata.is_empty() {
+            if let Some(p) = meta_path.parent() {
+                std::fs::create_dir_all(p).map_err(io_err)?;
+            }
+            std::fs::write(&meta_path, serde_json::to_vec(metadata).unwrap_or_default())
+                .map_err(io_err)?;
+        } else {
+            let _ = std::fs::remove_file(&meta_path);
+        }
+        let md = std::fs::metadata(&path).map_err(io_err)?;
+        Ok(etag_of(&md))
+    }
+
+    async fn copy(&self, src: &BlobRef, dst: &BlobRef) -> StoreResult<()> {
+        let from = self.blob_path(src)?;
+        let to = self.blob_path(dst)?;
+        if !from.is_file() {
+            return Err(StoreError::NotFound(src.to_string()));
+        }
+        let parent = to
+            .parent()
+            .ok_or_else(|| StoreError::InvalidName(dst.name.clone()))?
+            .to_path_buf();
+        tokio::fs::create_dir_all(&parent).await.map_err(io_err)?;
+        let tmp = self.tmp_path(&parent);
+        tokio::fs::copy(&from, &tmp).await.map_err(io_err)?;
+        tokio::fs::rename(&tmp, &to).await.map_err(io_err)
+    }
+
+    async fn delete(&self, blob: &BlobRef) -> StoreResult<DeleteOutcome> {
+        let path = self.blob_path(blob)?;
+        let settings = self.account_settings(&blob.account);
+        let _g = self.write_lock.lock().await;
+        if !path.is_file() {
+            return Ok(DeleteOutcome::NotFound);
+        }
+        let outcome = if settings.delete_retention_days > 0 {
+            // Soft delete: keep a restorable copy and say until when, honestly.
+            let now = OffsetDateTime::now_utc();
+            let keep = self
+                .root
+                .join(&blob.account)
+                .join(DELETED_DIR)
+                .join(&blob.container)
+                .join(format!("{}@{}", blob.name, now.unix_timestamp_nanos()));
+            if let Some(p) = keep.parent() {
+                std::fs::create_dir_all(p).map_err(io_err)?;
+            }
+            std::fs::rename(&path, &keep).map_err(io_err)?;
+            DeleteOutcome::Retained {
+                until: now + time::Duration::days(settings.delete_retention_days as i64),
+            }
+        } else {
+            std::fs::remove_file(&path).map_err(io_err)?;
+            DeleteOutcome::Deleted
+        };
+        let _ = std::fs::remove_file(self.meta_path(blob)?);
+        // Remove now-empty folders so the tree shows what is left.
+        let stop = self.container_dir(&blob.account, &blob.container)?;
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == stop || std::fs::remove_dir(&d).is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_rejected() {
+        for n in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a/",
+            "x\0y",
+            ".dsr-meta/x",
+            &"a".repeat(2000),
+        ] {
+            assert!(validate_name(n).is_err(), "{n:?}");
+        }
+        for n in [
+            "ExperimentRun/dcid.run_1/logs/std_log.txt",
+            "Users/álice/nb.ipynb",
+            "a b/c",
+        ] {
+            assert!(validate_name(n).is_ok(), "{n:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_name_escapes_the_container(name in "\\PC{0,40}") {
+            let store = FsBlobStore::new("/nonexistent-root");
+            if let Ok(p) = store.blob_path(&BlobRef::new("acct", "cont", name.clone())) {
+                proptest::prop_assert!(p.starts_with("/nonexistent-root/acct/cont/"));
+                proptest::prop_assert!(!p.components().any(|c| matches!(c, std::path::Component::ParentDir)));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn conditional_writes_and_paging() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsBlobStore::new(dir.path());
+        let b = BlobRef::new("acct", "cont", "a/b.json");
+        let e1 = s
+            .put(
+                &b,
+                Bytes::from_static(b"1"),
+                "application/json",
+                Condition::IfNotExists,
+                &BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.put(
+                &b,
+                Bytes::from_static(b"2"),
+                "application/json",
+                Condition::IfNotExists,
+                &BTreeMap::new()
+            )
+            .await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        let e2 = s
+            .put(
+                &b,
+                Bytes::from_static(b"22"),
+                "application/json",
+                Condition::IfMatch(e1.clone()),
+                &BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.put(
+                &b,
+                Bytes::from_static(b"3"),
+                "application/json",
+                Condition::IfMatch(e1),
+                &BTreeMap::new()
+            )
+            .await,
+            Err(StoreError::ConditionFailed(_))
+        ));
+        assert_ne!(e2, "");
+        for i in 0..25 {
+            s.put(
+                &BlobRef::new("acct", "cont", format!("p/{i:03}")),
+                Bytes::new(),
+                "x",
+                Condition::None,
+                &BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        }
+        let all = s.list_all("acct", "cont", "p/").await.unwrap();
+        assert_eq!(all.len(), 25);
+        let p1 = s.list_page("acct", "cont", "p/", None, 10).await.unwrap();
+        assert_eq!(p1.items.len(), 10);
+        assert_eq!(p1.next.as_deref(), Some("p/009"));
+        assert_eq!(s.delete(&b).await.unwrap(), DeleteOutcome::Deleted);
+        assert_eq!(s.delete(&b).await.unwrap(), DeleteOutcome::NotFound);
+        s.set_account_settings(
+            "acct",
+            &AccountSettings {
+                delete_retention_days: 7,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            s.delete(&BlobRef::new("acct", "cont", "p/000"))
+                .await
+                .unwrap(),
+            DeleteOutcome::Retained { .. }
+        ));
+        assert_eq!(s.list_all("acct", "cont", "p/").await.unwrap().len(), 24);
+    }
+}

@@ -1,0 +1,142 @@
+//! The plan: which slices (workspace x resource type) a request fans out to. Persisted before any
+//! message is sent, so the aggregator always knows what "all slices are in" means.
+
+use time::OffsetDateTime;
+
+use super::deadline::{deadline, Regulation};
+use super::holds::{HoldRef, HoldSet};
+use super::request::{DsrRequest, RequestId, RequestKind};
+use super::subject::ResolvedSubject;
+use super::workspace::WorkspaceId;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceType {
+    Jobs,
+    Models,
+    Data,
+    Compute,
+    Notebooks,
+    Telemetry,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 6] = [
+        ResourceType::Jobs,
+        ResourceType::Models,
+        ResourceType::Data,
+        ResourceType::Compute,
+        ResourceType::Notebooks,
+        ResourceType::Telemetry,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ResourceType::Jobs => "jobs",
+            ResourceType::Models => "models",
+            ResourceType::Data => "data",
+            ResourceType::Compute => "compute",
+            ResourceType::Notebooks => "notebooks",
+            ResourceType::Telemetry => "telemetry",
+        }
+    }
+
+    /// The function that handles this slice (folder name under `functions/`).
+    pub fn function_name(&self) -> String {
+        format!("slice-{}", self.as_str())
+    }
+
+    /// The queue that triggers that function.
+    pub fn queue(&self) -> String {
+        format!("dsr-slice-{}", self.as_str())
+    }
+
+    pub fn from_function(name: &str) -> Option<ResourceType> {
+        Self::ALL.into_iter().find(|t| t.function_name() == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceSpec {
+    pub key: String,
+    pub workspace: WorkspaceId,
+    pub resource_type: ResourceType,
+    pub hold: Option<HoldRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub request_id: RequestId,
+    #[serde(rename = "type")]
+    pub kind: RequestKind,
+    pub dry_run: bool,
+    pub regulation: Regulation,
+    pub subject: ResolvedSubject,
+    pub subject_log_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline: OffsetDateTime,
+    /// Retention sweeps: delete job history created before this instant.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub cutoff: Option<OffsetDateTime>,
+    pub reply_to: Option<String>,
+    /// SHA-256 of the original message: a reused requestId with other content is a conflict.
+    pub request_sha256: String,
+    pub slices: Vec<SliceSpec>,
+}
+
+pub fn slice_key(workspace: &WorkspaceId, resource_type: ResourceType) -> String {
+    format!("{}-{}", workspace.key(), resource_type.as_str())
+}
+
+impl Plan {
+    /// One slice per workspace x resource type, holds applied (holds only matter for mutations).
+    pub fn build(
+        request: &DsrRequest,
+        subject: ResolvedSubject,
+        holds: &HoldSet,
+        now: OffsetDateTime,
+        request_sha256: String,
+    ) -> Plan {
+        let received_at = request.received_at.unwrap_or(now);
+        let mut slices = Vec::new();
+        for ws in &request.workspaces {
+            for rt in ResourceType::ALL {
+                let hold = if request.kind.mutates() {
+                    holds.find(subject.object_id, ws, rt)
+                } else {
+                    None
+                };
+                slices.push(SliceSpec {
+                    key: slice_key(ws, rt),
+                    workspace: ws.clone(),
+                    resource_type: rt,
+                    hold,
+                });
+            }
+        }
+        Plan {
+            request_id: request.request_id.clone(),
+            kind: request.kind,
+            dry_run: request.dry_run,
+            regulation: request.regulation,
+            subject_log_id: subject.log_id(),
+            subject,
+            received_at,
+            deadline: deadline(request.regulation, received_at),
+            cutoff: None,
+            reply_to: request.reply_to.clone(),
+            request_sha256,
+            slices,
+        }
+    }
+
+    pub fn slice(&self, key: &str) -> Option<&SliceSpec> {
+        self.slices.iter().find(|s| s.key == key)
+    }
+}

@@ -1,0 +1,289 @@
+//! Reports: the export manifest, the deletion certificate, the audit record and the result
+//! message, all built from the plan and the stored slice results (pure functions).
+
+use std::fmt::Write as _;
+
+use time::OffsetDateTime;
+
+use super::deadline::Regulation;
+use super::plan::{Plan, ResourceType};
+use super::request::{RequestId, RequestKind};
+use super::slice::{ItemStatus, SliceResult, SliceStatus};
+use super::workspace::WorkspaceId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalStatus {
+    Completed,
+    PartiallyFailed,
+    Rejected,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub items: u64,
+    pub exported: u64,
+    pub bytes_exported: u64,
+    pub deleted: u64,
+    pub verified_gone: u64,
+    pub retained: u64,
+    pub held: u64,
+    pub skipped: u64,
+    pub would_export: u64,
+    pub would_delete: u64,
+    pub pending: u64,
+    pub failed: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, status: &ItemStatus) {
+        self.items += 1;
+        match status {
+            ItemStatus::Exported { size, .. } => {
+                self.exported += 1;
+                self.bytes_exported += size;
+            }
+            ItemStatus::Deleted { verified } => {
+                self.deleted += 1;
+                if *verified {
+                    self.verified_gone += 1;
+                }
+            }
+            ItemStatus::RetainedUntil { .. } => self.retained += 1,
+            ItemStatus::Held { .. } => self.held += 1,
+            ItemStatus::Skipped { .. } => self.skipped += 1,
+            ItemStatus::WouldExport => self.would_export += 1,
+            ItemStatus::WouldDelete => self.would_delete += 1,
+            ItemStatus::Pending { .. } => self.pending += 1,
+            ItemStatus::Failed { .. } => self.failed += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceSummary {
+    pub key: String,
+    pub workspace: WorkspaceId,
+    pub resource_type: ResourceType,
+    pub status: SliceStatus,
+    pub reason: Option<String>,
+    pub hold: Option<String>,
+    pub counts: Counts,
+}
+
+/// The report written once per request: export manifest or deletion certificate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinalReport {
+    pub request_id: RequestId,
+    #[serde(rename = "type")]
+    pub kind: RequestKind,
+    pub status: FinalStatus,
+    pub dry_run: bool,
+    pub regulation: Regulation,
+    /// The subject's Entra object id: the report is evidence for the privacy team (never logged).
+    pub subject_object_id: String,
+    pub subject_log_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub within_deadline: bool,
+    pub counts: Counts,
+    pub slices: Vec<SliceSummary>,
+    /// Every item with its outcome (the certificate's or manifest's body).
+    pub results: Vec<SliceResult>,
+}
+
+/// True when every planned slice has a stored result.
+pub fn all_slices_in(plan: &Plan, completed: &[String]) -> bool {
+    plan.slices
+        .iter()
+        .all(|s| completed.iter().any(|c| c == &s.key))
+}
+
+pub fn build_report(
+    plan: &Plan,
+    mut results: Vec<SliceResult>,
+    finished_at: OffsetDateTime,
+) -> FinalReport {
+    // Plan order, so the report is the same whichever order completions arrived in.
+    results.sort_by_key(|r| {
+        plan.slices
+            .iter()
+            .position(|s| s.key == r.key)
+            .unwrap_or(usize::MAX)
+    });
+    let mut total = Counts::default();
+    let mut slices = Vec::new();
+    for r in &results {
+        let mut c = Counts::default();
+        for i in &r.items {
+            c.add(&i.status);
+            total.add(&i.status);
+        }
+        slices.push(SliceSummary {
+            key: r.key.clone(),
+            workspace: r.workspace.clone(),
+            resource_type: r.resource_type,
+            status: r.status,
+            reason: r.reason.clone(),
+            hold: plan
+                .slice(&r.key)
+                .and_then(|s| s.hold.as_ref().map(|h| h.id.clone())),
+            counts: c,
+        });
+    }
+    let any_failed = results.iter().any(|r| r.status == SliceStatus::Failed) || total.failed > 0;
+    FinalReport {
+        request_id: plan.request_id.clone(),
+        kind: plan.kind,
+        status: if any_failed {
+            FinalStatus::PartiallyFailed
+        } else {
+            FinalStatus::Completed
+        },
+        dry_run: plan.dry_run,
+        regulation: plan.regulation,
+        subject_object_id: plan.subject.object_id.to_string(),
+        subject_log_id: plan.subject_log_id.clone(),
+        received_at: plan.received_at,
+        deadline: plan.deadline,
+        finished_at,
+        within_deadline: finished_at <= plan.deadline,
+        counts: total,
+        slices,
+        results,
+    }
+}
+
+/// The message for the ticketing system (topic `dsr-results`). No personal data beyond the
+/// ticket's own id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultMessage {
+    pub schema_version: String,
+    pub request_id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RequestKind>,
+    pub status: FinalStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub deadline: Option<OffsetDateTime>,
+    /// Where the report (certificate or manifest) is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    /// Time-limited link to the export bundle, where the store can issue one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_link: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+fn status_word(s: &ItemStatus) -> String {
+    match s {
+        ItemStatus::Exported { sha256, size, .. } => format!(
+            "exported ({size} bytes, sha256 {})",
+            &sha256[..sha256.len().min(12)]
+        ),
+        ItemStatus::Deleted { verified: true } => "deleted, verified gone".into(),
+        ItemStatus::Deleted { verified: false } => "deleted".into(),
+        ItemStatus::RetainedUntil { until } => {
+            format!("deleted; physically retained until {}", until.date())
+        }
+        ItemStatus::Held { hold, reason } => format!("held ({hold}: {reason})"),
+        ItemStatus::Skipped { reason } => format!("skipped: {reason}"),
+        ItemStatus::WouldExport => "would export (dry run)".into(),
+        ItemStatus::WouldDelete => "would delete (dry run)".into(),
+        ItemStatus::Pending { operation } => format!("pending (operation {operation})"),
+        ItemStatus::Failed { reason } => format!("FAILED: {reason}"),
+    }
+}
+
+/// Human-readable summary (Markdown) of an export manifest or a deletion certificate.
+pub fn render_markdown(r: &FinalReport) -> String {
+    let mut s = String::new();
+    let title = match (r.kind, r.dry_run) {
+        (_, true) => "Dry run report",
+        (RequestKind::Export, _) => "Data export manifest",
+        (RequestKind::Delete, _) => "Certificate of deletion",
+        (RequestKind::Retention, _) => "Retention sweep report",
+    };
+    let _ = writeln!(s, "# {title}: {}\n", r.request_id);
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(s, "| Status | {:?} |", r.status);
+    let _ = writeln!(s, "| Regulation | {:?} |", r.regulation);
+    let _ = writeln!(s, "| Subject (Entra object id) | {} |", r.subject_object_id);
+    let _ = writeln!(s, "| Received | {} |", r.received_at);
+    let _ = writeln!(
+        s,
+        "| Deadline | {} ({}) |",
+        r.deadline,
+        if r.within_deadline { "met" } else { "MISSED" }
+    );
+    let _ = writeln!(s, "| Finished | {} |", r.finished_at);
+    let c = &r.counts;
+    let _ = writeln!(
+        s,
+        "| Items | {} found; {} exported ({} bytes); {} deleted ({} verified gone); {} retained; {} held; {} skipped; {} pending; {} failed |",
+        c.items, c.exported, c.bytes_exported, c.deleted, c.verified_gone, c.retained, c.held, c.skipped, c.pending, c.failed
+    );
+    if r.dry_run {
+        let _ = writeln!(
+            s,
+            "| Dry run | would export {}, would delete {}; nothing was changed |",
+            c.would_export, c.would_delete
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n## Slices\n\n| Workspace | Resource | Status | Items | Note |\n|---|---|---|---|---|"
+    );
+    for sl in &r.slices {
+        let note = match (&sl.reason, &sl.hold) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(h)) => format!("legal hold {h}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:?} | {} | {} |",
+            sl.workspace.name(),
+            sl.resource_type.as_str(),
+            sl.status,
+            sl.counts.items,
+            note
+        );
+    }
+    let _ = writeln!(s, "\n## Items\n");
+    for res in &r.results {
+        if res.items.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "### {} / {}\n",
+            res.workspace.name(),
+            res.resource_type.as_str()
+        );
+        for i in &res.items {
+            let _ = writeln!(s, "- `{}` — {}", i.item.label(), status_word(&i.status));
+        }
+        let _ = writeln!(s);
+    }
+    s
+}

@@ -1,0 +1,164 @@
+//! Slices: the unit of work of one function (one workspace x one resource type), the items a
+//! slice finds, and what happened to each of them.
+
+use time::OffsetDateTime;
+
+use super::holds::HoldRef;
+use super::plan::{Plan, ResourceType, SliceSpec};
+use super::request::{RequestId, RequestKind};
+use super::subject::ResolvedSubject;
+use super::workspace::WorkspaceId;
+
+/// The message a slice function receives (and sends to itself to continue in chunks).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceTask {
+    pub request_id: RequestId,
+    #[serde(rename = "type")]
+    pub kind: RequestKind,
+    pub dry_run: bool,
+    pub subject: ResolvedSubject,
+    pub workspace: WorkspaceId,
+    pub resource_type: ResourceType,
+    pub key: String,
+    pub hold: Option<HoldRef>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub cutoff: Option<OffsetDateTime>,
+    /// Index of the chunk of the slice's inventory this message processes.
+    #[serde(default)]
+    pub chunk: u32,
+}
+
+impl SliceTask {
+    pub fn from_plan(plan: &Plan, spec: &SliceSpec) -> SliceTask {
+        SliceTask {
+            request_id: plan.request_id.clone(),
+            kind: plan.kind,
+            dry_run: plan.dry_run,
+            subject: plan.subject.clone(),
+            workspace: spec.workspace.clone(),
+            resource_type: spec.resource_type,
+            key: spec.key.clone(),
+            hold: spec.hold.clone(),
+            cutoff: plan.cutoff,
+            chunk: 0,
+        }
+    }
+
+    /// Deterministic MessageId: a redelivered sender cannot create a second copy.
+    pub fn message_id(&self) -> String {
+        format!("{}/{}/{}", self.request_id, self.key, self.chunk)
+    }
+}
+
+/// Sent to the aggregator when a slice has its final result stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceCompletion {
+    pub request_id: RequestId,
+    pub key: String,
+}
+
+impl SliceCompletion {
+    pub fn message_id(&self) -> String {
+        format!("{}/{}/done", self.request_id, self.key)
+    }
+}
+
+/// Something a slice found that belongs to the subject.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Item {
+    /// A blob (run logs and outputs, model and data files, notebooks).
+    #[serde(rename_all = "camelCase")]
+    Blob {
+        account: String,
+        container: String,
+        name: String,
+        size: u64,
+    },
+    /// A management-plane resource (job, model version, data version, compute).
+    #[serde(rename_all = "camelCase")]
+    Resource { resource_type: String, id: String },
+    /// Telemetry records of the subject in one table.
+    #[serde(rename_all = "camelCase")]
+    Telemetry { table: String, records: u64 },
+}
+
+impl Item {
+    pub fn label(&self) -> String {
+        match self {
+            Item::Blob {
+                account,
+                container,
+                name,
+                ..
+            } => format!("blob {account}/{container}/{name}"),
+            Item::Resource { resource_type, id } => format!("{resource_type} {id}"),
+            Item::Telemetry { table, records } => format!("telemetry {table} ({records} records)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ItemStatus {
+    Exported {
+        path: String,
+        sha256: String,
+        size: u64,
+        #[serde(rename = "contentType")]
+        content_type: String,
+    },
+    /// Gone; `verified` once a re-list confirmed it.
+    Deleted {
+        verified: bool,
+    },
+    RetainedUntil {
+        #[serde(with = "time::serde::rfc3339")]
+        until: OffsetDateTime,
+    },
+    Held {
+        hold: String,
+        reason: String,
+    },
+    Skipped {
+        reason: String,
+    },
+    WouldExport,
+    WouldDelete,
+    Pending {
+        operation: String,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ItemOutcome {
+    pub item: Item,
+    #[serde(flatten)]
+    pub status: ItemStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SliceStatus {
+    Completed,
+    Failed,
+}
+
+/// The final, stored result of one slice.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceResult {
+    pub key: String,
+    pub workspace: WorkspaceId,
+    pub resource_type: ResourceType,
+    pub status: SliceStatus,
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    pub items: Vec<ItemOutcome>,
+}

@@ -1,0 +1,241 @@
+//! The data subject: who a request is about, how they are matched against workspace data, and
+//! how they are named in logs (hashed, never in clear).
+//!
+//! Matching is deliberately narrow: an Entra object id must be equal as a GUID, a UPN equal
+//! case-insensitively and well formed. Display names never match (they are not unique). An
+//! empty, wildcard or malformed candidate never matches, so nothing can widen a subject to
+//! "everyone" — collateral deletion is the worst bug this product can have.
+
+use uuid::Uuid;
+
+use super::ids::short_hash;
+
+/// A user principal name or e-mail, validated and lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Upn(String);
+
+impl Upn {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > 256 {
+            return Err("upn must be 1-256 characters".into());
+        }
+        let (local, domain) = s.split_once('@').ok_or("upn must contain '@'")?;
+        let ok_char = |c: char| {
+            !c.is_whitespace()
+                && !c.is_control()
+                && !matches!(c, '*' | '?' | '/' | '\\' | '@' | '"')
+        };
+        if local.is_empty()
+            || domain.is_empty()
+            || !local.chars().all(ok_char)
+            || !domain.chars().all(ok_char)
+            || !domain.contains('.')
+        {
+            return Err("upn is not a valid user principal name".into());
+        }
+        Ok(Upn(s.to_lowercase()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The part before '@', the default Azure ML notebooks folder name.
+    pub fn local_part(&self) -> &str {
+        self.0.split('@').next().unwrap_or_default()
+    }
+}
+
+impl TryFrom<String> for Upn {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Upn::parse(&s)
+    }
+}
+impl From<Upn> for String {
+    fn from(u: Upn) -> String {
+        u.0
+    }
+}
+
+/// A subject after resolution against the identity directory: always has an object id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedSubject {
+    pub object_id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub upn: Option<Upn>,
+    /// Folder names under `Users/` in the notebooks share.
+    #[serde(default)]
+    pub notebook_aliases: Vec<String>,
+}
+
+impl ResolvedSubject {
+    /// The identifier used in logs and traces: a salted hash, never the id itself.
+    pub fn log_id(&self) -> String {
+        log_hash(&self.object_id.to_string())
+    }
+
+    pub fn matches_object_id(&self, candidate: &str) -> bool {
+        match Uuid::parse_str(candidate.trim()) {
+            Ok(id) => !id.is_nil() && id == self.object_id,
+            Err(_) => false,
+        }
+    }
+
+    pub fn matches_tenant(&self, candidate: Option<&str>) -> bool {
+        match (
+            self.tenant_id,
+            candidate.and_then(|c| Uuid::parse_str(c.trim()).ok()),
+        ) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            // Unknown on either side: the object id alone is globally unique in Entra.
+            _ => true,
+        }
+    }
+
+    pub fn matches_upn(&self, candidate: &str) -> bool {
+        match (&self.upn, Upn::parse(candidate)) {
+            (Some(mine), Ok(theirs)) => *mine == theirs,
+            _ => false,
+        }
+    }
+
+    /// Azure ML run-history `createdBy` (userObjectId, userTenantId, upn, userName).
+    pub fn matches_run_creator(&self, created_by: &serde_json::Value) -> bool {
+        let field = |k: &str| created_by.get(k).and_then(|v| v.as_str());
+        if let Some(oid) = field("userObjectId") {
+            return self.matches_object_id(oid) && self.matches_tenant(field("userTenantId"));
+        }
+        // No object id recorded: fall back to an exact UPN, never to userName (a display name).
+        field("upn").map(|u| self.matches_upn(u)).unwrap_or(false)
+    }
+
+    /// ARM `systemData`: `createdBy` is a string (UPN, object id or display name).
+    pub fn matches_system_data(&self, system_data: &serde_json::Value) -> bool {
+        let by_type = system_data
+            .get("createdByType")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if !by_type.eq_ignore_ascii_case("User") {
+            return false;
+        }
+        match system_data.get("createdBy").and_then(|v| v.as_str()) {
+            Some(c) => self.matches_object_id(c) || self.matches_upn(c),
+            None => false,
+        }
+    }
+
+    /// `Users/<alias>/` prefixes for the notebooks share; invalid aliases are dropped.
+    pub fn notebook_prefixes(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .notebook_aliases
+            .iter()
+            .filter(|a| valid_alias(a))
+            .map(|a| format!("Users/{a}/"))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// A folder name that can only ever name one folder: no separators, wildcards or dot segments.
+pub fn valid_alias(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 128
+        && a != "."
+        && a != ".."
+        && a.chars()
+            .all(|c| !c.is_control() && !matches!(c, '/' | '\\' | '*' | '?' | '[' | ']'))
+}
+
+/// Salted hash for logs. The salt (`DSR_LOG_SALT`) keeps hashes from being reversed by hashing
+/// a directory of known ids.
+pub fn log_hash(value: &str) -> String {
+    let salt = std::env::var("DSR_LOG_SALT").unwrap_or_else(|_| "azureml-dsr".to_string());
+    format!(
+        "subj-{}",
+        short_hash(&[&salt, &value.trim().to_lowercase()], 16)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn alice() -> ResolvedSubject {
+        ResolvedSubject {
+            object_id: Uuid::parse_str("11111111-1111-1111-1111-111111111111").unwrap(),
+            tenant_id: Some(Uuid::parse_str("22222222-2222-2222-2222-222222222222").unwrap()),
+            upn: Some(Upn::parse("Alice@Contoso.com").unwrap()),
+            notebook_aliases: vec!["alice".into()],
+        }
+    }
+
+    #[test]
+    fn empty_wildcard_and_malformed_candidates_never_match() {
+        let a = alice();
+        for c in [
+            "",
+            " ",
+            "*",
+            "%",
+            "00000000-0000-0000-0000-000000000000",
+            "1111",
+            ".*",
+            "@",
+            "*@*",
+            "alice",
+        ] {
+            assert!(!a.matches_object_id(c), "{c}");
+            assert!(!a.matches_upn(c), "{c}");
+            assert!(
+                !a.matches_run_creator(&json!({"userObjectId": c, "upn": c})),
+                "{c}"
+            );
+            assert!(
+                !a.matches_system_data(&json!({"createdBy": c, "createdByType": "User"})),
+                "{c}"
+            );
+        }
+        assert!(!a.matches_run_creator(&json!({})));
+        assert!(!a.matches_run_creator(&json!({"userName": "Alice"})));
+    }
+
+    #[test]
+    fn matches_exact_identity() {
+        let a = alice();
+        assert!(a.matches_run_creator(&json!({"userObjectId": "11111111-1111-1111-1111-111111111111", "userTenantId": "22222222-2222-2222-2222-222222222222"})));
+        assert!(!a.matches_run_creator(&json!({"userObjectId": "11111111-1111-1111-1111-111111111111", "userTenantId": "33333333-2222-2222-2222-222222222222"})));
+        assert!(a.matches_run_creator(&json!({"upn": "alice@contoso.com"})));
+        assert!(a.matches_system_data(
+            &json!({"createdBy": "ALICE@contoso.com", "createdByType": "User"})
+        ));
+        assert!(!a.matches_system_data(
+            &json!({"createdBy": "alice@contoso.com", "createdByType": "Application"})
+        ));
+        assert!(!a.matches_upn("alice@contoso.com.evil"));
+    }
+
+    #[test]
+    fn notebook_prefixes_reject_traversal() {
+        let mut a = alice();
+        a.notebook_aliases = vec![
+            "".into(),
+            "..".into(),
+            "a/b".into(),
+            "*".into(),
+            "alice".into(),
+        ];
+        assert_eq!(a.notebook_prefixes(), vec!["Users/alice/".to_string()]);
+    }
+
+    #[test]
+    fn log_hash_hides_the_id() {
+        let h = alice().log_id();
+        assert!(h.starts_with("subj-"));
+        assert!(!h.contains("1111"));
+    }
+}

@@ -1,0 +1,124 @@
+//! Azure ML workspace identity: a parsed, normalised ARM resource id.
+
+use std::fmt;
+
+use super::ids::short_hash;
+
+/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{name}`.
+/// Cannot hold anything else.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct WorkspaceId {
+    subscription: String,
+    resource_group: String,
+    name: String,
+}
+
+impl WorkspaceId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let trimmed = s.trim().trim_end_matches('/');
+        if trimmed.len() > 512 {
+            return Err("workspace id is longer than 512 characters".into());
+        }
+        let parts: Vec<&str> = trimmed.split('/').collect();
+        // ["", "subscriptions", sub, "resourceGroups", rg, "providers", "Microsoft.MachineLearningServices", "workspaces", name]
+        let ok = parts.len() == 9
+            && parts[0].is_empty()
+            && parts[1].eq_ignore_ascii_case("subscriptions")
+            && parts[3].eq_ignore_ascii_case("resourceGroups")
+            && parts[5].eq_ignore_ascii_case("providers")
+            && parts[6].eq_ignore_ascii_case("Microsoft.MachineLearningServices")
+            && parts[7].eq_ignore_ascii_case("workspaces");
+        if !ok {
+            return Err(
+                "workspace must be an ARM id /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
+                    .into(),
+            );
+        }
+        let (sub, rg, name) = (parts[2], parts[4], parts[8]);
+        let valid = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 90
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
+        };
+        if !valid(sub) || !valid(rg) || !valid(name) {
+            return Err(
+                "workspace id has an empty or invalid subscription, resource group or name".into(),
+            );
+        }
+        Ok(Self {
+            subscription: sub.to_ascii_lowercase(),
+            resource_group: rg.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn subscription(&self) -> &str {
+        &self.subscription
+    }
+    pub fn resource_group(&self) -> &str {
+        &self.resource_group
+    }
+
+    /// Stable 12-hex key (ARM ids are case-insensitive, so hashed lowercased).
+    pub fn key(&self) -> String {
+        short_hash(&[&self.to_string().to_ascii_lowercase()], 12)
+    }
+}
+
+impl fmt::Display for WorkspaceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.MachineLearningServices/workspaces/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+}
+
+impl TryFrom<String> for WorkspaceId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<WorkspaceId> for String {
+    fn from(w: WorkspaceId) -> String {
+        w.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalises() {
+        let a = WorkspaceId::parse("/subscriptions/ABC/resourceGroups/rg/providers/microsoft.machinelearningservices/Workspaces/ws1/").unwrap();
+        let b = WorkspaceId::parse("/subscriptions/abc/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.name(), "ws1");
+    }
+
+    #[test]
+    fn rejects_other_resources_and_traversal() {
+        for bad in [
+            "",
+            "ws1",
+            "/subscriptions/a/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/x",
+            "/subscriptions/a/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/..",
+            "/subscriptions/a/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/*",
+            "/subscriptions/a/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/jobs/x",
+        ] {
+            assert!(WorkspaceId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! `dsr-aggregate`: fan-in. Records each slice completion idempotently; when every planned slice
+//! is in, finalises EXACTLY once. The report document is created with If-None-Match `*`: whoever
+//! creates it is the finaliser, everyone else (a redelivery, a concurrent invocation) reads the
+//! stored one, so the bundle, audit record and result message are always built from the same
+//! report; the audit record is create-only and the result message has a deterministic MessageId.
+
+use time::OffsetDateTime;
+use tracing::info;
+
+use super::{FnError, Services};
+use crate::domain::plan::Plan;
+use crate::domain::report::{
+    all_slices_in, build_report, render_markdown, FinalReport, ResultMessage,
+};
+use crate::domain::request::RequestKind;
+use crate::domain::slice::SliceCompletion;
+use crate::ports::blob::{BlobStoreExt, Condition};
+use crate::ports::bus::{queues, OutMessage};
+use crate::state::{StateStore, EXPORTS, REPORTS};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggregateStep {
+    /// Recorded; `have` of `want` slices are in.
+    Waiting { have: usize, want: usize },
+    /// This invocation (or an earlier one) finalised the request.
+    Finalised { created_report: bool },
+}
+
+pub async fn run(svc: &Services, completion: &SliceCompletion) -> Result<AggregateStep, FnError> {
+    let state = svc.state();
+    let plan = state.plan(&completion.request_id).await?.ok_or_else(|| {
+        FnError::BadRequest(format!("no plan for request {}", completion.request_id))
+    })?;
+    if plan.slice(&completion.key).is_none() {
+        return Err(FnError::BadRequest(format!(
+            "slice {} is not part of request {}",
+            completion.key, completion.request_id
+        )));
+    }
+    if state
+        .slice_result(&completion.request_id, &completion.key)
+        .await?
+        .is_none()
+    {
+        return Err(FnError::BadRequest(format!(
+            "slice {} has no stored result",
+            completion.key
+        )));
+    }
+    state
+        .store
+        .create_json(
+            &state.completion_ref(&plan.request_id, &completion.key),
+            &serde_json::json!({"key": completion.key}),
+        )
+        .await?;
+    let done = state.completed_keys(&plan.request_id).await?;
+    if !all_slices_in(&plan, &done) {
+        return Ok(AggregateStep::Waiting {
+            have: done.len(),
+            want: plan.slices.len(),
+        });
+    }
+    finalise(svc, &state, &plan).await
+}
+
+async fn finalise(
+    svc: &Services,
+    state: &StateStore,
+    plan: &Plan,
+) -> Result<AggregateStep, FnError> {
+    let mut results = Vec::with_capacity(plan.slices.len());
+    for s in &plan.slices {
+        results.push(
+            state
+                .slice_result(&plan.request_id, &s.key)
+                .await?
+                .ok_or_else(|| FnError::Transient(format!("result of {} missing", s.key)))?,
+        );
+    }
+    let candidate = build_report(plan, results, OffsetDateTime::now_utc());
+    let created = state
+        .store
+        .create_json(&state.report_ref(&plan.request_id), &candidate)
+        .await?;
+    let report: FinalReport = if created {
+        candidate
+    } else {
+        state
+            .report(&plan.request_id)
+            .await?
+            .ok_or_else(|| FnError::Transient("report vanished".into()))?
+    };
+
+    // Human- and machine-readable copies: export bundle or deletion certificate.
+    let md = render_markdown(&report);
+    let (container, base) = match (plan.kind, plan.dry_run) {
+        (RequestKind::Export, false) => (EXPORTS, format!("{}/", plan.request_id)),
+        _ => (REPORTS, format!("{}/", plan.request_id)),
+    };
+    let stem = match (plan.kind, plan.dry_run) {
+        (RequestKind::Export, false) => "manifest",
+        (_, true) => "dry-run",
+        _ => "certificate",
+    };
+    let json_ref = state.blob(container, format!("{base}{stem}.json"));
+    state.store.write_json(&json_ref, &report).await?;
+    state
+        .store
+        .put(
+            &state.blob(container, format!("{base}{stem}.md")),
+            bytes::Bytes::from(md),
+            "text/markdown",
+            Condition::None,
+            &Default::default(),
+        )
+        .await?;
+
+    // Append-only audit record (CCPA: keep requests and responses 24 months).
+    let audit = serde_json::json!({
+        "requestId": report.request_id,
+        "type": report.kind,
+        "status": report.status,
+        "dryRun": report.dry_run,
+        "regulation": report.regulation,
+        "subject": report.subject_log_id,
+        "receivedAt": report.received_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "deadline": report.deadline.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "finishedAt": report.finished_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "withinDeadline": report.within_deadline,
+        "counts": report.counts,
+        "report": json_ref.to_string(),
+        "reportSha256": crate::domain::ids::sha256_hex(&serde_json::to_vec(&report).unwrap_or_default()),
+    });
+    state
+        .store
+        .create_json(&state.audit_ref(&plan.request_id), &audit)
+        .await?;
+
+    let msg = ResultMessage {
+        schema_version: "1.0".into(),
+        request_id: Some(plan.request_id.to_string()),
+        kind: Some(plan.kind),
+        status: report.status,
+        code: None,
+        reason: None,
+        dry_run: plan.dry_run,
+        counts: Some(report.counts.clone()),
+        deadline: Some(plan.deadline),
+        report: Some(json_ref.to_string()),
+        export_link: None,
+        reply_to: plan.reply_to.clone(),
+    };
+    svc.bus
+        .send(
+            OutMessage::json(queues::RESULTS, format!("result/{}", plan.request_id), &msg)
+                .correlated(plan.request_id.to_string()),
+        )
+        .await?;
+    if created {
+        info!(request = %plan.request_id, subject = %plan.subject_log_id, status = ?report.status, items = report.counts.items, "aggregate: request finalised");
+    }
+    Ok(AggregateStep::Finalised {
+        created_report: created,
+    })
+}

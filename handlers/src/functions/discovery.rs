@@ -1,0 +1,352 @@
+//! Discovery: what belongs to the subject in one workspace, per resource type. Pure decisions
+//! (who matches) live in `domain::subject`; this module walks the ports.
+//!
+//! Collateral protection: files behind a model or data asset are only taken when no asset of
+//! another user points into the same folder; a job's folders are named by the job's own name.
+
+use serde_json::Value;
+
+use super::{FnError, Services};
+use crate::domain::plan::ResourceType;
+use crate::domain::request::RequestKind;
+use crate::domain::slice::{Item, SliceTask};
+use crate::ports::blob::BlobStoreExt;
+use crate::ports::control_plane::{ArmKind, ControlPlaneError, WorkspaceInfo};
+use crate::state::{Inventory, InventoryEntry};
+
+impl From<ControlPlaneError> for FnError {
+    fn from(e: ControlPlaneError) -> Self {
+        FnError::Transient(e.to_string())
+    }
+}
+
+/// A discovery failure that retrying cannot fix (the slice fails with this reason).
+#[derive(Debug)]
+pub enum DiscoveryError {
+    Permanent(String),
+    Retry(FnError),
+}
+
+impl From<FnError> for DiscoveryError {
+    fn from(e: FnError) -> Self {
+        DiscoveryError::Retry(e)
+    }
+}
+impl From<crate::ports::blob::StoreError> for DiscoveryError {
+    fn from(e: crate::ports::blob::StoreError) -> Self {
+        DiscoveryError::Retry(e.into())
+    }
+}
+impl From<ControlPlaneError> for DiscoveryError {
+    fn from(e: ControlPlaneError) -> Self {
+        match e {
+            ControlPlaneError::WorkspaceNotFound => {
+                DiscoveryError::Permanent("workspace not found".into())
+            }
+            other => DiscoveryError::Retry(other.into()),
+        }
+    }
+}
+
+pub async fn discover(svc: &Services, task: &SliceTask) -> Result<Inventory, DiscoveryError> {
+    let ws = svc.control.workspace(&task.workspace).await?;
+    match task.resource_type {
+        ResourceType::Jobs => jobs(svc, task, &ws).await,
+        ResourceType::Models => {
+            assets(
+                svc,
+                task,
+                &ws,
+                ArmKind::ModelVersion,
+                "/properties/modelUri",
+            )
+            .await
+        }
+        ResourceType::Data => {
+            assets(svc, task, &ws, ArmKind::DataVersion, "/properties/dataUri").await
+        }
+        ResourceType::Compute => compute(svc, task).await,
+        ResourceType::Notebooks => notebooks(svc, task, &ws).await,
+        ResourceType::Telemetry => telemetry(svc, task, &ws).await,
+    }
+}
+
+fn resource_entry(kind: ArmKind, doc: &Value) -> Option<InventoryEntry> {
+    let id = doc.get("id")?.as_str()?.to_string();
+    Some(InventoryEntry {
+        item: Item::Resource {
+            resource_type: kind.as_str().to_string(),
+            id,
+        },
+        doc: Some(doc.clone()),
+    })
+}
+
+async fn blobs_under(
+    svc: &Services,
+    account: &str,
+    container: &str,
+    prefix: &str,
+    out: &mut Vec<InventoryEntry>,
+) -> Result<(), DiscoveryError> {
+    match svc.store.list_all(account, container, prefix).await {
+        Ok(items) => {
+            out.extend(items.into_iter().map(|b| InventoryEntry {
+                item: Item::Blob {
+                    account: account.into(),
+                    container: container.into(),
+                    name: b.name,
+                    size: b.size,
+                },
+                doc: None,
+            }));
+            Ok(())
+        }
+        Err(crate::ports::blob::StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A resource name that can be used as one path segment.
+fn safe_segment(n: &str) -> bool {
+    crate::domain::subject::valid_alias(n) && !n.contains('/')
+}
+
+fn job_matches(task: &SliceTask, doc: &Value) -> bool {
+    if task.kind == RequestKind::Retention {
+        let Some(cutoff) = task.cutoff else {
+            return false;
+        };
+        let created = doc
+            .pointer("/systemData/createdAt")
+            .and_then(Value::as_str)
+            .and_then(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            });
+        return matches!(created, Some(c) if c < cutoff);
+    }
+    match doc.pointer("/properties/runHistory/createdBy") {
+        Some(created_by) => task.subject.matches_run_creator(created_by),
+        None => doc
+            .get("systemData")
+            .is_some_and(|sd| task.subject.matches_system_data(sd)),
+    }
+}
+
+async fn jobs(
+    svc: &Services,
+    task: &SliceTask,
+    ws: &WorkspaceInfo,
+) -> Result<Inventory, DiscoveryError> {
+    let mut entries = Vec::new();
+    let mut notes = Vec::new();
+    for doc in svc.control.list_all(&task.workspace, ArmKind::Job).await? {
+        if !job_matches(task, &doc) {
+            continue;
+        }
+        let name = doc
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(entry) = resource_entry(ArmKind::Job, &doc) else {
+            continue;
+        };
+        if safe_segment(&name) {
+            // Run history artifacts and the job's outputs in the default datastore.
+            blobs_under(
+                svc,
+                &ws.storage_account,
+                &ws.artifact_container,
+                &format!("ExperimentRun/dcid.{name}/"),
+                &mut entries,
+            )
+            .await?;
+            blobs_under(
+                svc,
+                &ws.storage_account,
+                &ws.blobstore_container,
+                &format!("azureml/{name}/"),
+                &mut entries,
+            )
+            .await?;
+        } else {
+            notes.push(format!(
+                "job {name:?} has a name that cannot be a folder; its files were not searched"
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(Inventory { entries, notes })
+}
+
+/// Where an asset URI points: (account, container, path) in a datastore we can resolve.
+pub fn resolve_uri(ws: &WorkspaceInfo, uri: &str) -> Option<(String, String, String)> {
+    if let Some(rest) = uri.strip_prefix("azureml://") {
+        // azureml://[subscriptions/../resourcegroups/../workspaces/../]datastores/<ds>/paths/<path>
+        let idx = rest.find("datastores/")?;
+        let after = &rest[idx + "datastores/".len()..];
+        let (ds, path) = after.split_once("/paths/")?;
+        let container = match ds {
+            "workspaceblobstore" => ws.blobstore_container.clone(),
+            "workspaceartifactstore" => ws.artifact_container.clone(),
+            _ => return None,
+        };
+        return Some((ws.storage_account.clone(), container, path.to_string()));
+    }
+    if let Some(rest) = uri.strip_prefix("https://") {
+        let (host, path) = rest.split_once('/')?;
+        let account = host.strip_suffix(".blob.core.windows.net")?;
+        let (container, path) = path.split_once('/')?;
+        return Some((account.to_string(), container.to_string(), path.to_string()));
+    }
+    None
+}
+
+/// Two asset locations overlap when one is a folder containing the other (or they are equal).
+fn overlaps(a: &(String, String, String), b: &(String, String, String)) -> bool {
+    if a.0 != b.0 || a.1 != b.1 {
+        return false;
+    }
+    let (pa, pb) = (a.2.trim_end_matches('/'), b.2.trim_end_matches('/'));
+    pa == pb
+        || pa.starts_with(&format!("{pb}/"))
+        || pb.starts_with(&format!("{pa}/"))
+        || pa.is_empty()
+        || pb.is_empty()
+}
+
+async fn assets(
+    svc: &Services,
+    task: &SliceTask,
+    ws: &WorkspaceInfo,
+    kind: ArmKind,
+    uri_ptr: &str,
+) -> Result<Inventory, DiscoveryError> {
+    let all = svc.control.list_all(&task.workspace, kind).await?;
+    // Locations used by anyone else's assets of either kind: never touched.
+    let other_kind = if kind == ArmKind::ModelVersion {
+        ArmKind::DataVersion
+    } else {
+        ArmKind::ModelVersion
+    };
+    let others_of_other_kind = svc.control.list_all(&task.workspace, other_kind).await?;
+    let mine = |d: &Value| {
+        d.get("systemData")
+            .is_some_and(|sd| task.subject.matches_system_data(sd))
+    };
+    let location = |d: &Value| -> Option<(String, String, String)> {
+        let uri = d
+            .pointer(uri_ptr)
+            .or_else(|| d.pointer("/properties/dataUri"))
+            .or_else(|| d.pointer("/properties/modelUri"))?
+            .as_str()?;
+        resolve_uri(ws, uri)
+    };
+    let foreign: Vec<_> = all
+        .iter()
+        .chain(others_of_other_kind.iter())
+        .filter(|d| !mine(d))
+        .filter_map(location)
+        .collect();
+
+    let mut entries = Vec::new();
+    let mut notes = Vec::new();
+    for doc in all.iter().filter(|d| mine(d)) {
+        let Some(entry) = resource_entry(kind, doc) else {
+            continue;
+        };
+        let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
+        match location(doc) {
+            Some(loc) if foreign.iter().any(|f| overlaps(&loc, f)) => {
+                notes.push(format!("{} {id}: its files are shared with another user's assets and were left in place", kind.as_str()));
+            }
+            Some((account, container, path)) => {
+                if path.ends_with('/') || path.is_empty() {
+                    if !path.is_empty() {
+                        blobs_under(svc, &account, &container, &path, &mut entries).await?;
+                    }
+                } else {
+                    // A file, or a folder written without its trailing slash.
+                    let mut found = Vec::new();
+                    blobs_under(svc, &account, &container, &path, &mut found).await?;
+                    entries.extend(found.into_iter().filter(|e| match &e.item {
+                        Item::Blob { name, .. } => name == &path || name.starts_with(&format!("{path}/")),
+                        _ => false,
+                    }));
+                }
+            }
+            None => notes.push(format!("{} {id}: files are outside the workspace's default datastores and were not searched", kind.as_str())),
+        }
+        entries.push(entry);
+    }
+    Ok(Inventory { entries, notes })
+}
+
+async fn compute(svc: &Services, task: &SliceTask) -> Result<Inventory, DiscoveryError> {
+    let mut entries = Vec::new();
+    for doc in svc
+        .control
+        .list_all(&task.workspace, ArmKind::Compute)
+        .await?
+    {
+        let assigned = doc
+            .pointer("/properties/properties/personalComputeInstanceSettings/assignedUser/objectId")
+            .and_then(Value::as_str);
+        let tenant = doc
+            .pointer("/properties/properties/personalComputeInstanceSettings/assignedUser/tenantId")
+            .and_then(Value::as_str);
+        if assigned.is_some_and(|a| {
+            task.subject.matches_object_id(a) && task.subject.matches_tenant(tenant)
+        }) {
+            entries.extend(resource_entry(ArmKind::Compute, &doc));
+        }
+    }
+    Ok(Inventory {
+        entries,
+        notes: vec![],
+    })
+}
+
+async fn notebooks(
+    svc: &Services,
+    task: &SliceTask,
+    ws: &WorkspaceInfo,
+) -> Result<Inventory, DiscoveryError> {
+    let prefixes = task.subject.notebook_prefixes();
+    let mut entries = Vec::new();
+    let mut notes = Vec::new();
+    if prefixes.is_empty() {
+        notes.push("no notebooks folder name is known for the subject (no UPN or alias); user files were not searched".into());
+    }
+    for p in prefixes {
+        blobs_under(svc, &ws.storage_account, &ws.file_share, &p, &mut entries).await?;
+    }
+    Ok(Inventory { entries, notes })
+}
+
+async fn telemetry(
+    svc: &Services,
+    task: &SliceTask,
+    ws: &WorkspaceInfo,
+) -> Result<Inventory, DiscoveryError> {
+    let tables = svc
+        .telemetry
+        .query(ws, &task.subject)
+        .await
+        .map_err(|e| DiscoveryError::Retry(FnError::Transient(e.to_string())))?;
+    let entries = tables
+        .into_iter()
+        .map(|(table, rows)| InventoryEntry {
+            item: Item::Telemetry {
+                table,
+                records: rows.len() as u64,
+            },
+            doc: Some(Value::Array(rows)),
+        })
+        .collect();
+    Ok(Inventory {
+        entries,
+        notes: vec![],
+    })
+}

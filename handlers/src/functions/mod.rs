@@ -1,0 +1,90 @@
+//! The functions, one module each, named as in `functions/` (the public contract). Each takes
+//! decoded trigger input and the wired [`Services`]; the protocol layer (`app`) decodes the host's
+//! envelope and maps [`FnError`] to HTTP statuses.
+
+pub mod aggregate;
+pub mod discovery;
+pub mod intake;
+pub mod slice;
+
+use std::sync::Arc;
+
+use crate::domain::holds::HoldSet;
+use crate::ports::blob::BlobStore;
+use crate::ports::bus::MessageBus;
+use crate::ports::control_plane::ControlPlane;
+use crate::ports::directory::Directory;
+use crate::ports::telemetry::TelemetryStore;
+use crate::state::StateStore;
+
+/// Tunables, from environment (see `config`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Storage account holding state, exports, reports, audit and the intake archive.
+    pub state_account: String,
+    /// Must equal the queues' maxDeliveryCount: on the last delivery a failing slice is recorded
+    /// as failed (so the request completes as partially_failed) instead of being dead-lettered.
+    pub max_delivery_count: u32,
+    /// Items per slice invocation; larger slices continue through continuation messages.
+    pub chunk_size: usize,
+    /// Concurrent storage operations per invocation.
+    pub concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            state_account: "dsrstate".into(),
+            max_delivery_count: 10,
+            chunk_size: 2000,
+            concurrency: 16,
+        }
+    }
+}
+
+/// Everything a function needs, behind ports.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn BlobStore>,
+    pub bus: Arc<dyn MessageBus>,
+    pub directory: Arc<dyn Directory>,
+    pub control: Arc<dyn ControlPlane>,
+    pub telemetry: Arc<dyn TelemetryStore>,
+    pub holds: HoldSet,
+    pub settings: Settings,
+}
+
+impl Services {
+    pub fn state(&self) -> StateStore {
+        StateStore::new(self.store.clone(), self.settings.state_account.clone())
+    }
+}
+
+/// Delivery facts from the trigger metadata that functions act on.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub message_id: Option<String>,
+    pub delivery_count: u32,
+    pub enqueued_time: Option<time::OffsetDateTime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FnError {
+    /// The payload can never be processed (the host would not send it): 4xx.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Worth retrying: the invocation fails and the message is redelivered.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl From<crate::ports::blob::StoreError> for FnError {
+    fn from(e: crate::ports::blob::StoreError) -> Self {
+        FnError::Transient(e.to_string())
+    }
+}
+impl From<crate::ports::bus::BusError> for FnError {
+    fn from(e: crate::ports::bus::BusError) -> Self {
+        FnError::Transient(e.to_string())
+    }
+}

@@ -1,0 +1,513 @@
+//! The slice engine shared by the six `slice-*` functions: discover once (a frozen inventory),
+//! process the inventory in bounded chunks (continuation messages), verify, store the result,
+//! tell the aggregator. Every step is idempotent, so any redelivery or crash is harmless:
+//! the inventory and each chunk's outcomes are created once; deletes of already-deleted items
+//! are reported as deleted; exports overwrite the same export path with the same bytes.
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::discovery::{discover, DiscoveryError};
+use super::{Delivery, FnError, Services};
+use crate::domain::request::RequestKind;
+use crate::domain::slice::{
+    Item, ItemOutcome, ItemStatus, SliceCompletion, SliceResult, SliceStatus, SliceTask,
+};
+use crate::ports::blob::{BlobRef, BlobStoreExt, DeleteOutcome};
+use crate::ports::bus::{queues, OutMessage};
+use crate::ports::control_plane::{ArmKind, ResourceDelete};
+use crate::ports::telemetry::PurgeStatus;
+use crate::state::{InventoryEntry, StateStore, EXPORTS};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SliceStep {
+    /// Processed a chunk and sent the continuation.
+    Continued { next_chunk: u32 },
+    /// Stored the final result and notified the aggregator.
+    Finished { items: usize },
+    /// The result was already stored (redelivery): notification repeated.
+    AlreadyDone,
+}
+
+pub async fn run(
+    svc: &Services,
+    task: &SliceTask,
+    delivery: &Delivery,
+) -> Result<SliceStep, FnError> {
+    let state = svc.state();
+    if state
+        .slice_result(&task.request_id, &task.key)
+        .await?
+        .is_some()
+    {
+        complete(svc, task).await?;
+        return Ok(SliceStep::AlreadyDone);
+    }
+    match step(svc, &state, task).await {
+        Ok(s) => Ok(s),
+        Err(DiscoveryError::Permanent(reason)) => fail(svc, &state, task, reason).await,
+        Err(DiscoveryError::Retry(e))
+            if delivery.delivery_count >= svc.settings.max_delivery_count =>
+        {
+            // Last delivery: record the failure so the request ends partially_failed, not hung.
+            fail(
+                svc,
+                &state,
+                task,
+                format!("gave up after {} deliveries: {e}", delivery.delivery_count),
+            )
+            .await
+        }
+        Err(DiscoveryError::Retry(e)) => {
+            warn!(request = %task.request_id, slice = %task.key, delivery = delivery.delivery_count, error = %e, "slice: transient failure, will be retried");
+            Err(e)
+        }
+    }
+}
+
+async fn fail(
+    svc: &Services,
+    state: &StateStore,
+    task: &SliceTask,
+    reason: String,
+) -> Result<SliceStep, FnError> {
+    warn!(request = %task.request_id, slice = %task.key, reason = %reason, "slice: failed");
+    let result = SliceResult {
+        key: task.key.clone(),
+        workspace: task.workspace.clone(),
+        resource_type: task.resource_type,
+        status: SliceStatus::Failed,
+        reason: Some(reason),
+        notes: vec![],
+        items: vec![],
+    };
+    state
+        .store
+        .create_json(&state.result_ref(&task.request_id, &task.key), &result)
+        .await?;
+    complete(svc, task).await?;
+    Ok(SliceStep::Finished { items: 0 })
+}
+
+async fn complete(svc: &Services, task: &SliceTask) -> Result<(), FnError> {
+    let c = SliceCompletion {
+        request_id: task.request_id.clone(),
+        key: task.key.clone(),
+    };
+    svc.bus
+        .send(
+            OutMessage::json(queues::COMPLETIONS, c.message_id(), &c)
+                .correlated(task.request_id.to_string()),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn step(
+    svc: &Services,
+    state: &StateStore,
+    task: &SliceTask,
+) -> Result<SliceStep, DiscoveryError> {
+    let inventory = match state.inventory(task).await? {
+        Some(inv) => inv,
+        None => {
+            let inv = discover(svc, task).await?;
+            if !state
+                .store
+                .create_json(&state.inventory_ref(task), &inv)
+                .await?
+            {
+                // A concurrent delivery froze it first; use theirs so both agree.
+                state
+                    .inventory(task)
+                    .await?
+                    .ok_or_else(|| FnError::Transient("inventory vanished".into()))?
+            } else {
+                inv
+            }
+        }
+    };
+    let size = svc.settings.chunk_size.max(1);
+    let chunks = inventory.entries.len().div_ceil(size).max(1) as u32;
+    let chunk = task.chunk.min(chunks - 1);
+    if state.chunk(task, chunk).await?.is_none() {
+        let start = chunk as usize * size;
+        let end = (start + size).min(inventory.entries.len());
+        let outcomes = process(svc, task, &inventory.entries[start..end]).await?;
+        state
+            .store
+            .create_json(&state.chunk_ref(task, chunk), &outcomes)
+            .await?;
+    }
+    if chunk + 1 < chunks {
+        let mut next = task.clone();
+        next.chunk = chunk + 1;
+        svc.bus
+            .send(
+                OutMessage::json(&task.resource_type.queue(), next.message_id(), &next)
+                    .correlated(task.request_id.to_string()),
+            )
+            .await
+            .map_err(FnError::from)?;
+        return Ok(SliceStep::Continued {
+            next_chunk: chunk + 1,
+        });
+    }
+    let mut items = Vec::with_capacity(inventory.entries.len());
+    for c in 0..chunks {
+        items.extend(
+            state
+                .chunk(task, c)
+                .await?
+                .ok_or_else(|| FnError::Transient(format!("chunk {c} missing")))?,
+        );
+    }
+    if task.kind.mutates() && !task.dry_run && task.hold.is_none() {
+        verify(svc, task, &mut items).await?;
+    }
+    let result = SliceResult {
+        key: task.key.clone(),
+        workspace: task.workspace.clone(),
+        resource_type: task.resource_type,
+        status: SliceStatus::Completed,
+        reason: None,
+        notes: inventory.notes.clone(),
+        items,
+    };
+    let n = result.items.len();
+    state
+        .store
+        .create_json(&state.result_ref(&task.request_id, &task.key), &result)
+        .await?;
+    complete(svc, task).await?;
+    info!(request = %task.request_id, slice = %task.key, items = n, "slice: finished");
+    Ok(SliceStep::Finished { items: n })
+}
+
+/// What makes two items the same thing, whatever their size or record count.
+fn identity(item: &Item) -> String {
+    match item {
+        Item::Blob {
+            account,
+            container,
+            name,
+            ..
+        } => format!("blob\u{1f}{account}\u{1f}{container}\u{1f}{name}"),
+        Item::Resource { id, .. } => format!("res\u{1f}{}", id.to_ascii_lowercase()),
+        Item::Telemetry { table, .. } => format!("tel\u{1f}{table}"),
+    }
+}
+
+/// Re-discover after deleting: whatever is still there was not erased.
+async fn verify(
+    svc: &Services,
+    task: &SliceTask,
+    items: &mut [ItemOutcome],
+) -> Result<(), DiscoveryError> {
+    let again = discover(svc, task).await?;
+    let still: std::collections::HashSet<String> =
+        again.entries.iter().map(|e| identity(&e.item)).collect();
+    for o in items.iter_mut() {
+        let present = still.contains(&identity(&o.item));
+        match (&o.status, present) {
+            (ItemStatus::Deleted { .. }, false) => {
+                o.status = ItemStatus::Deleted { verified: true }
+            }
+            (ItemStatus::Deleted { .. }, true) => {
+                o.status = ItemStatus::Failed {
+                    reason: "still present after delete".into(),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn process(
+    svc: &Services,
+    task: &SliceTask,
+    entries: &[InventoryEntry],
+) -> Result<Vec<ItemOutcome>, FnError> {
+    if task.dry_run {
+        let status = if task.kind.mutates() {
+            ItemStatus::WouldDelete
+        } else {
+            ItemStatus::WouldExport
+        };
+        return Ok(entries
+            .iter()
+            .map(|e| ItemOutcome {
+                item: e.item.clone(),
+                status: status.clone(),
+            })
+            .collect());
+    }
+    if let (Some(hold), true) = (&task.hold, task.kind.mutates()) {
+        return Ok(entries
+            .iter()
+            .map(|e| ItemOutcome {
+                item: e.item.clone(),
+                status: ItemStatus::Held {
+                    hold: hold.id.clone(),
+                    reason: hold.reason.clone(),
+                },
+            })
+            .collect());
+    }
+    match task.kind {
+        RequestKind::Export => export(svc, task, entries).await,
+        RequestKind::Delete | RequestKind::Retention => delete(svc, task, entries).await,
+    }
+}
+
+fn export_name(task: &SliceTask, rest: &str) -> String {
+    format!(
+        "{}{}/{}/{rest}",
+        StateStore::export_prefix(&task.request_id),
+        task.workspace.name(),
+        task.resource_type.as_str()
+    )
+}
+
+async fn export(
+    svc: &Services,
+    task: &SliceTask,
+    entries: &[InventoryEntry],
+) -> Result<Vec<ItemOutcome>, FnError> {
+    let state = svc.state();
+    futures::stream::iter(entries.iter().cloned())
+        .map(|e| {
+            let state = state.clone();
+            async move {
+                let status = match &e.item {
+                    Item::Blob {
+                        account,
+                        container,
+                        name,
+                        ..
+                    } => {
+                        let src = BlobRef::new(account.clone(), container.clone(), name.clone());
+                        let dst = state.blob(
+                            EXPORTS,
+                            export_name(task, &format!("files/{account}/{container}/{name}")),
+                        );
+                        match svc.store.copy(&src, &dst).await {
+                            Ok(()) => {
+                                // Hash what was exported, streaming: the manifest proves the bytes.
+                                let mut reader = svc.store.open(&dst).await?;
+                                let mut h = Sha256::new();
+                                let mut size = 0u64;
+                                while let Some(chunk) = reader.body.try_next().await? {
+                                    size += chunk.len() as u64;
+                                    h.update(&chunk);
+                                }
+                                ItemStatus::Exported {
+                                    path: dst.name.clone(),
+                                    sha256: hex::encode(h.finalize()),
+                                    size,
+                                    content_type: reader
+                                        .props
+                                        .content_type
+                                        .unwrap_or_else(|| "application/octet-stream".into()),
+                                }
+                            }
+                            Err(crate::ports::blob::StoreError::NotFound(_)) => {
+                                ItemStatus::Skipped {
+                                    reason: "deleted before it could be exported".into(),
+                                }
+                            }
+                            Err(e) => return Err(FnError::from(e)),
+                        }
+                    }
+                    Item::Resource { resource_type, id } => {
+                        let leaf = id
+                            .rsplit('/')
+                            .take(3)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("_");
+                        let leaf: String = leaf
+                            .chars()
+                            .map(|c| {
+                                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                                    c
+                                } else {
+                                    '_'
+                                }
+                            })
+                            .collect();
+                        write_doc(
+                            svc,
+                            &state,
+                            task,
+                            &format!("resources/{resource_type}/{leaf}.json"),
+                            e.doc.clone().unwrap_or_default(),
+                        )
+                        .await?
+                    }
+                    Item::Telemetry { table, .. } => {
+                        write_doc(
+                            svc,
+                            &state,
+                            task,
+                            &format!("telemetry/{table}.json"),
+                            e.doc.clone().unwrap_or_default(),
+                        )
+                        .await?
+                    }
+                };
+                Ok(ItemOutcome {
+                    item: e.item,
+                    status,
+                })
+            }
+        })
+        .buffered(svc.settings.concurrency.max(1))
+        .try_collect()
+        .await
+}
+
+async fn write_doc(
+    svc: &Services,
+    state: &StateStore,
+    task: &SliceTask,
+    rel: &str,
+    doc: serde_json::Value,
+) -> Result<ItemStatus, FnError> {
+    let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    let dst = state.blob(EXPORTS, export_name(task, rel));
+    let sha = crate::domain::ids::sha256_hex(&body);
+    let size = body.len() as u64;
+    svc.store
+        .put(
+            &dst,
+            bytes::Bytes::from(body),
+            "application/json",
+            crate::ports::blob::Condition::None,
+            &BTreeMap::new(),
+        )
+        .await?;
+    Ok(ItemStatus::Exported {
+        path: dst.name,
+        sha256: sha,
+        size,
+        content_type: "application/json".into(),
+    })
+}
+
+fn delete_status(o: DeleteOutcome) -> ItemStatus {
+    match o {
+        // Already gone (an earlier delivery deleted it): verification confirms.
+        DeleteOutcome::Deleted | DeleteOutcome::NotFound => ItemStatus::Deleted { verified: false },
+        DeleteOutcome::Retained { until } => ItemStatus::RetainedUntil { until },
+    }
+}
+
+async fn delete(
+    svc: &Services,
+    task: &SliceTask,
+    entries: &[InventoryEntry],
+) -> Result<Vec<ItemOutcome>, FnError> {
+    let mut statuses: Vec<Option<ItemStatus>> = vec![None; entries.len()];
+    // Blobs: batched per container (Blob Batch in Azure), 256 per batch.
+    let mut by_container: BTreeMap<(String, String), Vec<(usize, String)>> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Item::Blob {
+            account,
+            container,
+            name,
+            ..
+        } = &e.item
+        {
+            by_container
+                .entry((account.clone(), container.clone()))
+                .or_default()
+                .push((i, name.clone()));
+        }
+    }
+    for ((account, container), names) in by_container {
+        let batches: Vec<Vec<(usize, String)>> = names.chunks(256).map(|c| c.to_vec()).collect();
+        let results: Vec<_> = futures::stream::iter(batches)
+            .map(|batch| {
+                let (account, container) = (account.clone(), container.clone());
+                async move {
+                    let just_names: Vec<String> = batch.iter().map(|(_, n)| n.clone()).collect();
+                    let r = svc
+                        .store
+                        .delete_many(&account, &container, &just_names)
+                        .await?;
+                    Ok::<_, FnError>(batch.into_iter().map(|(i, _)| i).zip(r).collect::<Vec<_>>())
+                }
+            })
+            .buffer_unordered(svc.settings.concurrency.clamp(1, 4))
+            .try_collect()
+            .await?;
+        for (i, r) in results.into_iter().flatten() {
+            statuses[i] = Some(match r {
+                Ok(o) => delete_status(o),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => ItemStatus::Failed {
+                    reason: e.to_string(),
+                },
+            });
+        }
+    }
+    // Management-plane resources after their files, so a retry still finds the files' owner.
+    for (i, e) in entries.iter().enumerate() {
+        match &e.item {
+            Item::Resource { resource_type, id } => {
+                let kind = match resource_type.as_str() {
+                    "job" => ArmKind::Job,
+                    "modelVersion" => ArmKind::ModelVersion,
+                    "dataVersion" => ArmKind::DataVersion,
+                    _ => ArmKind::Compute,
+                };
+                statuses[i] = Some(match svc.control.delete(&task.workspace, kind, id).await? {
+                    ResourceDelete::Deleted | ResourceDelete::NotFound => {
+                        ItemStatus::Deleted { verified: false }
+                    }
+                    ResourceDelete::Refused(reason) => ItemStatus::Failed { reason },
+                });
+            }
+            Item::Telemetry { .. } => {}
+            Item::Blob { .. } => {}
+        }
+    }
+    if entries
+        .iter()
+        .any(|e| matches!(e.item, Item::Telemetry { .. }))
+    {
+        let ws = svc.control.workspace(&task.workspace).await?;
+        let purged = svc
+            .telemetry
+            .purge(&ws, &task.subject)
+            .await
+            .map_err(|e| FnError::Transient(e.to_string()))?;
+        for (i, e) in entries.iter().enumerate() {
+            if let Item::Telemetry { table, .. } = &e.item {
+                statuses[i] = Some(match purged.iter().find(|(t, _)| t == table) {
+                    Some((_, PurgeStatus::Pending { operation_id })) => ItemStatus::Pending {
+                        operation: operation_id.clone(),
+                    },
+                    _ => ItemStatus::Deleted { verified: false },
+                });
+            }
+        }
+    }
+    Ok(entries
+        .iter()
+        .zip(statuses)
+        .map(|(e, s)| ItemOutcome {
+            item: e.item.clone(),
+            status: s.unwrap_or(ItemStatus::Failed {
+                reason: "not processed".into(),
+            }),
+        })
+        .collect())
+}

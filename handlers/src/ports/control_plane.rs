@@ -1,0 +1,118 @@
+//! The Azure ML management-plane port (ARM): the workspace and its jobs, model versions, data
+//! versions and computes. Local adapter: ARM-shaped documents kept in the blob store; Azure
+//! adapter: `management.azure.com` with paging, long-running deletes and throttling.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::domain::workspace::WorkspaceId;
+
+/// What a workspace is connected to, read from the workspace resource and its datastores.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceInfo {
+    pub id: WorkspaceId,
+    /// Default storage account name (holds `azureml*` containers and the notebooks share).
+    pub storage_account: String,
+    /// Run history artifacts: `ExperimentRun/dcid.<run>/...`.
+    pub artifact_container: String,
+    /// Default datastore `workspaceblobstore`: `azureml-blobstore-<guid>`.
+    pub blobstore_container: String,
+    /// Notebooks and user files share `code-<guid>` (datastore `workspaceworkingdirectory`).
+    pub file_share: String,
+    pub app_insights: Option<String>,
+    pub log_analytics_workspace: Option<String>,
+    pub key_vault: Option<String>,
+}
+
+/// A kind of ARM child resource of a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ArmKind {
+    Job,
+    ModelVersion,
+    DataVersion,
+    Compute,
+}
+
+impl ArmKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ArmKind::Job => "job",
+            ArmKind::ModelVersion => "modelVersion",
+            ArmKind::DataVersion => "dataVersion",
+            ArmKind::Compute => "compute",
+        }
+    }
+}
+
+/// One page of resources (ARM `value` + `nextLink`).
+#[derive(Debug, Clone, Default)]
+pub struct ResourcePage {
+    pub value: Vec<Value>,
+    pub next_link: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceDelete {
+    Deleted,
+    NotFound,
+    /// The service refused (running job, lock): reported, never silently skipped.
+    Refused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    #[error("workspace not found")]
+    WorkspaceNotFound,
+    #[error("transient control-plane error: {0}")]
+    Transient(String),
+    #[error("control-plane error: {0}")]
+    Other(String),
+}
+
+impl ControlPlaneError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ControlPlaneError::Transient(_))
+    }
+}
+
+#[async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    async fn workspace(&self, ws: &WorkspaceId) -> Result<WorkspaceInfo, ControlPlaneError>;
+
+    /// One page of resources of `kind`, ARM-shaped (`id`, `name`, `systemData`, `properties`).
+    /// Jobs carry the run-history `createdBy` object at `properties.runHistory.createdBy`
+    /// where the adapter could read it.
+    async fn list(
+        &self,
+        ws: &WorkspaceId,
+        kind: ArmKind,
+        next_link: Option<String>,
+    ) -> Result<ResourcePage, ControlPlaneError>;
+
+    /// Delete one resource by its ARM id (long-running operations are awaited).
+    async fn delete(
+        &self,
+        ws: &WorkspaceId,
+        kind: ArmKind,
+        id: &str,
+    ) -> Result<ResourceDelete, ControlPlaneError>;
+
+    /// Every resource of `kind`, following `nextLink`.
+    async fn list_all(
+        &self,
+        ws: &WorkspaceId,
+        kind: ArmKind,
+    ) -> Result<Vec<Value>, ControlPlaneError> {
+        let mut out = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self.list(ws, kind, next).await?;
+            out.extend(page.value);
+            match page.next_link {
+                Some(n) => next = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+}
