@@ -7,9 +7,11 @@
 //! the Functions host), `startup` and `telemetry`.
 
 pub mod adapters;
+pub mod config;
 pub mod domain;
 pub mod functions;
 pub mod ports;
 pub mod protocol;
 pub mod runtime;
+pub mod seed;
 pub mod state;

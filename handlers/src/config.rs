@@ -1,0 +1,95 @@
+//! Configuration from the environment (Functions app settings, or the local runtime), and the
+//! wiring of ports to adapters. Nothing connects eagerly: adapters are built on first use.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::adapters::local::control_plane::LocalControlPlane;
+use crate::adapters::local::directory::FileDirectory;
+use crate::adapters::local::fs_blob::FsBlobStore;
+use crate::adapters::local::telemetry::LocalTelemetry;
+use crate::domain::holds::HoldSet;
+use crate::functions::{Services, Settings};
+use crate::ports::blob::BlobStore;
+use crate::ports::bus::MessageBus;
+
+/// Local data folder layout (`DSR_DATA_DIR`, default `.dsr`).
+#[derive(Debug, Clone)]
+pub struct LocalPaths {
+    pub root: PathBuf,
+}
+
+impl LocalPaths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn from_env() -> Self {
+        Self::new(std::env::var("DSR_DATA_DIR").unwrap_or_else(|_| ".dsr".into()))
+    }
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    pub fn queue(&self) -> PathBuf {
+        self.root.join("queue.sqlite")
+    }
+    pub fn directory(&self) -> PathBuf {
+        self.root.join("directory.json")
+    }
+    pub fn holds(&self) -> PathBuf {
+        self.root.join("holds.json")
+    }
+    pub fn truth(&self) -> PathBuf {
+        self.root.join("seed-truth.json")
+    }
+}
+
+pub fn settings_from_env() -> Settings {
+    let mut s = Settings::default();
+    let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Ok(a) = std::env::var("DSR_STATE_ACCOUNT") {
+        s.state_account = a;
+    }
+    if let Some(n) = num("DSR_MAX_DELIVERY_COUNT") {
+        s.max_delivery_count = n.max(1) as u32;
+    }
+    if let Some(n) = num("DSR_CHUNK_SIZE") {
+        s.chunk_size = n.max(1);
+    }
+    if let Some(n) = num("DSR_CONCURRENCY") {
+        s.concurrency = n.clamp(1, 256);
+    }
+    s
+}
+
+pub fn load_holds(path: &Path) -> anyhow::Result<HoldSet> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            Ok(serde_json::from_slice(&b)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HoldSet::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Services on local adapters, with the given store and bus.
+pub fn local_services(
+    paths: &LocalPaths,
+    store: Arc<dyn BlobStore>,
+    bus: Arc<dyn MessageBus>,
+    settings: Settings,
+) -> anyhow::Result<Services> {
+    Ok(Services {
+        control: Arc::new(LocalControlPlane::new(store.clone())),
+        telemetry: Arc::new(LocalTelemetry::new(store.clone())),
+        directory: Arc::new(FileDirectory::new(paths.directory())),
+        holds: load_holds(&paths.holds())?,
+        store,
+        bus,
+        settings,
+    })
+}
+
+pub fn local_store(paths: &LocalPaths) -> Arc<dyn BlobStore> {
+    Arc::new(FsBlobStore::new(paths.store()))
+}

@@ -1,0 +1,360 @@
+//! The pipeline's functions driven directly (no HTTP, in-memory bus): exact item sets against the
+//! generator's truth, no collateral change, idempotency under duplicate delivery, dry run, holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use azureml_dsr::adapters::local::memory_bus::MemoryBus;
+use azureml_dsr::config::{local_services, local_store, LocalPaths};
+use azureml_dsr::domain::holds::{HoldSet, LegalHold};
+use azureml_dsr::domain::plan::ResourceType;
+use azureml_dsr::domain::report::{FinalReport, FinalStatus};
+use azureml_dsr::domain::request::RequestId;
+use azureml_dsr::domain::slice::{Item, ItemStatus, SliceCompletion, SliceTask};
+use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services, Settings};
+use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
+use azureml_dsr::ports::bus::queues;
+use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+use serde_json::json;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn BlobStore>,
+    bus: Arc<MemoryBus>,
+    svc: Services,
+    truth: SeedTruth,
+}
+
+async fn env(holds: HoldSet, chunk_size: usize) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = LocalPaths::new(dir.path());
+    let store = local_store(&paths);
+    let opts = SeedOptions {
+        users: 4,
+        runs_per_user: 5,
+        ..Default::default()
+    };
+    let truth = seed(&store, &opts, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    std::fs::write(
+        paths.directory(),
+        serde_json::to_vec(&truth.directory()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(paths.holds(), serde_json::to_vec(&holds).unwrap()).unwrap();
+    let bus = Arc::new(MemoryBus::new());
+    let settings = Settings {
+        chunk_size,
+        ..Default::default()
+    };
+    let svc = local_services(&paths, store.clone(), bus.clone(), settings).unwrap();
+    Env {
+        _dir: dir,
+        store,
+        bus,
+        svc,
+        truth,
+    }
+}
+
+/// Deliver every message (each `copies` times) until the bus is empty.
+async fn drive(e: &Env, copies: usize) {
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    while let Some(m) = e.bus.pop() {
+        for _ in 0..copies {
+            match m.queue.as_str() {
+                queues::INTAKE => {
+                    intake::run(&e.svc, &m.body, &d).await.unwrap();
+                }
+                queues::COMPLETIONS => {
+                    let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
+                    aggregate::run(&e.svc, &c).await.unwrap();
+                }
+                queues::RESULTS => {}
+                q if q.starts_with("dsr-slice-") => {
+                    let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
+                    slice::run(&e.svc, &t, &d).await.unwrap();
+                }
+                other => panic!("unexpected queue {other}"),
+            }
+        }
+    }
+}
+
+async fn submit(e: &Env, body: serde_json::Value, copies: usize) {
+    let bytes = body.to_string().into_bytes();
+    for _ in 0..copies {
+        intake::run(
+            &e.svc,
+            &bytes,
+            &Delivery {
+                delivery_count: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    drive(e, copies).await;
+}
+
+fn request(e: &Env, id: &str, kind: &str, user: &str, dry_run: bool) -> serde_json::Value {
+    let ws: Vec<String> = e.truth.workspaces.iter().map(|w| w.to_string()).collect();
+    json!({"schemaVersion": "1.0", "requestId": id, "type": kind, "dryRun": dry_run,
+           "subject": {"upn": e.truth.user(user).unwrap().upn}, "scope": {"workspaces": ws}})
+}
+
+/// sha256 of every blob in the workspace-side accounts (everything but the product's state).
+async fn snapshot(e: &Env) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut accounts: Vec<String> = e
+        .truth
+        .infos
+        .iter()
+        .map(|i| i.storage_account.clone())
+        .collect();
+    accounts.push("armlocal".into());
+    accounts.push("telemetrylocal".into());
+    for a in accounts {
+        for c in e.store.list_containers(&a, "").await.unwrap() {
+            for b in e.store.list_all(&a, &c, "").await.unwrap() {
+                let (bytes, _) = e
+                    .store
+                    .read_small(&BlobRef::new(a.clone(), c.clone(), b.name.clone()))
+                    .await
+                    .unwrap();
+                out.insert(
+                    format!("{a}/{c}/{}", b.name),
+                    azureml_dsr::domain::ids::sha256_hex(&bytes),
+                );
+            }
+        }
+    }
+    out
+}
+
+async fn report(e: &Env, id: &str) -> FinalReport {
+    e.svc
+        .state()
+        .report(&RequestId::parse(id).unwrap())
+        .await
+        .unwrap()
+        .expect("report written")
+}
+
+fn blob_key(i: &Item) -> Option<String> {
+    match i {
+        Item::Blob {
+            account,
+            container,
+            name,
+            ..
+        } => Some(format!("{account}/{container}/{name}")),
+        _ => None,
+    }
+}
+
+fn arm_present(snapshot: &BTreeMap<String, String>, id: &str) -> bool {
+    // armlocal/ws-<key>/jobs/<name>.json, models/<name>/<version>.json, ...
+    let parts: Vec<&str> = id.split('/').collect();
+    let n = parts.len();
+    let suffix = if id.contains("/versions/") {
+        format!("/{}/{}/{}.json", parts[n - 4], parts[n - 3], parts[n - 1])
+    } else {
+        format!("/{}/{}.json", parts[n - 2], parts[n - 1])
+    };
+    snapshot
+        .keys()
+        .any(|k| k.starts_with("armlocal/") && k.ends_with(&suffix))
+}
+
+#[tokio::test]
+async fn export_returns_exactly_the_subjects_items() {
+    let e = env(HoldSet::default(), 7).await;
+    let before = snapshot(&e).await;
+    submit(&e, request(&e, "EXP-1", "export", "alice", false), 1).await;
+    let r = report(&e, "EXP-1").await;
+    assert_eq!(r.status, FinalStatus::Completed);
+    let mut exported_blobs: Vec<String> = r
+        .results
+        .iter()
+        .flat_map(|s| s.items.iter())
+        .filter_map(|o| blob_key(&o.item))
+        .collect();
+    exported_blobs.sort();
+    let mut expected: Vec<String> = e.truth.blobs_of("alice").into_iter().cloned().collect();
+    expected.sort();
+    assert_eq!(exported_blobs, expected);
+    let mut resources: Vec<String> = r
+        .results
+        .iter()
+        .flat_map(|s| s.items.iter())
+        .filter_map(|o| match &o.item {
+            Item::Resource { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    resources.sort();
+    let mut expected_res: Vec<String> =
+        e.truth.resources_of("alice").into_iter().cloned().collect();
+    expected_res.sort();
+    assert_eq!(resources, expected_res);
+    for o in r.results.iter().flat_map(|s| s.items.iter()) {
+        let ItemStatus::Exported { path, sha256, .. } = &o.status else {
+            panic!("not exported: {o:?}")
+        };
+        let (bytes, _) = e
+            .store
+            .read_small(&BlobRef::new("dsrstate", "dsr-exports", path.clone()))
+            .await
+            .unwrap();
+        assert_eq!(&azureml_dsr::domain::ids::sha256_hex(&bytes), sha256);
+    }
+    assert_eq!(
+        snapshot(&e).await,
+        before,
+        "export must not change workspace data"
+    );
+    let results: Vec<_> = e
+        .bus
+        .sent()
+        .into_iter()
+        .filter(|m| m.queue == queues::RESULTS)
+        .collect();
+    assert_eq!(results.len(), 1);
+}
+
+#[tokio::test]
+async fn delete_removes_subject_items_and_nothing_else_even_when_delivered_twice() {
+    let e = env(HoldSet::default(), 5).await;
+    let before = snapshot(&e).await;
+    submit(&e, request(&e, "DEL-1", "delete", "alice", false), 2).await;
+    let r = report(&e, "DEL-1").await;
+    assert_eq!(r.status, FinalStatus::Completed, "{:#?}", r.slices);
+    let after = snapshot(&e).await;
+    for b in e.truth.blobs_of("alice") {
+        assert!(!after.contains_key(b), "alice's blob survived: {b}");
+    }
+    for (k, v) in &before {
+        let owner = e.truth.blobs.get(k).map(String::as_str);
+        if owner == Some("alice") || k.starts_with("armlocal/") || k.starts_with("telemetrylocal/")
+        {
+            continue;
+        }
+        assert_eq!(
+            after.get(k),
+            Some(v),
+            "collateral change to {k} (owner {owner:?})"
+        );
+    }
+    for (id, owner) in &e.truth.resources {
+        assert_eq!(
+            arm_present(&after, id),
+            owner != "alice",
+            "{id} owned by {owner}"
+        );
+    }
+    assert!(r.counts.deleted > 0 && r.counts.deleted == r.counts.verified_gone);
+    assert_eq!(r.counts.failed, 0);
+    let results: Vec<_> = e
+        .bus
+        .sent()
+        .into_iter()
+        .filter(|m| m.queue == queues::RESULTS)
+        .collect();
+    assert_eq!(results.len(), 1, "exactly one result message");
+    assert!(r
+        .results
+        .iter()
+        .any(|s| s.notes.iter().any(|n| n.contains("shared"))));
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing_and_counts_the_same() {
+    let e = env(HoldSet::default(), 1000).await;
+    let before = snapshot(&e).await;
+    submit(&e, request(&e, "DRY-1", "delete", "bob", true), 1).await;
+    let r = report(&e, "DRY-1").await;
+    assert_eq!(snapshot(&e).await, before);
+    assert_eq!(r.counts.deleted, 0);
+    assert_eq!(
+        r.counts.would_delete as usize,
+        e.truth.blobs_of("bob").len() + e.truth.resources_of("bob").len() + 1
+    );
+}
+
+#[tokio::test]
+async fn legal_holds_survive() {
+    let e0 = env(HoldSet::default(), 50).await;
+    let alice = e0.truth.user("alice").unwrap().object_id;
+    let holds = HoldSet {
+        holds: vec![LegalHold {
+            id: "LH-7".into(),
+            reason: "litigation".into(),
+            subject_object_id: Some(alice),
+            workspace: None,
+            resource_types: vec![ResourceType::Models],
+        }],
+    };
+    let e = env(holds, 50).await;
+    let before = snapshot(&e).await;
+    submit(&e, request(&e, "DEL-H", "delete", "alice", false), 1).await;
+    let r = report(&e, "DEL-H").await;
+    let after = snapshot(&e).await;
+    let models: Vec<_> = r
+        .results
+        .iter()
+        .filter(|s| s.resource_type == ResourceType::Models)
+        .flat_map(|s| s.items.iter())
+        .collect();
+    assert!(!models.is_empty());
+    for o in models {
+        assert!(matches!(o.status, ItemStatus::Held { .. }));
+        if let Some(k) = blob_key(&o.item) {
+            assert_eq!(after.get(&k), before.get(&k));
+        }
+    }
+    assert!(r.counts.held > 0 && r.counts.deleted > 0);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_rejected_with_a_reason_and_archived() {
+    let e = env(HoldSet::default(), 50).await;
+    let bad = br#"{"schemaVersion":"1.0","requestId":"BAD-1","type":"erase","subject":{"upn":"x@y.com"},"scope":{"workspaces":[]}}"#;
+    let out = intake::run(&e.svc, bad, &Delivery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "invalid_field".into()
+        }
+    );
+    let msgs = e.bus.sent();
+    assert_eq!(msgs.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&msgs[0].body).unwrap();
+    assert_eq!(body["status"], "rejected");
+    assert_eq!(body["requestId"], "BAD-1");
+    assert!(body["reason"].as_str().unwrap().contains("type"));
+    let archived = e
+        .store
+        .list_all("dsrstate", "dsr-intake-archive", "")
+        .await
+        .unwrap();
+    assert_eq!(archived.len(), 1);
+    let mut unknown = request(&e, "U-1", "export", "alice", false);
+    unknown["subject"] = json!({"upn": "nobody@contoso.com"});
+    let out = intake::run(&e.svc, unknown.to_string().as_bytes(), &Delivery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "subject_not_found".into()
+        }
+    );
+}
