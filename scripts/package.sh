@@ -5,6 +5,7 @@
 # permissions (0755 for the binary, 0644 otherwise). Prints the package's sha256.
 #   scripts/package.sh            build + package
 #   SKIP_BUILD=1 scripts/package.sh   package an already built binary
+#   DSR_BINARY=path scripts/package.sh  package that binary (e.g. a CI artifact); implies SKIP_BUILD
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,9 @@ else
   BIN=target/$TARGET/release/azureml-dsr
 fi
 
-if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
+if [[ -n "${DSR_BINARY:-}" ]]; then
+  BIN=$DSR_BINARY
+elif [[ "${SKIP_BUILD:-0}" != "1" ]]; then
   cargo build --release --locked "${TARGET_ARGS[@]}" -p azureml-dsr
 fi
 [[ -x "$BIN" ]] || { echo "package.sh: binary $BIN missing or not executable" >&2; exit 1; }
