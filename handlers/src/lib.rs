@@ -7,6 +7,7 @@
 //! the Functions host), `startup` and `telemetry`.
 
 pub mod adapters;
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod functions;
@@ -14,4 +15,6 @@ pub mod ports;
 pub mod protocol;
 pub mod runtime;
 pub mod seed;
+pub mod startup;
 pub mod state;
+pub mod telemetry;

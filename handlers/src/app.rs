@@ -1,0 +1,131 @@
+//! The custom handler's [`Invoker`]: decodes each trigger's payload and runs the function.
+//! Services are built on the first invocation, not at start-up (cold start: the host's
+//! readiness probe must be answered before anything connects).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::domain::plan::ResourceType;
+use crate::domain::slice::{SliceCompletion, SliceTask};
+use crate::functions::{aggregate, intake, slice, Delivery, FnError, Services};
+use crate::protocol::envelope::{InvocationRequest, InvocationResponse};
+use crate::protocol::eventgrid::GridEvent;
+use crate::protocol::servicebus::{BodyEncoding, ServiceBusMessage};
+use crate::protocol::timer::TimerInfo;
+use crate::startup::{InvocationContext, InvokeError, Invoker};
+
+pub const INTAKE: &str = "dsr-intake";
+pub const AGGREGATE: &str = "dsr-aggregate";
+pub const RETENTION_SWEEP: &str = "retention-sweep";
+pub const WORKSPACE_DELETED: &str = "workspace-deleted";
+
+pub type ServicesFactory = Box<dyn Fn() -> anyhow::Result<Services> + Send + Sync>;
+
+pub struct App {
+    services: OnceCell<Services>,
+    factory: ServicesFactory,
+}
+
+impl App {
+    pub fn new(factory: ServicesFactory) -> Self {
+        Self { services: OnceCell::new(), factory }
+    }
+
+    pub fn with_services(services: Services) -> Self {
+        let cell = OnceCell::new_with(Some(services));
+        Self { services: cell, factory: Box::new(|| anyhow::bail!("services already set")) }
+    }
+
+    async fn services(&self) -> Result<&Services, InvokeError> {
+        self.services
+            .get_or_try_init(|| async { (self.factory)() })
+            .await
+            .map_err(|e| InvokeError::Failed(format!("configuration: {e:#}")))
+    }
+}
+
+pub fn all_functions() -> Vec<String> {
+    let mut f = vec![INTAKE.to_string(), AGGREGATE.to_string(), RETENTION_SWEEP.to_string(), WORKSPACE_DELETED.to_string()];
+    f.extend(ResourceType::ALL.iter().map(|t| t.function_name()));
+    f
+}
+
+fn map_err(e: FnError) -> InvokeError {
+    match e {
+        FnError::BadRequest(m) => InvokeError::BadRequest(m),
+        FnError::Transient(m) => InvokeError::Failed(m),
+    }
+}
+
+fn sb(req: &InvocationRequest) -> Result<(ServiceBusMessage, Delivery), InvokeError> {
+    let m = ServiceBusMessage::from_envelope(req, "message", BodyEncoding::Text).map_err(|e| InvokeError::BadRequest(e.0))?;
+    if !m.shadowed_keys.is_empty() {
+        warn!(keys = ?m.shadowed_keys, "message body shadows system metadata keys; those keys are ignored");
+    }
+    let d = Delivery { message_id: m.message_id.clone(), delivery_count: m.delivery_count, enqueued_time: m.enqueued_time };
+    Ok((m, d))
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(m: &ServiceBusMessage, what: &str) -> Result<T, InvokeError> {
+    serde_json::from_slice(&m.body).map_err(|e| InvokeError::BadRequest(format!("message body is not a valid {what}: {e}")))
+}
+
+#[async_trait]
+impl Invoker for App {
+    fn functions(&self) -> Vec<String> {
+        all_functions()
+    }
+
+    async fn invoke(&self, function: &str, _ctx: InvocationContext, req: InvocationRequest) -> Result<InvocationResponse, InvokeError> {
+        let logs = match function {
+            INTAKE => {
+                let (m, d) = sb(&req)?;
+                let svc = self.services().await?;
+                let out = intake::run(svc, &m.body, &d).await.map_err(map_err)?;
+                vec![format!("{out:?}")]
+            }
+            AGGREGATE => {
+                let (m, _) = sb(&req)?;
+                let c: SliceCompletion = parse_body(&m, "slice completion")?;
+                let svc = self.services().await?;
+                let out = aggregate::run(svc, &c).await.map_err(map_err)?;
+                vec![format!("{} {}: {out:?}", c.request_id, c.key)]
+            }
+            RETENTION_SWEEP => {
+                let t = TimerInfo::from_envelope(&req, "timer").map_err(|e| InvokeError::BadRequest(e.0))?;
+                if t.is_past_due {
+                    warn!("retention-sweep: schedule was missed (IsPastDue)");
+                }
+                info!("retention-sweep: timer parsed; sweeping is not implemented in this build");
+                vec!["retention-sweep: timer received; no sweep performed (not implemented in this build)".into()]
+            }
+            WORKSPACE_DELETED => {
+                let e = GridEvent::from_envelope(&req, "event").map_err(|e| InvokeError::BadRequest(e.0))?;
+                info!(event_type = %e.event_type, id = %e.id, "workspace-deleted: event parsed; clean-up is not implemented in this build");
+                vec![format!("workspace-deleted: {} acknowledged; no clean-up performed (not implemented in this build)", e.event_type)]
+            }
+            other => {
+                let Some(rt) = ResourceType::from_function(other) else {
+                    return Err(InvokeError::BadRequest(format!("unknown function {other}")));
+                };
+                let (m, d) = sb(&req)?;
+                let task: SliceTask = parse_body(&m, "slice task")?;
+                if task.resource_type != rt {
+                    return Err(InvokeError::BadRequest(format!("a {} task was sent to {other}", task.resource_type.as_str())));
+                }
+                let svc = self.services().await?;
+                let out = slice::run(svc, &task, &d).await.map_err(map_err)?;
+                vec![format!("{} {}: {out:?}", task.request_id, task.key)]
+            }
+        };
+        Ok(InvocationResponse::with_logs(logs))
+    }
+}
+
+/// Arc helper for `startup::serve`.
+pub fn invoker(app: App) -> Arc<dyn Invoker> {
+    Arc::new(app)
+}
