@@ -1,1 +1,5 @@
 //! Azure adapters.
+
+pub mod retry;
+pub mod sas;
+pub mod shared_key;
