@@ -1,0 +1,163 @@
+//! Retries for storage calls.
+//!
+//! Two layers, deliberately:
+//! - **In the pipeline** ([`RetryConfig::to_options`]): `azure_core`'s exponential policy already
+//!   retries 408/429/500/502/503/504 and dropped connections, adds jitter, and for 429/503
+//!   waits at least what `Retry-After` says (seconds or HTTP date). We only bound it.
+//! - **Around whole operations** ([`with_retries`]): for what the pipeline cannot replay —
+//!   a body stream that breaks mid-way, a multi-step operation (copy + poll), or a batch whose
+//!   outer request succeeded but some items came back 5xx. It retries only
+//!   [`StoreError::Transient`], with exponential backoff and full jitter, a bounded number of times.
+
+use std::future::Future;
+use std::time::Duration as StdDuration;
+
+use azure_core::http::{ExponentialRetryOptions, RetryOptions};
+use rand::Rng;
+use time::{Duration, OffsetDateTime};
+
+use crate::ports::blob::{StoreError, StoreResult};
+
+/// Bounds for both retry layers.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    pub initial_delay: StdDuration,
+    pub max_delay: StdDuration,
+    /// Give up retrying once this much time has passed since the first failure.
+    pub max_total: StdDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 6,
+            initial_delay: StdDuration::from_millis(300),
+            max_delay: StdDuration::from_secs(30),
+            max_total: StdDuration::from_secs(120),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Pipeline retry options for the SDK clients.
+    pub fn to_options(&self) -> RetryOptions {
+        RetryOptions::exponential(ExponentialRetryOptions {
+            initial_delay: to_time(self.initial_delay),
+            max_retries: self.max_retries,
+            max_total_elapsed: to_time(self.max_total),
+            max_delay: to_time(self.max_delay),
+        })
+    }
+
+    /// Delay before retry number `attempt` (1-based): full jitter over an exponential ceiling.
+    pub fn backoff(&self, attempt: u32) -> StdDuration {
+        let ceiling = self
+            .initial_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        let millis = ceiling.as_millis().max(1) as u64;
+        StdDuration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis))
+    }
+}
+
+fn to_time(d: StdDuration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::MAX)
+}
+
+/// Parse a `Retry-After` value: delta-seconds or an HTTP date (relative to `now`).
+/// For callers that see raw responses outside the SDK pipeline (batch sub-responses).
+pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<StdDuration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(StdDuration::from_secs(secs));
+    }
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let when = time::PrimitiveDateTime::parse(value, &fmt)
+        .ok()?
+        .assume_utc();
+    Some(StdDuration::try_from(when - now).unwrap_or(StdDuration::ZERO))
+}
+
+/// Run `op` until it succeeds, fails with a non-transient error, or the bounds are reached.
+pub async fn with_retries<T, F, Fut>(cfg: &RetryConfig, what: &str, mut op: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let start = std::time::Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Err(StoreError::Transient(msg))
+                if attempt < cfg.max_retries && start.elapsed() < cfg.max_total =>
+            {
+                attempt += 1;
+                let delay = cfg.backoff(attempt);
+                tracing::debug!(what, attempt, ?delay, error = %msg, "transient storage error, retrying");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn retry_after_seconds_and_date() {
+        let now = time::macros::datetime!(2026-11-28 20:00:00 UTC);
+        assert_eq!(parse_retry_after("3", now), Some(StdDuration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Sat, 28 Nov 2026 20:00:07 GMT", now),
+            Some(StdDuration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Sat, 28 Nov 2026 19:00:00 GMT", now),
+            Some(StdDuration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let cfg = RetryConfig::default();
+        for attempt in 1..40 {
+            assert!(cfg.backoff(attempt) <= cfg.max_delay);
+        }
+        assert!(cfg.backoff(1) <= cfg.initial_delay);
+    }
+
+    #[tokio::test]
+    async fn retries_transient_only_and_stops() {
+        let cfg = RetryConfig {
+            max_retries: 3,
+            initial_delay: StdDuration::from_millis(1),
+            max_delay: StdDuration::from_millis(2),
+            max_total: StdDuration::from_secs(5),
+        };
+        let n = AtomicU32::new(0);
+        let r: StoreResult<()> = with_retries(&cfg, "t", || async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Transient("x".into()))
+        })
+        .await;
+        assert!(r.unwrap_err().is_transient());
+        assert_eq!(n.load(Ordering::SeqCst), 4);
+
+        let n = AtomicU32::new(0);
+        let r: StoreResult<()> = with_retries(&cfg, "t", || async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::ConditionFailed("x".into()))
+        })
+        .await;
+        assert!(matches!(r, Err(StoreError::ConditionFailed(_))));
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,4 @@
+//! Shared test support; include with `mod support;`.
+#![allow(dead_code)]
+
+pub mod azurite;
