@@ -1,0 +1,110 @@
+//! Wiring for running on this machine: the storage choice (local files or Azurite), the
+//! handler's services on the embedded queue, and `run`: the handler plus the local
+//! Functions-host stand-in in one process, talking over real HTTP on 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::adapters::azure::blob::AzureBlobStore;
+use crate::adapters::local::sqlite_queue::LocalQueue;
+use crate::app::{App, ServicesFactory};
+use crate::config::{local_services, settings_from_env, LocalPaths};
+use crate::ports::blob::BlobStore;
+use crate::runtime::dispatcher::{Dispatcher, DispatcherOptions};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageChoice {
+    Local,
+    Azurite(String),
+}
+
+impl StorageChoice {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        if s == "local" {
+            return Ok(StorageChoice::Local);
+        }
+        if let Some(url) = s.strip_prefix("azurite=") {
+            return Ok(StorageChoice::Azurite(url.trim_end_matches('/').to_string()));
+        }
+        anyhow::bail!("--storage must be 'local' or 'azurite=<http://127.0.0.1:port>', got {s:?}")
+    }
+
+    pub fn store(&self, paths: &LocalPaths) -> Arc<dyn BlobStore> {
+        match self {
+            StorageChoice::Local => crate::config::local_store(paths),
+            StorageChoice::Azurite(url) => Arc::new(AzureBlobStore::azurite(url)),
+        }
+    }
+}
+
+pub fn open_queue(paths: &LocalPaths) -> anyhow::Result<Arc<LocalQueue>> {
+    std::fs::create_dir_all(&paths.root).with_context(|| format!("creating {}", paths.root.display()))?;
+    Ok(Arc::new(LocalQueue::open(paths.queue()).with_context(|| format!("opening {}", paths.queue().display()))?))
+}
+
+/// Services for the handler: built on first invocation.
+pub fn services_factory(data_dir: PathBuf, storage: StorageChoice) -> ServicesFactory {
+    Box::new(move || {
+        let paths = LocalPaths::new(&data_dir);
+        let store = storage.store(&paths);
+        let queue = open_queue(&paths)?;
+        local_services(&paths, store, queue, settings_from_env())
+    })
+}
+
+/// The handler and the dispatcher, running in this process.
+pub struct LocalRuntime {
+    pub queue: Arc<LocalQueue>,
+    pub base_url: String,
+    pub dispatcher: Arc<Dispatcher>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LocalRuntime {
+    pub async fn start(data_dir: &Path, storage: &StorageChoice, app_root: &Path) -> anyhow::Result<Self> {
+        let paths = LocalPaths::new(data_dir);
+        let queue = open_queue(&paths)?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let app = App::new(services_factory(data_dir.to_path_buf(), storage.clone()));
+        let server = tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            if let Err(e) = crate::startup::serve(listener, crate::app::invoker(app), stop).await {
+                tracing::error!(error = %e, "handler server stopped");
+            }
+        });
+        let options = DispatcherOptions { max_delivery_count: settings_from_env().max_delivery_count, ..Default::default() };
+        let dispatcher = Arc::new(Dispatcher::new(app_root, queue.clone(), &base_url, options).context("reading host.json and functions/")?);
+        Ok(Self { queue, base_url, dispatcher, shutdown: tx, server })
+    }
+
+    /// Deliver until every queue is idle (or the timeout passes).
+    pub async fn drain(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.dispatcher.drain_until_idle(timeout).await.map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+    }
+}
+
+pub async fn run(data_dir: &Path, storage: &StorageChoice, app_root: &Path, until_idle: bool) -> anyhow::Result<()> {
+    let rt = LocalRuntime::start(data_dir, storage, app_root).await?;
+    tracing::info!(handler = %rt.base_url, data_dir = %data_dir.display(), "local runtime started");
+    if until_idle {
+        rt.drain(Duration::from_secs(3600)).await?;
+    } else {
+        let d = rt.dispatcher.clone();
+        d.run(super::handler::shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    rt.stop().await;
+    Ok(())
+}

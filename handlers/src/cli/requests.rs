@@ -1,0 +1,127 @@
+//! `submit`, `status` and `report`: what a ticketing system and a privacy engineer do locally.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::local::{open_queue, StorageChoice};
+use crate::config::LocalPaths;
+use crate::domain::request::{DsrRequest, RequestId};
+use crate::ports::bus::{queues, MessageBus, OutMessage};
+
+#[derive(Args, Debug, Clone)]
+pub struct SubmitArgs {
+    /// A request file (JSON, see schemas/dsr-request.schema.json). Flags build one otherwise.
+    pub file: Option<PathBuf>,
+    #[arg(long = "type", value_parser = ["export", "delete"])]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub upn: Option<String>,
+    #[arg(long)]
+    pub object_id: Option<String>,
+    /// Workspace ARM id; repeat for several; default: every seeded workspace.
+    #[arg(long = "workspace")]
+    pub workspaces: Vec<String>,
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_parser = ["gdpr", "ccpa"])]
+    pub regulation: Option<String>,
+}
+
+/// Build the request body from flags.
+pub fn request_from_flags(paths: &LocalPaths, a: &SubmitArgs) -> anyhow::Result<serde_json::Value> {
+    let mut workspaces = a.workspaces.clone();
+    if workspaces.is_empty() {
+        let truth: crate::seed::SeedTruth = serde_json::from_slice(&std::fs::read(paths.truth()).map_err(|_| {
+            anyhow::anyhow!("no --workspace given and no seeded workspace in {} (run `azureml-dsr seed`)", paths.root.display())
+        })?)?;
+        workspaces = truth.workspaces.iter().map(|w| w.to_string()).collect();
+    }
+    let mut subject = serde_json::Map::new();
+    if let Some(u) = &a.upn {
+        subject.insert("upn".into(), u.clone().into());
+    }
+    if let Some(o) = &a.object_id {
+        subject.insert("objectId".into(), o.clone().into());
+    }
+    let id = a.request_id.clone().unwrap_or_else(|| format!("DSR-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    Ok(serde_json::json!({
+        "schemaVersion": "1.0", "requestId": id, "type": a.kind.clone().unwrap_or_else(|| "export".into()),
+        "subject": subject, "scope": {"workspaces": workspaces}, "dryRun": a.dry_run,
+        "regulation": a.regulation.clone().unwrap_or_else(|| "gdpr".into()),
+        "receivedAt": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
+    }))
+}
+
+/// Enqueue raw request bytes on the intake queue (MessageId = requestId when readable, so a
+/// ticketing system re-sending the same ticket is de-duplicated by the bus).
+pub async fn enqueue(paths: &LocalPaths, body: Vec<u8>) -> anyhow::Result<String> {
+    let queue = open_queue(paths)?;
+    let id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("requestId").and_then(|r| r.as_str()).map(str::to_string))
+        .filter(|r| RequestId::parse(r).is_ok())
+        .unwrap_or_else(|| crate::domain::ids::sha256_hex(&body));
+    let mut msg = OutMessage::json(queues::INTAKE, id.clone(), &serde_json::Value::Null);
+    msg.body = body;
+    queue.send(msg).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(id)
+}
+
+pub async fn submit(data_dir: &Path, a: &SubmitArgs, json: bool) -> anyhow::Result<()> {
+    let paths = LocalPaths::new(data_dir);
+    let body = match &a.file {
+        Some(f) => std::fs::read(f)?,
+        None => serde_json::to_vec(&request_from_flags(&paths, a)?)?,
+    };
+    // Validate locally for a friendly message, but submit anyway: intake rejects and archives.
+    let check = DsrRequest::parse(&body);
+    let id = enqueue(&paths, body).await?;
+    if json {
+        println!("{}", serde_json::json!({"requestId": id, "queued": true, "valid": check.is_ok()}));
+    } else {
+        println!("Queued request {id} on {}.", queues::INTAKE);
+        if let Err(r) = check {
+            println!("Note: intake will reject it: {} ({})", r.reason, r.code);
+        }
+        println!("Process it with `azureml-dsr run --until-idle`, then `azureml-dsr status {id}`.");
+    }
+    Ok(())
+}
+
+pub async fn status(data_dir: &Path, storage: &StorageChoice, id: &str, json: bool) -> anyhow::Result<()> {
+    let paths = LocalPaths::new(data_dir);
+    let rid = RequestId::parse(id).map_err(anyhow::Error::msg)?;
+    let store = storage.store(&paths);
+    let state = crate::state::StateStore::new(store, crate::config::settings_from_env().state_account);
+    let plan = state.plan(&rid).await?;
+    let report = state.report(&rid).await?;
+    let done = if plan.is_some() { state.completed_keys(&rid).await?.len() } else { 0 };
+    let (phase, detail) = match (&plan, &report) {
+        (_, Some(r)) => (format!("{:?}", r.status).to_lowercase(), format!("{} items; finished {}", r.counts.items, r.finished_at)),
+        (Some(p), None) => ("in_progress".to_string(), format!("{done}/{} slices done; deadline {}", p.slices.len(), p.deadline)),
+        (None, None) => ("unknown".to_string(), "no plan: not received yet, or rejected (see the dsr-results queue)".to_string()),
+    };
+    if json {
+        println!("{}", serde_json::json!({"requestId": id, "status": phase, "detail": detail, "slicesDone": done, "slices": plan.map(|p| p.slices.len())}));
+    } else {
+        println!("{id}: {phase} — {detail}");
+    }
+    Ok(())
+}
+
+pub async fn report(data_dir: &Path, storage: &StorageChoice, id: &str, json: bool) -> anyhow::Result<()> {
+    let paths = LocalPaths::new(data_dir);
+    let rid = RequestId::parse(id).map_err(anyhow::Error::msg)?;
+    let store = storage.store(&paths);
+    let state = crate::state::StateStore::new(store, crate::config::settings_from_env().state_account);
+    let r = state.report(&rid).await?.ok_or_else(|| anyhow::anyhow!("no report for {id} yet"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", crate::domain::report::render_markdown(&r));
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! End to end through the local runtime: requests enqueued on the durable queue, dispatched to
+//! the real handler over HTTP with the host's envelope, slices, aggregator, reports. The same
+//! assertions run against both stores: local files and Azure Blob (official SDK) on Azurite.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azureml_dsr::cli::local::{LocalRuntime, StorageChoice};
+use azureml_dsr::cli::requests::enqueue;
+use azureml_dsr::cli::seed::{seed_into, SeedArgs};
+use azureml_dsr::config::LocalPaths;
+use azureml_dsr::domain::report::{FinalReport, FinalStatus};
+use azureml_dsr::domain::request::RequestId;
+use azureml_dsr::domain::slice::{Item, ItemStatus};
+use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
+use azureml_dsr::seed::SeedTruth;
+use serde_json::json;
+
+const ACCOUNTS: [&str; 4] = ["mlwstore0", "armlocal", "telemetrylocal", "dsrstate"];
+
+struct Env {
+    dir: tempfile::TempDir,
+    storage: StorageChoice,
+    store: Arc<dyn BlobStore>,
+    truth: SeedTruth,
+    rt: LocalRuntime,
+    _azurite: Option<support::azurite::Azurite>,
+}
+
+fn app_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+async fn env(azurite: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let az = azurite.then(|| support::azurite::Azurite::start(&ACCOUNTS));
+    let storage = match &az {
+        Some(a) => StorageChoice::Azurite(a.base_url.clone()),
+        None => StorageChoice::Local,
+    };
+    let args = SeedArgs { workspaces: 1, users: 4, runs_per_user: 4, files_per_run: 2, output_bytes: 1024, seed: 11 };
+    let truth = seed_into(dir.path(), &storage, &args).await.unwrap();
+    let store = storage.store(&LocalPaths::new(dir.path()));
+    let rt = LocalRuntime::start(dir.path(), &storage, app_root()).await.unwrap();
+    Env { dir, storage, store, truth, rt, _azurite: az }
+}
+
+impl Env {
+    fn request(&self, id: &str, kind: &str, user: &str, dry_run: bool) -> serde_json::Value {
+        json!({"schemaVersion": "1.0", "requestId": id, "type": kind, "dryRun": dry_run,
+               "subject": {"upn": self.truth.user(user).unwrap().upn},
+               "scope": {"workspaces": self.truth.workspaces.iter().map(|w| w.to_string()).collect::<Vec<_>>()}})
+    }
+
+    async fn submit(&self, body: &serde_json::Value) {
+        enqueue(&LocalPaths::new(self.dir.path()), body.to_string().into_bytes()).await.unwrap();
+    }
+
+    async fn drain(&self) {
+        self.rt.drain(Duration::from_secs(120)).await.unwrap();
+    }
+
+    async fn report(&self, id: &str) -> FinalReport {
+        let state = azureml_dsr::state::StateStore::new(self.store.clone(), "dsrstate");
+        state.report(&RequestId::parse(id).unwrap()).await.unwrap().expect("report")
+    }
+
+    /// sha256 of every seeded blob still present.
+    async fn snapshot(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for key in self.truth.blobs.keys() {
+            let mut p = key.splitn(3, '/');
+            let b = BlobRef::new(p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+            if let Ok((bytes, _)) = self.store.read_small(&b).await {
+                out.insert(key.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
+            }
+        }
+        out
+    }
+
+    fn results(&self) -> Vec<serde_json::Value> {
+        self.rt.queue.peek("dsr-results").unwrap().into_iter().map(|m| serde_json::from_slice(&m.body).unwrap()).collect()
+    }
+}
+
+async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
+    let e = env(azurite).await;
+    let before = e.snapshot().await;
+    e.submit(&e.request("E2E-EXP", "export", "bob", false)).await;
+    e.drain().await;
+    let exp = e.report("E2E-EXP").await;
+    assert_eq!(exp.status, FinalStatus::Completed);
+    let mut got: Vec<String> = exp
+        .results
+        .iter()
+        .flat_map(|s| &s.items)
+        .filter_map(|o| match &o.item {
+            Item::Blob { account, container, name, .. } => Some(format!("{account}/{container}/{name}")),
+            _ => None,
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = e.truth.blobs_of("bob").into_iter().cloned().collect();
+    want.sort();
+    assert_eq!(got, want, "export = exactly bob's blobs ({:?})", e.storage);
+    for o in exp.results.iter().flat_map(|s| &s.items) {
+        let ItemStatus::Exported { path, sha256, .. } = &o.status else { panic!("{o:?}") };
+        let (bytes, _) = e.store.read_small(&BlobRef::new("dsrstate", "dsr-exports", path.clone())).await.unwrap();
+        assert_eq!(&azureml_dsr::domain::ids::sha256_hex(&bytes), sha256);
+    }
+    assert_eq!(e.snapshot().await, before, "export changed nothing");
+
+    // Delete, with the intake message delivered twice (the ticketing system re-sent it).
+    let del = e.request("E2E-DEL", "delete", "bob", false);
+    e.submit(&del).await;
+    e.drain().await;
+    e.submit(&del).await;
+    e.drain().await;
+    let r = e.report("E2E-DEL").await;
+    assert_eq!(r.status, FinalStatus::Completed, "{:#?}", r.slices);
+    let after = e.snapshot().await;
+    for (k, owner) in &e.truth.blobs {
+        if owner == "bob" {
+            assert!(!after.contains_key(k), "bob's {k} survived");
+        } else {
+            assert_eq!(after.get(k), before.get(k), "collateral change to {k} ({owner})");
+        }
+    }
+    assert_eq!(r.counts.failed, 0);
+    assert_eq!(r.counts.deleted, r.counts.verified_gone);
+    let results = e.results();
+    let finals: Vec<_> = results.iter().filter(|m| m["requestId"] == "E2E-DEL").collect();
+    assert_eq!(finals.len(), 1, "exactly one result message for the delete: {results:#?}");
+    assert_eq!(finals[0]["status"], "completed");
+    e.rt.stop().await;
+}
+
+async fn dry_run_and_rejections(azurite: bool) {
+    let e = env(azurite).await;
+    let before = e.snapshot().await;
+    e.submit(&e.request("E2E-DRY", "delete", "carol", true)).await;
+    e.submit(&json!({"schemaVersion": "9.0", "requestId": "E2E-BAD", "type": "delete"})).await;
+    e.drain().await;
+    assert_eq!(e.snapshot().await, before, "dry run changed nothing");
+    let dry = e.report("E2E-DRY").await;
+    assert!(dry.dry_run && dry.counts.would_delete > 0 && dry.counts.deleted == 0);
+    let results = e.results();
+    let bad: Vec<_> = results.iter().filter(|m| m["requestId"] == "E2E-BAD").collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0]["status"], "rejected");
+    assert_eq!(bad[0]["code"], "unsupported_schema_version");
+    let archive = e.store.list_all("dsrstate", "dsr-intake-archive", "").await.unwrap();
+    assert_eq!(archive.len(), 2, "both originals archived");
+    e.rt.stop().await;
+}
+
+macro_rules! both_stores {
+    ($($name:ident),*) => {
+        mod local_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await })*
+        }
+        mod azurite_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(true).await })*
+        }
+    };
+}
+
+both_stores!(export_then_delete_exactly_the_subjects_items, dry_run_and_rejections);
