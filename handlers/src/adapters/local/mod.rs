@@ -1,1 +1,3 @@
 //! Local adapters: the embedded default.
+
+pub mod sqlite_queue;
