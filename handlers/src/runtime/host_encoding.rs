@@ -23,7 +23,8 @@ pub const USER_AGENT: &str = "Azure-Functions-Host/4.x (local azureml-dsr runtim
 const NEVER_EXPIRES_UTC: &str = "9999-12-31T23:59:59";
 const NEVER_EXPIRES: &str = "9999-12-31T23:59:59+00:00";
 
-const NAIVE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+const NAIVE: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 const UTC_NOW: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
 
@@ -37,7 +38,11 @@ pub struct Sys {
 
 impl Sys {
     pub fn now(function: &str) -> Self {
-        Self { method_name: function.to_string(), utc_now: OffsetDateTime::now_utc(), rand_guid: Uuid::new_v4() }
+        Self {
+            method_name: function.to_string(),
+            utc_now: OffsetDateTime::now_utc(),
+            rand_guid: Uuid::new_v4(),
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -58,13 +63,18 @@ pub struct ServiceBusClient {
 
 impl ServiceBusClient {
     pub fn local(namespace: &str) -> Self {
-        Self { fully_qualified_namespace: namespace.to_string(), identifier: format!("{namespace}-{}", Uuid::new_v4()) }
+        Self {
+            fully_qualified_namespace: namespace.to_string(),
+            identifier: format!("{namespace}-{}", Uuid::new_v4()),
+        }
     }
 }
 
 /// .NET `DateTime` as the host writes it: no offset, sub-seconds dropped.
 pub fn dotnet_datetime(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC).format(NAIVE).expect("formattable")
+    t.to_offset(time::UtcOffset::UTC)
+        .format(NAIVE)
+        .expect("formattable")
 }
 
 /// .NET `DateTimeOffset` as the host writes it in Service Bus metadata: `+00:00`, no sub-seconds.
@@ -77,13 +87,17 @@ pub fn dotnet_datetime_offset(t: OffsetDateTime) -> String {
 pub fn dotnet_roundtrip(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let ticks = t.nanosecond() / 100;
-    let frac = if ticks == 0 { String::new() } else { format!(".{ticks:07}").trim_end_matches('0').to_string() };
+    let frac = if ticks == 0 {
+        String::new()
+    } else {
+        format!(".{ticks:07}").trim_end_matches('0').to_string()
+    };
     format!("{}{frac}+00:00", dotnet_datetime(t))
 }
 
-/// The DateTime the host writes for `default(DateTime)`: TimerInfo.ScheduleStatus.Last before
-/// the first run.
-pub const DOTNET_MIN: &str = "0001-01-01T00:00:00+00:00";
+/// `default(DateTime)`: what TimerInfo.ScheduleStatus.Last holds before the first run. Stored
+/// as this instant so the durable status needs no special "never ran" marker.
+pub const DOTNET_MIN_TIME: OffsetDateTime = time::macros::datetime!(0001-01-01 00:00:00 UTC);
 
 /// A Metadata value: objects stay nested, everything else is JSON-encoded into a string
 /// (`"abc"` -> `"\"abc\""`, `1` -> `"1"`). `None` for nulls, which the host drops.
@@ -107,7 +121,13 @@ fn finish_metadata(mut md: Map<String, Value>, sys: &Sys) -> Value {
 }
 
 /// Request body for a serviceBusTrigger invocation.
-pub fn servicebus_request(binding: &str, data_type: Option<&str>, d: &Delivery, client: &ServiceBusClient, sys: &Sys) -> Value {
+pub fn servicebus_request(
+    binding: &str,
+    data_type: Option<&str>,
+    d: &Delivery,
+    client: &ServiceBusClient,
+    sys: &Sys,
+) -> Value {
     let binary = data_type.is_some_and(|t| t.eq_ignore_ascii_case("binary"));
     let text = String::from_utf8_lossy(&d.body);
     let data = if binary {
@@ -119,7 +139,13 @@ pub fn servicebus_request(binding: &str, data_type: Option<&str>, d: &Delivery, 
     };
 
     let mut md = Map::new();
-    for k in ["MessageReceiver", "MessageSession", "MessageActions", "SessionActions", "ReceiveActions"] {
+    for k in [
+        "MessageReceiver",
+        "MessageSession",
+        "MessageActions",
+        "SessionActions",
+        "ReceiveActions",
+    ] {
         md.insert(k.into(), json!({}));
     }
     md.insert(
@@ -131,17 +157,32 @@ pub fn servicebus_request(binding: &str, data_type: Option<&str>, d: &Delivery, 
             "Identifier": client.identifier,
         }),
     );
-    md.insert("DeliveryCount".into(), Value::String(d.delivery_count.to_string()));
+    md.insert(
+        "DeliveryCount".into(),
+        Value::String(d.delivery_count.to_string()),
+    );
     md.insert("LockToken".into(), encoded(&d.lock_token));
-    md.insert("ExpiresAtUtc".into(), Value::String(NEVER_EXPIRES_UTC.into()));
+    md.insert(
+        "ExpiresAtUtc".into(),
+        Value::String(NEVER_EXPIRES_UTC.into()),
+    );
     md.insert("ExpiresAt".into(), Value::String(NEVER_EXPIRES.into()));
-    md.insert("EnqueuedTimeUtc".into(), Value::String(dotnet_datetime(d.enqueued_time)));
-    md.insert("EnqueuedTime".into(), Value::String(dotnet_datetime_offset(d.enqueued_time)));
+    md.insert(
+        "EnqueuedTimeUtc".into(),
+        Value::String(dotnet_datetime(d.enqueued_time)),
+    );
+    md.insert(
+        "EnqueuedTime".into(),
+        Value::String(dotnet_datetime_offset(d.enqueued_time)),
+    );
     md.insert("MessageId".into(), encoded(&d.message_id));
     if let Some(ct) = &d.content_type {
         md.insert("ContentType".into(), encoded(ct));
     }
-    md.insert("SequenceNumber".into(), Value::String(d.sequence_number.to_string()));
+    md.insert(
+        "SequenceNumber".into(),
+        Value::String(d.sequence_number.to_string()),
+    );
     if let Some(c) = &d.correlation_id {
         md.insert("CorrelationId".into(), encoded(c));
     }
@@ -173,10 +214,15 @@ pub fn servicebus_request(binding: &str, data_type: Option<&str>, d: &Delivery, 
 
 /// Request body for a timerTrigger invocation. `status` is None when the function does not use
 /// the schedule monitor.
-pub fn timer_request(binding: &str, status: Option<&TimerStatus>, last_is_min: bool, is_past_due: bool, sys: &Sys) -> Value {
+pub fn timer_request(
+    binding: &str,
+    status: Option<&TimerStatus>,
+    is_past_due: bool,
+    sys: &Sys,
+) -> Value {
     let status = status.map(|s| {
         json!({
-            "Last": if last_is_min { DOTNET_MIN.to_string() } else { dotnet_roundtrip(s.last) },
+            "Last": dotnet_roundtrip(s.last),
             "Next": dotnet_roundtrip(s.next),
             "LastUpdated": dotnet_roundtrip(s.last_updated),
         })
@@ -214,12 +260,19 @@ mod tests {
     use time::macros::datetime;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../tests/fixtures/functions-host/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../tests/fixtures/functions-host/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
     fn sys(name: &str, now: OffsetDateTime, guid: &str) -> Sys {
-        Sys { method_name: name.into(), utc_now: now, rand_guid: guid.parse().unwrap() }
+        Sys {
+            method_name: name.into(),
+            utc_now: now,
+            rand_guid: guid.parse().unwrap(),
+        }
     }
 
     #[test]
@@ -235,21 +288,35 @@ mod tests {
             content_type: Some("application/json".into()),
             correlation_id: Some("corr-0001".into()),
             session_id: Some("ws-1".into()),
-            application_properties: BTreeMap::from([("tenant".into(), json!("t1")), ("attempt".into(), json!(2))]),
+            application_properties: BTreeMap::from([
+                ("tenant".into(), json!("t1")),
+                ("attempt".into(), json!(2)),
+            ]),
             scheduled_enqueue_time: None,
             locked_until: datetime!(2025-01-02 03:05:05 UTC),
         };
         let client = ServiceBusClient {
             fully_qualified_namespace: "mynamespace.servicebus.windows.net".into(),
-            identifier: "mynamespace.servicebus.windows.net-00000000-0000-0000-0000-000000000001".into(),
+            identifier: "mynamespace.servicebus.windows.net-00000000-0000-0000-0000-000000000001"
+                .into(),
         };
-        let s = sys("ProcessWorkspaceQueue", datetime!(2025-01-02 03:04:05.1234567 UTC), "00000000-0000-0000-0000-000000000003");
+        let s = sys(
+            "ProcessWorkspaceQueue",
+            datetime!(2025-01-02 03:04:05.1234567 UTC),
+            "00000000-0000-0000-0000-000000000003",
+        );
         let got = servicebus_request("mySbMsg", None, &d, &client, &s);
-        assert_eq!(got, fixture("derived-servicebus-session-json-body-request.json"));
+        assert_eq!(
+            got,
+            fixture("derived-servicebus-session-json-body-request.json")
+        );
         // Double encoding: decoding Data twice yields the body object.
         let once: String = serde_json::from_value(got["Data"]["mySbMsg"].clone()).unwrap();
         let inner: String = serde_json::from_str(&once).unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&inner).unwrap(), json!({"workspaceId":"ws-1","action":"delete"}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&inner).unwrap(),
+            json!({"workspaceId":"ws-1","action":"delete"})
+        );
     }
 
     #[test]
@@ -269,7 +336,13 @@ mod tests {
             scheduled_enqueue_time: None,
             locked_until: datetime!(2025-01-02 03:05:05 UTC),
         };
-        let got = servicebus_request("m", None, &d, &ServiceBusClient::local("local"), &Sys::now("f"));
+        let got = servicebus_request(
+            "m",
+            None,
+            &d,
+            &ServiceBusClient::local("local"),
+            &Sys::now("f"),
+        );
         let md = &got["Metadata"];
         assert_eq!(md["MessageId"], json!("\"forged\""));
         assert_eq!(md["n"], json!("5"));
@@ -277,7 +350,14 @@ mod tests {
         assert_eq!(md["obj"], json!({"a":1}));
         assert_eq!(md["DeliveryCount"], json!("3"));
         assert_eq!(md["SequenceNumber"], json!("7"));
-        for absent in ["list", "nothing", "xTrigger", "ContentType", "CorrelationId", "SessionId"] {
+        for absent in [
+            "list",
+            "nothing",
+            "xTrigger",
+            "ContentType",
+            "CorrelationId",
+            "SessionId",
+        ] {
             assert!(md.get(absent).is_none(), "{absent} must be absent");
         }
         assert_eq!(md["ApplicationProperties"], json!({}));
@@ -300,37 +380,68 @@ mod tests {
             scheduled_enqueue_time: None,
             locked_until: datetime!(2025-01-02 03:05:05 UTC),
         };
-        let got = servicebus_request("m", Some("binary"), &d, &ServiceBusClient::local("local"), &Sys::now("f"));
+        let got = servicebus_request(
+            "m",
+            Some("binary"),
+            &d,
+            &ServiceBusClient::local("local"),
+            &Sys::now("f"),
+        );
         assert_eq!(got["Data"]["m"], json!("eyJhIjoxfQ=="));
         assert!(got["Metadata"].get("a").is_none());
         d.body = b"plain text".to_vec();
-        let got = servicebus_request("m", None, &d, &ServiceBusClient::local("local"), &Sys::now("f"));
+        let got = servicebus_request(
+            "m",
+            None,
+            &d,
+            &ServiceBusClient::local("local"),
+            &Sys::now("f"),
+        );
         assert_eq!(got["Data"]["m"], json!("\"plain text\""));
     }
 
     #[test]
     fn timer_matches_derived_fixture() {
-        let s = sys("NightlySweep", datetime!(2025-01-02 00:00:00.0040442 UTC), "00000000-0000-0000-0000-000000000004");
-        assert_eq!(timer_request("myTimer", None, false, false, &s), fixture("derived-timer-request-useMonitor-false.json"));
+        let s = sys(
+            "NightlySweep",
+            datetime!(2025-01-02 00:00:00.0040442 UTC),
+            "00000000-0000-0000-0000-000000000004",
+        );
+        assert_eq!(
+            timer_request("myTimer", None, false, &s),
+            fixture("derived-timer-request-useMonitor-false.json")
+        );
         let st = TimerStatus {
             last: datetime!(2025-01-01 03:00:00 UTC),
             next: datetime!(2025-01-02 03:00:00 UTC),
             last_updated: datetime!(2025-01-01 03:00:00.0040442 UTC),
         };
-        let got = timer_request("t", Some(&st), false, true, &s);
+        let got = timer_request("t", Some(&st), true, &s);
         assert_eq!(
             got["Data"]["t"],
             json!({"Schedule":{"AdjustForDST":true},"IsPastDue":true,"ScheduleStatus":{
                 "Last":"2025-01-01T03:00:00+00:00","Next":"2025-01-02T03:00:00+00:00","LastUpdated":"2025-01-01T03:00:00.0040442+00:00"}})
         );
-        assert_eq!(timer_request("t", Some(&st), true, false, &s)["Data"]["t"]["ScheduleStatus"]["Last"], json!(DOTNET_MIN));
+        let first = TimerStatus {
+            last: DOTNET_MIN_TIME,
+            ..st
+        };
+        let got = timer_request("t", Some(&first), false, &s);
+        assert_eq!(
+            got["Data"]["t"]["ScheduleStatus"]["Last"],
+            json!("0001-01-01T00:00:00+00:00")
+        );
     }
 
     #[test]
     fn eventgrid_matches_derived_fixture() {
         let expected = fixture("derived-eventgrid-aml-workspace-delete-request.json");
         let event = expected["Data"]["eventGridEvent"].clone();
-        let s = sys("OnWorkspaceDeleted", datetime!(2025-01-02 03:04:06.0000001 UTC), "00000000-0000-0000-0000-000000000006");
+        let s = sys(
+            "OnWorkspaceDeleted",
+            datetime!(2025-01-02 03:04:06.0000001 UTC),
+            "00000000-0000-0000-0000-000000000006",
+        );
         assert_eq!(eventgrid_request("eventGridEvent", &event, &s), expected);
     }
 

@@ -71,7 +71,10 @@ fn parse_field(field: &str, min: u32, max: u32) -> Result<u64, String> {
 
 impl Schedule {
     pub fn parse(expr: &str) -> Result<Self, CronError> {
-        let err = |reason: String| CronError { expr: expr.to_string(), reason };
+        let err = |reason: String| CronError {
+            expr: expr.to_string(),
+            reason,
+        };
         let fields: Vec<&str> = expr.split_whitespace().collect();
         let fields: Vec<&str> = match fields.len() {
             6 => fields,
@@ -104,12 +107,23 @@ impl Schedule {
         let has = |bits: u64, v: u8| bits & (1 << v) != 0;
         while t.year() <= horizon {
             if !has(self.months, t.month() as u8) {
-                let (y, m) = if t.month() == Month::December { (t.year() + 1, Month::January) } else { (t.year(), t.month().next()) };
-                t = Date::from_calendar_date(y, m, 1).ok()?.with_time(Time::MIDNIGHT).assume_utc();
+                let (y, m) = if t.month() == Month::December {
+                    (t.year() + 1, Month::January)
+                } else {
+                    (t.year(), t.month().next())
+                };
+                t = Date::from_calendar_date(y, m, 1)
+                    .ok()?
+                    .with_time(Time::MIDNIGHT)
+                    .assume_utc();
                 continue;
             }
-            if !has(self.days, t.day()) || !has(self.weekdays, t.weekday().number_days_from_sunday()) {
-                t = (t.date().next_day()?).with_time(Time::MIDNIGHT).assume_utc();
+            if !has(self.days, t.day())
+                || !has(self.weekdays, t.weekday().number_days_from_sunday())
+            {
+                t = (t.date().next_day()?)
+                    .with_time(Time::MIDNIGHT)
+                    .assume_utc();
                 continue;
             }
             if !has(self.hours, t.hour()) {
@@ -141,16 +155,31 @@ mod tests {
 
     #[test]
     fn every_five_minutes() {
-        assert_eq!(next("0 */5 * * * *", datetime!(2025-01-02 03:04:05 UTC)), datetime!(2025-01-02 03:05:00 UTC));
+        assert_eq!(
+            next("0 */5 * * * *", datetime!(2025-01-02 03:04:05 UTC)),
+            datetime!(2025-01-02 03:05:00 UTC)
+        );
         // Strictly after: an exact occurrence yields the following one.
-        assert_eq!(next("0 */5 * * * *", datetime!(2025-01-02 03:05:00 UTC)), datetime!(2025-01-02 03:10:00 UTC));
-        assert_eq!(next("0 */5 * * * *", datetime!(2025-12-31 23:59:59.5 UTC)), datetime!(2026-01-01 00:00:00 UTC));
+        assert_eq!(
+            next("0 */5 * * * *", datetime!(2025-01-02 03:05:00 UTC)),
+            datetime!(2025-01-02 03:10:00 UTC)
+        );
+        assert_eq!(
+            next("0 */5 * * * *", datetime!(2025-12-31 23:59:59.5 UTC)),
+            datetime!(2026-01-01 00:00:00 UTC)
+        );
     }
 
     #[test]
     fn daily_at_three() {
-        assert_eq!(next("0 0 3 * * *", datetime!(2025-01-02 03:00:00 UTC)), datetime!(2025-01-03 03:00:00 UTC));
-        assert_eq!(next("0 0 3 * * *", datetime!(2025-01-02 02:59:59 UTC)), datetime!(2025-01-02 03:00:00 UTC));
+        assert_eq!(
+            next("0 0 3 * * *", datetime!(2025-01-02 03:00:00 UTC)),
+            datetime!(2025-01-03 03:00:00 UTC)
+        );
+        assert_eq!(
+            next("0 0 3 * * *", datetime!(2025-01-02 02:59:59 UTC)),
+            datetime!(2025-01-02 03:00:00 UTC)
+        );
         // Non-UTC input is converted, not reinterpreted.
         assert_eq!(
             next("0 0 3 * * *", datetime!(2025-01-02 04:30:00 +02:00)),
@@ -161,25 +190,63 @@ mod tests {
     #[test]
     fn weekdays_half_past_nine() {
         // 2025-01-03 is a Friday.
-        assert_eq!(next("0 30 9 * * 1-5", datetime!(2025-01-03 09:30:00 UTC)), datetime!(2025-01-06 09:30:00 UTC));
-        assert_eq!(next("0 30 9 * * 1-5", datetime!(2025-01-03 09:29:00 UTC)), datetime!(2025-01-03 09:30:00 UTC));
+        assert_eq!(
+            next("0 30 9 * * 1-5", datetime!(2025-01-03 09:30:00 UTC)),
+            datetime!(2025-01-06 09:30:00 UTC)
+        );
+        assert_eq!(
+            next("0 30 9 * * 1-5", datetime!(2025-01-03 09:29:00 UTC)),
+            datetime!(2025-01-03 09:30:00 UTC)
+        );
     }
 
     #[test]
     fn five_fields_lists_ranges_and_steps() {
-        assert_eq!(next("15,45 * * * *", datetime!(2025-01-02 03:16:00 UTC)), datetime!(2025-01-02 03:45:00 UTC));
-        assert_eq!(next("*/20 * * * * *", datetime!(2025-01-02 03:04:41 UTC)), datetime!(2025-01-02 03:05:00 UTC));
-        assert_eq!(next("10-20/5 * * * * *", datetime!(2025-01-02 03:04:16 UTC)), datetime!(2025-01-02 03:04:20 UTC));
-        assert_eq!(next("5/20 * * * * *", datetime!(2025-01-02 03:04:26 UTC)), datetime!(2025-01-02 03:04:45 UTC));
-        assert_eq!(next("0 0 0 29 2 *", datetime!(2025-01-01 00:00:00 UTC)), datetime!(2028-02-29 00:00:00 UTC));
+        assert_eq!(
+            next("15,45 * * * *", datetime!(2025-01-02 03:16:00 UTC)),
+            datetime!(2025-01-02 03:45:00 UTC)
+        );
+        assert_eq!(
+            next("*/20 * * * * *", datetime!(2025-01-02 03:04:41 UTC)),
+            datetime!(2025-01-02 03:05:00 UTC)
+        );
+        assert_eq!(
+            next("10-20/5 * * * * *", datetime!(2025-01-02 03:04:16 UTC)),
+            datetime!(2025-01-02 03:04:20 UTC)
+        );
+        assert_eq!(
+            next("5/20 * * * * *", datetime!(2025-01-02 03:04:26 UTC)),
+            datetime!(2025-01-02 03:04:45 UTC)
+        );
+        assert_eq!(
+            next("0 0 0 29 2 *", datetime!(2025-01-01 00:00:00 UTC)),
+            datetime!(2028-02-29 00:00:00 UTC)
+        );
         // Day of month AND day of week: the first Friday the 13th after 2025-01-01.
-        assert_eq!(next("0 0 0 13 * 5", datetime!(2025-01-01 00:00:00 UTC)), datetime!(2025-06-13 00:00:00 UTC));
+        assert_eq!(
+            next("0 0 0 13 * 5", datetime!(2025-01-01 00:00:00 UTC)),
+            datetime!(2025-06-13 00:00:00 UTC)
+        );
     }
 
     #[test]
     fn impossible_and_invalid() {
-        assert_eq!(Schedule::parse("0 0 0 30 2 *").unwrap().next_after(datetime!(2025-01-01 00:00:00 UTC)), None);
-        for bad in ["", "* * * *", "60 * * * * *", "0 0 24 * * *", "0 0 0 0 * *", "*/0 * * * * *", "a * * * * *", "0 0 0 * * 7"] {
+        assert_eq!(
+            Schedule::parse("0 0 0 30 2 *")
+                .unwrap()
+                .next_after(datetime!(2025-01-01 00:00:00 UTC)),
+            None
+        );
+        for bad in [
+            "",
+            "* * * *",
+            "60 * * * * *",
+            "0 0 24 * * *",
+            "0 0 0 0 * *",
+            "*/0 * * * * *",
+            "a * * * * *",
+            "0 0 0 * * 7",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

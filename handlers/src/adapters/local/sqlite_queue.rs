@@ -178,7 +178,9 @@ struct Inner {
 
 impl std::fmt::Debug for LocalQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalQueue").field("path", &self.inner.path).finish()
+        f.debug_struct("LocalQueue")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -230,7 +232,8 @@ fn to_micros(t: OffsetDateTime) -> i64 {
 }
 
 fn from_micros(us: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn micros(d: Duration) -> i64 {
@@ -271,7 +274,10 @@ impl LocalQueue {
         Self::open_with(path, LocalQueueOptions::default())
     }
 
-    pub fn open_with(path: impl AsRef<Path>, options: LocalQueueOptions) -> Result<Self, QueueError> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: LocalQueueOptions,
+    ) -> Result<Self, QueueError> {
         let path = path.as_ref().to_path_buf();
         let conn = Connection::open(&path)?;
         conn.busy_timeout(options.busy_timeout)?;
@@ -281,7 +287,13 @@ impl LocalQueue {
         // Schema creation also takes the write lock first: two processes opening a fresh file at
         // the same moment must not interleave their CREATE statements.
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
-        Ok(Self { inner: Arc::new(Inner { conn: Mutex::new(conn), path, options }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path,
+                options,
+            }),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -292,7 +304,10 @@ impl LocalQueue {
         &self.inner.options
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, QueueError>) -> Result<T, QueueError> {
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
         // A poisoned mutex only means another thread panicked mid-call; SQLite rolled back its
         // open transaction when the Transaction guard dropped, so the connection is usable.
         let mut guard = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -306,22 +321,31 @@ impl LocalQueue {
         F: FnOnce(&LocalQueue) -> Result<T, QueueError> + Send + 'static,
     {
         let q = self.clone();
-        tokio::task::spawn_blocking(move || f(&q)).await.map_err(|e| QueueError::Join(e.to_string()))?
+        tokio::task::spawn_blocking(move || f(&q))
+            .await
+            .map_err(|e| QueueError::Join(e.to_string()))?
     }
 
     /// Send one message. A MessageId already sent to the same queue within the duplicate
     /// detection window is dropped (`SendOutcome::Duplicate`), as Service Bus does.
     pub fn send_blocking(&self, message: &OutMessage) -> Result<SendOutcome, QueueError> {
-        self.send_many_blocking(std::slice::from_ref(message)).map(|mut v| v.remove(0))
+        self.send_many_blocking(std::slice::from_ref(message))
+            .map(|mut v| v.remove(0))
     }
 
     /// Send several messages in one transaction (one fsync).
-    pub fn send_many_blocking(&self, messages: &[OutMessage]) -> Result<Vec<SendOutcome>, QueueError> {
+    pub fn send_many_blocking(
+        &self,
+        messages: &[OutMessage],
+    ) -> Result<Vec<SendOutcome>, QueueError> {
         let window = micros(self.inner.options.duplicate_detection_window);
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_micros();
-            tx.execute("DELETE FROM dedup WHERE sent_at <= ?1", params![now - window])?;
+            tx.execute(
+                "DELETE FROM dedup WHERE sent_at <= ?1",
+                params![now - window],
+            )?;
             let mut outcomes = Vec::with_capacity(messages.len());
             for m in messages {
                 let inserted = tx.execute(
@@ -343,13 +367,23 @@ impl LocalQueue {
     /// Receive the next message of `queue` under a peek-lock with the store's default options.
     pub fn receive(&self, queue: &str) -> Result<Option<Delivery>, QueueError> {
         let o = &self.inner.options;
-        self.receive_with(queue, ReceiveOptions { lock_duration: o.lock_duration, max_delivery_count: o.max_delivery_count })
+        self.receive_with(
+            queue,
+            ReceiveOptions {
+                lock_duration: o.lock_duration,
+                max_delivery_count: o.max_delivery_count,
+            },
+        )
     }
 
     /// Receive the next receivable message (FIFO by sequence number): active, due, and not
     /// locked (an expired lock counts as released). A message whose DeliveryCount has already
     /// reached `max_delivery_count` is dead-lettered instead of being delivered again.
-    pub fn receive_with(&self, queue: &str, opts: ReceiveOptions) -> Result<Option<Delivery>, QueueError> {
+    pub fn receive_with(
+        &self,
+        queue: &str,
+        opts: ReceiveOptions,
+    ) -> Result<Option<Delivery>, QueueError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_micros();
@@ -405,7 +439,11 @@ impl LocalQueue {
     }
 
     /// Find the row held by a live lock, or fail with `LockLost`.
-    fn locked_row(tx: &rusqlite::Transaction<'_>, lock_token: &str, now: i64) -> Result<(i64, i64, Option<i64>), QueueError> {
+    fn locked_row(
+        tx: &rusqlite::Transaction<'_>,
+        lock_token: &str,
+        now: i64,
+    ) -> Result<(i64, i64, Option<i64>), QueueError> {
         tx.query_row(
             "SELECT seq, delivery_count, max_delivery FROM messages \
              WHERE lock_token = ?1 AND state = ?2 AND locked_until > ?3",
@@ -466,7 +504,12 @@ impl LocalQueue {
     }
 
     /// Move the locked message to the dead-letter sub-queue with a reason and description.
-    pub fn dead_letter(&self, lock_token: &str, reason: &str, description: &str) -> Result<(), QueueError> {
+    pub fn dead_letter(
+        &self,
+        lock_token: &str,
+        reason: &str,
+        description: &str,
+    ) -> Result<(), QueueError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_micros();
@@ -479,13 +522,20 @@ impl LocalQueue {
 
     /// Extend a live lock by `lock_duration` from now (the Functions host renews locks while an
     /// invocation runs). Returns the new expiry.
-    pub fn renew_lock(&self, lock_token: &str, lock_duration: Duration) -> Result<OffsetDateTime, QueueError> {
+    pub fn renew_lock(
+        &self,
+        lock_token: &str,
+        lock_duration: Duration,
+    ) -> Result<OffsetDateTime, QueueError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_micros();
             let (seq, _, _) = Self::locked_row(&tx, lock_token, now)?;
             let until = now + micros(lock_duration);
-            tx.execute("UPDATE messages SET locked_until = ?1 WHERE seq = ?2", params![until, seq])?;
+            tx.execute(
+                "UPDATE messages SET locked_until = ?1 WHERE seq = ?2",
+                params![until, seq],
+            )?;
             tx.commit()?;
             Ok(from_micros(until))
         })
@@ -494,7 +544,11 @@ impl LocalQueue {
     /// Re-send a dead-lettered message as a new message (new sequence number, DeliveryCount 0).
     /// Duplicate detection is bypassed: replaying is a deliberate operator action and the id is,
     /// by construction, one the queue has already seen. Returns the new sequence number.
-    pub fn resubmit_dead_letter(&self, queue: &str, sequence_number: i64) -> Result<i64, QueueError> {
+    pub fn resubmit_dead_letter(
+        &self,
+        queue: &str,
+        sequence_number: i64,
+    ) -> Result<i64, QueueError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_micros();
@@ -598,7 +652,9 @@ impl LocalQueue {
     pub fn queues(&self) -> Result<Vec<String>, QueueError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare("SELECT DISTINCT queue FROM messages ORDER BY queue")?;
-            let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+            let names = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
             Ok(names)
         })
     }
@@ -634,7 +690,11 @@ impl LocalQueue {
     }
 }
 
-fn insert_message(tx: &rusqlite::Transaction<'_>, m: &OutMessage, now: i64) -> Result<(), QueueError> {
+fn insert_message(
+    tx: &rusqlite::Transaction<'_>,
+    m: &OutMessage,
+    now: i64,
+) -> Result<(), QueueError> {
     let scheduled = m.scheduled_enqueue_time.map(to_micros);
     tx.execute(
         "INSERT INTO messages(queue, message_id, state, body, content_type, correlation_id, session_id, \
@@ -656,7 +716,13 @@ fn insert_message(tx: &rusqlite::Transaction<'_>, m: &OutMessage, now: i64) -> R
     Ok(())
 }
 
-fn dead_letter_row(tx: &rusqlite::Transaction<'_>, seq: i64, reason: &str, description: &str, now: i64) -> Result<(), QueueError> {
+fn dead_letter_row(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    reason: &str,
+    description: &str,
+    now: i64,
+) -> Result<(), QueueError> {
     tx.execute(
         "UPDATE messages SET state = ?1, lock_token = NULL, locked_until = NULL, dl_reason = ?2, \
          dl_description = ?3, settled_at = ?4 WHERE seq = ?5",
@@ -676,7 +742,8 @@ impl MessageBus for LocalQueue {
         if messages.is_empty() {
             return Ok(());
         }
-        self.blocking(move |q| q.send_many_blocking(&messages)).await?;
+        self.blocking(move |q| q.send_many_blocking(&messages))
+            .await?;
         Ok(())
     }
 }
@@ -690,7 +757,10 @@ mod tests {
     }
 
     fn fast(lock: Duration, max: u32) -> ReceiveOptions {
-        ReceiveOptions { lock_duration: lock, max_delivery_count: max }
+        ReceiveOptions {
+            lock_duration: lock,
+            max_delivery_count: max,
+        }
     }
 
     fn open(dir: &tempfile::TempDir) -> LocalQueue {
@@ -702,7 +772,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = open(&dir);
         for i in 0..3 {
-            assert_eq!(q.send_blocking(&msg("a", &format!("m{i}"))).unwrap(), SendOutcome::Enqueued);
+            assert_eq!(
+                q.send_blocking(&msg("a", &format!("m{i}"))).unwrap(),
+                SendOutcome::Enqueued
+            );
         }
         let d0 = q.receive("a").unwrap().unwrap();
         assert_eq!((d0.message_id.as_str(), d0.delivery_count), ("m0", 1));
@@ -711,13 +784,22 @@ mod tests {
         assert!(d1.sequence_number > d0.sequence_number);
         q.complete(&d0.lock_token).unwrap();
         // Settling twice is a lost lock, as in Service Bus.
-        assert!(matches!(q.complete(&d0.lock_token), Err(QueueError::LockLost)));
+        assert!(matches!(
+            q.complete(&d0.lock_token),
+            Err(QueueError::LockLost)
+        ));
         q.abandon(&d1.lock_token).unwrap();
         let again = q.receive("a").unwrap().unwrap();
         assert_eq!((again.message_id.as_str(), again.delivery_count), ("m1", 2));
         assert_eq!(
             q.counts("a").unwrap(),
-            QueueCounts { active: 1, scheduled: 0, locked: 1, dead_lettered: 0, completed: 1 }
+            QueueCounts {
+                active: 1,
+                scheduled: 0,
+                locked: 1,
+                dead_lettered: 0,
+                completed: 1
+            }
         );
         assert!(q.receive("other").unwrap().is_none());
     }
@@ -726,26 +808,47 @@ mod tests {
     fn duplicate_message_id_is_dropped_within_window() {
         let dir = tempfile::tempdir().unwrap();
         let q = open(&dir);
-        assert_eq!(q.send_blocking(&msg("a", "same")).unwrap(), SendOutcome::Enqueued);
-        assert_eq!(q.send_blocking(&msg("a", "same")).unwrap(), SendOutcome::Duplicate);
+        assert_eq!(
+            q.send_blocking(&msg("a", "same")).unwrap(),
+            SendOutcome::Enqueued
+        );
+        assert_eq!(
+            q.send_blocking(&msg("a", "same")).unwrap(),
+            SendOutcome::Duplicate
+        );
         // Duplicate detection is per queue.
-        assert_eq!(q.send_blocking(&msg("b", "same")).unwrap(), SendOutcome::Enqueued);
+        assert_eq!(
+            q.send_blocking(&msg("b", "same")).unwrap(),
+            SendOutcome::Enqueued
+        );
         assert_eq!(q.peek("a").unwrap().len(), 1);
         // Still a duplicate after the first copy was completed.
         let d = q.receive("a").unwrap().unwrap();
         q.complete(&d.lock_token).unwrap();
-        assert_eq!(q.send_blocking(&msg("a", "same")).unwrap(), SendOutcome::Duplicate);
+        assert_eq!(
+            q.send_blocking(&msg("a", "same")).unwrap(),
+            SendOutcome::Duplicate
+        );
         assert_eq!(q.counts("a").unwrap().active, 0);
     }
 
     #[test]
     fn duplicate_window_expires() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LocalQueueOptions { duplicate_detection_window: Duration::from_millis(100), ..Default::default() };
+        let opts = LocalQueueOptions {
+            duplicate_detection_window: Duration::from_millis(100),
+            ..Default::default()
+        };
         let q = LocalQueue::open_with(dir.path().join("q.sqlite"), opts).unwrap();
-        assert_eq!(q.send_blocking(&msg("a", "x")).unwrap(), SendOutcome::Enqueued);
+        assert_eq!(
+            q.send_blocking(&msg("a", "x")).unwrap(),
+            SendOutcome::Enqueued
+        );
         std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(q.send_blocking(&msg("a", "x")).unwrap(), SendOutcome::Enqueued);
+        assert_eq!(
+            q.send_blocking(&msg("a", "x")).unwrap(),
+            SendOutcome::Enqueued
+        );
         assert_eq!(q.counts("a").unwrap().active, 2);
     }
 
@@ -754,14 +857,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = open(&dir);
         q.send_blocking(&msg("a", "m")).unwrap();
-        let d1 = q.receive_with("a", fast(Duration::from_millis(100), 10)).unwrap().unwrap();
-        assert!(q.receive("a").unwrap().is_none(), "locked message must not be receivable");
+        let d1 = q
+            .receive_with("a", fast(Duration::from_millis(100), 10))
+            .unwrap()
+            .unwrap();
+        assert!(
+            q.receive("a").unwrap().is_none(),
+            "locked message must not be receivable"
+        );
         std::thread::sleep(Duration::from_millis(150));
-        assert!(matches!(q.complete(&d1.lock_token), Err(QueueError::LockLost)));
+        assert!(matches!(
+            q.complete(&d1.lock_token),
+            Err(QueueError::LockLost)
+        ));
         let d2 = q.receive("a").unwrap().unwrap();
         assert_eq!(d2.delivery_count, 2);
         assert_ne!(d1.lock_token, d2.lock_token);
-        assert!(matches!(q.abandon(&d1.lock_token), Err(QueueError::LockLost)));
+        assert!(matches!(
+            q.abandon(&d1.lock_token),
+            Err(QueueError::LockLost)
+        ));
         q.complete(&d2.lock_token).unwrap();
         assert_eq!(q.counts("a").unwrap().completed, 1);
     }
@@ -771,9 +886,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = open(&dir);
         q.send_blocking(&msg("a", "m")).unwrap();
-        let d = q.receive_with("a", fast(Duration::from_millis(150), 10)).unwrap().unwrap();
+        let d = q
+            .receive_with("a", fast(Duration::from_millis(150), 10))
+            .unwrap()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        q.renew_lock(&d.lock_token, Duration::from_millis(300)).unwrap();
+        q.renew_lock(&d.lock_token, Duration::from_millis(300))
+            .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert!(q.receive("a").unwrap().is_none());
         q.complete(&d.lock_token).unwrap();
@@ -785,24 +904,45 @@ mod tests {
         let q = open(&dir);
         q.send_blocking(&msg("a", "poison")).unwrap();
         for n in 1..=3 {
-            let d = q.receive_with("a", fast(Duration::from_secs(60), 3)).unwrap().unwrap();
+            let d = q
+                .receive_with("a", fast(Duration::from_secs(60), 3))
+                .unwrap()
+                .unwrap();
             assert_eq!(d.delivery_count, n);
             q.abandon(&d.lock_token).unwrap();
         }
-        assert!(q.receive_with("a", fast(Duration::from_secs(60), 3)).unwrap().is_none());
+        assert!(q
+            .receive_with("a", fast(Duration::from_secs(60), 3))
+            .unwrap()
+            .is_none());
         let dl = q.dead_letters("a").unwrap();
         assert_eq!(dl.len(), 1);
-        assert_eq!(dl[0].dead_letter_reason.as_deref(), Some(MAX_DELIVERY_COUNT_EXCEEDED));
+        assert_eq!(
+            dl[0].dead_letter_reason.as_deref(),
+            Some(MAX_DELIVERY_COUNT_EXCEEDED)
+        );
         assert_eq!(dl[0].delivery_count, 3);
-        assert_eq!(q.counts("a").unwrap(), QueueCounts { dead_lettered: 1, ..Default::default() });
+        assert_eq!(
+            q.counts("a").unwrap(),
+            QueueCounts {
+                dead_lettered: 1,
+                ..Default::default()
+            }
+        );
 
         // Replay: a new message with a fresh delivery count, despite the known MessageId.
         let new_seq = q.resubmit_dead_letter("a", dl[0].sequence_number).unwrap();
         assert!(new_seq > dl[0].sequence_number);
         let d = q.receive("a").unwrap().unwrap();
-        assert_eq!((d.message_id.as_str(), d.delivery_count, d.sequence_number), ("poison", 1, new_seq));
+        assert_eq!(
+            (d.message_id.as_str(), d.delivery_count, d.sequence_number),
+            ("poison", 1, new_seq)
+        );
         assert_eq!(d.body, br#"{"id":"poison"}"#);
-        assert!(matches!(q.resubmit_dead_letter("a", dl[0].sequence_number), Err(QueueError::NotFound(_))));
+        assert!(matches!(
+            q.resubmit_dead_letter("a", dl[0].sequence_number),
+            Err(QueueError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -810,9 +950,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = open(&dir);
         q.send_blocking(&msg("a", "m")).unwrap();
-        q.receive_with("a", fast(Duration::from_millis(50), 1)).unwrap().unwrap();
+        q.receive_with("a", fast(Duration::from_millis(50), 1))
+            .unwrap()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(80));
-        assert!(q.receive_with("a", fast(Duration::from_millis(50), 1)).unwrap().is_none());
+        assert!(q
+            .receive_with("a", fast(Duration::from_millis(50), 1))
+            .unwrap()
+            .is_none());
         assert_eq!(q.counts("a").unwrap().dead_lettered, 1);
     }
 
@@ -822,10 +967,14 @@ mod tests {
         let q = open(&dir);
         q.send_blocking(&msg("a", "m")).unwrap();
         let d = q.receive("a").unwrap().unwrap();
-        q.dead_letter(&d.lock_token, "InvalidRequest", "schema version 9 unknown").unwrap();
+        q.dead_letter(&d.lock_token, "InvalidRequest", "schema version 9 unknown")
+            .unwrap();
         let dl = q.dead_letters("a").unwrap();
         assert_eq!(dl[0].dead_letter_reason.as_deref(), Some("InvalidRequest"));
-        assert_eq!(dl[0].dead_letter_description.as_deref(), Some("schema version 9 unknown"));
+        assert_eq!(
+            dl[0].dead_letter_description.as_deref(),
+            Some("schema version 9 unknown")
+        );
     }
 
     #[test]
@@ -833,9 +982,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = open(&dir);
         let at = OffsetDateTime::now_utc() + Duration::from_millis(300);
-        q.send_blocking(&msg("a", "later").scheduled_at(at)).unwrap();
+        q.send_blocking(&msg("a", "later").scheduled_at(at))
+            .unwrap();
         q.send_blocking(&msg("a", "now")).unwrap();
-        assert_eq!(q.counts("a").unwrap(), QueueCounts { active: 1, scheduled: 1, ..Default::default() });
+        assert_eq!(
+            q.counts("a").unwrap(),
+            QueueCounts {
+                active: 1,
+                scheduled: 1,
+                ..Default::default()
+            }
+        );
         let d = q.receive("a").unwrap().unwrap();
         assert_eq!(d.message_id, "now");
         assert!(q.receive("a").unwrap().is_none());
@@ -851,8 +1008,10 @@ mod tests {
         let q = open(&dir);
         let mut m = msg("a", "p").correlated("corr");
         m.session_id = Some("s".into());
-        m.application_properties.insert("tenant".into(), serde_json::json!("t1"));
-        m.application_properties.insert("attempt".into(), serde_json::json!(2));
+        m.application_properties
+            .insert("tenant".into(), serde_json::json!("t1"));
+        m.application_properties
+            .insert("attempt".into(), serde_json::json!(2));
         q.send_blocking(&m).unwrap();
         let d = q.receive("a").unwrap().unwrap();
         assert_eq!(d.correlation_id.as_deref(), Some("corr"));
@@ -871,22 +1030,36 @@ mod tests {
         {
             let q = LocalQueue::open(&path).unwrap();
             let batch: Vec<_> = (0..n).map(|i| msg("a", &format!("m{i:03}"))).collect();
-            assert!(q.send_many_blocking(&batch).unwrap().iter().all(|o| *o == SendOutcome::Enqueued));
+            assert!(q
+                .send_many_blocking(&batch)
+                .unwrap()
+                .iter()
+                .all(|o| *o == SendOutcome::Enqueued));
             for _ in 0..37 {
-                q.receive_with("a", fast(Duration::from_millis(200), 10)).unwrap().unwrap();
+                q.receive_with("a", fast(Duration::from_millis(200), 10))
+                    .unwrap()
+                    .unwrap();
             }
         }
         std::thread::sleep(Duration::from_millis(250));
         let q = LocalQueue::open(&path).unwrap();
         let mut seen = std::collections::BTreeMap::new();
         while let Some(d) = q.receive("a").unwrap() {
-            assert!(seen.insert(d.message_id.clone(), d.delivery_count).is_none());
+            assert!(seen
+                .insert(d.message_id.clone(), d.delivery_count)
+                .is_none());
             q.complete(&d.lock_token).unwrap();
         }
         assert_eq!(seen.len(), n);
         assert_eq!(seen.values().filter(|&&c| c == 2).count(), 37);
         assert_eq!(seen.values().filter(|&&c| c == 1).count(), n - 37);
-        assert_eq!(q.counts("a").unwrap(), QueueCounts { completed: n as u64, ..Default::default() });
+        assert_eq!(
+            q.counts("a").unwrap(),
+            QueueCounts {
+                completed: n as u64,
+                ..Default::default()
+            }
+        );
     }
 
     /// Two handles (two connections, as two processes would have) never deliver one message twice.
@@ -911,7 +1084,10 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<String> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 100);
@@ -923,9 +1099,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.sqlite");
         let t = OffsetDateTime::from_unix_timestamp(1_735_786_800).unwrap();
-        let s = TimerStatus { last: t, next: t + Duration::from_secs(86_400), last_updated: t };
-        LocalQueue::open(&path).unwrap().set_timer_status("sweep", &s).unwrap();
-        assert_eq!(LocalQueue::open(&path).unwrap().timer_status("sweep").unwrap(), Some(s));
+        let s = TimerStatus {
+            last: t,
+            next: t + Duration::from_secs(86_400),
+            last_updated: t,
+        };
+        LocalQueue::open(&path)
+            .unwrap()
+            .set_timer_status("sweep", &s)
+            .unwrap();
+        assert_eq!(
+            LocalQueue::open(&path)
+                .unwrap()
+                .timer_status("sweep")
+                .unwrap(),
+            Some(s)
+        );
     }
 
     #[tokio::test]
@@ -933,9 +1122,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = open(&dir);
         let bus: &dyn MessageBus = &q;
-        assert_eq!(bus.send(msg("a", "x")).await.unwrap(), SendOutcome::Enqueued);
-        assert_eq!(bus.send(msg("a", "x")).await.unwrap(), SendOutcome::Duplicate);
-        bus.send_all(vec![msg("a", "y"), msg("a", "x")]).await.unwrap();
+        assert_eq!(
+            bus.send(msg("a", "x")).await.unwrap(),
+            SendOutcome::Enqueued
+        );
+        assert_eq!(
+            bus.send(msg("a", "x")).await.unwrap(),
+            SendOutcome::Duplicate
+        );
+        bus.send_all(vec![msg("a", "y"), msg("a", "x")])
+            .await
+            .unwrap();
         assert_eq!(q.counts("a").unwrap().active, 2);
     }
 }
