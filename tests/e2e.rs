@@ -42,11 +42,27 @@ async fn env(azurite: bool) -> Env {
         Some(a) => StorageChoice::Azurite(a.base_url.clone()),
         None => StorageChoice::Local,
     };
-    let args = SeedArgs { workspaces: 1, users: 4, runs_per_user: 4, files_per_run: 2, output_bytes: 1024, seed: 11 };
+    let args = SeedArgs {
+        workspaces: 1,
+        users: 4,
+        runs_per_user: 4,
+        files_per_run: 2,
+        output_bytes: 1024,
+        seed: 11,
+    };
     let truth = seed_into(dir.path(), &storage, &args).await.unwrap();
     let store = storage.store(&LocalPaths::new(dir.path()));
-    let rt = LocalRuntime::start(dir.path(), &storage, app_root()).await.unwrap();
-    Env { dir, storage, store, truth, rt, _azurite: az }
+    let rt = LocalRuntime::start(dir.path(), &storage, app_root())
+        .await
+        .unwrap();
+    Env {
+        dir,
+        storage,
+        store,
+        truth,
+        rt,
+        _azurite: az,
+    }
 }
 
 impl Env {
@@ -57,7 +73,12 @@ impl Env {
     }
 
     async fn submit(&self, body: &serde_json::Value) {
-        enqueue(&LocalPaths::new(self.dir.path()), body.to_string().into_bytes()).await.unwrap();
+        enqueue(
+            &LocalPaths::new(self.dir.path()),
+            body.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
     }
 
     async fn drain(&self) {
@@ -66,7 +87,11 @@ impl Env {
 
     async fn report(&self, id: &str) -> FinalReport {
         let state = azureml_dsr::state::StateStore::new(self.store.clone(), "dsrstate");
-        state.report(&RequestId::parse(id).unwrap()).await.unwrap().expect("report")
+        state
+            .report(&RequestId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .expect("report")
     }
 
     /// sha256 of every seeded blob still present.
@@ -83,14 +108,21 @@ impl Env {
     }
 
     fn results(&self) -> Vec<serde_json::Value> {
-        self.rt.queue.peek("dsr-results").unwrap().into_iter().map(|m| serde_json::from_slice(&m.body).unwrap()).collect()
+        self.rt
+            .queue
+            .peek("dsr-results")
+            .unwrap()
+            .into_iter()
+            .map(|m| serde_json::from_slice(&m.body).unwrap())
+            .collect()
     }
 }
 
 async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
     let e = env(azurite).await;
     let before = e.snapshot().await;
-    e.submit(&e.request("E2E-EXP", "export", "bob", false)).await;
+    e.submit(&e.request("E2E-EXP", "export", "bob", false))
+        .await;
     e.drain().await;
     let exp = e.report("E2E-EXP").await;
     assert_eq!(exp.status, FinalStatus::Completed);
@@ -99,7 +131,12 @@ async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
         .iter()
         .flat_map(|s| &s.items)
         .filter_map(|o| match &o.item {
-            Item::Blob { account, container, name, .. } => Some(format!("{account}/{container}/{name}")),
+            Item::Blob {
+                account,
+                container,
+                name,
+                ..
+            } => Some(format!("{account}/{container}/{name}")),
             _ => None,
         })
         .collect();
@@ -108,8 +145,14 @@ async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
     want.sort();
     assert_eq!(got, want, "export = exactly bob's blobs ({:?})", e.storage);
     for o in exp.results.iter().flat_map(|s| &s.items) {
-        let ItemStatus::Exported { path, sha256, .. } = &o.status else { panic!("{o:?}") };
-        let (bytes, _) = e.store.read_small(&BlobRef::new("dsrstate", "dsr-exports", path.clone())).await.unwrap();
+        let ItemStatus::Exported { path, sha256, .. } = &o.status else {
+            panic!("{o:?}")
+        };
+        let (bytes, _) = e
+            .store
+            .read_small(&BlobRef::new("dsrstate", "dsr-exports", path.clone()))
+            .await
+            .unwrap();
         assert_eq!(&azureml_dsr::domain::ids::sha256_hex(&bytes), sha256);
     }
     assert_eq!(e.snapshot().await, before, "export changed nothing");
@@ -127,14 +170,25 @@ async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
         if owner == "bob" {
             assert!(!after.contains_key(k), "bob's {k} survived");
         } else {
-            assert_eq!(after.get(k), before.get(k), "collateral change to {k} ({owner})");
+            assert_eq!(
+                after.get(k),
+                before.get(k),
+                "collateral change to {k} ({owner})"
+            );
         }
     }
     assert_eq!(r.counts.failed, 0);
     assert_eq!(r.counts.deleted, r.counts.verified_gone);
     let results = e.results();
-    let finals: Vec<_> = results.iter().filter(|m| m["requestId"] == "E2E-DEL").collect();
-    assert_eq!(finals.len(), 1, "exactly one result message for the delete: {results:#?}");
+    let finals: Vec<_> = results
+        .iter()
+        .filter(|m| m["requestId"] == "E2E-DEL")
+        .collect();
+    assert_eq!(
+        finals.len(),
+        1,
+        "exactly one result message for the delete: {results:#?}"
+    );
     assert_eq!(finals[0]["status"], "completed");
     e.rt.stop().await;
 }
@@ -142,18 +196,27 @@ async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
 async fn dry_run_and_rejections(azurite: bool) {
     let e = env(azurite).await;
     let before = e.snapshot().await;
-    e.submit(&e.request("E2E-DRY", "delete", "carol", true)).await;
-    e.submit(&json!({"schemaVersion": "9.0", "requestId": "E2E-BAD", "type": "delete"})).await;
+    e.submit(&e.request("E2E-DRY", "delete", "carol", true))
+        .await;
+    e.submit(&json!({"schemaVersion": "9.0", "requestId": "E2E-BAD", "type": "delete"}))
+        .await;
     e.drain().await;
     assert_eq!(e.snapshot().await, before, "dry run changed nothing");
     let dry = e.report("E2E-DRY").await;
     assert!(dry.dry_run && dry.counts.would_delete > 0 && dry.counts.deleted == 0);
     let results = e.results();
-    let bad: Vec<_> = results.iter().filter(|m| m["requestId"] == "E2E-BAD").collect();
+    let bad: Vec<_> = results
+        .iter()
+        .filter(|m| m["requestId"] == "E2E-BAD")
+        .collect();
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0]["status"], "rejected");
     assert_eq!(bad[0]["code"], "unsupported_schema_version");
-    let archive = e.store.list_all("dsrstate", "dsr-intake-archive", "").await.unwrap();
+    let archive = e
+        .store
+        .list_all("dsrstate", "dsr-intake-archive", "")
+        .await
+        .unwrap();
     assert_eq!(archive.len(), 2, "both originals archived");
     e.rt.stop().await;
 }
@@ -169,4 +232,7 @@ macro_rules! both_stores {
     };
 }
 
-both_stores!(export_then_delete_exactly_the_subjects_items, dry_run_and_rejections);
+both_stores!(
+    export_then_delete_exactly_the_subjects_items,
+    dry_run_and_rejections
+);

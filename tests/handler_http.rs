@@ -9,7 +9,10 @@ use azureml_dsr::config::{local_services, local_store, LocalPaths};
 use azureml_dsr::functions::Settings;
 use serde_json::{json, Value};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/functions-host");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/functions-host"
+);
 
 struct Server {
     base: String,
@@ -21,30 +24,59 @@ async fn spawn() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let paths = LocalPaths::new(dir.path());
     let bus = Arc::new(MemoryBus::new());
-    let svc = local_services(&paths, local_store(&paths), bus.clone(), Settings::default()).unwrap();
+    let svc = local_services(
+        &paths,
+        local_store(&paths),
+        bus.clone(),
+        Settings::default(),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let invoker = azureml_dsr::app::invoker(App::with_services(svc));
-    tokio::spawn(azureml_dsr::startup::serve(listener, invoker, std::future::pending()));
-    Server { base, bus, _dir: dir }
+    tokio::spawn(azureml_dsr::startup::serve(
+        listener,
+        invoker,
+        std::future::pending(),
+    ));
+    Server {
+        base,
+        bus,
+        _dir: dir,
+    }
 }
 
 fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap()).unwrap()
 }
 
-async fn post(s: &Server, function: &str, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value) {
+async fn post(
+    s: &Server,
+    function: &str,
+    body: impl Into<reqwest::Body>,
+    content_type: &str,
+) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{}/{function}", s.base))
         .header("content-type", content_type)
-        .header("x-azure-functions-invocationid", "00000000-0000-0000-0000-0000000000aa")
+        .header(
+            "x-azure-functions-invocationid",
+            "00000000-0000-0000-0000-0000000000aa",
+        )
         .body(body)
         .send()
         .await
         .unwrap();
     let status = r.status().as_u16();
-    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    assert!(ct.starts_with("application/json"), "{function}: content-type {ct}");
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "{function}: content-type {ct}"
+    );
     (status, r.json().await.unwrap())
 }
 
@@ -65,10 +97,22 @@ async fn readiness_answers() {
 async fn host_fixtures_are_accepted() {
     let s = spawn().await;
     let cases = [
-        ("dsr-intake", fixture("derived-servicebus-session-json-body-request.json")),
-        ("dsr-intake", fixture("msdocs-customhandler-queue-request.json")),
-        ("retention-sweep", fixture("derived-timer-request-useMonitor-false.json")),
-        ("workspace-deleted", fixture("derived-eventgrid-aml-workspace-delete-request.json")),
+        (
+            "dsr-intake",
+            fixture("derived-servicebus-session-json-body-request.json"),
+        ),
+        (
+            "dsr-intake",
+            fixture("msdocs-customhandler-queue-request.json"),
+        ),
+        (
+            "retention-sweep",
+            fixture("derived-timer-request-useMonitor-false.json"),
+        ),
+        (
+            "workspace-deleted",
+            fixture("derived-eventgrid-aml-workspace-delete-request.json"),
+        ),
     ];
     for (f, body) in cases {
         let (status, v) = post(&s, f, body.to_string(), "application/json").await;
@@ -89,37 +133,102 @@ async fn host_fixtures_are_accepted() {
         let ev = fixture(name);
         for data in [ev.clone(), ev[0].clone(), Value::String(ev[0].to_string())] {
             let env = json!({"Data": {"event": data}, "Metadata": {"sys": {"MethodName": "x"}}});
-            let (status, v) = post(&s, "workspace-deleted", env.to_string(), "application/json").await;
+            let (status, v) =
+                post(&s, "workspace-deleted", env.to_string(), "application/json").await;
             assert_eq!(status, 200, "{name}: {v}");
             assert_host_response(&v);
         }
     }
     // The two non-DSR Service Bus payloads were rejected (readable reason), not failed.
-    let rejected: Vec<Value> = s.bus.sent().iter().map(|m| serde_json::from_slice(&m.body).unwrap()).collect();
+    let rejected: Vec<Value> = s
+        .bus
+        .sent()
+        .iter()
+        .map(|m| serde_json::from_slice(&m.body).unwrap())
+        .collect();
     assert_eq!(rejected.len(), 2);
-    assert!(rejected.iter().all(|r| r["status"] == "rejected" && r["reason"].as_str().is_some_and(|x| !x.is_empty())));
+    assert!(rejected
+        .iter()
+        .all(|r| r["status"] == "rejected" && r["reason"].as_str().is_some_and(|x| !x.is_empty())));
 }
 
 #[tokio::test]
 async fn garbage_gets_a_json_4xx_naming_the_problem() {
     let s = spawn().await;
     let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
-        ("dsr-intake", b"not json".to_vec(), "application/json", 400, "JSON"),
-        ("dsr-intake", b"[1,2]".to_vec(), "application/json", 400, "array"),
-        ("dsr-intake", b"{}".to_vec(), "application/json", 400, "Data"),
-        ("dsr-intake", br#"{"Data":{"message":5}}"#.to_vec(), "application/json", 400, "number"),
-        ("dsr-intake", br#"{"Data":{"message":"x"}}"#.to_vec(), "text/plain", 200, ""),
-        ("slice-jobs", br#"{"Data":{"message":"{\"not\":\"a task\"}"}}"#.to_vec(), "application/json", 400, "slice task"),
-        ("retention-sweep", br#"{"Data":{"timer":{"IsPastDue":"yes"}}}"#.to_vec(), "application/json", 400, "IsPastDue"),
-        ("workspace-deleted", br#"{"Data":{"event":{"id":"1"}}}"#.to_vec(), "application/json", 400, "eventType"),
-        ("dsr-intake", vec![b' '; 5 * 1024 * 1024], "application/json", 413, ""),
+        (
+            "dsr-intake",
+            b"not json".to_vec(),
+            "application/json",
+            400,
+            "JSON",
+        ),
+        (
+            "dsr-intake",
+            b"[1,2]".to_vec(),
+            "application/json",
+            400,
+            "array",
+        ),
+        (
+            "dsr-intake",
+            b"{}".to_vec(),
+            "application/json",
+            400,
+            "Data",
+        ),
+        (
+            "dsr-intake",
+            br#"{"Data":{"message":5}}"#.to_vec(),
+            "application/json",
+            400,
+            "number",
+        ),
+        (
+            "dsr-intake",
+            br#"{"Data":{"message":"x"}}"#.to_vec(),
+            "text/plain",
+            200,
+            "",
+        ),
+        (
+            "slice-jobs",
+            br#"{"Data":{"message":"{\"not\":\"a task\"}"}}"#.to_vec(),
+            "application/json",
+            400,
+            "slice task",
+        ),
+        (
+            "retention-sweep",
+            br#"{"Data":{"timer":{"IsPastDue":"yes"}}}"#.to_vec(),
+            "application/json",
+            400,
+            "IsPastDue",
+        ),
+        (
+            "workspace-deleted",
+            br#"{"Data":{"event":{"id":"1"}}}"#.to_vec(),
+            "application/json",
+            400,
+            "eventType",
+        ),
+        (
+            "dsr-intake",
+            vec![b' '; 5 * 1024 * 1024],
+            "application/json",
+            413,
+            "",
+        ),
     ];
     for (f, body, ct, want, needle) in cases {
         let (status, v) = post(&s, f, body, ct).await;
         assert_eq!(status, want, "{f}: {v}");
         if want >= 400 {
             let detail = v["detail"].as_str().unwrap_or_default();
-            assert!(detail.contains(needle), "{f}: {detail:?} should mention {needle:?}");
+            assert!(
+                detail.contains(needle),
+                "{f}: {detail:?} should mention {needle:?}"
+            );
         }
     }
     let (status, v) = post(&s, "no-such-function", b"{}".to_vec(), "application/json").await;
@@ -129,7 +238,11 @@ async fn garbage_gets_a_json_4xx_naming_the_problem() {
 
 #[tokio::test]
 async fn the_binary_serves_get_on_the_host_port() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_azureml-dsr"))
         .arg("handler")

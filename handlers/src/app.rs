@@ -31,12 +31,18 @@ pub struct App {
 
 impl App {
     pub fn new(factory: ServicesFactory) -> Self {
-        Self { services: OnceCell::new(), factory }
+        Self {
+            services: OnceCell::new(),
+            factory,
+        }
     }
 
     pub fn with_services(services: Services) -> Self {
         let cell = OnceCell::new_with(Some(services));
-        Self { services: cell, factory: Box::new(|| anyhow::bail!("services already set")) }
+        Self {
+            services: cell,
+            factory: Box::new(|| anyhow::bail!("services already set")),
+        }
     }
 
     async fn services(&self) -> Result<&Services, InvokeError> {
@@ -48,7 +54,12 @@ impl App {
 }
 
 pub fn all_functions() -> Vec<String> {
-    let mut f = vec![INTAKE.to_string(), AGGREGATE.to_string(), RETENTION_SWEEP.to_string(), WORKSPACE_DELETED.to_string()];
+    let mut f = vec![
+        INTAKE.to_string(),
+        AGGREGATE.to_string(),
+        RETENTION_SWEEP.to_string(),
+        WORKSPACE_DELETED.to_string(),
+    ];
     f.extend(ResourceType::ALL.iter().map(|t| t.function_name()));
     f
 }
@@ -61,16 +72,25 @@ fn map_err(e: FnError) -> InvokeError {
 }
 
 fn sb(req: &InvocationRequest) -> Result<(ServiceBusMessage, Delivery), InvokeError> {
-    let m = ServiceBusMessage::from_envelope(req, "message", BodyEncoding::Text).map_err(|e| InvokeError::BadRequest(e.0))?;
+    let m = ServiceBusMessage::from_envelope(req, "message", BodyEncoding::Text)
+        .map_err(|e| InvokeError::BadRequest(e.0))?;
     if !m.shadowed_keys.is_empty() {
         warn!(keys = ?m.shadowed_keys, "message body shadows system metadata keys; those keys are ignored");
     }
-    let d = Delivery { message_id: m.message_id.clone(), delivery_count: m.delivery_count, enqueued_time: m.enqueued_time };
+    let d = Delivery {
+        message_id: m.message_id.clone(),
+        delivery_count: m.delivery_count,
+        enqueued_time: m.enqueued_time,
+    };
     Ok((m, d))
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(m: &ServiceBusMessage, what: &str) -> Result<T, InvokeError> {
-    serde_json::from_slice(&m.body).map_err(|e| InvokeError::BadRequest(format!("message body is not a valid {what}: {e}")))
+fn parse_body<T: serde::de::DeserializeOwned>(
+    m: &ServiceBusMessage,
+    what: &str,
+) -> Result<T, InvokeError> {
+    serde_json::from_slice(&m.body)
+        .map_err(|e| InvokeError::BadRequest(format!("message body is not a valid {what}: {e}")))
 }
 
 #[async_trait]
@@ -79,7 +99,12 @@ impl Invoker for App {
         all_functions()
     }
 
-    async fn invoke(&self, function: &str, _ctx: InvocationContext, req: InvocationRequest) -> Result<InvocationResponse, InvokeError> {
+    async fn invoke(
+        &self,
+        function: &str,
+        _ctx: InvocationContext,
+        req: InvocationRequest,
+    ) -> Result<InvocationResponse, InvokeError> {
         let logs = match function {
             INTAKE => {
                 let (m, d) = sb(&req)?;
@@ -95,7 +120,8 @@ impl Invoker for App {
                 vec![format!("{} {}: {out:?}", c.request_id, c.key)]
             }
             RETENTION_SWEEP => {
-                let t = TimerInfo::from_envelope(&req, "timer").map_err(|e| InvokeError::BadRequest(e.0))?;
+                let t = TimerInfo::from_envelope(&req, "timer")
+                    .map_err(|e| InvokeError::BadRequest(e.0))?;
                 if t.is_past_due {
                     warn!("retention-sweep: schedule was missed (IsPastDue)");
                 }
@@ -103,7 +129,8 @@ impl Invoker for App {
                 vec!["retention-sweep: timer received; no sweep performed (not implemented in this build)".into()]
             }
             WORKSPACE_DELETED => {
-                let e = GridEvent::from_envelope(&req, "event").map_err(|e| InvokeError::BadRequest(e.0))?;
+                let e = GridEvent::from_envelope(&req, "event")
+                    .map_err(|e| InvokeError::BadRequest(e.0))?;
                 info!(event_type = %e.event_type, id = %e.id, "workspace-deleted: event parsed; clean-up is not implemented in this build");
                 vec![format!("workspace-deleted: {} acknowledged; no clean-up performed (not implemented in this build)", e.event_type)]
             }
@@ -114,7 +141,10 @@ impl Invoker for App {
                 let (m, d) = sb(&req)?;
                 let task: SliceTask = parse_body(&m, "slice task")?;
                 if task.resource_type != rt {
-                    return Err(InvokeError::BadRequest(format!("a {} task was sent to {other}", task.resource_type.as_str())));
+                    return Err(InvokeError::BadRequest(format!(
+                        "a {} task was sent to {other}",
+                        task.resource_type.as_str()
+                    )));
                 }
                 let svc = self.services().await?;
                 let out = slice::run(svc, &task, &d).await.map_err(map_err)?;

@@ -39,14 +39,24 @@ pub enum InvokeError {
 pub trait Invoker: Send + Sync + 'static {
     /// Function names served (folder names under `functions/`).
     fn functions(&self) -> Vec<String>;
-    async fn invoke(&self, function: &str, ctx: InvocationContext, req: InvocationRequest) -> Result<InvocationResponse, InvokeError>;
+    async fn invoke(
+        &self,
+        function: &str,
+        ctx: InvocationContext,
+        req: InvocationRequest,
+    ) -> Result<InvocationResponse, InvokeError>;
 }
 
 pub fn router(invoker: Arc<dyn Invoker>) -> Router {
     Router::new()
         .route("/", get(|| async { Json(json!({"status": "ready"})) }))
         .route("/{function}", post(invoke))
-        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "detail": "POST /{function} or GET /"}))) })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "detail": "POST /{function} or GET /"})),
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(invoker)
 }
@@ -61,14 +71,26 @@ async fn invoke(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let ctx = InvocationContext { invocation_id: header("x-azure-functions-invocationid"), host_version: header("x-azure-functions-hostversion") };
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let ctx = InvocationContext {
+        invocation_id: header("x-azure-functions-invocationid"),
+        host_version: header("x-azure-functions-hostversion"),
+    };
     let id = ctx.invocation_id.clone().unwrap_or_default();
     let known = invoker.functions();
     if !known.iter().any(|f| f == &function) {
         let name: String = function.chars().take(64).collect();
         warn!(function = %name, invocation = %id, "unknown function");
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "unknown_function", "function": name, "known": known}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown_function", "function": name, "known": known})),
+        )
+            .into_response();
     }
     let body = match body {
         Ok(b) => b,
@@ -97,7 +119,11 @@ async fn invoke(
         Err(InvokeError::Failed(detail)) => {
             // The host drops Logs on failure: stderr is where this must be visible.
             error!(function = %function, invocation = %id, error = %detail, "invocation failed");
-            error_body(StatusCode::INTERNAL_SERVER_ERROR, "invocation_failed", detail)
+            error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invocation_failed",
+                detail,
+            )
         }
     }
 }
@@ -111,6 +137,12 @@ pub fn port_from_env() -> u16 {
         .unwrap_or(7071)
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, invoker: Arc<dyn Invoker>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(invoker)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    invoker: Arc<dyn Invoker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(invoker))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -7,8 +7,20 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init() {
     let filter = EnvFilter::try_from_env("DSR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = std::io::stderr.with_max_level(tracing::Level::WARN).or_else(std::io::stdout);
-    let json = std::env::var("DSR_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false).with_ansi(false);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let writer = std::io::stderr
+        .with_max_level(tracing::Level::WARN)
+        .or_else(std::io::stdout);
+    let json = std::env::var("DSR_LOG_FORMAT")
+        .map(|v| v == "json")
+        .unwrap_or(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+        .with_ansi(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -118,6 +118,19 @@ fn installed_version(prefix: &Path) -> Option<String> {
 
 /// Install the pinned Azurite if needed; returns the path of its blob server entry point.
 pub fn ensure_installed() -> PathBuf {
+    // Tests in one binary run on parallel threads of one process: install once per process
+    // (the temp-folder-and-rename below handles several processes).
+    static INSTALLED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut guard = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = guard.as_ref() {
+        return p.clone();
+    }
+    let p = install();
+    *guard = Some(p.clone());
+    p
+}
+
+fn install() -> PathBuf {
     let build = build_dir();
     let prefix = build.join("azurite");
     let main_js = prefix.join("node_modules/azurite/dist/src/blob/main.js");

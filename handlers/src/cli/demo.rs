@@ -42,21 +42,53 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
         std::fs::remove_dir_all(&a.dir)?;
     }
     let paths = LocalPaths::new(&a.dir);
-    let seed_args = SeedArgs { workspaces: 1, users: a.users, runs_per_user: a.runs_per_user, files_per_run: 3, output_bytes: 4096, seed: 7 };
+    let seed_args = SeedArgs {
+        workspaces: 1,
+        users: a.users,
+        runs_per_user: a.runs_per_user,
+        files_per_run: 3,
+        output_bytes: 4096,
+        seed: 7,
+    };
     let truth = seed_into(&a.dir, storage, &seed_args).await?;
-    let user = truth.user(&a.user).ok_or_else(|| anyhow::anyhow!("no seeded user {:?}", a.user))?.clone();
+    let user = truth
+        .user(&a.user)
+        .ok_or_else(|| anyhow::anyhow!("no seeded user {:?}", a.user))?
+        .clone();
     if a.soft_delete_days > 0 {
         if let StorageChoice::Local = storage {
             let fs = crate::adapters::local::fs_blob::FsBlobStore::new(paths.store());
             for info in &truth.infos {
-                fs.set_account_settings(&info.storage_account, &crate::adapters::local::fs_blob::AccountSettings { delete_retention_days: a.soft_delete_days })?;
+                fs.set_account_settings(
+                    &info.storage_account,
+                    &crate::adapters::local::fs_blob::AccountSettings {
+                        delete_retention_days: a.soft_delete_days,
+                    },
+                )?;
             }
         }
     }
     let store = storage.store(&paths);
     let before = snapshot_others(&store, &truth, &user.key).await?;
-    say(json, &format!("Seeded {} blobs and {} resources for {} users in {}.", truth.blobs.len(), truth.resources.len(), truth.users.len(), truth.workspaces[0]));
-    say(json, &format!("Subject: {} ({} blobs, {} resources).", user.upn, truth.blobs_of(&user.key).len(), truth.resources_of(&user.key).len()));
+    say(
+        json,
+        &format!(
+            "Seeded {} blobs and {} resources for {} users in {}.",
+            truth.blobs.len(),
+            truth.resources.len(),
+            truth.users.len(),
+            truth.workspaces[0]
+        ),
+    );
+    say(
+        json,
+        &format!(
+            "Subject: {} ({} blobs, {} resources).",
+            user.upn,
+            truth.blobs_of(&user.key).len(),
+            truth.resources_of(&user.key).len()
+        ),
+    );
 
     let rt = LocalRuntime::start(&a.dir, storage, &a.app_root).await?;
     let mut reports = Vec::new();
@@ -92,24 +124,50 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
             }
         }
         if !json {
-            eprintln!("\r{kind}: done in {:.2}s{}", started.elapsed().as_secs_f64(), " ".repeat(30));
+            eprintln!(
+                "\r{kind}: done in {:.2}s{}",
+                started.elapsed().as_secs_f64(),
+                " ".repeat(30)
+            );
         }
-        let state = crate::state::StateStore::new(store.clone(), crate::config::settings_from_env().state_account);
-        let report: FinalReport = state.report(&RequestId::parse(&id).map_err(anyhow::Error::msg)?).await?.ok_or_else(|| anyhow::anyhow!("request {id} produced no report"))?;
+        let state = crate::state::StateStore::new(
+            store.clone(),
+            crate::config::settings_from_env().state_account,
+        );
+        let report: FinalReport = state
+            .report(&RequestId::parse(&id).map_err(anyhow::Error::msg)?)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("request {id} produced no report"))?;
         if !json {
             let c = &report.counts;
             println!("\n== {kind} {id}: {:?}", report.status);
             println!("   found {} items; exported {} ({} bytes); deleted {} ({} verified gone); retained {}; held {}; failed {}", c.items, c.exported, c.bytes_exported, c.deleted, c.verified_gone, c.retained, c.held, c.failed);
             for s in &report.slices {
-                println!("   - {:<10} {:>5} items  {:?}{}", s.resource_type.as_str(), s.counts.items, s.status, s.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default());
+                println!(
+                    "   - {:<10} {:>5} items  {:?}{}",
+                    s.resource_type.as_str(),
+                    s.counts.items,
+                    s.status,
+                    s.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
             }
             for r in &report.results {
                 for n in &r.notes {
                     println!("   note: {n}");
                 }
             }
-            let where_ = if kind == "export" { "dsr-exports" } else { "dsr-reports" };
-            println!("   report: {}/store/dsrstate/{where_}/{id}/", a.dir.display());
+            let where_ = if kind == "export" {
+                "dsr-exports"
+            } else {
+                "dsr-reports"
+            };
+            println!(
+                "   report: {}/store/dsrstate/{where_}/{id}/",
+                a.dir.display()
+            );
         }
         reports.push(report);
     }
@@ -117,10 +175,24 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
     let after = snapshot_others(&store, &truth, &user.key).await?;
     let untouched = before == after;
     if json {
-        println!("{}", serde_json::json!({"subject": user.upn, "reports": reports.iter().map(|r| serde_json::json!({"requestId": r.request_id, "status": r.status, "counts": r.counts})).collect::<Vec<_>>(), "otherUsersUntouched": untouched, "otherUsersBlobs": before.len()}));
+        println!(
+            "{}",
+            serde_json::json!({"subject": user.upn, "reports": reports.iter().map(|r| serde_json::json!({"requestId": r.request_id, "status": r.status, "counts": r.counts})).collect::<Vec<_>>(), "otherUsersUntouched": untouched, "otherUsersBlobs": before.len()})
+        );
     } else {
-        println!("\nOther users' data: {} blobs checked, {}.", before.len(), if untouched { "all unchanged" } else { "CHANGED — this is a bug" });
-        println!("Inspect everything under {}/store (plain files).", a.dir.display());
+        println!(
+            "\nOther users' data: {} blobs checked, {}.",
+            before.len(),
+            if untouched {
+                "all unchanged"
+            } else {
+                "CHANGED — this is a bug"
+            }
+        );
+        println!(
+            "Inspect everything under {}/store (plain files).",
+            a.dir.display()
+        );
     }
     if !untouched {
         anyhow::bail!("collateral change detected");
@@ -147,8 +219,12 @@ async fn snapshot_others(
             continue;
         }
         let mut parts = key.splitn(3, '/');
-        let (Some(a), Some(c), Some(n)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let (bytes, _) = store.read_small(&crate::ports::blob::BlobRef::new(a, c, n)).await?;
+        let (Some(a), Some(c), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (bytes, _) = store
+            .read_small(&crate::ports::blob::BlobRef::new(a, c, n))
+            .await?;
         out.insert(key.clone(), crate::domain::ids::sha256_hex(&bytes));
     }
     Ok(out)

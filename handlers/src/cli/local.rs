@@ -27,7 +27,9 @@ impl StorageChoice {
             return Ok(StorageChoice::Local);
         }
         if let Some(url) = s.strip_prefix("azurite=") {
-            return Ok(StorageChoice::Azurite(url.trim_end_matches('/').to_string()));
+            return Ok(StorageChoice::Azurite(
+                url.trim_end_matches('/').to_string(),
+            ));
         }
         anyhow::bail!("--storage must be 'local' or 'azurite=<http://127.0.0.1:port>', got {s:?}")
     }
@@ -41,8 +43,11 @@ impl StorageChoice {
 }
 
 pub fn open_queue(paths: &LocalPaths) -> anyhow::Result<Arc<LocalQueue>> {
-    std::fs::create_dir_all(&paths.root).with_context(|| format!("creating {}", paths.root.display()))?;
-    Ok(Arc::new(LocalQueue::open(paths.queue()).with_context(|| format!("opening {}", paths.queue().display()))?))
+    std::fs::create_dir_all(&paths.root)
+        .with_context(|| format!("creating {}", paths.root.display()))?;
+    Ok(Arc::new(LocalQueue::open(paths.queue()).with_context(
+        || format!("opening {}", paths.queue().display()),
+    )?))
 }
 
 /// Services for the handler: built on first invocation.
@@ -65,7 +70,11 @@ pub struct LocalRuntime {
 }
 
 impl LocalRuntime {
-    pub async fn start(data_dir: &Path, storage: &StorageChoice, app_root: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        data_dir: &Path,
+        storage: &StorageChoice,
+        app_root: &Path,
+    ) -> anyhow::Result<Self> {
         let paths = LocalPaths::new(data_dir);
         let queue = open_queue(&paths)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -80,14 +89,29 @@ impl LocalRuntime {
                 tracing::error!(error = %e, "handler server stopped");
             }
         });
-        let options = DispatcherOptions { max_delivery_count: settings_from_env().max_delivery_count, ..Default::default() };
-        let dispatcher = Arc::new(Dispatcher::new(app_root, queue.clone(), &base_url, options).context("reading host.json and functions/")?);
-        Ok(Self { queue, base_url, dispatcher, shutdown: tx, server })
+        let options = DispatcherOptions {
+            max_delivery_count: settings_from_env().max_delivery_count,
+            ..Default::default()
+        };
+        let dispatcher = Arc::new(
+            Dispatcher::new(app_root, (*queue).clone(), &base_url, options)
+                .context("reading host.json and functions/")?,
+        );
+        Ok(Self {
+            queue,
+            base_url,
+            dispatcher,
+            shutdown: tx,
+            server,
+        })
     }
 
     /// Deliver until every queue is idle (or the timeout passes).
     pub async fn drain(&self, timeout: Duration) -> anyhow::Result<()> {
-        self.dispatcher.drain_until_idle(timeout).await.map_err(|e| anyhow::anyhow!("{e}"))
+        self.dispatcher
+            .drain_until_idle(timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     pub async fn stop(self) {
@@ -96,14 +120,21 @@ impl LocalRuntime {
     }
 }
 
-pub async fn run(data_dir: &Path, storage: &StorageChoice, app_root: &Path, until_idle: bool) -> anyhow::Result<()> {
+pub async fn run(
+    data_dir: &Path,
+    storage: &StorageChoice,
+    app_root: &Path,
+    until_idle: bool,
+) -> anyhow::Result<()> {
     let rt = LocalRuntime::start(data_dir, storage, app_root).await?;
     tracing::info!(handler = %rt.base_url, data_dir = %data_dir.display(), "local runtime started");
     if until_idle {
         rt.drain(Duration::from_secs(3600)).await?;
     } else {
         let d = rt.dispatcher.clone();
-        d.run(super::handler::shutdown_signal()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        d.run(super::handler::shutdown_signal())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     rt.stop().await;
     Ok(())

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 pub use local::{LocalRuntime, StorageChoice};
 
 #[derive(Parser, Debug)]
-#[command(name = "azureml-dsr", version, about = "GDPR/CCPA data-subject requests for Azure Machine Learning workspaces")]
+#[command(
+    name = "azureml-dsr",
+    version,
+    about = "GDPR/CCPA data-subject requests for Azure Machine Learning workspaces"
+)]
 pub struct Cli {
     /// Local data folder (store, queue, directory, holds).
     #[arg(long, global = true, env = "DSR_DATA_DIR", default_value = ".dsr")]
@@ -58,11 +62,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let storage = StorageChoice::parse(&cli.storage)?;
     match cli.command {
         Command::Handler => handler::run(&cli.data_dir, &storage).await,
-        Command::Run { app_root, until_idle } => local::run(&cli.data_dir, &storage, &app_root, until_idle).await,
+        Command::Run {
+            app_root,
+            until_idle,
+        } => local::run(&cli.data_dir, &storage, &app_root, until_idle).await,
         Command::Seed(args) => seed::run(&cli.data_dir, &storage, &args, cli.json).await,
         Command::Submit(args) => requests::submit(&cli.data_dir, &args, cli.json).await,
-        Command::Status { request_id } => requests::status(&cli.data_dir, &storage, &request_id, cli.json).await,
-        Command::Report { request_id } => requests::report(&cli.data_dir, &storage, &request_id, cli.json).await,
+        Command::Status { request_id } => {
+            requests::status(&cli.data_dir, &storage, &request_id, cli.json).await
+        }
+        Command::Report { request_id } => {
+            requests::report(&cli.data_dir, &storage, &request_id, cli.json).await
+        }
         Command::Demo(args) => demo::run(&storage, &args, cli.json).await,
     }
 }

@@ -34,9 +34,13 @@ pub struct SubmitArgs {
 pub fn request_from_flags(paths: &LocalPaths, a: &SubmitArgs) -> anyhow::Result<serde_json::Value> {
     let mut workspaces = a.workspaces.clone();
     if workspaces.is_empty() {
-        let truth: crate::seed::SeedTruth = serde_json::from_slice(&std::fs::read(paths.truth()).map_err(|_| {
-            anyhow::anyhow!("no --workspace given and no seeded workspace in {} (run `azureml-dsr seed`)", paths.root.display())
-        })?)?;
+        let truth: crate::seed::SeedTruth =
+            serde_json::from_slice(&std::fs::read(paths.truth()).map_err(|_| {
+                anyhow::anyhow!(
+                    "no --workspace given and no seeded workspace in {} (run `azureml-dsr seed`)",
+                    paths.root.display()
+                )
+            })?)?;
         workspaces = truth.workspaces.iter().map(|w| w.to_string()).collect();
     }
     let mut subject = serde_json::Map::new();
@@ -46,7 +50,10 @@ pub fn request_from_flags(paths: &LocalPaths, a: &SubmitArgs) -> anyhow::Result<
     if let Some(o) = &a.object_id {
         subject.insert("objectId".into(), o.clone().into());
     }
-    let id = a.request_id.clone().unwrap_or_else(|| format!("DSR-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let id = a
+        .request_id
+        .clone()
+        .unwrap_or_else(|| format!("DSR-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
     Ok(serde_json::json!({
         "schemaVersion": "1.0", "requestId": id, "type": a.kind.clone().unwrap_or_else(|| "export".into()),
         "subject": subject, "scope": {"workspaces": workspaces}, "dryRun": a.dry_run,
@@ -61,7 +68,11 @@ pub async fn enqueue(paths: &LocalPaths, body: Vec<u8>) -> anyhow::Result<String
     let queue = open_queue(paths)?;
     let id = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v.get("requestId").and_then(|r| r.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("requestId")
+                .and_then(|r| r.as_str())
+                .map(str::to_string)
+        })
         .filter(|r| RequestId::parse(r).is_ok())
         .unwrap_or_else(|| crate::domain::ids::sha256_hex(&body));
     let mut msg = OutMessage::json(queues::INTAKE, id.clone(), &serde_json::Value::Null);
@@ -80,7 +91,10 @@ pub async fn submit(data_dir: &Path, a: &SubmitArgs, json: bool) -> anyhow::Resu
     let check = DsrRequest::parse(&body);
     let id = enqueue(&paths, body).await?;
     if json {
-        println!("{}", serde_json::json!({"requestId": id, "queued": true, "valid": check.is_ok()}));
+        println!(
+            "{}",
+            serde_json::json!({"requestId": id, "queued": true, "valid": check.is_ok()})
+        );
     } else {
         println!("Queued request {id} on {}.", queues::INTAKE);
         if let Err(r) = check {
@@ -91,33 +105,68 @@ pub async fn submit(data_dir: &Path, a: &SubmitArgs, json: bool) -> anyhow::Resu
     Ok(())
 }
 
-pub async fn status(data_dir: &Path, storage: &StorageChoice, id: &str, json: bool) -> anyhow::Result<()> {
+pub async fn status(
+    data_dir: &Path,
+    storage: &StorageChoice,
+    id: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let paths = LocalPaths::new(data_dir);
     let rid = RequestId::parse(id).map_err(anyhow::Error::msg)?;
     let store = storage.store(&paths);
-    let state = crate::state::StateStore::new(store, crate::config::settings_from_env().state_account);
+    let state =
+        crate::state::StateStore::new(store, crate::config::settings_from_env().state_account);
     let plan = state.plan(&rid).await?;
     let report = state.report(&rid).await?;
-    let done = if plan.is_some() { state.completed_keys(&rid).await?.len() } else { 0 };
+    let done = if plan.is_some() {
+        state.completed_keys(&rid).await?.len()
+    } else {
+        0
+    };
     let (phase, detail) = match (&plan, &report) {
-        (_, Some(r)) => (format!("{:?}", r.status).to_lowercase(), format!("{} items; finished {}", r.counts.items, r.finished_at)),
-        (Some(p), None) => ("in_progress".to_string(), format!("{done}/{} slices done; deadline {}", p.slices.len(), p.deadline)),
-        (None, None) => ("unknown".to_string(), "no plan: not received yet, or rejected (see the dsr-results queue)".to_string()),
+        (_, Some(r)) => (
+            format!("{:?}", r.status).to_lowercase(),
+            format!("{} items; finished {}", r.counts.items, r.finished_at),
+        ),
+        (Some(p), None) => (
+            "in_progress".to_string(),
+            format!(
+                "{done}/{} slices done; deadline {}",
+                p.slices.len(),
+                p.deadline
+            ),
+        ),
+        (None, None) => (
+            "unknown".to_string(),
+            "no plan: not received yet, or rejected (see the dsr-results queue)".to_string(),
+        ),
     };
     if json {
-        println!("{}", serde_json::json!({"requestId": id, "status": phase, "detail": detail, "slicesDone": done, "slices": plan.map(|p| p.slices.len())}));
+        println!(
+            "{}",
+            serde_json::json!({"requestId": id, "status": phase, "detail": detail, "slicesDone": done, "slices": plan.map(|p| p.slices.len())})
+        );
     } else {
         println!("{id}: {phase} — {detail}");
     }
     Ok(())
 }
 
-pub async fn report(data_dir: &Path, storage: &StorageChoice, id: &str, json: bool) -> anyhow::Result<()> {
+pub async fn report(
+    data_dir: &Path,
+    storage: &StorageChoice,
+    id: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let paths = LocalPaths::new(data_dir);
     let rid = RequestId::parse(id).map_err(anyhow::Error::msg)?;
     let store = storage.store(&paths);
-    let state = crate::state::StateStore::new(store, crate::config::settings_from_env().state_account);
-    let r = state.report(&rid).await?.ok_or_else(|| anyhow::anyhow!("no report for {id} yet"))?;
+    let state =
+        crate::state::StateStore::new(store, crate::config::settings_from_env().state_account);
+    let r = state
+        .report(&rid)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no report for {id} yet"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

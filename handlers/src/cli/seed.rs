@@ -25,7 +25,11 @@ pub struct SeedArgs {
     pub seed: u64,
 }
 
-pub async fn seed_into(data_dir: &Path, storage: &StorageChoice, args: &SeedArgs) -> anyhow::Result<SeedTruth> {
+pub async fn seed_into(
+    data_dir: &Path,
+    storage: &StorageChoice,
+    args: &SeedArgs,
+) -> anyhow::Result<SeedTruth> {
     let paths = LocalPaths::new(data_dir);
     std::fs::create_dir_all(&paths.root)?;
     let store = storage.store(&paths);
@@ -39,12 +43,20 @@ pub async fn seed_into(data_dir: &Path, storage: &StorageChoice, args: &SeedArgs
         ..Default::default()
     };
     let truth = seed(&store, &opts, time::OffsetDateTime::now_utc()).await?;
-    std::fs::write(paths.directory(), serde_json::to_vec_pretty(&truth.directory())?)?;
+    std::fs::write(
+        paths.directory(),
+        serde_json::to_vec_pretty(&truth.directory())?,
+    )?;
     std::fs::write(paths.truth(), serde_json::to_vec_pretty(&truth)?)?;
     Ok(truth)
 }
 
-pub async fn run(data_dir: &Path, storage: &StorageChoice, args: &SeedArgs, json: bool) -> anyhow::Result<()> {
+pub async fn run(
+    data_dir: &Path,
+    storage: &StorageChoice,
+    args: &SeedArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     let truth = seed_into(data_dir, storage, args).await?;
     if json {
         println!(
@@ -53,11 +65,25 @@ pub async fn run(data_dir: &Path, storage: &StorageChoice, args: &SeedArgs, json
                 "blobs": truth.blobs.len(), "resources": truth.resources.len()})
         );
     } else {
-        println!("Seeded {} workspace(s), {} users, {} blobs, {} resources.", truth.workspaces.len(), truth.users.len(), truth.blobs.len(), truth.resources.len());
+        println!(
+            "Seeded {} workspace(s), {} users, {} blobs, {} resources.",
+            truth.workspaces.len(),
+            truth.users.len(),
+            truth.blobs.len(),
+            truth.resources.len()
+        );
         for w in &truth.workspaces {
             println!("  workspace {w}");
         }
-        println!("  users: {}", truth.users.iter().map(|u| u.upn.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "  users: {}",
+            truth
+                .users
+                .iter()
+                .map(|u| u.upn.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         println!("  data folder: {}", data_dir.display());
     }
     Ok(())

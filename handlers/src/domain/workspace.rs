@@ -39,7 +39,7 @@ impl WorkspaceId {
         }
         let (sub, rg, name) = (parts[2], parts[4], parts[8]);
         let valid = |v: &str| {
-            !v.is_empty()
+            v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
                 && v.len() <= 90
                 && v.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))

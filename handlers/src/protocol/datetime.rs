@@ -7,9 +7,17 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 /// Parse a host datetime; `None` when it is not one.
 pub fn parse(s: &str) -> Option<OffsetDateTime> {
     let s = s.trim();
-    let s = if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') { &s[1..s.len() - 1] } else { s };
+    let s = if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        &s[1..s.len() - 1]
+    } else {
+        s
+    };
     let b = s.as_bytes();
-    if b.len() < 19 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || !matches!(b.get(10), Some(b'T') | Some(b't') | Some(b' ')) {
+    if b.len() < 19
+        || b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T') | Some(b't') | Some(b' '))
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
@@ -38,7 +46,10 @@ pub fn parse(s: &str) -> Option<OffsetDateTime> {
     }
     let offset = match rest {
         "" | "Z" | "z" => UtcOffset::UTC,
-        o if (o.starts_with('+') || o.starts_with('-')) && o.len() == 6 && o.as_bytes()[3] == b':' => {
+        o if (o.starts_with('+') || o.starts_with('-'))
+            && o.len() == 6
+            && o.as_bytes()[3] == b':' =>
+        {
             let sign: i8 = if o.starts_with('-') { -1 } else { 1 };
             let h: i8 = o.get(1..3)?.parse().ok()?;
             let m: i8 = o.get(4..6)?.parse().ok()?;
@@ -46,9 +57,14 @@ pub fn parse(s: &str) -> Option<OffsetDateTime> {
         }
         _ => return None,
     };
-    let date = Date::from_calendar_date(year as i32, Month::try_from(month as u8).ok()?, day as u8).ok()?;
+    let date = Date::from_calendar_date(year as i32, Month::try_from(month as u8).ok()?, day as u8)
+        .ok()?;
     let time = Time::from_hms_nano(hour as u8, minute as u8, second as u8, nanos).ok()?;
-    Some(PrimitiveDateTime::new(date, time).assume_offset(offset).to_offset(UtcOffset::UTC))
+    Some(
+        PrimitiveDateTime::new(date, time)
+            .assume_offset(offset)
+            .to_offset(UtcOffset::UTC),
+    )
 }
 
 #[cfg(test)]
@@ -58,23 +74,62 @@ mod tests {
 
     #[test]
     fn accepts_every_host_shape() {
-        assert_eq!(parse("2023-10-12T20:13:49"), Some(datetime!(2023-10-12 20:13:49 UTC)));
-        assert_eq!(parse("2025-01-02T03:04:05+00:00"), Some(datetime!(2025-01-02 03:04:05 UTC)));
-        assert_eq!(parse("2025-01-02T03:04:05.1234567Z"), Some(datetime!(2025-01-02 03:04:05.1234567 UTC)));
-        assert_eq!(parse("2025-01-02T03:04:05.1+02:00"), Some(datetime!(2025-01-02 01:04:05.1 UTC)));
-        assert_eq!(parse("\"2019-10-16T17:58:31+00:00\""), Some(datetime!(2019-10-16 17:58:31 UTC)));
-        assert_eq!(parse("0001-01-01T00:00:00+00:00"), Some(datetime!(0001-01-01 00:00:00 UTC)));
-        assert_eq!(parse("9999-12-31T23:59:59"), Some(datetime!(9999-12-31 23:59:59 UTC)));
+        assert_eq!(
+            parse("2023-10-12T20:13:49"),
+            Some(datetime!(2023-10-12 20:13:49 UTC))
+        );
+        assert_eq!(
+            parse("2025-01-02T03:04:05+00:00"),
+            Some(datetime!(2025-01-02 03:04:05 UTC))
+        );
+        assert_eq!(
+            parse("2025-01-02T03:04:05.1234567Z"),
+            Some(datetime!(2025-01-02 03:04:05.1234567 UTC))
+        );
+        assert_eq!(
+            parse("2025-01-02T03:04:05.1+02:00"),
+            Some(datetime!(2025-01-02 01:04:05.1 UTC))
+        );
+        assert_eq!(
+            parse("\"2019-10-16T17:58:31+00:00\""),
+            Some(datetime!(2019-10-16 17:58:31 UTC))
+        );
+        assert_eq!(
+            parse("0001-01-01T00:00:00+00:00"),
+            Some(datetime!(0001-01-01 00:00:00 UTC))
+        );
+        assert_eq!(
+            parse("9999-12-31T23:59:59"),
+            Some(datetime!(9999-12-31 23:59:59 UTC))
+        );
         for digits in 0..=7 {
-            let frac = if digits == 0 { String::new() } else { format!(".{}", "1".repeat(digits)) };
-            assert!(parse(&format!("2025-01-02T03:04:05{frac}")).is_some(), "{digits}");
-            assert!(parse(&format!("2025-01-02T03:04:05{frac}-07:00")).is_some(), "{digits}");
+            let frac = if digits == 0 {
+                String::new()
+            } else {
+                format!(".{}", "1".repeat(digits))
+            };
+            assert!(
+                parse(&format!("2025-01-02T03:04:05{frac}")).is_some(),
+                "{digits}"
+            );
+            assert!(
+                parse(&format!("2025-01-02T03:04:05{frac}-07:00")).is_some(),
+                "{digits}"
+            );
         }
     }
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for s in ["", "2025", "2025-13-01T00:00:00", "2025-01-02T03:04:05.", "2025-01-02T03:04:05+0", "ééééééééééééééééééééé", "2025-01-02T03:04:05.1234567890"] {
+        for s in [
+            "",
+            "2025",
+            "2025-13-01T00:00:00",
+            "2025-01-02T03:04:05.",
+            "2025-01-02T03:04:05+0",
+            "ééééééééééééééééééééé",
+            "2025-01-02T03:04:05.1234567890",
+        ] {
             assert_eq!(parse(s), None, "{s}");
         }
     }

@@ -15,19 +15,37 @@ pub struct InvocationRequest {
 
 impl InvocationRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ProtocolError> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| ProtocolError::new(format!("body is not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ProtocolError::new(format!("body is not valid JSON: {e}")))?;
         let Value::Object(mut obj) = v else {
-            return Err(ProtocolError::new(format!("body must be a JSON object with Data and Metadata, found {}", type_name(&v))));
+            return Err(ProtocolError::new(format!(
+                "body must be a JSON object with Data and Metadata, found {}",
+                type_name(&v)
+            )));
         };
         let data = match obj.remove("Data") {
             Some(Value::Object(d)) => d,
-            Some(other) => return Err(ProtocolError::new(format!("Data: expected an object, found {}", type_name(&other)))),
-            None => return Err(ProtocolError::new("Data: missing (not a Functions host invocation)")),
+            Some(other) => {
+                return Err(ProtocolError::new(format!(
+                    "Data: expected an object, found {}",
+                    type_name(&other)
+                )))
+            }
+            None => {
+                return Err(ProtocolError::new(
+                    "Data: missing (not a Functions host invocation)",
+                ))
+            }
         };
         let metadata = match obj.remove("Metadata") {
             Some(Value::Object(m)) => m,
             None | Some(Value::Null) => Map::new(),
-            Some(other) => return Err(ProtocolError::new(format!("Metadata: expected an object, found {}", type_name(&other)))),
+            Some(other) => {
+                return Err(ProtocolError::new(format!(
+                    "Metadata: expected an object, found {}",
+                    type_name(&other)
+                )))
+            }
         };
         Ok(Self { data, metadata })
     }
@@ -80,7 +98,13 @@ impl InvocationRequest {
 pub fn decode_meta(v: &Value) -> Value {
     match v {
         Value::String(s) => match serde_json::from_str::<Value>(s) {
-            Ok(inner @ (Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Object(_) | Value::Array(_))) => inner,
+            Ok(
+                inner @ (Value::String(_)
+                | Value::Number(_)
+                | Value::Bool(_)
+                | Value::Object(_)
+                | Value::Array(_)),
+            ) => inner,
             _ => v.clone(),
         },
         other => other.clone(),
@@ -100,7 +124,10 @@ pub struct InvocationResponse {
 
 impl InvocationResponse {
     pub fn with_logs(logs: Vec<String>) -> Self {
-        Self { logs, ..Default::default() }
+        Self {
+            logs,
+            ..Default::default()
+        }
     }
 }
 
@@ -113,18 +140,38 @@ mod tests {
     fn decodes_host_metadata_encoding() {
         assert_eq!(decode_meta(&json!("\"abc\"")), json!("abc"));
         assert_eq!(decode_meta(&json!("1")), json!(1));
-        assert_eq!(decode_meta(&json!("2025-01-02T03:04:05")), json!("2025-01-02T03:04:05"));
+        assert_eq!(
+            decode_meta(&json!("2025-01-02T03:04:05")),
+            json!("2025-01-02T03:04:05")
+        );
         assert_eq!(decode_meta(&json!({"a": 1})), json!({"a": 1}));
         assert_eq!(decode_meta(&json!(3)), json!(3));
     }
 
     #[test]
     fn envelope_errors_name_the_problem() {
-        assert!(InvocationRequest::parse(b"nope").unwrap_err().0.contains("JSON"));
-        assert!(InvocationRequest::parse(b"[1]").unwrap_err().0.contains("array"));
-        assert!(InvocationRequest::parse(b"{}").unwrap_err().0.contains("Data"));
-        assert!(InvocationRequest::parse(br#"{"Data": 1}"#).unwrap_err().0.contains("number"));
-        assert!(InvocationRequest::parse(br#"{"Data": {}, "Metadata": "x"}"#).unwrap_err().0.contains("Metadata"));
+        assert!(InvocationRequest::parse(b"nope")
+            .unwrap_err()
+            .0
+            .contains("JSON"));
+        assert!(InvocationRequest::parse(b"[1]")
+            .unwrap_err()
+            .0
+            .contains("array"));
+        assert!(InvocationRequest::parse(b"{}")
+            .unwrap_err()
+            .0
+            .contains("Data"));
+        assert!(InvocationRequest::parse(br#"{"Data": 1}"#)
+            .unwrap_err()
+            .0
+            .contains("number"));
+        assert!(
+            InvocationRequest::parse(br#"{"Data": {}, "Metadata": "x"}"#)
+                .unwrap_err()
+                .0
+                .contains("Metadata")
+        );
         let ok = InvocationRequest::parse(br#"{"Data": {"m": "x"}}"#).unwrap();
         assert!(ok.metadata.is_empty());
     }

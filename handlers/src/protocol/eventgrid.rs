@@ -42,28 +42,40 @@ pub const RESOURCE_DELETE_SUCCESS: &str = "Microsoft.Resources.ResourceDeleteSuc
 
 impl GridEvent {
     pub fn from_envelope(req: &InvocationRequest, binding: &str) -> Result<Self, ProtocolError> {
-        Self::from_value(req.trigger(binding)?).map_err(|e| ProtocolError::new(format!("Data.{binding}: {}", e.0)))
+        Self::from_value(req.trigger(binding)?)
+            .map_err(|e| ProtocolError::new(format!("Data.{binding}: {}", e.0)))
     }
 
     pub fn from_value(v: &Value) -> Result<Self, ProtocolError> {
         match v {
             Value::Object(_) => Self::from_object(v),
             Value::String(s) => {
-                let inner: Value = serde_json::from_str(s).map_err(|_| ProtocolError::new("a string that is not a JSON event"))?;
+                let inner: Value = serde_json::from_str(s)
+                    .map_err(|_| ProtocolError::new("a string that is not a JSON event"))?;
                 match inner {
                     Value::String(_) => Err(ProtocolError::new("event is encoded more than twice")),
                     other => Self::from_value(&other),
                 }
             }
             Value::Array(items) if items.len() == 1 => Self::from_value(&items[0]),
-            Value::Array(items) => Err(ProtocolError::new(format!("expected one event, found an array of {}", items.len()))),
-            other => Err(ProtocolError::new(format!("expected an event object, found {}", type_name(other)))),
+            Value::Array(items) => Err(ProtocolError::new(format!(
+                "expected one event, found an array of {}",
+                items.len()
+            ))),
+            other => Err(ProtocolError::new(format!(
+                "expected an event object, found {}",
+                type_name(other)
+            ))),
         }
     }
 
     fn from_object(v: &Value) -> Result<Self, ProtocolError> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let need = |k: &str| s(k).filter(|x| !x.is_empty()).ok_or_else(|| ProtocolError::new(format!("event field '{k}' is missing or not a string")));
+        let need = |k: &str| {
+            s(k).filter(|x| !x.is_empty()).ok_or_else(|| {
+                ProtocolError::new(format!("event field '{k}' is missing or not a string"))
+            })
+        };
         let id = need("id")?;
         if v.get("specversion").is_some() {
             return Ok(GridEvent {
@@ -97,7 +109,11 @@ impl GridEvent {
             status: s("status"),
             subscription_id: s("subscriptionId"),
             tenant_id: s("tenantId"),
-            http_request_url: self.data.pointer("/httpRequest/url").and_then(Value::as_str).map(str::to_string),
+            http_request_url: self
+                .data
+                .pointer("/httpRequest/url")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }

@@ -63,14 +63,22 @@ pub struct ServiceBusMessage {
 }
 
 impl ServiceBusMessage {
-    pub fn from_envelope(req: &InvocationRequest, binding: &str, encoding: BodyEncoding) -> Result<Self, ProtocolError> {
+    pub fn from_envelope(
+        req: &InvocationRequest,
+        binding: &str,
+        encoding: BodyEncoding,
+    ) -> Result<Self, ProtocolError> {
         let raw = req.trigger(binding)?;
         let body = decode_body(raw, binding, encoding)?;
         let body_keys: Vec<String> = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(o)) => o.keys().cloned().collect(),
             _ => Vec::new(),
         };
-        let shadowed: Vec<String> = SYSTEM_KEYS.iter().filter(|k| body_keys.iter().any(|b| b == *k)).map(|k| k.to_string()).collect();
+        let shadowed: Vec<String> = SYSTEM_KEYS
+            .iter()
+            .filter(|k| body_keys.iter().any(|b| b == *k))
+            .map(|k| k.to_string())
+            .collect();
         let trusted = |k: &str| !shadowed.iter().any(|s| s == k);
         let s = |k: &str| if trusted(k) { req.meta_string(k) } else { None };
         let dt = |k: &str, k2: &str| {
@@ -91,8 +99,18 @@ impl ServiceBusMessage {
         Ok(Self {
             body,
             message_id: s("MessageId"),
-            delivery_count: if trusted("DeliveryCount") { req.meta_u64("DeliveryCount").map(|n| n.min(u32::MAX as u64) as u32).unwrap_or(1) } else { 1 },
-            sequence_number: if trusted("SequenceNumber") { req.meta_u64("SequenceNumber").map(|n| n as i64) } else { None },
+            delivery_count: if trusted("DeliveryCount") {
+                req.meta_u64("DeliveryCount")
+                    .map(|n| n.min(u32::MAX as u64) as u32)
+                    .unwrap_or(1)
+            } else {
+                1
+            },
+            sequence_number: if trusted("SequenceNumber") {
+                req.meta_u64("SequenceNumber").map(|n| n as i64)
+            } else {
+                None
+            },
             enqueued_time: dt("EnqueuedTimeUtc", "EnqueuedTime"),
             expires_at: dt("ExpiresAtUtc", "ExpiresAt"),
             correlation_id: s("CorrelationId"),
@@ -107,7 +125,11 @@ impl ServiceBusMessage {
     }
 }
 
-fn decode_body(raw: &Value, binding: &str, encoding: BodyEncoding) -> Result<Vec<u8>, ProtocolError> {
+fn decode_body(
+    raw: &Value,
+    binding: &str,
+    encoding: BodyEncoding,
+) -> Result<Vec<u8>, ProtocolError> {
     let text = match raw {
         Value::String(s) => match serde_json::from_str::<Value>(s) {
             // Double-encoded: the string holds a JSON string holding the body.
@@ -116,11 +138,19 @@ fn decode_body(raw: &Value, binding: &str, encoding: BodyEncoding) -> Result<Vec
         },
         Value::Object(_) | Value::Array(_) => {
             if encoding == BodyEncoding::Binary {
-                return Err(ProtocolError::new(format!("Data.{binding}: expected base64 text for a binary message, found {}", type_name(raw))));
+                return Err(ProtocolError::new(format!(
+                    "Data.{binding}: expected base64 text for a binary message, found {}",
+                    type_name(raw)
+                )));
             }
             return Ok(serde_json::to_vec(raw).unwrap_or_default());
         }
-        other => return Err(ProtocolError::new(format!("Data.{binding}: expected a string or object, found {}", type_name(other)))),
+        other => {
+            return Err(ProtocolError::new(format!(
+                "Data.{binding}: expected a string or object, found {}",
+                type_name(other)
+            )))
+        }
     };
     match encoding {
         BodyEncoding::Text => Ok(text.into_bytes()),
@@ -142,10 +172,19 @@ mod tests {
     #[test]
     fn double_single_and_object_bodies() {
         let body = r#"{"a":1}"#;
-        let double = serde_json::to_string(&serde_json::to_string(body).unwrap()).unwrap();
+        // As in the host fixture: the Data value is a string holding the JSON-encoded body.
+        let double = serde_json::to_string(body).unwrap();
         for data in [json!(double), json!(body), json!({"a": 1})] {
-            let m = ServiceBusMessage::from_envelope(&req(json!({"Data": {"message": data}, "Metadata": {}})), "message", BodyEncoding::Text).unwrap();
-            assert_eq!(serde_json::from_slice::<Value>(&m.body).unwrap(), json!({"a": 1}));
+            let m = ServiceBusMessage::from_envelope(
+                &req(json!({"Data": {"message": data}, "Metadata": {}})),
+                "message",
+                BodyEncoding::Text,
+            )
+            .unwrap();
+            assert_eq!(
+                serde_json::from_slice::<Value>(&m.body).unwrap(),
+                json!({"a": 1})
+            );
             assert_eq!(m.delivery_count, 1);
         }
     }
@@ -153,19 +192,34 @@ mod tests {
     #[test]
     fn body_cannot_masquerade_as_message_id() {
         let body = json!({"MessageId": "evil", "DeliveryCount": 99}).to_string();
-        let r = req(json!({"Data": {"message": body}, "Metadata": {"MessageId": "\"evil\"", "DeliveryCount": "99"}}));
+        let r = req(
+            json!({"Data": {"message": body}, "Metadata": {"MessageId": "\"evil\"", "DeliveryCount": "99"}}),
+        );
         let m = ServiceBusMessage::from_envelope(&r, "message", BodyEncoding::Text).unwrap();
         assert_eq!(m.message_id, None);
         assert_eq!(m.delivery_count, 1);
-        assert_eq!(m.shadowed_keys, vec!["MessageId".to_string(), "DeliveryCount".to_string()]);
+        assert_eq!(
+            m.shadowed_keys,
+            vec!["MessageId".to_string(), "DeliveryCount".to_string()]
+        );
     }
 
     #[test]
     fn binary_and_wrong_types() {
         let r = req(json!({"Data": {"message": "aGVsbG8="}}));
-        assert_eq!(ServiceBusMessage::from_envelope(&r, "message", BodyEncoding::Binary).unwrap().body, b"hello");
+        assert_eq!(
+            ServiceBusMessage::from_envelope(&r, "message", BodyEncoding::Binary)
+                .unwrap()
+                .body,
+            b"hello"
+        );
         let r = req(json!({"Data": {"message": 5}}));
-        assert!(ServiceBusMessage::from_envelope(&r, "message", BodyEncoding::Text).unwrap_err().0.contains("number"));
+        assert!(
+            ServiceBusMessage::from_envelope(&r, "message", BodyEncoding::Text)
+                .unwrap_err()
+                .0
+                .contains("number")
+        );
         let r = req(json!({"Data": {"message": "%%%"}}));
         assert!(ServiceBusMessage::from_envelope(&r, "message", BodyEncoding::Binary).is_err());
     }
