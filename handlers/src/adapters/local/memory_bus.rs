@@ -9,12 +9,15 @@ use async_trait::async_trait;
 use crate::ports::bus::{BusError, MessageBus, OutMessage, SendOutcome};
 
 #[derive(Default)]
+struct Inner {
+    pending: VecDeque<OutMessage>,
+    seen: HashSet<(String, String)>,
+    sent: Vec<OutMessage>,
+}
+
+#[derive(Default)]
 pub struct MemoryBus {
-    inner: Mutex<(
-        VecDeque<OutMessage>,
-        HashSet<(String, String)>,
-        Vec<OutMessage>,
-    )>,
+    inner: Mutex<Inner>,
 }
 
 impl MemoryBus {
@@ -24,12 +27,12 @@ impl MemoryBus {
 
     /// Next message in send order.
     pub fn pop(&self) -> Option<OutMessage> {
-        self.inner.lock().ok()?.0.pop_front()
+        self.inner.lock().ok()?.pending.pop_front()
     }
 
     /// Every message ever accepted (not dropped as a duplicate), in order.
     pub fn sent(&self) -> Vec<OutMessage> {
-        self.inner.lock().map(|g| g.2.clone()).unwrap_or_default()
+        self.inner.lock().map(|g| g.sent.clone()).unwrap_or_default()
     }
 }
 
@@ -40,11 +43,11 @@ impl MessageBus for MemoryBus {
             .inner
             .lock()
             .map_err(|_| BusError::Other("poisoned".into()))?;
-        if !g.1.insert((m.queue.clone(), m.message_id.clone())) {
+        if !g.seen.insert((m.queue.clone(), m.message_id.clone())) {
             return Ok(SendOutcome::Duplicate);
         }
-        g.0.push_back(m.clone());
-        g.2.push(m);
+        g.pending.push_back(m.clone());
+        g.sent.push(m);
         Ok(SendOutcome::Enqueued)
     }
 }
