@@ -32,7 +32,10 @@ impl MemoryBus {
 
     /// Every message ever accepted (not dropped as a duplicate), in order.
     pub fn sent(&self) -> Vec<OutMessage> {
-        self.inner.lock().map(|g| g.sent.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|g| g.sent.clone())
+            .unwrap_or_default()
     }
 }
 
