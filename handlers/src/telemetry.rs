@@ -5,8 +5,11 @@
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
-    let filter = EnvFilter::try_from_env("DSR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// `default_level` applies unless `DSR_LOG` says otherwise (`info` for the handler; the demo
+/// keeps its console for people and logs warnings only).
+pub fn init(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("DSR_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let writer = std::io::stderr
         .with_max_level(tracing::Level::WARN)
         .or_else(std::io::stdout);

@@ -58,7 +58,11 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::telemetry::init();
+    crate::telemetry::init(if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    });
     let storage = StorageChoice::parse(&cli.storage)?;
     match cli.command {
         Command::Handler => handler::run(&cli.data_dir, &storage).await,
