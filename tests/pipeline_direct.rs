@@ -12,7 +12,10 @@ use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::{Item, ItemStatus, SliceCompletion, SliceTask};
 use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services, Settings};
-use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
+use azureml_dsr::ports::blob::{
+    BlobReader, BlobRef, BlobStore, BlobStoreExt, Condition, DeleteOutcome, ListPage, StoreError,
+    StoreResult,
+};
 use azureml_dsr::ports::bus::queues;
 use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
 use serde_json::json;
@@ -356,5 +359,194 @@ async fn invalid_requests_are_rejected_with_a_reason_and_archived() {
         intake::IntakeOutcome::Rejected {
             code: "subject_not_found".into()
         }
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_be_deleted_is_reported_and_the_request_ends_partially_failed() {
+    let e = env(HoldSet::default(), 50).await;
+    // Mark one of carol's jobs as running: the control plane refuses to delete it.
+    let job_id = e
+        .truth
+        .resources_of("carol")
+        .into_iter()
+        .find(|id| id.contains("/jobs/"))
+        .unwrap()
+        .clone();
+    let cp = azureml_dsr::adapters::local::control_plane::LocalControlPlane::new(e.store.clone());
+    let ws = &e.truth.workspaces[0];
+    let page = azureml_dsr::ports::control_plane::ControlPlane::list_all(
+        &cp,
+        ws,
+        azureml_dsr::ports::control_plane::ArmKind::Job,
+    )
+    .await
+    .unwrap();
+    let mut doc = page
+        .into_iter()
+        .find(|d| d["id"] == job_id.as_str())
+        .unwrap();
+    doc["properties"]["status"] = json!("Running");
+    cp.put_resource(ws, azureml_dsr::ports::control_plane::ArmKind::Job, &doc)
+        .await
+        .unwrap();
+    // Scope also names a workspace that does not exist: its slices fail, the request still ends.
+    let mut req = request(&e, "DEL-PF", "delete", "carol", false);
+    req["scope"]["workspaces"].as_array_mut().unwrap().push(json!(
+        "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/gone"
+    ));
+    submit(&e, req, 1).await;
+    let r = report(&e, "DEL-PF").await;
+    assert_eq!(r.status, FinalStatus::PartiallyFailed);
+    let failed_items: Vec<_> = r
+        .results
+        .iter()
+        .flat_map(|s| &s.items)
+        .filter(|o| matches!(o.status, ItemStatus::Failed { .. }))
+        .collect();
+    assert_eq!(failed_items.len(), 1, "only the running job failed");
+    assert!(matches!(&failed_items[0].item, Item::Resource { id, .. } if *id == job_id));
+    let failed_slices: Vec<_> = r
+        .slices
+        .iter()
+        .filter(|s| s.status == azureml_dsr::domain::slice::SliceStatus::Failed)
+        .collect();
+    assert_eq!(failed_slices.len(), 6);
+    assert!(failed_slices
+        .iter()
+        .all(|s| s.reason.as_deref() == Some("workspace not found")));
+    let result: serde_json::Value = serde_json::from_slice(
+        &e.bus
+            .sent()
+            .into_iter()
+            .find(|m| m.queue == queues::RESULTS)
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(result["status"], "partially_failed");
+}
+
+/// Delegates to a real store but answers every listing of one container with a transient error.
+struct Flaky {
+    inner: Arc<dyn BlobStore>,
+    container_prefix: &'static str,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for Flaky {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
+        self.inner.create_container(a, c).await
+    }
+    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
+        self.inner.list_containers(a, p).await
+    }
+    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
+        self.inner.delete_container(a, c).await
+    }
+    async fn list_page(
+        &self,
+        a: &str,
+        c: &str,
+        p: &str,
+        m: Option<String>,
+        n: u32,
+    ) -> StoreResult<ListPage> {
+        if c.starts_with(self.container_prefix) {
+            return Err(StoreError::Transient("503 Server Busy (injected)".into()));
+        }
+        self.inner.list_page(a, c, p, m, n).await
+    }
+    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
+        self.inner.open(b).await
+    }
+    async fn put(
+        &self,
+        b: &BlobRef,
+        body: bytes::Bytes,
+        ct: &str,
+        cond: Condition,
+        md: &BTreeMap<String, String>,
+    ) -> StoreResult<String> {
+        self.inner.put(b, body, ct, cond, md).await
+    }
+    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
+        self.inner.copy(s, d).await
+    }
+    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
+        self.inner.delete(b).await
+    }
+}
+
+#[tokio::test]
+async fn a_slice_that_keeps_failing_is_recorded_failed_on_its_last_delivery() {
+    let mut e = env(HoldSet::default(), 50).await;
+    e.svc.store = Arc::new(Flaky {
+        inner: e.store.clone(),
+        container_prefix: "code-",
+    });
+    let req = request(&e, "EXP-T", "export", "carol", false);
+    intake::run(&e.svc, req.to_string().as_bytes(), &Delivery::default())
+        .await
+        .unwrap();
+    let task: SliceTask = serde_json::from_slice(
+        &e.bus
+            .sent()
+            .into_iter()
+            .find(|m| m.queue == "dsr-slice-notebooks")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let max = e.svc.settings.max_delivery_count;
+    for n in 1..max {
+        assert!(
+            slice::run(
+                &e.svc,
+                &task,
+                &Delivery {
+                    delivery_count: n,
+                    ..Default::default()
+                }
+            )
+            .await
+            .is_err(),
+            "delivery {n} fails and will be retried"
+        );
+    }
+    let out = slice::run(
+        &e.svc,
+        &task,
+        &Delivery {
+            delivery_count: max,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, slice::SliceStep::Finished { .. }));
+    let result = e
+        .svc
+        .state()
+        .slice_result(&task.request_id, &task.key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        result.status,
+        azureml_dsr::domain::slice::SliceStatus::Failed
+    );
+    assert!(result
+        .reason
+        .unwrap()
+        .contains("gave up after 10 deliveries"));
+    // The rest of the request still completes, as partially failed.
+    drive(&e, 1).await;
+    assert_eq!(
+        report(&e, "EXP-T").await.status,
+        FinalStatus::PartiallyFailed
     );
 }

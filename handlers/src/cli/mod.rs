@@ -53,6 +53,12 @@ pub enum Command {
     Status { request_id: String },
     /// Print a request's report (certificate or manifest).
     Report { request_id: String },
+    /// Inject Event Grid event(s) from a JSON file (an event or an array) for an Event Grid function.
+    Event {
+        file: PathBuf,
+        #[arg(long, default_value = "workspace-deleted")]
+        function: String,
+    },
     /// Seed a workspace, run an export and a delete for one user end to end, print what happened.
     Demo(demo::DemoArgs),
 }
@@ -77,6 +83,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Report { request_id } => {
             requests::report(&cli.data_dir, &storage, &request_id, cli.json).await
+        }
+        Command::Event { file, function } => {
+            requests::inject_events(&cli.data_dir, &file, &function, cli.json).await
         }
         Command::Demo(args) => demo::run(&storage, &args, cli.json).await,
     }

@@ -174,3 +174,47 @@ pub async fn report(
     }
     Ok(())
 }
+
+/// Queue events for an Event Grid function; `run` delivers them with the host's envelope and
+/// Event Grid's retry schedule. MessageId = event id, so injecting the same file twice is harmless.
+pub async fn inject_events(
+    data_dir: &Path,
+    file: &Path,
+    function: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let paths = LocalPaths::new(data_dir);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file)?)?;
+    let events = match v {
+        serde_json::Value::Array(items) => items,
+        other => vec![other],
+    };
+    let queue = open_queue(&paths)?;
+    let mut ids = Vec::new();
+    for ev in events {
+        let id = ev
+            .get("id")
+            .and_then(|i| i.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| crate::domain::ids::sha256_hex(ev.to_string().as_bytes()));
+        let msg = OutMessage::json(
+            &crate::runtime::dispatcher::event_grid_queue(function),
+            id.clone(),
+            &ev,
+        );
+        queue.send(msg).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        ids.push(id);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"function": function, "events": ids})
+        );
+    } else {
+        println!(
+            "Queued {} event(s) for {function}; `azureml-dsr run --until-idle` delivers them.",
+            ids.len()
+        );
+    }
+    Ok(())
+}
