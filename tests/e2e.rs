@@ -156,6 +156,26 @@ async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
         assert_eq!(&azureml_dsr::domain::ids::sha256_hex(&bytes), sha256);
     }
     assert_eq!(e.snapshot().await, before, "export changed nothing");
+    let exp_msg = e
+        .results()
+        .into_iter()
+        .find(|m| m["requestId"] == "E2E-EXP")
+        .expect("export result message");
+    assert_eq!(exp_msg["status"], "completed");
+    if azurite {
+        // A time-limited read link that works with no credential.
+        let link = exp_msg["exportLink"]
+            .as_str()
+            .expect("export link on Azure storage");
+        assert!(link.contains("sig=") && link.contains("se="), "{link}");
+        let manifest: serde_json::Value = reqwest::get(link).await.unwrap().json().await.unwrap();
+        assert_eq!(manifest["requestId"], "E2E-EXP");
+    } else {
+        assert!(
+            exp_msg.get("exportLink").is_none(),
+            "the local store issues no links"
+        );
+    }
 
     // Delete, with the intake message delivered twice (the ticketing system re-sent it).
     let del = e.request("E2E-DEL", "delete", "bob", false);
@@ -221,6 +241,131 @@ async fn dry_run_and_rejections(azurite: bool) {
     e.rt.stop().await;
 }
 
+async fn soft_delete_gives_honest_retained_until_dates(azurite: bool) {
+    let e = env(azurite).await;
+    let account = e.truth.infos[0].storage_account.clone();
+    match &e.storage {
+        StorageChoice::Azurite(url) => support::azurite::set_soft_delete(url, &account, 9).await,
+        _ => azureml_dsr::adapters::local::fs_blob::FsBlobStore::new(
+            LocalPaths::new(e.dir.path()).store(),
+        )
+        .set_account_settings(
+            &account,
+            &azureml_dsr::adapters::local::fs_blob::AccountSettings {
+                delete_retention_days: 9,
+            },
+        )
+        .unwrap(),
+    }
+    let t0 = time::OffsetDateTime::now_utc();
+    e.submit(&e.request("E2E-SOFT", "delete", "alice", false))
+        .await;
+    e.drain().await;
+    let r = e.report("E2E-SOFT").await;
+    let blobs = e.truth.blobs_of("alice").len() as u64;
+    assert_eq!(
+        r.counts.retained, blobs,
+        "every blob of the workspace account is reported retained"
+    );
+    for o in r.results.iter().flat_map(|s| &s.items) {
+        match (&o.item, &o.status) {
+            (Item::Blob { .. }, ItemStatus::RetainedUntil { until }) => {
+                let days = (*until - t0).whole_hours() as f64 / 24.0;
+                assert!((8.9..=9.1).contains(&days), "retained for {days} days");
+            }
+            (Item::Blob { .. }, other) => panic!("blob not reported retained: {other:?}"),
+            _ => {}
+        }
+    }
+    let md = e
+        .store
+        .read_small(&BlobRef::new(
+            "dsrstate",
+            "dsr-reports",
+            "E2E-SOFT/certificate.md",
+        ))
+        .await
+        .unwrap()
+        .0;
+    assert!(String::from_utf8_lossy(&md).contains("physically retained until"));
+    e.rt.stop().await;
+}
+
+async fn aggregator_finalises_exactly_once_under_concurrency(azurite: bool) {
+    use azureml_dsr::adapters::local::memory_bus::MemoryBus;
+    use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
+    use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Settings};
+    let e = env(azurite).await;
+    let paths = LocalPaths::new(e.dir.path());
+    let bus = Arc::new(MemoryBus::new());
+    let svc = azureml_dsr::config::local_services(
+        &paths,
+        e.store.clone(),
+        bus.clone(),
+        Settings::default(),
+    )
+    .unwrap();
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    intake::run(
+        &svc,
+        e.request("E2E-CONC", "export", "carol", false)
+            .to_string()
+            .as_bytes(),
+        &d,
+    )
+    .await
+    .unwrap();
+    let mut completions = Vec::new();
+    while let Some(m) = bus.pop() {
+        if m.queue.starts_with("dsr-slice-") {
+            let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
+            slice::run(&svc, &t, &d).await.unwrap();
+        } else if m.queue == "dsr-completions" {
+            completions.push(serde_json::from_slice::<SliceCompletion>(&m.body).unwrap());
+        }
+    }
+    assert_eq!(completions.len(), 6);
+    // Every completion delivered three times, all at once.
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        for c in completions.clone() {
+            let svc = svc.clone();
+            tasks.push(tokio::spawn(async move {
+                aggregate::run(&svc, &c).await.unwrap()
+            }));
+        }
+    }
+    let mut created = 0;
+    let mut finalised = 0;
+    for t in tasks {
+        if let aggregate::AggregateStep::Finalised { created_report } = t.await.unwrap() {
+            finalised += 1;
+            created += usize::from(created_report);
+        }
+    }
+    assert!(finalised >= 1);
+    assert_eq!(created, 1, "exactly one invocation created the report");
+    let results = bus
+        .sent()
+        .into_iter()
+        .filter(|m| m.queue == "dsr-results")
+        .count();
+    assert_eq!(
+        results, 1,
+        "one result message (duplicates dropped by MessageId)"
+    );
+    let audit = e
+        .store
+        .list_all("dsrstate", "dsr-audit", "requests/")
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    e.rt.stop().await;
+}
+
 macro_rules! both_stores {
     ($($name:ident),*) => {
         mod local_store {
@@ -234,5 +379,7 @@ macro_rules! both_stores {
 
 both_stores!(
     export_then_delete_exactly_the_subjects_items,
-    dry_run_and_rejections
+    dry_run_and_rejections,
+    soft_delete_gives_honest_retained_until_dates,
+    aggregator_finalises_exactly_once_under_concurrency
 );

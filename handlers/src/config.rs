@@ -55,6 +55,9 @@ pub fn settings_from_env() -> Settings {
     if let Some(n) = num("DSR_CHUNK_SIZE") {
         s.chunk_size = n.max(1);
     }
+    if let Some(n) = num("DSR_EXPORT_LINK_DAYS") {
+        s.export_link_days = n.clamp(1, 7) as i64;
+    }
     if let Some(n) = num("DSR_CONCURRENCY") {
         s.concurrency = n.clamp(1, 256);
     }

@@ -169,3 +169,38 @@ fn install() -> PathBuf {
     );
     main_js
 }
+
+/// Turn on blob soft delete (DeleteRetentionPolicy) for `account` on a running Azurite.
+/// Azurite stores the policy (and the adapter reads it) but deletes data at once.
+pub async fn set_soft_delete(base_url: &str, account: &str, days: i32) {
+    use azure_core::http::{ClientOptions, Url};
+    use azure_storage_blob::models::{BlobServiceProperties, RetentionPolicy};
+    use azure_storage_blob::{BlobServiceClient, BlobServiceClientOptions};
+    use azureml_dsr::adapters::azure::shared_key::{SharedKeyCredential, SharedKeyPolicy};
+    let cred = std::sync::Arc::new(SharedKeyCredential::new(account, KEY).unwrap());
+    let options = BlobServiceClientOptions {
+        client_options: ClientOptions {
+            per_try_policies: vec![std::sync::Arc::new(SharedKeyPolicy::new(cred))],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let client = BlobServiceClient::new(
+        Url::parse(&format!("{base_url}/{account}")).unwrap(),
+        None,
+        Some(options),
+    )
+    .unwrap();
+    let props = BlobServiceProperties {
+        delete_retention_policy: Some(RetentionPolicy {
+            enabled: Some(true),
+            days: Some(days),
+            allow_permanent_delete: None,
+        }),
+        ..Default::default()
+    };
+    client
+        .set_properties(props.try_into().unwrap(), None)
+        .await
+        .unwrap();
+}

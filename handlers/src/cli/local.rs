@@ -12,13 +12,18 @@ use crate::adapters::azure::blob::AzureBlobStore;
 use crate::adapters::local::sqlite_queue::LocalQueue;
 use crate::app::{App, ServicesFactory};
 use crate::config::{local_services, settings_from_env, LocalPaths};
-use crate::ports::blob::BlobStore;
+use crate::ports::blob::{
+    BlobReader, BlobRef, BlobStore, Condition, DeleteOutcome, ListPage, StoreError, StoreResult,
+};
 use crate::runtime::dispatcher::{Dispatcher, DispatcherOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageChoice {
     Local,
     Azurite(String),
+    /// Real accounts (`https://{account}.blob.core.windows.net`) with an Entra credential:
+    /// the Functions app's managed identity, or a developer's Azure CLI / azd login.
+    Azure,
 }
 
 impl StorageChoice {
@@ -31,13 +36,24 @@ impl StorageChoice {
                 url.trim_end_matches('/').to_string(),
             ));
         }
-        anyhow::bail!("--storage must be 'local' or 'azurite=<http://127.0.0.1:port>', got {s:?}")
+        if s == "azure" {
+            return Ok(StorageChoice::Azure);
+        }
+        anyhow::bail!(
+            "--storage must be 'local', 'azurite=<http://127.0.0.1:port>' or 'azure', got {s:?}"
+        )
     }
 
     pub fn store(&self, paths: &LocalPaths) -> Arc<dyn BlobStore> {
         match self {
             StorageChoice::Local => crate::config::local_store(paths),
             StorageChoice::Azurite(url) => Arc::new(AzureBlobStore::azurite(url)),
+            StorageChoice::Azure => match azure_credential() {
+                Ok(cred) => Arc::new(AzureBlobStore::new(
+                    crate::adapters::azure::blob::AzureBlobConfig::public_cloud(cred),
+                )),
+                Err(e) => Arc::new(Unavailable(format!("no Azure credential: {e}"))),
+            },
         }
     }
 }
@@ -138,4 +154,72 @@ pub async fn run(
     }
     rt.stop().await;
     Ok(())
+}
+
+/// Managed identity inside Azure (IDENTITY_ENDPOINT is set by App Service/Functions; a
+/// user-assigned identity is chosen by AZURE_CLIENT_ID), developer tools (Azure CLI, azd) elsewhere.
+pub fn azure_credential() -> anyhow::Result<Arc<dyn azure_core::credentials::TokenCredential>> {
+    use azure_identity::{
+        DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+        UserAssignedId,
+    };
+    if std::env::var_os("IDENTITY_ENDPOINT").is_some() || std::env::var_os("MSI_ENDPOINT").is_some()
+    {
+        let options = ManagedIdentityCredentialOptions {
+            user_assigned_id: std::env::var("AZURE_CLIENT_ID")
+                .ok()
+                .map(UserAssignedId::ClientId),
+            ..Default::default()
+        };
+        return Ok(ManagedIdentityCredential::new(Some(options))?);
+    }
+    Ok(DeveloperToolsCredential::new(None)?)
+}
+
+/// A store that reports why it cannot be used, on first use (start-up never fails on it).
+struct Unavailable(String);
+
+#[async_trait::async_trait]
+impl BlobStore for Unavailable {
+    fn kind(&self) -> &'static str {
+        "unavailable"
+    }
+    async fn create_container(&self, _: &str, _: &str) -> StoreResult<()> {
+        Err(StoreError::Other(self.0.clone()))
+    }
+    async fn list_containers(&self, _: &str, _: &str) -> StoreResult<Vec<String>> {
+        Err(StoreError::Other(self.0.clone()))
+    }
+    async fn delete_container(&self, _: &str, _: &str) -> StoreResult<DeleteOutcome> {
+        Err(StoreError::Other(self.0.clone()))
+    }
+    async fn list_page(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Option<String>,
+        _: u32,
+    ) -> StoreResult<ListPage> {
+        Err(StoreError::Other(self.0.clone()))
+    }
+    async fn open(&self, _: &BlobRef) -> StoreResult<BlobReader> {
+        Err(StoreError::Other(self.0.clone()))
+    }
+    async fn put(
+        &self,
+        _: &BlobRef,
+        _: bytes::Bytes,
+        _: &str,
+        _: Condition,
+        _: &std::collections::BTreeMap<String, String>,
+    ) -> StoreResult<String> {
+        Err(StoreError::Other(self.0.clone()))
+    }
+    async fn copy(&self, _: &BlobRef, _: &BlobRef) -> StoreResult<()> {
+        Err(StoreError::Other(self.0.clone()))
+    }
+    async fn delete(&self, _: &BlobRef) -> StoreResult<DeleteOutcome> {
+        Err(StoreError::Other(self.0.clone()))
+    }
 }

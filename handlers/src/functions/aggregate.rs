@@ -137,6 +137,17 @@ async fn finalise(
         .create_json(&state.audit_ref(&plan.request_id), &audit)
         .await?;
 
+    let export_link = if plan.kind == RequestKind::Export && !plan.dry_run {
+        state
+            .store
+            .read_link(
+                &json_ref,
+                time::Duration::days(svc.settings.export_link_days.clamp(1, 7)),
+            )
+            .await?
+    } else {
+        None
+    };
     let msg = ResultMessage {
         schema_version: "1.0".into(),
         request_id: Some(plan.request_id.to_string()),
@@ -148,7 +159,7 @@ async fn finalise(
         counts: Some(report.counts.clone()),
         deadline: Some(plan.deadline),
         report: Some(json_ref.to_string()),
-        export_link: None,
+        export_link,
         reply_to: plan.reply_to.clone(),
     };
     svc.bus

@@ -29,6 +29,8 @@ pub struct Settings {
     pub chunk_size: usize,
     /// Concurrent storage operations per invocation.
     pub concurrency: usize,
+    /// Lifetime of the export link in the result message (at most 7 days).
+    pub export_link_days: i64,
 }
 
 impl Default for Settings {
@@ -38,6 +40,7 @@ impl Default for Settings {
             max_delivery_count: 10,
             chunk_size: 2000,
             concurrency: 16,
+            export_link_days: 7,
         }
     }
 }

@@ -172,6 +172,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Complete erasure of one blob: the base blob, its snapshots and its versions.
     async fn delete(&self, blob: &BlobRef) -> StoreResult<DeleteOutcome>;
 
+    /// A time-limited, read-only link to a blob (export bundles), where the store can issue
+    /// one: a user delegation SAS in Azure, a service SAS on Azurite; `None` locally.
+    async fn read_link(
+        &self,
+        _blob: &BlobRef,
+        _expiry: time::Duration,
+    ) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Erase many blobs of one container (Blob Batch in Azure). One result per name, same order.
     async fn delete_many(
         &self,

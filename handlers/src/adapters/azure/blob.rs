@@ -783,6 +783,18 @@ fn etag_string(e: Option<Etag>) -> String {
 
 #[async_trait]
 impl BlobStore for AzureBlobStore {
+    async fn read_link(
+        &self,
+        blob: &BlobRef,
+        expiry: time::Duration,
+    ) -> StoreResult<Option<String>> {
+        Ok(Some(
+            AzureBlobStore::read_link(self, blob, Some(expiry))
+                .await?
+                .to_string(),
+        ))
+    }
+
     fn kind(&self) -> &'static str {
         "azure-blob"
     }
