@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::domain::plan::ResourceType;
 use crate::domain::slice::{SliceCompletion, SliceTask};
@@ -122,17 +122,25 @@ impl Invoker for App {
             RETENTION_SWEEP => {
                 let t = TimerInfo::from_envelope(&req, "timer")
                     .map_err(|e| InvokeError::BadRequest(e.0))?;
-                if t.is_past_due {
-                    warn!("retention-sweep: schedule was missed (IsPastDue)");
-                }
-                info!("retention-sweep: timer parsed; sweeping is not implemented in this build");
-                vec!["retention-sweep: timer received; no sweep performed (not implemented in this build)".into()]
+                let svc = self.services().await?;
+                let out =
+                    crate::functions::retention::run(svc, &t, time::OffsetDateTime::now_utc())
+                        .await
+                        .map_err(map_err)?;
+                vec![format!("retention-sweep: {out:?}")]
             }
             WORKSPACE_DELETED => {
                 let e = GridEvent::from_envelope(&req, "event")
                     .map_err(|e| InvokeError::BadRequest(e.0))?;
-                info!(event_type = %e.event_type, id = %e.id, "workspace-deleted: event parsed; clean-up is not implemented in this build");
-                vec![format!("workspace-deleted: {} acknowledged; no clean-up performed (not implemented in this build)", e.event_type)]
+                let svc = self.services().await?;
+                let out = crate::functions::workspace_deleted::run(
+                    svc,
+                    &e,
+                    time::OffsetDateTime::now_utc(),
+                )
+                .await
+                .map_err(map_err)?;
+                vec![format!("workspace-deleted {}: {out:?}", e.id)]
             }
             other => {
                 let Some(rt) = ResourceType::from_function(other) else {

@@ -38,6 +38,9 @@ impl LocalPaths {
     pub fn holds(&self) -> PathBuf {
         self.root.join("holds.json")
     }
+    pub fn workspaces(&self) -> PathBuf {
+        self.root.join("workspaces.json")
+    }
     pub fn truth(&self) -> PathBuf {
         self.root.join("seed-truth.json")
     }
@@ -58,6 +61,15 @@ pub fn settings_from_env() -> Settings {
     if let Some(n) = num("DSR_EXPORT_LINK_DAYS") {
         s.export_link_days = n.clamp(1, 7) as i64;
     }
+    if let Some(n) = num("DSR_RETENTION_DAYS") {
+        s.retention_days = n.max(1) as u32;
+    }
+    if let Some(n) = num("DSR_WORKSPACE_SOFT_DELETE_DAYS") {
+        s.workspace_soft_delete_days = n.clamp(0, 14) as u32;
+    }
+    s.retention_dry_run = std::env::var("DSR_RETENTION_DRY_RUN")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false);
     if let Some(n) = num("DSR_CONCURRENCY") {
         s.concurrency = n.clamp(1, 256);
     }
@@ -87,6 +99,7 @@ pub fn local_services(
         telemetry: Arc::new(LocalTelemetry::new(store.clone())),
         directory: Arc::new(FileDirectory::new(paths.directory())),
         holds: load_holds(&paths.holds())?,
+        scope: load_scope(&paths.workspaces())?,
         store,
         bus,
         settings,
@@ -95,4 +108,20 @@ pub fn local_services(
 
 pub fn local_store(paths: &LocalPaths) -> Arc<dyn BlobStore> {
     Arc::new(FsBlobStore::new(paths.store()))
+}
+
+/// Workspaces in scope of retention sweeps: `DSR_WORKSPACES` (a JSON array of ARM ids, as set by
+/// the infrastructure), else `workspaces.json` in the data folder.
+pub fn load_scope(path: &Path) -> anyhow::Result<Vec<crate::domain::workspace::WorkspaceId>> {
+    let text = match std::env::var("DSR_WORKSPACES") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("workspaces in scope must be a JSON array of workspace ARM ids: {e}")
+    })
 }

@@ -232,6 +232,7 @@ pub async fn seed(
             app_insights: Some(format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml/providers/Microsoft.Insights/components/mlw-{w}-ai")),
             log_analytics_workspace: None,
             key_vault: Some(format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml/providers/Microsoft.KeyVault/vaults/mlw-{w}-kv")),
+            tags: BTreeMap::new(),
         };
         s.control.put_workspace(&info).await?;
         for c in [

@@ -26,6 +26,9 @@ pub struct InventoryEntry {
     pub item: crate::domain::slice::Item,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<serde_json::Value>,
+    /// A legal hold on this one item (retention sweeps: a held person's jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<crate::domain::holds::HoldRef>,
 }
 
 /// The frozen list of what a slice found, written once before anything is changed.
@@ -86,6 +89,12 @@ impl StateStore {
     pub fn result_ref(&self, id: &RequestId, key: &str) -> BlobRef {
         self.req(id, &format!("slices/{key}/result.json"))
     }
+    pub fn workspace_inventory_ref(&self, ws: &crate::domain::workspace::WorkspaceId) -> BlobRef {
+        self.blob(STATE, format!("inventory/workspaces/{}.json", ws.key()))
+    }
+    pub fn cleanup_ref(&self, ws: &crate::domain::workspace::WorkspaceId) -> BlobRef {
+        self.blob(STATE, format!("cleanups/{}.json", ws.key()))
+    }
     pub fn audit_ref(&self, id: &RequestId) -> BlobRef {
         self.blob(AUDIT, format!("requests/{id}.json"))
     }
@@ -128,6 +137,33 @@ impl StateStore {
                     .map(str::to_string)
             })
             .collect())
+    }
+
+    /// Remember what a workspace is connected to: once it is deleted it can no longer be read.
+    pub async fn record_workspace(
+        &self,
+        info: &crate::ports::control_plane::WorkspaceInfo,
+    ) -> StoreResult<()> {
+        self.store
+            .write_json(&self.workspace_inventory_ref(&info.id), info)
+            .await
+    }
+
+    /// Every workspace ever recorded.
+    pub async fn known_workspaces(
+        &self,
+    ) -> StoreResult<Vec<crate::ports::control_plane::WorkspaceInfo>> {
+        let mut out = Vec::new();
+        for item in self
+            .store
+            .list_all(&self.account, STATE, "inventory/workspaces/")
+            .await?
+        {
+            if let Some(info) = self.store.read_json(&self.blob(STATE, item.name)).await? {
+                out.push(info);
+            }
+        }
+        Ok(out)
     }
 
     /// Archive an intake payload exactly as received (kept for audit, also when rejected).

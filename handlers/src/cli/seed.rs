@@ -48,6 +48,10 @@ pub async fn seed_into(
         serde_json::to_vec_pretty(&truth.directory())?,
     )?;
     std::fs::write(paths.truth(), serde_json::to_vec_pretty(&truth)?)?;
+    std::fs::write(
+        paths.workspaces(),
+        serde_json::to_vec_pretty(&truth.workspaces)?,
+    )?;
     Ok(truth)
 }
 

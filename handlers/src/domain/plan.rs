@@ -136,6 +136,58 @@ impl Plan {
         }
     }
 
+    /// A retention sweep of one workspace: its job history created before `cutoff`. No subject:
+    /// the nil object id matches nobody, so only the age rule selects items.
+    pub fn retention(
+        request_id: RequestId,
+        workspace: &WorkspaceId,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        dry_run: bool,
+        holds: &HoldSet,
+    ) -> Plan {
+        let subject = ResolvedSubject {
+            object_id: uuid::Uuid::nil(),
+            tenant_id: None,
+            upn: None,
+            notebook_aliases: vec![],
+        };
+        let rt = ResourceType::Jobs;
+        let hold = holds
+            .holds
+            .iter()
+            .filter(|h| h.subject_object_id.is_none())
+            .find(|h| {
+                h.workspace.as_ref().is_none_or(|w| w == workspace)
+                    && (h.resource_types.is_empty() || h.resource_types.contains(&rt))
+            })
+            .map(|h| HoldRef {
+                id: h.id.clone(),
+                reason: h.reason.clone(),
+            });
+        Plan {
+            request_sha256: crate::domain::ids::sha256_hex(
+                format!("{request_id}|{workspace}|{cutoff}").as_bytes(),
+            ),
+            request_id,
+            kind: RequestKind::Retention,
+            dry_run,
+            regulation: Regulation::Gdpr,
+            subject,
+            subject_log_id: "retention".into(),
+            received_at: now,
+            deadline: now,
+            cutoff: Some(cutoff),
+            reply_to: None,
+            slices: vec![SliceSpec {
+                key: slice_key(workspace, rt),
+                workspace: workspace.clone(),
+                resource_type: rt,
+                hold,
+            }],
+        }
+    }
+
     pub fn slice(&self, key: &str) -> Option<&SliceSpec> {
         self.slices.iter().find(|s| s.key == key)
     }

@@ -50,6 +50,7 @@ impl From<ControlPlaneError> for DiscoveryError {
 
 pub async fn discover(svc: &Services, task: &SliceTask) -> Result<Inventory, DiscoveryError> {
     let ws = svc.control.workspace(&task.workspace).await?;
+    svc.state().record_workspace(&ws).await?;
     match task.resource_type {
         ResourceType::Jobs => jobs(svc, task, &ws).await,
         ResourceType::Models => {
@@ -79,6 +80,7 @@ fn resource_entry(kind: ArmKind, doc: &Value) -> Option<InventoryEntry> {
             id,
         },
         doc: Some(doc.clone()),
+        hold: None,
     })
 }
 
@@ -99,6 +101,7 @@ async fn blobs_under(
                     size: b.size,
                 },
                 doc: None,
+                hold: None,
             }));
             Ok(())
         }
@@ -149,9 +152,10 @@ async fn jobs(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let Some(entry) = resource_entry(ArmKind::Job, &doc) else {
+        let Some(mut entry) = resource_entry(ArmKind::Job, &doc) else {
             continue;
         };
+        let start = entries.len();
         if safe_segment(&name) {
             // Run history artifacts and the job's outputs in the default datastore.
             blobs_under(
@@ -175,9 +179,40 @@ async fn jobs(
                 "job {name:?} has a name that cannot be a folder; its files were not searched"
             ));
         }
+        if task.kind == RequestKind::Retention {
+            // A retention sweep has no subject of its own: a person under legal hold keeps
+            // their job history.
+            if let Some(hold) = creator_hold(svc, task, &doc) {
+                for e in &mut entries[start..] {
+                    e.hold = Some(hold.clone());
+                }
+                entry.hold = Some(hold);
+            }
+        }
         entries.push(entry);
     }
     Ok(Inventory { entries, notes })
+}
+
+fn creator_hold(
+    svc: &Services,
+    task: &SliceTask,
+    doc: &Value,
+) -> Option<crate::domain::holds::HoldRef> {
+    let oid = doc
+        .pointer("/properties/runHistory/createdBy/userObjectId")
+        .and_then(Value::as_str)?;
+    let oid = uuid::Uuid::parse_str(oid).ok()?;
+    svc.holds
+        .holds
+        .iter()
+        .filter(|h| h.subject_object_id == Some(oid))
+        .filter(|h| h.workspace.as_ref().is_none_or(|w| *w == task.workspace))
+        .find(|h| h.resource_types.is_empty() || h.resource_types.contains(&ResourceType::Jobs))
+        .map(|h| crate::domain::holds::HoldRef {
+            id: h.id.clone(),
+            reason: h.reason.clone(),
+        })
 }
 
 /// Where an asset URI points: (account, container, path) in a datastore we can resolve.
@@ -343,6 +378,7 @@ async fn telemetry(
                 records: rows.len() as u64,
             },
             doc: Some(Value::Array(rows)),
+            hold: None,
         })
         .collect();
     Ok(Inventory {

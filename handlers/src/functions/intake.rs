@@ -121,7 +121,7 @@ pub async fn run(
     })
 }
 
-async fn fan_out(svc: &Services, plan: &Plan) -> Result<(), FnError> {
+pub async fn fan_out(svc: &Services, plan: &Plan) -> Result<(), FnError> {
     let msgs = plan
         .slices
         .iter()

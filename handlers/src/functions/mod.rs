@@ -5,7 +5,9 @@
 pub mod aggregate;
 pub mod discovery;
 pub mod intake;
+pub mod retention;
 pub mod slice;
+pub mod workspace_deleted;
 
 use std::sync::Arc;
 
@@ -31,6 +33,13 @@ pub struct Settings {
     pub concurrency: usize,
     /// Lifetime of the export link in the result message (at most 7 days).
     pub export_link_days: i64,
+    /// Job history older than this is swept (per workspace: tag `dsr-retention-days`).
+    pub retention_days: u32,
+    /// Retention sweeps report what they would delete and change nothing.
+    pub retention_dry_run: bool,
+    /// Azure ML keeps a soft-deleted workspace recoverable this long (1-14 days, default 14):
+    /// its leftovers are cleaned only after that.
+    pub workspace_soft_delete_days: u32,
 }
 
 impl Default for Settings {
@@ -41,6 +50,9 @@ impl Default for Settings {
             chunk_size: 2000,
             concurrency: 16,
             export_link_days: 7,
+            retention_days: 365,
+            retention_dry_run: false,
+            workspace_soft_delete_days: 14,
         }
     }
 }
@@ -55,6 +67,8 @@ pub struct Services {
     pub telemetry: Arc<dyn TelemetryStore>,
     pub holds: HoldSet,
     pub settings: Settings,
+    /// Workspaces the retention sweep covers (`DSR_WORKSPACES`, or `workspaces.json` locally).
+    pub scope: Vec<crate::domain::workspace::WorkspaceId>,
 }
 
 impl Services {

@@ -258,10 +258,35 @@ async fn process(
             })
             .collect());
     }
-    match task.kind {
-        RequestKind::Export => export(svc, task, entries).await,
-        RequestKind::Delete | RequestKind::Retention => delete(svc, task, entries).await,
+    if task.kind == RequestKind::Export {
+        return export(svc, task, entries).await;
     }
+    // Items under their own hold are reported, never touched.
+    let (held, free): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(_, e)| e.hold.is_some());
+    let free_entries: Vec<InventoryEntry> = free.iter().map(|(_, e)| e.clone()).collect();
+    let done = delete(svc, task, &free_entries).await?;
+    let mut out: Vec<Option<ItemOutcome>> = vec![None; entries.len()];
+    for ((i, _), o) in free.into_iter().zip(done) {
+        out[i] = Some(o);
+    }
+    for (i, e) in held {
+        let h = e.hold.clone().unwrap_or(crate::domain::holds::HoldRef {
+            id: String::new(),
+            reason: String::new(),
+        });
+        out[i] = Some(ItemOutcome {
+            item: e.item,
+            status: ItemStatus::Held {
+                hold: h.id,
+                reason: h.reason,
+            },
+        });
+    }
+    Ok(out.into_iter().flatten().collect())
 }
 
 fn export_name(task: &SliceTask, rest: &str) -> String {

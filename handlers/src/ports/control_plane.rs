@@ -23,6 +23,9 @@ pub struct WorkspaceInfo {
     pub app_insights: Option<String>,
     pub log_analytics_workspace: Option<String>,
     pub key_vault: Option<String>,
+    /// ARM tags; `dsr-retention-days` overrides the job-history retention for this workspace.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A kind of ARM child resource of a workspace.

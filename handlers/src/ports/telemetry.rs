@@ -31,6 +31,9 @@ pub trait TelemetryStore: Send + Sync + 'static {
         subject: &ResolvedSubject,
     ) -> Result<Vec<(String, Vec<Value>)>, TelemetryError>;
 
+    /// Remove every record of a deleted workspace (its telemetry outlives it).
+    async fn purge_workspace(&self, ws: &WorkspaceInfo) -> Result<PurgeStatus, TelemetryError>;
+
     /// Purge the subject's records from every table.
     async fn purge(
         &self,

@@ -92,6 +92,23 @@ impl TelemetryStore for LocalTelemetry {
         Ok(out)
     }
 
+    async fn purge_workspace(&self, ws: &WorkspaceInfo) -> Result<PurgeStatus, TelemetryError> {
+        let mut removed = 0u64;
+        for table in self.tables(ws).await? {
+            let blob = BlobRef::new(TELEMETRY_ACCOUNT, Self::container(ws), &table);
+            let (bytes, _) = self.store.read_small(&blob).await.map_err(map)?;
+            removed += bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count() as u64;
+        }
+        self.store
+            .delete_container(TELEMETRY_ACCOUNT, &Self::container(ws))
+            .await
+            .map_err(map)?;
+        Ok(PurgeStatus::Completed { removed })
+    }
+
     async fn purge(
         &self,
         ws: &WorkspaceInfo,

@@ -1,0 +1,416 @@
+//! Retention sweeps and the workspace-deletion hook, driven directly with an in-memory bus:
+//! exactly the job history past retention is deleted, twice in a row gives the same state,
+//! holds and dry run are honoured, and workspace deletions are cleaned at the right time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use azureml_dsr::adapters::local::control_plane::ARM_ACCOUNT;
+use azureml_dsr::adapters::local::memory_bus::MemoryBus;
+use azureml_dsr::config::{local_services, local_store, LocalPaths};
+use azureml_dsr::domain::holds::{HoldSet, LegalHold};
+use azureml_dsr::domain::report::FinalStatus;
+use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
+use azureml_dsr::functions::workspace_deleted::{self, EventOutcome};
+use azureml_dsr::functions::{aggregate, retention, slice, Delivery, Services, Settings};
+use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
+use azureml_dsr::protocol::eventgrid::GridEvent;
+use azureml_dsr::protocol::timer::TimerInfo;
+use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn BlobStore>,
+    bus: Arc<MemoryBus>,
+    svc: Services,
+    truth: SeedTruth,
+    now: OffsetDateTime,
+}
+
+async fn env(holds: HoldSet, dry_run: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = LocalPaths::new(dir.path());
+    let store = local_store(&paths);
+    let now = OffsetDateTime::now_utc();
+    let truth = seed(
+        &store,
+        &SeedOptions {
+            users: 4,
+            runs_per_user: 6,
+            history_days: 400,
+            ..Default::default()
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        paths.workspaces(),
+        serde_json::to_vec(&truth.workspaces).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(paths.holds(), serde_json::to_vec(&holds).unwrap()).unwrap();
+    let bus = Arc::new(MemoryBus::new());
+    let settings = Settings {
+        retention_days: 180,
+        retention_dry_run: dry_run,
+        chunk_size: 7,
+        ..Default::default()
+    };
+    let svc = local_services(&paths, store.clone(), bus.clone(), settings).unwrap();
+    Env {
+        _dir: dir,
+        store,
+        bus,
+        svc,
+        truth,
+        now,
+    }
+}
+
+fn timer(past_due: bool) -> TimerInfo {
+    TimerInfo {
+        adjust_for_dst: true,
+        schedule_status: None,
+        is_past_due: past_due,
+    }
+}
+
+async fn drive(e: &Env) {
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    while let Some(m) = e.bus.pop() {
+        if m.queue.starts_with("dsr-slice-") {
+            let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
+            slice::run(&e.svc, &t, &d).await.unwrap();
+        } else if m.queue == "dsr-completions" {
+            let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
+            aggregate::run(&e.svc, &c).await.unwrap();
+        }
+    }
+}
+
+async fn snapshot(e: &Env) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for a in [
+        e.truth.infos[0].storage_account.as_str(),
+        ARM_ACCOUNT,
+        "telemetrylocal",
+    ] {
+        for c in e.store.list_containers(a, "").await.unwrap() {
+            for b in e.store.list_all(a, &c, "").await.unwrap() {
+                let (bytes, _) = e
+                    .store
+                    .read_small(&BlobRef::new(a, c.clone(), b.name.clone()))
+                    .await
+                    .unwrap();
+                out.insert(
+                    format!("{a}/{c}/{}", b.name),
+                    azureml_dsr::domain::ids::sha256_hex(&bytes),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Jobs (by name) created before the cutoff.
+fn old_jobs(e: &Env) -> Vec<String> {
+    let cutoff = e.now - Duration::days(180);
+    e.truth
+        .job_created
+        .iter()
+        .filter(|(_, t)| {
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+                < cutoff
+        })
+        .map(|(id, _)| id.rsplit('/').next().unwrap().to_string())
+        .collect()
+}
+
+fn belongs_to_job(key: &str, job: &str) -> bool {
+    key.contains(&format!("/ExperimentRun/dcid.{job}/"))
+        || key.contains(&format!("/azureml/{job}/"))
+        || key.ends_with(&format!("/jobs/{job}.json"))
+}
+
+#[tokio::test]
+async fn sweep_deletes_exactly_the_expired_job_history_and_is_idempotent() {
+    let e = env(HoldSet::default(), false).await;
+    let before = snapshot(&e).await;
+    let old = old_jobs(&e);
+    assert!(
+        !old.is_empty() && old.len() < e.truth.job_created.len(),
+        "the seed has both old and recent jobs"
+    );
+    let out = retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    assert_eq!(out.planned.len(), 1);
+    drive(&e).await;
+    let after = snapshot(&e).await;
+    for (k, v) in &before {
+        let expired = old.iter().any(|j| belongs_to_job(k, j));
+        if expired {
+            assert!(!after.contains_key(k), "expired {k} survived");
+        } else if !k.starts_with("armlocal/")
+            || k.contains("/jobs/")
+            || k.contains("/models/")
+            || k.contains("/data/")
+            || k.contains("/computes/")
+        {
+            assert_eq!(after.get(k), Some(v), "{k} changed");
+        }
+    }
+    let id = out.planned[0].clone();
+    let report = e
+        .svc
+        .state()
+        .report(&azureml_dsr::domain::request::RequestId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.status, FinalStatus::Completed);
+    assert_eq!(report.counts.deleted, report.counts.verified_gone);
+    assert!(e
+        .store
+        .read_small(&BlobRef::new(
+            "dsrstate",
+            "dsr-audit",
+            format!("requests/{id}.json")
+        ))
+        .await
+        .is_ok());
+
+    // Twice in a row: the same state, still one report and one result message.
+    let again = retention::run(&e.svc, &timer(true), e.now).await.unwrap();
+    assert_eq!(again.resumed, vec![id.clone()]);
+    drive(&e).await;
+    assert_eq!(snapshot(&e).await, after);
+    assert_eq!(
+        e.bus
+            .sent()
+            .iter()
+            .filter(|m| m.queue == "dsr-results")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn sweep_honours_holds_and_dry_run() {
+    // Dry run: nothing changes.
+    let e = env(HoldSet::default(), true).await;
+    let before = snapshot(&e).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    assert_eq!(snapshot(&e).await, before);
+
+    // A person under legal hold keeps their old jobs; everyone else's expire.
+    let e0 = env(HoldSet::default(), false).await;
+    let bob = e0.truth.user("bob").unwrap().object_id;
+    let holds = HoldSet {
+        holds: vec![LegalHold {
+            id: "LH-1".into(),
+            reason: "litigation".into(),
+            subject_object_id: Some(bob),
+            workspace: None,
+            resource_types: vec![],
+        }],
+    };
+    let e = env(holds, false).await;
+    let before = snapshot(&e).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    let after = snapshot(&e).await;
+    let bobs_jobs: Vec<String> = e
+        .truth
+        .resources_of("bob")
+        .into_iter()
+        .filter(|r| r.contains("/jobs/"))
+        .map(|r| r.rsplit('/').next().unwrap().to_string())
+        .collect();
+    let old = old_jobs(&e);
+    let mut held = 0;
+    for k in before.keys() {
+        if let Some(j) = old.iter().find(|j| belongs_to_job(k, j)) {
+            if bobs_jobs.contains(j) {
+                assert!(after.contains_key(k), "held {k} was deleted");
+                held += 1;
+            } else {
+                assert!(!after.contains_key(k), "{k} survived");
+            }
+        }
+    }
+    assert!(held > 0, "bob has expired jobs in the seed");
+
+    // A workspace-wide hold: nothing is deleted.
+    let ws = e0.truth.workspaces[0].clone();
+    let holds = HoldSet {
+        holds: vec![LegalHold {
+            id: "LH-2".into(),
+            reason: "audit".into(),
+            subject_object_id: None,
+            workspace: Some(ws),
+            resource_types: vec![],
+        }],
+    };
+    let e = env(holds, false).await;
+    let before = snapshot(&e).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    assert_eq!(snapshot(&e).await, before);
+}
+
+/// The derived Event Grid fixture, pointed at the seeded workspace.
+fn delete_event(e: &Env, purge: bool, at: OffsetDateTime) -> GridEvent {
+    let raw = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/functions-host/derived-eventgrid-aml-workspace-delete-request.json"
+    ))
+    .unwrap();
+    let ws = &e.truth.workspaces[0];
+    let raw = raw
+        .replace("{subscription-id}", ws.subscription())
+        .replace("{resource-group}", ws.resource_group())
+        .replace("{workspace-name}", ws.name())
+        .replace(
+            "2025-01-02T03:04:05.6789012Z",
+            &at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+        );
+    let mut v: Value = serde_json::from_str(&raw).unwrap();
+    let mut ev = v["Data"]["eventGridEvent"].take();
+    if purge {
+        let url = ev["data"]["httpRequest"]["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ev["data"]["httpRequest"]["url"] = json!(format!("{url}&forceToPurge=true"));
+    }
+    ev["id"] = json!(format!("evt-{purge}-{}", at.unix_timestamp()));
+    GridEvent::from_value(&ev).unwrap()
+}
+
+async fn delete_workspace_resource(e: &Env) {
+    let c = azureml_dsr::adapters::local::control_plane::LocalControlPlane::container(
+        &e.truth.workspaces[0],
+    );
+    e.store.delete_container(ARM_ACCOUNT, &c).await.unwrap();
+}
+
+async fn containers(e: &Env) -> Vec<String> {
+    e.store
+        .list_containers(&e.truth.infos[0].storage_account, "")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn soft_delete_is_cleaned_after_the_recovery_window_and_purge_at_once() {
+    let e = env(HoldSet::default(), false).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap(); // records the inventory
+    drive(&e).await;
+    let before = containers(&e).await;
+    assert_eq!(before.len(), 3);
+    delete_workspace_resource(&e).await;
+    let out = workspace_deleted::run(&e.svc, &delete_event(&e, false, e.now), e.now)
+        .await
+        .unwrap();
+    assert!(matches!(out, EventOutcome::Scheduled { .. }), "{out:?}");
+    assert_eq!(
+        containers(&e).await,
+        before,
+        "nothing deleted during the recovery window"
+    );
+    assert!(
+        workspace_deleted::run_due_cleanups(&e.svc, e.now + Duration::days(13))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(containers(&e).await, before);
+    let cleaned = workspace_deleted::run_due_cleanups(
+        &e.svc,
+        e.now + Duration::days(14) + Duration::minutes(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cleaned.len(), 1);
+    assert!(
+        containers(&e).await.is_empty(),
+        "the workspace's containers are gone"
+    );
+    assert!(
+        e.store
+            .list_containers("telemetrylocal", "")
+            .await
+            .unwrap()
+            .is_empty(),
+        "and its telemetry"
+    );
+    let audit = e
+        .store
+        .list_all("dsrstate", "dsr-audit", "workspace-")
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 2, "deletion and clean-up recorded: {audit:?}");
+
+    // Purge: at once.
+    let e = env(HoldSet::default(), false).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    delete_workspace_resource(&e).await;
+    let out = workspace_deleted::run(&e.svc, &delete_event(&e, true, e.now), e.now)
+        .await
+        .unwrap();
+    assert!(matches!(out, EventOutcome::CleanedUp { .. }), "{out:?}");
+    assert!(containers(&e).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_recovered_workspace_is_not_cleaned_and_other_events_change_nothing() {
+    let e = env(HoldSet::default(), false).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    let before = snapshot(&e).await;
+    // Soft delete, then recovered (the workspace resource is still there when the window ends).
+    workspace_deleted::run(&e.svc, &delete_event(&e, false, e.now), e.now)
+        .await
+        .unwrap();
+    assert!(
+        workspace_deleted::run_due_cleanups(&e.svc, e.now + Duration::days(15))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(snapshot(&e).await, before);
+    // Unrelated events: a storage account deletion, an Azure ML run event, both schemas.
+    for name in [
+        "msdocs-eventgrid-rg-resource-delete-success.json",
+        "msdocs-eventgrid-aml-run-completed.json",
+        "msdocs-eventgrid-aml-run-completed.cloudevent.json",
+    ] {
+        let raw: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/../tests/fixtures/functions-host/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let ev = GridEvent::from_value(&raw).unwrap();
+        let out = workspace_deleted::run(&e.svc, &ev, e.now).await.unwrap();
+        assert!(matches!(out, EventOutcome::Ignored(_)), "{name}: {out:?}");
+    }
+    assert_eq!(snapshot(&e).await, before);
+    // Malformed: a delete event without its data.
+    let bad = GridEvent::from_value(
+        &json!({"id": "x", "eventType": "Microsoft.Resources.ResourceDeleteSuccess", "data": {}}),
+    )
+    .unwrap();
+    assert!(workspace_deleted::run(&e.svc, &bad, e.now).await.is_err());
+    assert_eq!(snapshot(&e).await, before);
+}
