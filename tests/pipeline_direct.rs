@@ -550,3 +550,35 @@ async fn a_slice_that_keeps_failing_is_recorded_failed_on_its_last_delivery() {
         FinalStatus::PartiallyFailed
     );
 }
+
+#[tokio::test]
+async fn dry_run_makes_zero_mutating_calls_to_workspace_storage() {
+    use azureml_dsr::adapters::counting::CountingStore;
+    let mut e = env(HoldSet::default(), 3).await;
+    let counting = Arc::new(CountingStore::new(e.store.clone()));
+    let paths_dir = e._dir.path().to_path_buf();
+    let svc = local_services(
+        &LocalPaths::new(&paths_dir),
+        counting.clone(),
+        e.bus.clone(),
+        Settings {
+            chunk_size: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    e.svc = svc;
+    submit(&e, request(&e, "DRY-C", "delete", "alice", true), 2).await;
+    let counts = counting.counts();
+    let ws_account = e.truth.infos[0].storage_account.clone();
+    for account in [ws_account.as_str(), "armlocal", "telemetrylocal"] {
+        let c = counts.get(account).cloned().unwrap_or_default();
+        assert!(c.reads > 0, "{account} was read");
+        assert_eq!(c.mutations, 0, "{account} was mutated during a dry run");
+    }
+    assert!(
+        counts["dsrstate"].mutations > 0,
+        "state (plan, inventory, report) is still written"
+    );
+    assert!(report(&e, "DRY-C").await.counts.would_delete > 0);
+}

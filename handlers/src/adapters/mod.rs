@@ -2,4 +2,5 @@
 //! `azure` talks to the real services.
 
 pub mod azure;
+pub mod counting;
 pub mod local;

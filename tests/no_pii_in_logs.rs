@@ -1,0 +1,94 @@
+//! No subject identifier (object id, UPN, e-mail, display name) appears in clear text in any
+//! log line or span field, at every level, while full requests run through the local runtime
+//! (handler over HTTP, dispatcher, slices, aggregator) — including rejected ones.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use azureml_dsr::cli::local::{LocalRuntime, StorageChoice};
+use azureml_dsr::cli::requests::enqueue;
+use azureml_dsr::cli::seed::{seed_into, SeedArgs};
+use azureml_dsr::config::LocalPaths;
+use serde_json::json;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_dsr_logs_no_personal_data() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let dir = tempfile::tempdir().unwrap();
+    let truth = seed_into(
+        dir.path(),
+        &StorageChoice::Local,
+        &SeedArgs {
+            workspaces: 1,
+            users: 3,
+            runs_per_user: 3,
+            files_per_run: 1,
+            output_bytes: 64,
+            seed: 5,
+        },
+    )
+    .await
+    .unwrap();
+    let rt = LocalRuntime::start(
+        dir.path(),
+        &StorageChoice::Local,
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+    )
+    .await
+    .unwrap();
+    let paths = LocalPaths::new(dir.path());
+    let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
+    let alice = truth.user("alice").unwrap();
+    let requests = vec![
+        json!({"schemaVersion": "1.0", "requestId": "PII-1", "type": "export", "subject": {"upn": alice.upn, "displayName": alice.display_name}, "scope": {"workspaces": ws}}),
+        json!({"schemaVersion": "1.0", "requestId": "PII-2", "type": "delete", "subject": {"objectId": alice.object_id.to_string()}, "scope": {"workspaces": ws}}),
+        json!({"schemaVersion": "1.0", "requestId": "PII-3", "type": "delete", "dryRun": true, "subject": {"upn": truth.users[1].upn}, "scope": {"workspaces": ws}}),
+        // Rejected ones still carry personal data in the payload.
+        json!({"schemaVersion": "1.0", "requestId": "PII-4", "type": "erase", "subject": {"upn": truth.users[2].upn, "displayName": truth.users[2].display_name}, "scope": {"workspaces": ws}}),
+        json!({"schemaVersion": "1.0", "requestId": "PII-5", "type": "export", "subject": {"upn": "someone.unknown@contoso.com"}, "scope": {"workspaces": ws}}),
+    ];
+    for r in &requests {
+        enqueue(&paths, r.to_string().into_bytes()).await.unwrap();
+    }
+    rt.drain(Duration::from_secs(120)).await.unwrap();
+    rt.stop().await;
+
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    assert!(logs.contains("request finalised"), "the run produced logs");
+    assert!(logs.contains("subj-"), "subjects are named by hash");
+    let mut secrets = vec!["someone.unknown@contoso.com".to_string()];
+    for u in &truth.users {
+        secrets.push(u.upn.clone());
+        secrets.push(u.display_name.clone());
+        secrets.push(u.object_id.to_string());
+        secrets.push(u.object_id.simple().to_string());
+        secrets.push(u.object_id.to_string().to_uppercase());
+    }
+    for s in secrets {
+        assert!(
+            !logs.to_lowercase().contains(&s.to_lowercase()),
+            "personal data {s:?} found in logs"
+        );
+    }
+}
