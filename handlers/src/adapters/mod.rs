@@ -2,5 +2,6 @@
 //! `azure` talks to the real services.
 
 pub mod azure;
+pub mod chaos;
 pub mod counting;
 pub mod local;

@@ -45,6 +45,27 @@ impl StorageChoice {
     }
 
     pub fn store(&self, paths: &LocalPaths) -> Arc<dyn BlobStore> {
+        let store = self.base_store(paths);
+        // Reliability test mode: seeded faults under a retry layer (see adapters::chaos).
+        match std::env::var("DSR_CHAOS_FAULT_RATE")
+            .ok()
+            .and_then(|r| r.parse::<f64>().ok())
+        {
+            Some(rate) if rate > 0.0 => {
+                tracing::warn!(rate, "chaos mode: injecting storage faults");
+                let seed = std::env::var("DSR_CHAOS_SEED")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1);
+                let faulty: Arc<dyn BlobStore> =
+                    Arc::new(crate::adapters::chaos::FaultyStore::new(store, rate, seed));
+                Arc::new(crate::adapters::chaos::RetryingStore::new(faulty, 4))
+            }
+            _ => store,
+        }
+    }
+
+    fn base_store(&self, paths: &LocalPaths) -> Arc<dyn BlobStore> {
         match self {
             StorageChoice::Local => crate::config::local_store(paths),
             StorageChoice::Azurite(url) => Arc::new(AzureBlobStore::azurite(url)),
@@ -61,9 +82,19 @@ impl StorageChoice {
 pub fn open_queue(paths: &LocalPaths) -> anyhow::Result<Arc<LocalQueue>> {
     std::fs::create_dir_all(&paths.root)
         .with_context(|| format!("creating {}", paths.root.display()))?;
-    Ok(Arc::new(LocalQueue::open(paths.queue()).with_context(
-        || format!("opening {}", paths.queue().display()),
-    )?))
+    let mut options = crate::adapters::local::sqlite_queue::LocalQueueOptions::default();
+    if let Some(secs) = std::env::var("DSR_LOCK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        options.lock_duration = Duration::from_secs_f64(secs.max(0.1));
+    }
+    // Reliability test mode: out-of-order delivery.
+    options.shuffle = std::env::var("DSR_CHAOS_SHUFFLE").is_ok_and(|v| v == "1");
+    Ok(Arc::new(
+        LocalQueue::open_with(paths.queue(), options)
+            .with_context(|| format!("opening {}", paths.queue().display()))?,
+    ))
 }
 
 /// Services for the handler: built on first invocation.
@@ -107,6 +138,14 @@ impl LocalRuntime {
         });
         let options = DispatcherOptions {
             max_delivery_count: settings_from_env().max_delivery_count,
+            lock_duration: queue.options().lock_duration,
+            // Reliability test mode: every message delivered twice.
+            redeliver_once: std::env::var("DSR_CHAOS_REDELIVER").is_ok_and(|v| v == "1"),
+            poll_interval: std::env::var("DSR_POLL_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+                .unwrap_or(Duration::from_millis(250)),
             ..Default::default()
         };
         let dispatcher = Arc::new(
@@ -130,9 +169,18 @@ impl LocalRuntime {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// Stop the handler. The dispatcher (and its HTTP connection pool) goes first, and the
+    /// graceful shutdown is bounded: an idle keep-alive connection must not hold the exit.
     pub async fn stop(self) {
+        drop(self.dispatcher);
         let _ = self.shutdown.send(true);
-        let _ = self.server.await;
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(2), &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
     }
 }
 

@@ -65,6 +65,9 @@ pub struct DispatcherOptions {
     pub event_grid_max_attempts: u32,
     /// Reported as `Metadata.Client.FullyQualifiedNamespace`.
     pub service_bus_namespace: String,
+    /// Reliability test mode: abandon each message after its first successful invocation, so
+    /// every message is delivered (at least) twice, as at-least-once delivery allows.
+    pub redeliver_once: bool,
 }
 
 impl Default for DispatcherOptions {
@@ -83,6 +86,7 @@ impl Default for DispatcherOptions {
                 .to_vec(),
             event_grid_max_attempts: 30,
             service_bus_namespace: "localhost".into(),
+            redeliver_once: false,
         }
     }
 }
@@ -618,7 +622,9 @@ async fn invoke(
     let elapsed_ms = started.elapsed().as_millis() as u64;
 
     let token = d.lock_token.clone();
-    let settle = if outcome.succeeded() {
+    let settle = if outcome.succeeded() && shared.options.redeliver_once && d.delivery_count == 1 {
+        shared.queue.blocking(move |q| q.abandon(&token)).await
+    } else if outcome.succeeded() {
         shared.queue.blocking(move |q| q.complete(&token)).await
     } else {
         let delay = match f.kind {

@@ -46,6 +46,8 @@ pub struct LocalQueueOptions {
     pub duplicate_detection_window: Duration,
     /// How long a statement waits for another process's write lock before failing.
     pub busy_timeout: Duration,
+    /// Reliability test mode: receive in random order instead of FIFO.
+    pub shuffle: bool,
 }
 
 impl Default for LocalQueueOptions {
@@ -55,6 +57,7 @@ impl Default for LocalQueueOptions {
             lock_duration: Duration::from_secs(60),
             duplicate_detection_window: Duration::from_secs(600),
             busy_timeout: Duration::from_secs(10),
+            shuffle: false,
         }
     }
 }
@@ -387,13 +390,14 @@ impl LocalQueue {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_micros();
+            let order = if self.options().shuffle { "random()" } else { "seq" };
             let delivery = loop {
                 let row = tx
                     .query_row(
                         &format!(
                             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue = ?1 AND state = ?2 \
                              AND not_before <= ?3 AND (locked_until IS NULL OR locked_until <= ?3) \
-                             ORDER BY seq LIMIT 1"
+                             ORDER BY {order} LIMIT 1"
                         ),
                         params![queue, STATE_ACTIVE, now],
                         |r| stored_from_row(r, now),
