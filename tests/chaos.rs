@@ -19,7 +19,7 @@ use azureml_dsr::config::LocalPaths;
 use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::Item;
-use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
+use azureml_dsr::ports::blob::{BlobRef, BlobStoreExt};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
