@@ -114,12 +114,22 @@ pub fn decode_meta(v: &Value) -> Value {
 /// The handler's answer. Always serialised with all three keys.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct InvocationResponse {
-    #[serde(rename = "Outputs")]
+    #[serde(rename = "Outputs", default, deserialize_with = "null_as_default")]
     pub outputs: Map<String, Value>,
-    #[serde(rename = "Logs")]
+    #[serde(rename = "Logs", default, deserialize_with = "null_as_default")]
     pub logs: Vec<String>,
-    #[serde(rename = "ReturnValue")]
+    #[serde(rename = "ReturnValue", default)]
     pub return_value: Value,
+}
+
+/// Responses in the docs carry `"Logs": null`; read that as empty.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    use serde::Deserialize;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl InvocationResponse {
