@@ -5,13 +5,19 @@
 //! every subject item exactly once, no subject item survives the delete, zero items of other
 //! users changed, exactly one report, one result message and one audit record per DSR.
 //! `CHAOS_TRIALS` (default 50) and `CHAOS_SEED` (default 1) choose the trials.
+//!
+//! A second set of trials (`CHAOS_AZURITE_TRIALS`, default 3: each costs seconds of real `Retry-After` waits) runs the same scenario on Azure
+//! Blob Storage (the official SDK adapter) through a fault-injecting HTTP proxy in front of
+//! Azurite: 10% of requests answered 429/500/503 or cut off mid-body after Azurite applied
+//! them, and a burst of throttling with `Retry-After` at the start.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use azureml_dsr::adapters::local::fs_blob::FsBlobStore;
 use azureml_dsr::cli::local::StorageChoice;
 use azureml_dsr::cli::requests::enqueue;
 use azureml_dsr::cli::seed::{seed_into, SeedArgs};
@@ -19,7 +25,7 @@ use azureml_dsr::config::LocalPaths;
 use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::Item;
-use azureml_dsr::ports::blob::{BlobRef, BlobStoreExt};
+use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -27,15 +33,23 @@ fn app_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-fn runtime(dir: &Path, seed: u64) -> Command {
+fn runtime(dir: &Path, seed: u64, storage: &StorageChoice) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_azureml-dsr"));
+    match storage {
+        StorageChoice::Azurite(url) => {
+            c.env("DSR_STORAGE", format!("azurite={url}"));
+        }
+        _ => {
+            // Faults at the adapter boundary (the local store has no HTTP to break).
+            c.env("DSR_CHAOS_FAULT_RATE", "0.1");
+        }
+    }
     c.args(["run", "--until-idle", "--app-root"])
         .arg(app_root())
         .env("DSR_DATA_DIR", dir)
         .env("DSR_LOCK_SECONDS", "1")
         .env("DSR_CHAOS_REDELIVER", "1")
         .env("DSR_CHAOS_SHUFFLE", "1")
-        .env("DSR_CHAOS_FAULT_RATE", "0.1")
         .env("DSR_CHAOS_SEED", seed.to_string())
         .env("DSR_CHUNK_SIZE", "2")
         .env("DSR_POLL_MS", "20")
@@ -46,7 +60,7 @@ fn runtime(dir: &Path, seed: u64) -> Command {
 }
 
 async fn blobs(
-    store: &FsBlobStore,
+    store: &dyn BlobStore,
     truth: &azureml_dsr::seed::SeedTruth,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -60,11 +74,30 @@ async fn blobs(
     out
 }
 
-async fn trial(seed: u64) -> Result<(), String> {
+const ACCOUNTS: [&str; 4] = ["mlwstore0", "armlocal", "telemetrylocal", "dsrstate"];
+
+async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
+    let az = azurite.then(|| support::azurite::Azurite::start(&ACCOUNTS));
+    // Seeding and checking talk to the store directly; the runtime goes through the proxy.
+    let direct = match &az {
+        Some(a) => StorageChoice::Azurite(a.base_url.clone()),
+        None => StorageChoice::Local,
+    };
+    let proxy = match &az {
+        Some(a) => Some(
+            support::fault_proxy::start(&a.base_url, 0.1, if seed % 2 == 0 { 10 } else { 0 }, seed)
+                .await,
+        ),
+        None => None,
+    };
+    let through = match &proxy {
+        Some(p) => StorageChoice::Azurite(p.base_url.clone()),
+        None => StorageChoice::Local,
+    };
     let truth = seed_into(
         dir.path(),
-        &StorageChoice::Local,
+        &direct,
         &SeedArgs {
             workspaces: 1,
             users: 3,
@@ -77,8 +110,8 @@ async fn trial(seed: u64) -> Result<(), String> {
     .await
     .unwrap();
     let paths = LocalPaths::new(dir.path());
-    let store = FsBlobStore::new(paths.store());
-    let before = blobs(&store, &truth).await;
+    let store = direct.store(&paths);
+    let before = blobs(store.as_ref(), &truth).await;
     let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
     let (exporter, deleted) = ("alice", "bob");
     for (id, kind, user) in [("C-EXP", "export", exporter), ("C-DEL", "delete", deleted)] {
@@ -89,8 +122,12 @@ async fn trial(seed: u64) -> Result<(), String> {
     }
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let kill_after = Duration::from_millis(rng.gen_range(10..350));
-    let mut child = runtime(dir.path(), seed).spawn().unwrap();
+    let kill_after = Duration::from_millis(if azurite {
+        rng.gen_range(100..2500)
+    } else {
+        rng.gen_range(10..350)
+    });
+    let mut child = runtime(dir.path(), seed, &through).spawn().unwrap();
     std::thread::sleep(kill_after);
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
@@ -98,7 +135,13 @@ async fn trial(seed: u64) -> Result<(), String> {
         eprintln!("seed {seed}: first run killed at {:?}", kill_after);
     }
     let started = Instant::now();
-    let status = runtime(dir.path(), seed + 1_000_000).status().unwrap();
+    let status = tokio::task::spawn_blocking({
+        let mut cmd = runtime(dir.path(), seed + 1_000_000, &through);
+        move || cmd.status()
+    })
+    .await
+    .unwrap()
+    .unwrap();
     if !status.success() {
         return Err(format!("restarted runtime exited with {status}"));
     }
@@ -109,14 +152,16 @@ async fn trial(seed: u64) -> Result<(), String> {
             started.elapsed()
         );
     }
-    if started.elapsed() > Duration::from_secs(120) {
+    if let Some(p) = &proxy {
+        if p.faults.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Err("the proxy injected no fault".into());
+        }
+    }
+    if started.elapsed() > Duration::from_secs(180) {
         return Err("took too long".into());
     }
 
-    let state = azureml_dsr::state::StateStore::new(
-        std::sync::Arc::new(FsBlobStore::new(paths.store())),
-        "dsrstate",
-    );
+    let state = azureml_dsr::state::StateStore::new(store.clone(), "dsrstate");
     let report = |id: &'static str| {
         let state = state.clone();
         async move { state.report(&RequestId::parse(id).unwrap()).await.unwrap() }
@@ -152,7 +197,7 @@ async fn trial(seed: u64) -> Result<(), String> {
         ));
     }
     // Delete: none of bob's survive; nobody else's changed.
-    let after = blobs(&store, &truth).await;
+    let after = blobs(store.as_ref(), &truth).await;
     for (k, owner) in &truth.blobs {
         if owner == deleted {
             if after.contains_key(k) {
@@ -201,12 +246,38 @@ async fn seeded_kill_and_fault_trials_keep_every_guarantee() {
     let started = Instant::now();
     let mut failures = Vec::new();
     for seed in first..first + trials {
-        if let Err(e) = trial(seed).await {
+        if let Err(e) = trial(seed, false).await {
             failures.push(format!("seed {seed}: {e}"));
         }
     }
     println!(
         "chaos: {trials} trials (seeds {first}..{}), {} failed, {:.1}s",
+        first + trials,
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_kill_and_http_fault_trials_on_azurite_keep_every_guarantee() {
+    let trials: u64 = std::env::var("CHAOS_AZURITE_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let first: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for seed in first..first + trials {
+        if let Err(e) = trial(seed, true).await {
+            failures.push(format!("seed {seed}: {e}"));
+        }
+    }
+    println!(
+        "chaos (Azurite + fault proxy): {trials} trials (seeds {first}..{}), {} failed, {:.1}s",
         first + trials,
         failures.len(),
         started.elapsed().as_secs_f64()

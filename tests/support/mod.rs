@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod fault_proxy;
