@@ -86,8 +86,13 @@ async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
     };
     let proxy = match &az {
         Some(a) => Some(
-            support::fault_proxy::start(&a.base_url, 0.1, if seed % 2 == 0 { 10 } else { 0 }, seed)
-                .await,
+            support::fault_proxy::start(
+                &a.base_url,
+                0.1,
+                if seed.is_multiple_of(2) { 10 } else { 0 },
+                seed,
+            )
+            .await,
         ),
         None => None,
     };
