@@ -51,6 +51,13 @@ pub fn settings_from_env() -> Settings {
     let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
     if let Ok(a) = std::env::var("DSR_STATE_ACCOUNT") {
         s.state_account = a;
+    } else if let Some(a) = std::env::var("DSR_STATE_ACCOUNT_URL")
+        .ok()
+        .as_deref()
+        .and_then(account_from_url)
+    {
+        // The infrastructure sets the state account's blob endpoint.
+        s.state_account = a;
     }
     if let Some(n) = num("DSR_MAX_DELIVERY_COUNT") {
         s.max_delivery_count = n.max(1) as u32;
@@ -124,4 +131,23 @@ pub fn load_scope(path: &Path) -> anyhow::Result<Vec<crate::domain::workspace::W
     serde_json::from_str(&text).map_err(|e| {
         anyhow::anyhow!("workspaces in scope must be a JSON array of workspace ARM ids: {e}")
     })
+}
+
+/// `https://<account>.blob.core.windows.net/` -> `<account>`.
+pub fn account_from_url(url: &str) -> Option<String> {
+    let host = url::Url::parse(url).ok()?.host_str()?.to_string();
+    let account = host.split('.').next()?;
+    (!account.is_empty()).then(|| account.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn state_account_from_the_blob_endpoint() {
+        assert_eq!(
+            super::account_from_url("https://dsrstate123.blob.core.windows.net/").as_deref(),
+            Some("dsrstate123")
+        );
+        assert_eq!(super::account_from_url("not a url"), None);
+    }
 }
