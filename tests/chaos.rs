@@ -238,25 +238,27 @@ async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seeded_kill_and_fault_trials_keep_every_guarantee() {
-    let trials: u64 = std::env::var("CHAOS_TRIALS")
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let first: u64 = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+        .unwrap_or(default)
+}
+
+/// Run `count_var` (default `default`) seeded trials from `CHAOS_SEED`; fail with every
+/// failing seed named.
+async fn run_trials(label: &str, count_var: &str, default: u64, azurite: bool) {
+    let trials = env_u64(count_var, default);
+    let first = env_u64("CHAOS_SEED", 1);
     let started = Instant::now();
     let mut failures = Vec::new();
     for seed in first..first + trials {
-        if let Err(e) = trial(seed, false).await {
+        if let Err(e) = trial(seed, azurite).await {
             failures.push(format!("seed {seed}: {e}"));
         }
     }
     println!(
-        "chaos: {trials} trials (seeds {first}..{}), {} failed, {:.1}s",
+        "{label}: {trials} trials (seeds {first}..{}), {} failed, {:.1}s",
         first + trials,
         failures.len(),
         started.elapsed().as_secs_f64()
@@ -265,27 +267,17 @@ async fn seeded_kill_and_fault_trials_keep_every_guarantee() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_kill_and_fault_trials_keep_every_guarantee() {
+    run_trials("chaos", "CHAOS_TRIALS", 50, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_kill_and_http_fault_trials_on_azurite_keep_every_guarantee() {
-    let trials: u64 = std::env::var("CHAOS_AZURITE_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let first: u64 = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let started = Instant::now();
-    let mut failures = Vec::new();
-    for seed in first..first + trials {
-        if let Err(e) = trial(seed, true).await {
-            failures.push(format!("seed {seed}: {e}"));
-        }
-    }
-    println!(
-        "chaos (Azurite + fault proxy): {trials} trials (seeds {first}..{}), {} failed, {:.1}s",
-        first + trials,
-        failures.len(),
-        started.elapsed().as_secs_f64()
-    );
-    assert!(failures.is_empty(), "{failures:#?}");
+    run_trials(
+        "chaos (Azurite + fault proxy)",
+        "CHAOS_AZURITE_TRIALS",
+        3,
+        true,
+    )
+    .await;
 }

@@ -105,17 +105,27 @@ pub async fn submit(data_dir: &Path, a: &SubmitArgs, json: bool) -> anyhow::Resu
     Ok(())
 }
 
+/// The request id, parsed, and the state store it lives in.
+fn open_state(
+    data_dir: &Path,
+    storage: &StorageChoice,
+    id: &str,
+) -> anyhow::Result<(RequestId, crate::state::StateStore)> {
+    let rid = RequestId::parse(id).map_err(anyhow::Error::msg)?;
+    let store = storage.store(&LocalPaths::new(data_dir));
+    Ok((
+        rid,
+        crate::state::StateStore::new(store, crate::config::settings_from_env().state_account),
+    ))
+}
+
 pub async fn status(
     data_dir: &Path,
     storage: &StorageChoice,
     id: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let paths = LocalPaths::new(data_dir);
-    let rid = RequestId::parse(id).map_err(anyhow::Error::msg)?;
-    let store = storage.store(&paths);
-    let state =
-        crate::state::StateStore::new(store, crate::config::settings_from_env().state_account);
+    let (rid, state) = open_state(data_dir, storage, id)?;
     let plan = state.plan(&rid).await?;
     let report = state.report(&rid).await?;
     let done = if plan.is_some() {
@@ -158,11 +168,7 @@ pub async fn report(
     id: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let paths = LocalPaths::new(data_dir);
-    let rid = RequestId::parse(id).map_err(anyhow::Error::msg)?;
-    let store = storage.store(&paths);
-    let state =
-        crate::state::StateStore::new(store, crate::config::settings_from_env().state_account);
+    let (rid, state) = open_state(data_dir, storage, id)?;
     let r = state
         .report(&rid)
         .await?
