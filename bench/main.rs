@@ -361,6 +361,7 @@ async fn bench_delete(
                         .run(&[
                             "remove",
                             &url,
+                            "--from-to=BlobTrash",
                             &format!("--list-of-files={}", list_file.display()),
                         ])
                         .await
@@ -441,14 +442,16 @@ async fn bench_export(
 
     let methods = ["ours", "raw", "azcopy"];
     let mut res: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut azcopy_err = None;
+    let mut azcopy_err: Option<String> = None;
+    let mut azcopy_download = false;
+    let mut azcopy_dead = false;
     for rep in 0..o.reps {
         for k in 0..methods.len() {
             let m = methods[(k + rep) % methods.len()];
-            if m == "azcopy" && (azcopy.is_none() || azcopy_err.is_some()) {
+            if m == "azcopy" && (azcopy.is_none() || azcopy_dead) {
                 continue;
             }
-            let t = Instant::now();
+            let mut t = Instant::now();
             match m {
                 "ours" => {
                     let out: Vec<ItemStatus> = futures::stream::iter(names.iter())
@@ -487,33 +490,79 @@ async fn bench_export(
                 _ => {
                     let az = azcopy.expect("checked");
                     let src = format!("{}/{WS_ACCOUNT}/{src_c}?{src_sas}", raw.base);
-                    let dst = format!(
-                        "{}/dsrstate/exports-azcopy?{}",
-                        raw.base,
-                        raw.container_sas("dsrstate", "exports-azcopy", "racwdl")
-                    );
-                    if let Err(e) = az
-                        .run(&[
-                            "copy",
-                            &src,
-                            &dst,
-                            &format!("--list-of-files={}", list_file.display()),
-                            "--overwrite=true",
-                            "--s2s-preserve-access-tier=false",
-                        ])
-                        .await
-                    {
-                        eprintln!("bench: azcopy copy failed: {e:#}");
-                        azcopy_err = Some(e.to_string());
-                        continue;
+                    let list = format!("--list-of-files={}", list_file.display());
+                    if !azcopy_download {
+                        // Blob-to-blob first (server-side, what a user would run).
+                        let dst = format!(
+                            "{}/dsrstate/exports-azcopy?{}",
+                            raw.base,
+                            raw.container_sas("dsrstate", "exports-azcopy", "racwdl")
+                        );
+                        match az
+                            .run(&[
+                                "copy",
+                                &src,
+                                &dst,
+                                "--from-to=BlobBlob",
+                                &list,
+                                "--overwrite=true",
+                                "--s2s-preserve-access-tier=false",
+                            ])
+                            .await
+                        {
+                            Ok(()) => {
+                                let got = raw.list("dsrstate", "exports-azcopy", "").await?;
+                                ensure!(
+                                    got.len() >= names.len(),
+                                    "azcopy copied {} of {}",
+                                    got.len(),
+                                    names.len()
+                                );
+                            }
+                            Err(e) => {
+                                let first = e
+                                    .to_string()
+                                    .lines()
+                                    .find(|l| l.contains("COPYFAILED"))
+                                    .map(|l| l.split(" : ").skip(1).collect::<Vec<_>>().join(" : "))
+                                    .unwrap_or_else(|| e.to_string());
+                                eprintln!("bench: azcopy blob-to-blob copy failed on Azurite ({first}); using azcopy download (BlobLocal) to tmpfs instead");
+                                azcopy_err = Some(format!(
+                                    "azcopy blob-to-blob copy fails on Azurite ({}), so azcopy = download to tmpfs",
+                                    first.trim()
+                                ));
+                                azcopy_download = true;
+                                t = Instant::now();
+                            }
+                        }
                     }
-                    let got = raw.list("dsrstate", "exports-azcopy", "").await?;
-                    ensure!(
-                        got.len() >= names.len(),
-                        "azcopy copied {} of {}",
-                        got.len(),
-                        names.len()
-                    );
+                    if azcopy_download {
+                        let base = if Path::new("/dev/shm").is_dir() {
+                            PathBuf::from("/dev/shm")
+                        } else {
+                            std::env::temp_dir()
+                        };
+                        let dir = tempfile::tempdir_in(base)?;
+                        if let Err(e) = az
+                            .run(&[
+                                "copy",
+                                &src,
+                                &dir.path().to_string_lossy(),
+                                "--from-to=BlobLocal",
+                                &list,
+                                "--overwrite=true",
+                            ])
+                            .await
+                        {
+                            eprintln!("bench: azcopy download failed: {e:#}");
+                            azcopy_err = Some(format!(
+                                "azcopy download failed too: {}",
+                                e.to_string().lines().next().unwrap_or("")
+                            ));
+                            azcopy_dead = true;
+                            continue;
+                        }
+                    }
                 }
             }
             let dt = t.elapsed().as_secs_f64();
@@ -529,7 +578,7 @@ async fn bench_export(
     let med = |m: &str| res.get(m).cloned().map(median);
     let to_mb = |v: Option<f64>| v.map(|x| x * size as f64 / 1e6);
     let err_note = azcopy_err
-        .map(|e| format!("; azcopy failed: {}", e.lines().next().unwrap_or("")))
+        .map(|e| format!("; {}", e.lines().next().unwrap_or("")))
         .unwrap_or_default();
     Ok(vec![
         Row {
@@ -1144,17 +1193,36 @@ impl Azcopy {
         std::fs::create_dir_all(&work)?;
         let out = tokio::process::Command::new(&self.bin)
             .args(args)
-            .args(["--output-level=quiet", "--log-level=ERROR"])
+            .args(["--output-level=essential", "--log-level=ERROR"])
             .env("AZCOPY_LOG_LOCATION", &work)
             .env("AZCOPY_JOB_PLAN_LOCATION", &work)
             .env("AZCOPY_DISABLE_SYSLOG", "true")
             .output()
             .await
             .context("run azcopy")?;
+        let mut log_errors = String::new();
+        if !out.status.success() {
+            for e in std::fs::read_dir(&work).into_iter().flatten().flatten() {
+                if let Ok(text) = std::fs::read_to_string(e.path()) {
+                    for l in text
+                        .lines()
+                        .filter(|l| {
+                            l.contains("ERR")
+                                || l.contains("RESPONSE STATUS")
+                                || l.contains("x-ms-error-code")
+                        })
+                        .take(8)
+                    {
+                        log_errors.push_str(l);
+                        log_errors.push('\n');
+                    }
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&work);
         if !out.status.success() {
             bail!(
-                "azcopy {}: {}{}",
+                "azcopy {}: {}{}{log_errors}",
                 args[0],
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
