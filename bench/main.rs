@@ -936,6 +936,9 @@ fn intake_envelope(i: usize, ws: &str, upn: &str) -> serde_json::Value {
     json!({"Data": {"message": json!(text).to_string()}, "Metadata": md})
 }
 
+/// Invocations per second and sorted latencies (ms).
+type LoadResult = (f64, Vec<f64>);
+
 async fn load(
     url: &str,
     bodies: Vec<Vec<u8>>,
@@ -1041,10 +1044,10 @@ async fn bench_handler(o: &Opts) -> anyhow::Result<Vec<Row>> {
         }
     }
     let stat =
-        |name: &str, f: &dyn Fn(&(f64, Vec<f64>)) -> f64| median(res[name].iter().map(f).collect());
-    let rate = |r: &(f64, Vec<f64>)| r.0;
-    let p50 = |r: &(f64, Vec<f64>)| percentile(&r.1, 0.5);
-    let p99 = |r: &(f64, Vec<f64>)| percentile(&r.1, 0.99);
+        |name: &str, f: &dyn Fn(&LoadResult) -> f64| median(res[name].iter().map(f).collect());
+    let rate = |r: &LoadResult| r.0;
+    let p50 = |r: &LoadResult| percentile(&r.1, 0.5);
+    let p99 = |r: &LoadResult| percentile(&r.1, 0.99);
     let note = format!("{} intake POSTs x{conc} in flight; ours = real router + App (embedded store on tmpfs), 'ceiling' column = bare axum echo", o.handler_n);
     Ok(vec![
         Row {
