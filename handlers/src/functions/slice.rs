@@ -5,6 +5,7 @@
 //! are reported as deleted; exports overwrite the same export path with the same bytes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -16,7 +17,7 @@ use crate::domain::request::RequestKind;
 use crate::domain::slice::{
     Item, ItemOutcome, ItemStatus, SliceCompletion, SliceResult, SliceStatus, SliceTask,
 };
-use crate::ports::blob::{BlobRef, BlobStoreExt, DeleteOutcome};
+use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, DeleteOutcome, StoreResult};
 use crate::ports::bus::{queues, OutMessage};
 use crate::ports::control_plane::{ArmKind, ResourceDelete};
 use crate::ports::telemetry::PurgeStatus;
@@ -320,33 +321,7 @@ async fn export(
                             EXPORTS,
                             export_name(task, &format!("files/{account}/{container}/{name}")),
                         );
-                        match svc.store.copy(&src, &dst).await {
-                            Ok(()) => {
-                                // Hash what was exported, streaming: the manifest proves the bytes.
-                                let mut reader = svc.store.open(&dst).await?;
-                                let mut h = Sha256::new();
-                                let mut size = 0u64;
-                                while let Some(chunk) = reader.body.try_next().await? {
-                                    size += chunk.len() as u64;
-                                    h.update(&chunk);
-                                }
-                                ItemStatus::Exported {
-                                    path: dst.name.clone(),
-                                    sha256: hex::encode(h.finalize()),
-                                    size,
-                                    content_type: reader
-                                        .props
-                                        .content_type
-                                        .unwrap_or_else(|| "application/octet-stream".into()),
-                                }
-                            }
-                            Err(crate::ports::blob::StoreError::NotFound(_)) => {
-                                ItemStatus::Skipped {
-                                    reason: "deleted before it could be exported".into(),
-                                }
-                            }
-                            Err(e) => return Err(FnError::from(e)),
-                        }
+                        export_blob(svc.store.as_ref(), &src, &dst).await?
                     }
                     Item::Resource { resource_type, id } => {
                         let leaf = id
@@ -398,6 +373,39 @@ async fn export(
         .await
 }
 
+/// Export one blob: server-side copy to `dst`, then hash what was exported, streaming (the
+/// manifest proves the bytes; memory stays bounded whatever the size).
+pub async fn export_blob(
+    store: &dyn BlobStore,
+    src: &BlobRef,
+    dst: &BlobRef,
+) -> Result<ItemStatus, FnError> {
+    match store.copy(src, dst).await {
+        Ok(()) => {
+            let mut reader = store.open(dst).await?;
+            let mut h = Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = reader.body.try_next().await? {
+                size += chunk.len() as u64;
+                h.update(&chunk);
+            }
+            Ok(ItemStatus::Exported {
+                path: dst.name.clone(),
+                sha256: hex::encode(h.finalize()),
+                size,
+                content_type: reader
+                    .props
+                    .content_type
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+            })
+        }
+        Err(crate::ports::blob::StoreError::NotFound(_)) => Ok(ItemStatus::Skipped {
+            reason: "deleted before it could be exported".into(),
+        }),
+        Err(e) => Err(FnError::from(e)),
+    }
+}
+
 async fn write_doc(
     svc: &Services,
     state: &StateStore,
@@ -434,6 +442,45 @@ fn delete_status(o: DeleteOutcome) -> ItemStatus {
     }
 }
 
+/// Blobs per `delete_many` call (Blob Batch takes at most 256 sub-requests).
+pub const DELETE_BATCH: usize = 256;
+
+/// Batches of `delete_many` in flight at once, from the slice's concurrency setting: Blob Batch
+/// requests are heavy for the service, so a few in flight saturate it.
+pub fn delete_batches_in_flight(concurrency: usize) -> usize {
+    concurrency.clamp(1, 4)
+}
+
+/// Erase `names` in one container: batches of [`DELETE_BATCH`], a bounded number in flight.
+/// One result per name, same order.
+pub async fn delete_blobs(
+    store: &Arc<dyn BlobStore>,
+    account: &str,
+    container: &str,
+    names: &[String],
+    concurrency: usize,
+) -> Result<Vec<StoreResult<DeleteOutcome>>, FnError> {
+    let batches: Vec<(usize, Vec<String>)> = names
+        .chunks(DELETE_BATCH)
+        .map(<[String]>::to_vec)
+        .enumerate()
+        .collect();
+    let mut results: Vec<(usize, Vec<StoreResult<DeleteOutcome>>)> = futures::stream::iter(batches)
+        .map(|(b, batch)| {
+            let (store, account, container) =
+                (store.clone(), account.to_string(), container.to_string());
+            async move {
+                let r = store.delete_many(&account, &container, &batch).await?;
+                Ok::<_, FnError>((b, r))
+            }
+        })
+        .buffer_unordered(delete_batches_in_flight(concurrency))
+        .try_collect()
+        .await?;
+    results.sort_by_key(|(b, _)| *b);
+    Ok(results.into_iter().flat_map(|(_, r)| r).collect())
+}
+
 async fn delete(
     svc: &Services,
     task: &SliceTask,
@@ -457,23 +504,16 @@ async fn delete(
         }
     }
     for ((account, container), names) in by_container {
-        let batches: Vec<Vec<(usize, String)>> = names.chunks(256).map(|c| c.to_vec()).collect();
-        let results: Vec<_> = futures::stream::iter(batches)
-            .map(|batch| {
-                let (account, container) = (account.clone(), container.clone());
-                async move {
-                    let just_names: Vec<String> = batch.iter().map(|(_, n)| n.clone()).collect();
-                    let r = svc
-                        .store
-                        .delete_many(&account, &container, &just_names)
-                        .await?;
-                    Ok::<_, FnError>(batch.into_iter().map(|(i, _)| i).zip(r).collect::<Vec<_>>())
-                }
-            })
-            .buffer_unordered(svc.settings.concurrency.clamp(1, 4))
-            .try_collect()
-            .await?;
-        for (i, r) in results.into_iter().flatten() {
+        let just_names: Vec<String> = names.iter().map(|(_, n)| n.clone()).collect();
+        let results = delete_blobs(
+            &svc.store,
+            &account,
+            &container,
+            &just_names,
+            svc.settings.concurrency,
+        )
+        .await?;
+        for ((i, _), r) in names.into_iter().zip(results) {
             statuses[i] = Some(match r {
                 Ok(o) => delete_status(o),
                 Err(e) if e.is_transient() => return Err(e.into()),

@@ -482,6 +482,144 @@ impl AzureBlobStore {
         Ok(key)
     }
 
+    /// [`Self::purge_leftovers`] for many blobs of one container, with one listing of their
+    /// longest common prefix instead of one per blob. Listings come in name order, so if the
+    /// prefix holds much more than these blobs (the listing passes a budget), the names not yet
+    /// reached fall back to one listing each. Same result per name as `purge_leftovers`.
+    async fn purge_leftovers_many(
+        &self,
+        acct: &Arc<Account>,
+        account: &str,
+        container: &str,
+        names: &[String],
+        policy: &RetentionPolicy,
+    ) -> StoreResult<Vec<(bool, bool)>> {
+        let permanent = policy.enabled && policy.allow_permanent_delete;
+        if names.is_empty() || (self.cfg.versioning == Versioning::Off && !permanent) {
+            return Ok(vec![(false, false); names.len()]);
+        }
+        let per_name = |names: Vec<(usize, String)>| async move {
+            futures::stream::iter(names)
+                .map(|(i, name)| async move {
+                    let blob = BlobRef::new(account, container, name);
+                    Ok::<_, StoreError>((i, self.purge_leftovers(acct, &blob, policy).await?))
+                })
+                .buffer_unordered(8)
+                .try_collect::<Vec<_>>()
+                .await
+        };
+        if names.len() == 1 {
+            return Ok(per_name(vec![(0, names[0].clone())])
+                .await?
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect());
+        }
+        let prefix = common_prefix(names);
+        let mut include = vec![ListBlobsIncludeItem::Versions];
+        if permanent {
+            include.extend([
+                ListBlobsIncludeItem::Snapshots,
+                ListBlobsIncludeItem::Deleted,
+            ]);
+        }
+        let index: HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let budget = (names.len() * 8).max(5000);
+        let client = acct.service.blob_container_client(container);
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+            include: Some(include),
+            maxresults: Some(5000),
+            ..Default::default()
+        };
+        let what = format!("list versions {account}/{container}/{prefix}*");
+        let mut pages = client
+            .list_blobs(Some(options))
+            .map_err(|e| map_err(e, &what))?
+            .into_pages();
+        let mut leftovers: Vec<Vec<Piece>> = vec![Vec::new(); names.len()];
+        let mut scanned = 0usize;
+        // Every name up to and including this one has been seen by the listing.
+        let mut covered_up_to: Option<String> = None;
+        let mut complete = false;
+        loop {
+            let page = match pages.try_next().await {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    complete = true;
+                    break;
+                }
+                // An emulator or account without versioning may reject include=versions.
+                Err(e) if matches!(status_of(&e), Some(400 | 501)) => {
+                    return Ok(vec![(false, false); names.len()])
+                }
+                Err(e) => return Err(map_err(e, &what)),
+            };
+            let page = page
+                .into_model()
+                .map_err(|e| StoreError::Other(format!("{what}: {e}")))?;
+            let more = page.next_marker.as_deref().is_some_and(|m| !m.is_empty());
+            for item in page.blob_items {
+                scanned += 1;
+                let Some(name) = item.name else { continue };
+                if let Some(&i) = index.get(name.as_str()) {
+                    if item.version_id.is_some() || item.snapshot.is_some() {
+                        leftovers[i].push((item.version_id, item.snapshot));
+                    }
+                }
+                covered_up_to = Some(name);
+            }
+            if !more {
+                complete = true;
+                break;
+            }
+            if scanned > budget {
+                break;
+            }
+        }
+        // Names the listing did not reach: one listing each. A name equal to the last one seen
+        // may have more versions on the next page, so it is not covered either.
+        let uncovered: Vec<(usize, String)> = if complete {
+            Vec::new()
+        } else {
+            names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| covered_up_to.as_deref().is_none_or(|c| n.as_str() >= c))
+                .map(|(i, n)| (i, n.clone()))
+                .collect()
+        };
+        let mut result = vec![(false, false); names.len()];
+        for &(i, _) in &uncovered {
+            leftovers[i].clear();
+        }
+        for (i, r) in per_name(uncovered).await? {
+            result[i] = r;
+        }
+        let deletes: Vec<(usize, Vec<Piece>)> = leftovers
+            .into_iter()
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .collect();
+        let done: Vec<(usize, (bool, bool))> = futures::stream::iter(deletes)
+            .map(|(i, pieces)| async move {
+                let blob = BlobRef::new(account, container, names[i].clone());
+                self.delete_pieces(acct, &blob, pieces, permanent).await?;
+                Ok::<_, StoreError>((i, (true, permanent)))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        for (i, r) in done {
+            result[i] = r;
+        }
+        Ok(result)
+    }
+
     /// After the base blob is gone: remove what versioning and soft delete keep. Returns
     /// (found any version or snapshot, all of them permanently removed).
     async fn purge_leftovers(
@@ -533,6 +671,18 @@ impl AzureBlobStore {
             }
         }
         let found = !leftovers.is_empty();
+        self.delete_pieces(acct, blob, leftovers, permanent).await?;
+        Ok((found, found && permanent))
+    }
+
+    /// Delete the given versions/snapshots of `blob` (soft, then permanently if `permanent`).
+    async fn delete_pieces(
+        &self,
+        acct: &Account,
+        blob: &BlobRef,
+        leftovers: Vec<Piece>,
+        permanent: bool,
+    ) -> StoreResult<()> {
         let client = acct.service.blob_client(&blob.container, &blob.name);
         for (version_id, snapshot) in leftovers {
             let target = |delete_type: Option<BlobDeleteType>| BlobClientDeleteOptions {
@@ -560,7 +710,7 @@ impl AzureBlobStore {
                 }
             }
         }
-        Ok((found, found && permanent))
+        Ok(())
     }
 
     /// `deleted_earlier` survives retries: if an earlier attempt removed the base blob and then
@@ -672,6 +822,28 @@ impl AzureBlobStore {
         let text = String::from_utf8_lossy(response.body().as_ref()).into_owned();
         parse_batch_response(&content_type, &text, names.len())
     }
+}
+
+/// A version or snapshot of a blob: (version id, snapshot).
+type Piece = (Option<String>, Option<String>);
+
+/// Longest common prefix of `names` (on char boundaries).
+fn common_prefix(names: &[String]) -> &str {
+    let Some(first) = names.first() else {
+        return "";
+    };
+    let mut end = first.len();
+    for n in &names[1..] {
+        end = first
+            .char_indices()
+            .zip(n.chars())
+            .take_while(|((_, a), b)| a == b)
+            .map(|((i, a), _)| i + a.len_utf8())
+            .last()
+            .unwrap_or(0)
+            .min(end);
+    }
+    &first[..end]
 }
 
 /// `account_url` + container + blob name as path segments (names are percent-encoded).
@@ -1067,28 +1239,27 @@ impl BlobStore for AzureBlobStore {
                 });
             }
         }
-        // Versions and soft-deleted pieces are not reachable by the batched deletes.
-        let acct = &acct;
-        let policy = &policy;
-        let updates: Vec<(usize, DeleteOutcome)> = futures::stream::iter(
-            out.iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.as_ref().ok().map(|o| (i, o.clone())))
-                .collect::<Vec<_>>(),
-        )
-        .map(|(i, found)| async move {
-            let blob = BlobRef::new(account, container, names[i].clone());
-            let (leftovers, purged) = self.purge_leftovers(acct, &blob, policy).await?;
-            let outcome = if found == DeleteOutcome::NotFound && !leftovers {
+        // Versions and soft-deleted pieces are not reachable by the batched deletes. One listing
+        // of the names' common prefix finds them for the whole batch (not one listing per blob).
+        let found: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.is_ok().then_some(i))
+            .collect();
+        let found_names: Vec<String> = found.iter().map(|&i| names[i].clone()).collect();
+        let leftovers = self
+            .purge_leftovers_many(&acct, account, container, &found_names, &policy)
+            .await?;
+        let mut updates = Vec::with_capacity(found.len());
+        for (i, (leftovers, purged)) in found.into_iter().zip(leftovers) {
+            let was_found = !matches!(out[i], Ok(DeleteOutcome::NotFound));
+            let outcome = if !was_found && !leftovers {
                 DeleteOutcome::NotFound
             } else {
                 policy.outcome(OffsetDateTime::now_utc(), purged)
             };
-            Ok::<_, StoreError>((i, outcome))
-        })
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
+            updates.push((i, outcome));
+        }
         for (i, outcome) in updates {
             out[i] = Ok(outcome);
         }
@@ -1145,6 +1316,20 @@ mod tests {
             assert!(map_status(s, None, "x").is_transient());
         }
         assert!(matches!(map_status(403, None, "x"), StoreError::Other(_)));
+    }
+
+    #[test]
+    fn common_prefix_of_names() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(common_prefix(&v(&[])), "");
+        assert_eq!(common_prefix(&v(&["a/b/c"])), "a/b/c");
+        assert_eq!(
+            common_prefix(&v(&["a/job1/x", "a/job2/y", "a/job10"])),
+            "a/job"
+        );
+        assert_eq!(common_prefix(&v(&["x", "y"])), "");
+        assert_eq!(common_prefix(&v(&["é1", "é2"])), "é");
+        assert_eq!(common_prefix(&v(&["ab", "a"])), "a");
     }
 
     #[test]

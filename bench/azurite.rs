@@ -1,0 +1,172 @@
+//! Azurite (the Azure Storage emulator) for the benchmarks — a copy of the test harness
+//! (`tests/support/azurite.rs`, test-only) with the same pinned version and install logic, with no manual step and no global
+//! install: the pinned npm package is installed once into the repository's ignored `.build/`,
+//! and each [`Azurite`] is a private in-memory blob server on a free port, killed on drop.
+//!
+//! Concurrent test binaries may race to install: each installs into its own temporary prefix
+//! and publishes it with an atomic directory rename; the loser discards its copy.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Pinned emulator version (npm `azurite`).
+pub const AZURITE_VERSION: &str = "3.37.0";
+/// The key every test account is given (Azurite's well-known development key).
+pub const KEY: &str = azureml_dsr::adapters::azure::shared_key::DEV_KEY;
+
+/// A running Azurite blob service.
+pub struct Azurite {
+    pub child: Child,
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`; account URLs are `<base_url>/<account>`.
+    pub base_url: String,
+}
+
+impl Azurite {
+    /// Start Azurite hosting `accounts` (each with [`KEY`]).
+    pub fn start(accounts: &[&str]) -> Azurite {
+        let main_js = ensure_installed();
+        let port = free_port();
+        let accounts_env = accounts
+            .iter()
+            .map(|a| format!("{a}:{KEY}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        let child = Command::new("node")
+            .arg(&main_js)
+            .args([
+                "--inMemoryPersistence",
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+            ])
+            .arg(port.to_string())
+            .args(["--skipApiVersionCheck", "--loose", "--silent"])
+            .env("AZURITE_ACCOUNTS", accounts_env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node (Node.js is required for the Azurite tests)");
+        let mut az = Azurite {
+            child,
+            port,
+            base_url: format!("http://127.0.0.1:{port}"),
+        };
+        az.wait_ready();
+        az
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("azurite exited early: {status}");
+            }
+            // Any HTTP answer means the server is up (an unauthenticated request gets 4xx).
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let req = format!(
+                    "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                    self.port
+                );
+                let mut buf = [0u8; 12];
+                if s.write_all(req.as_bytes()).is_ok()
+                    && s.read(&mut buf).map(|n| n > 0).unwrap_or(false)
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "azurite did not answer on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn build_dir() -> PathBuf {
+    // handlers/ -> repository root -> .build (ignored by .gitignore).
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(".build")
+}
+
+fn installed_version(prefix: &Path) -> Option<String> {
+    let pkg = std::fs::read_to_string(prefix.join("node_modules/azurite/package.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&pkg).ok()?;
+    v["version"].as_str().map(str::to_string)
+}
+
+/// Install the pinned Azurite if needed; returns the path of its blob server entry point.
+pub fn ensure_installed() -> PathBuf {
+    // Tests in one binary run on parallel threads of one process: install once per process
+    // (the temp-folder-and-rename below handles several processes).
+    static INSTALLED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut guard = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = guard.as_ref() {
+        return p.clone();
+    }
+    let p = install();
+    *guard = Some(p.clone());
+    p
+}
+
+fn install() -> PathBuf {
+    let build = build_dir();
+    let prefix = build.join("azurite");
+    let main_js = prefix.join("node_modules/azurite/dist/src/blob/main.js");
+    if installed_version(&prefix).as_deref() == Some(AZURITE_VERSION) && main_js.exists() {
+        return main_js;
+    }
+    std::fs::create_dir_all(&build).expect("create .build");
+    let tmp = build.join(format!("azurite.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let status = Command::new("npm")
+        .args(["install", "--prefix"])
+        .arg(&tmp)
+        .args(["--no-audit", "--no-fund", "--loglevel=error"])
+        .arg(format!("azurite@{AZURITE_VERSION}"))
+        .status()
+        .expect("run npm (Node.js/npm are required for the Azurite tests)");
+    assert!(
+        status.success(),
+        "npm install azurite@{AZURITE_VERSION} failed"
+    );
+    if installed_version(&prefix).is_some() {
+        // Wrong version installed: move it aside first (another process may be doing the same).
+        let old = build.join(format!("azurite.old-{}", std::process::id()));
+        if std::fs::rename(&prefix, &old).is_ok() {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+    }
+    if std::fs::rename(&tmp, &prefix).is_err() {
+        // Lost the race: someone else published an install first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    assert_eq!(
+        installed_version(&prefix).as_deref(),
+        Some(AZURITE_VERSION),
+        "azurite install"
+    );
+    main_js
+}

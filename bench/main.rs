@@ -1,0 +1,1236 @@
+//! `cargo run --release --example bench -- [--smoke|--full] [--items N] [--total M] [--reps R]`
+//!
+//! Starts its own Azurite (in memory, free 127.0.0.1 port), seeds synthetic workspace data, and
+//! for each scenario runs our product code and the baselines alternately (the order rotates per
+//! repetition), R times, and prints medians and ratios measured in this one run:
+//! - delete: `slice::delete_blobs` (the slice's Blob Batch path) vs raw single DELETEs, raw
+//!   batches (the storage ceiling) and `azcopy remove`;
+//! - export: `slice::export_blob` (copy + streaming SHA-256) vs raw Copy Blob + GET + SHA-256
+//!   and `azcopy copy`;
+//! - discovery of one subject's runs among 1k / 10k (/ 100k with --full) runs, vs raw list + GET;
+//! - handler: intake invocations through the real axum router vs a bare axum echo;
+//! - start-up: exec of `azureml-dsr handler` to the first answered `GET /`;
+//! - memory: peak RSS (VmHWM) of a child process scanning runs and exporting a large blob.
+//!
+//! `--smoke` runs everything at tiny sizes in seconds (CI); it asserts correctness of each
+//! operation, never timings.
+
+mod azurite;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use azureml_dsr::adapters::azure::blob::AzureBlobStore;
+use azureml_dsr::adapters::local::control_plane::LocalControlPlane;
+use azureml_dsr::adapters::local::directory::FileDirectory;
+use azureml_dsr::adapters::local::fs_blob::FsBlobStore;
+use azureml_dsr::adapters::local::memory_bus::MemoryBus;
+use azureml_dsr::adapters::local::telemetry::LocalTelemetry;
+use azureml_dsr::domain::plan::ResourceType;
+use azureml_dsr::domain::request::RequestId;
+use azureml_dsr::domain::request::RequestKind;
+use azureml_dsr::domain::slice::{ItemStatus, SliceTask};
+use azureml_dsr::domain::subject::ResolvedSubject;
+use azureml_dsr::domain::workspace::WorkspaceId;
+use azureml_dsr::functions::{discovery, slice, Services, Settings};
+use azureml_dsr::ports::blob::{BlobRef, BlobStore, DeleteOutcome};
+use azureml_dsr::ports::control_plane::WorkspaceInfo;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use raw::Raw;
+use serde_json::json;
+
+const ACCOUNTS: [&str; 4] = ["mlwstore0", "armlocal", "telemetrylocal", "dsrstate"];
+const WS_ACCOUNT: &str = "mlwstore0";
+const SUBJECT_OID: &str = "11111111-2222-3333-4444-555555555555";
+/// In-flight requests of the raw single-request baselines and of seeding.
+const RAW_CONCURRENCY: usize = 32;
+
+#[derive(Debug, Clone)]
+struct Opts {
+    mode: &'static str,
+    items: usize,
+    total: usize,
+    reps: usize,
+    export_items: usize,
+    export_kib: usize,
+    runs: Vec<usize>,
+    big_mib: usize,
+    handler_n: usize,
+    startup_n: usize,
+}
+
+impl Opts {
+    fn parse() -> anyhow::Result<Opts> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut o = Opts {
+            mode: "default",
+            items: 2_000,
+            total: 20_000,
+            reps: 3,
+            export_items: 500,
+            export_kib: 64,
+            runs: vec![1_000, 10_000],
+            big_mib: 256,
+            handler_n: 2_000,
+            startup_n: 20,
+        };
+        if args.iter().any(|a| a == "--smoke") {
+            o = Opts {
+                mode: "smoke",
+                items: 100,
+                total: 500,
+                reps: 1,
+                export_items: 20,
+                export_kib: 16,
+                runs: vec![100, 300],
+                big_mib: 8,
+                handler_n: 100,
+                startup_n: 3,
+            };
+        } else if args.iter().any(|a| a == "--full") {
+            o = Opts {
+                mode: "full",
+                items: 10_000,
+                total: 100_000,
+                reps: 3,
+                export_items: 1_000,
+                export_kib: 64,
+                runs: vec![1_000, 10_000, 100_000],
+                big_mib: 1024,
+                handler_n: 5_000,
+                startup_n: 30,
+            };
+        }
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut num = || -> anyhow::Result<usize> {
+                it.next()
+                    .with_context(|| format!("{a} needs a value"))?
+                    .parse::<usize>()
+                    .with_context(|| format!("{a}: not a number"))
+            };
+            match a.as_str() {
+                "--smoke" | "--full" => {}
+                "--items" => o.items = num()?,
+                "--total" => o.total = num()?,
+                "--reps" => o.reps = num()?.max(1),
+                "--export-items" => o.export_items = num()?,
+                "--export-kib" => o.export_kib = num()?,
+                "--big-mib" => o.big_mib = num()?,
+                "--handler-n" => o.handler_n = num()?,
+                "--startup-n" => o.startup_n = num()?.max(1),
+                "--runs" => {
+                    o.runs = it
+                        .next()
+                        .context("--runs needs a list, e.g. 1000,10000")?
+                        .split(',')
+                        .map(|s| s.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()?
+                }
+                other => bail!("unknown argument {other}"),
+            }
+        }
+        o.total = o.total.max(o.items);
+        Ok(o)
+    }
+}
+
+struct Row {
+    scenario: String,
+    unit: &'static str,
+    ours: f64,
+    ceiling: Option<f64>,
+    azcopy: Option<f64>,
+    note: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        return child(&args[2..]);
+    }
+    let opts = Opts::parse()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(opts))
+}
+
+async fn run(o: Opts) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    eprintln!("bench: mode {} {o:?}", o.mode);
+    let az = tokio::task::spawn_blocking(|| azurite::Azurite::start(&ACCOUNTS)).await?;
+    eprintln!("bench: azurite on {}", az.base_url);
+    let raw = Raw::new(&az.base_url, &ACCOUNTS);
+    let store: Arc<dyn BlobStore> = Arc::new(AzureBlobStore::azurite(&az.base_url));
+    let azcopy = Azcopy::find();
+    if azcopy.is_none() {
+        eprintln!("bench: azcopy not installed (npm install --prefix .build/azcopy @azure-tools/azcopy-linux); its columns print n/a");
+    }
+    let mut rows = Vec::new();
+
+    rows.extend(bench_delete(&o, &raw, &store, azcopy.as_ref()).await?);
+    rows.extend(bench_export(&o, &raw, &store, azcopy.as_ref()).await?);
+    rows.extend(bench_discovery(&o, &raw, &store).await?);
+    rows.extend(bench_memory(&o, &raw, &az.base_url).await?);
+    rows.extend(bench_handler(&o).await?);
+    rows.extend(bench_startup(&o).await?);
+
+    print_table(&o, &rows);
+    eprintln!("bench: done in {:.1}s", t0.elapsed().as_secs_f64());
+    drop(az);
+    Ok(())
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn print_table(o: &Opts, rows: &[Row]) {
+    println!();
+    println!(
+        "azureml-dsr bench — mode {}, reps {} (medians), Azurite in memory on 127.0.0.1",
+        o.mode, o.reps
+    );
+    println!("| scenario | unit | ours | ceiling | azcopy | ours/ceiling | ours/azcopy | note |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        let c = r.ceiling.unwrap_or(f64::NAN);
+        let a = r.azcopy.unwrap_or(f64::NAN);
+        // For rates (per second) higher is better; for times and sizes lower is better, and the
+        // ratio is always ours / baseline.
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.unit,
+            fmt(r.ours),
+            fmt(c),
+            fmt(a),
+            if c.is_nan() {
+                "n/a".into()
+            } else {
+                format!("{:.2}", r.ours / c)
+            },
+            if a.is_nan() {
+                "n/a".into()
+            } else {
+                format!("{:.2}", r.ours / a)
+            },
+            r.note
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// seeding helpers
+
+async fn put_many(
+    raw: &Raw,
+    account: &str,
+    container: &str,
+    names: &[String],
+    size: usize,
+) -> anyhow::Result<()> {
+    let body = Bytes::from(vec![b'x'; size]);
+    futures::stream::iter(names.iter())
+        .map(|n| {
+            let body = body.clone();
+            async move { raw.put(account, container, n, body).await }
+        })
+        .buffer_unordered(RAW_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+fn subject_blob(i: usize) -> String {
+    format!("ExperimentRun/dcid.alice_job_{i:07}/logs/std_log.txt")
+}
+
+// ---------------------------------------------------------------------------------------------
+// delete
+
+async fn bench_delete(
+    o: &Opts,
+    raw: &Raw,
+    store: &Arc<dyn BlobStore>,
+    azcopy: Option<&Azcopy>,
+) -> anyhow::Result<Vec<Row>> {
+    let container = "azureml";
+    raw.create_container(WS_ACCOUNT, container).await?;
+    let others: Vec<String> = (0..o.total - o.items)
+        .map(|i| {
+            format!(
+                "ExperimentRun/dcid.user{}_job_{i:07}/logs/std_log.txt",
+                i % 9
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    put_many(raw, WS_ACCOUNT, container, &others, 1024).await?;
+    eprintln!(
+        "bench: delete: seeded {} other blobs in {:.1}s",
+        others.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let names: Vec<String> = (0..o.items).map(subject_blob).collect();
+    let list_file = std::env::temp_dir().join(format!("bench-delete-{}.txt", std::process::id()));
+    std::fs::write(&list_file, names.join("\n"))?;
+    let concurrency = Settings::default().concurrency;
+
+    let methods = ["ours", "raw-single", "raw-batch", "azcopy"];
+    let mut res: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut azcopy_err = None;
+    for rep in 0..o.reps {
+        for k in 0..methods.len() {
+            let m = methods[(k + rep) % methods.len()];
+            if m == "azcopy" && (azcopy.is_none() || azcopy_err.is_some()) {
+                continue;
+            }
+            put_many(raw, WS_ACCOUNT, container, &names, 1024).await?;
+            let t = Instant::now();
+            let r: anyhow::Result<()> = match m {
+                "ours" => {
+                    let out =
+                        slice::delete_blobs(store, WS_ACCOUNT, container, &names, concurrency)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    ensure!(out.len() == names.len());
+                    for r in out {
+                        ensure!(matches!(r, Ok(DeleteOutcome::Deleted)), "ours: {r:?}");
+                    }
+                    Ok(())
+                }
+                "raw-single" => {
+                    let ok: Vec<u16> = futures::stream::iter(names.iter())
+                        .map(|n| raw.delete(WS_ACCOUNT, container, n))
+                        .buffer_unordered(RAW_CONCURRENCY)
+                        .try_collect()
+                        .await?;
+                    ensure!(ok.iter().all(|s| *s == 202), "raw delete statuses");
+                    Ok(())
+                }
+                "raw-batch" => {
+                    let n: Vec<usize> = futures::stream::iter(names.chunks(256))
+                        .map(|c| raw.batch_delete(WS_ACCOUNT, container, c))
+                        .buffer_unordered(slice::delete_batches_in_flight(concurrency))
+                        .try_collect()
+                        .await?;
+                    ensure!(n.iter().sum::<usize>() == names.len(), "raw batch count");
+                    Ok(())
+                }
+                _ => {
+                    let az = azcopy.expect("checked");
+                    let url = format!(
+                        "{}/{WS_ACCOUNT}/{container}?{}",
+                        raw.base,
+                        raw.container_sas(WS_ACCOUNT, container, "rdl")
+                    );
+                    match az
+                        .run(&[
+                            "remove",
+                            &url,
+                            "--from-to=BlobTrash",
+                            &format!("--list-of-files={}", list_file.display()),
+                        ])
+                        .await
+                    {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            eprintln!("bench: azcopy remove failed: {e:#}");
+                            azcopy_err = Some(e.to_string());
+                            continue;
+                        }
+                    }
+                }
+            };
+            r?;
+            let dt = t.elapsed().as_secs_f64();
+            let left = raw
+                .list(WS_ACCOUNT, container, "ExperimentRun/dcid.alice_")
+                .await?;
+            ensure!(
+                left.is_empty(),
+                "{m}: {} subject blobs left after delete",
+                left.len()
+            );
+            res.entry(m).or_default().push(names.len() as f64 / dt);
+            eprintln!(
+                "bench: delete rep {rep} {m}: {:.0} items/s",
+                names.len() as f64 / dt
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&list_file);
+    let med = |m: &str| res.get(m).cloned().map(median);
+    let single = med("raw-single").unwrap_or(f64::NAN);
+    let batch = med("raw-batch").unwrap_or(f64::NAN);
+    let ceiling = single.max(batch);
+    Ok(vec![Row {
+        scenario: format!("delete {} of {} blobs", o.items, o.total),
+        unit: "items/s",
+        ours: med("ours").unwrap_or(f64::NAN),
+        ceiling: Some(ceiling),
+        azcopy: med("azcopy"),
+        note: format!(
+            "ceiling = best of raw single DELETE x{RAW_CONCURRENCY} ({}) and raw batch ({}){}",
+            fmt(single),
+            fmt(batch),
+            azcopy_err
+                .map(|e| format!("; azcopy failed: {}", e.lines().next().unwrap_or("")))
+                .unwrap_or_default()
+        ),
+    }])
+}
+
+// ---------------------------------------------------------------------------------------------
+// export
+
+async fn bench_export(
+    o: &Opts,
+    raw: &Raw,
+    store: &Arc<dyn BlobStore>,
+    azcopy: Option<&Azcopy>,
+) -> anyhow::Result<Vec<Row>> {
+    let src_c = "exportsrc";
+    raw.create_container(WS_ACCOUNT, src_c).await?;
+    for c in ["exports-ours", "exports-raw", "exports-azcopy"] {
+        raw.create_container("dsrstate", c).await?;
+    }
+    let size = o.export_kib * 1024;
+    let names: Vec<String> = (0..o.export_items)
+        .map(|i| format!("azureml/alice_job_{i:07}/outputs/part-0000.bin"))
+        .collect();
+    // Distinct contents per blob would not change the server's work; one body is enough.
+    put_many(raw, WS_ACCOUNT, src_c, &names, size).await?;
+    let list_file = std::env::temp_dir().join(format!("bench-export-{}.txt", std::process::id()));
+    std::fs::write(&list_file, names.join("\n"))?;
+    let concurrency = Settings::default().concurrency;
+    let src_sas = raw.container_sas(WS_ACCOUNT, src_c, "rl");
+    let mb = (names.len() * size) as f64 / 1e6;
+
+    let methods = ["ours", "raw", "azcopy"];
+    let mut res: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut azcopy_err: Option<String> = None;
+    let mut azcopy_download = false;
+    let mut azcopy_dead = false;
+    for rep in 0..o.reps {
+        for k in 0..methods.len() {
+            let m = methods[(k + rep) % methods.len()];
+            if m == "azcopy" && (azcopy.is_none() || azcopy_dead) {
+                continue;
+            }
+            let mut t = Instant::now();
+            match m {
+                "ours" => {
+                    let out: Vec<ItemStatus> = futures::stream::iter(names.iter())
+                        .map(|n| {
+                            let src = BlobRef::new(WS_ACCOUNT, src_c, n.clone());
+                            let dst = BlobRef::new("dsrstate", "exports-ours", n.clone());
+                            async move { slice::export_blob(store.as_ref(), &src, &dst).await }
+                        })
+                        .buffered(concurrency)
+                        .try_collect()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    for s in out {
+                        ensure!(
+                            matches!(s, ItemStatus::Exported { size: n, .. } if n as usize == size),
+                            "ours: {s:?}"
+                        );
+                    }
+                }
+                "raw" => {
+                    let out: Vec<(u64, String)> = futures::stream::iter(names.iter())
+                        .map(|n| {
+                            let src_sas = &src_sas;
+                            async move {
+                                let mut src = raw.url(WS_ACCOUNT, src_c, Some(n));
+                                src.set_query(Some(src_sas));
+                                raw.copy(&src, "dsrstate", "exports-raw", n).await?;
+                                raw.get_sha256("dsrstate", "exports-raw", n).await
+                            }
+                        })
+                        .buffered(concurrency)
+                        .try_collect()
+                        .await?;
+                    ensure!(out.iter().all(|(n, _)| *n as usize == size), "raw sizes");
+                }
+                _ => {
+                    let az = azcopy.expect("checked");
+                    let src = format!("{}/{WS_ACCOUNT}/{src_c}?{src_sas}", raw.base);
+                    let list = format!("--list-of-files={}", list_file.display());
+                    if !azcopy_download {
+                        // Blob-to-blob first (server-side, what a user would run).
+                        let dst = format!(
+                            "{}/dsrstate/exports-azcopy?{}",
+                            raw.base,
+                            raw.container_sas("dsrstate", "exports-azcopy", "racwdl")
+                        );
+                        match az
+                            .run(&[
+                                "copy",
+                                &src,
+                                &dst,
+                                "--from-to=BlobBlob",
+                                &list,
+                                "--overwrite=true",
+                                "--s2s-preserve-access-tier=false",
+                            ])
+                            .await
+                        {
+                            Ok(()) => {
+                                let got = raw.list("dsrstate", "exports-azcopy", "").await?;
+                                ensure!(
+                                    got.len() >= names.len(),
+                                    "azcopy copied {} of {}",
+                                    got.len(),
+                                    names.len()
+                                );
+                            }
+                            Err(e) => {
+                                let first = e
+                                    .to_string()
+                                    .lines()
+                                    .find(|l| l.contains("COPYFAILED"))
+                                    .map(|l| l.split(" : ").skip(1).collect::<Vec<_>>().join(" : "))
+                                    .unwrap_or_else(|| e.to_string());
+                                eprintln!("bench: azcopy blob-to-blob copy failed on Azurite ({first}); using azcopy download (BlobLocal) to tmpfs instead");
+                                azcopy_err = Some(format!(
+                                    "azcopy blob-to-blob copy fails on Azurite ({}), so azcopy = download to tmpfs",
+                                    first.trim()
+                                ));
+                                azcopy_download = true;
+                                t = Instant::now();
+                            }
+                        }
+                    }
+                    if azcopy_download {
+                        let base = if Path::new("/dev/shm").is_dir() {
+                            PathBuf::from("/dev/shm")
+                        } else {
+                            std::env::temp_dir()
+                        };
+                        let dir = tempfile::tempdir_in(base)?;
+                        if let Err(e) = az
+                            .run(&[
+                                "copy",
+                                &src,
+                                &dir.path().to_string_lossy(),
+                                "--from-to=BlobLocal",
+                                &list,
+                                "--overwrite=true",
+                            ])
+                            .await
+                        {
+                            eprintln!("bench: azcopy download failed: {e:#}");
+                            azcopy_err = Some(format!(
+                                "azcopy download failed too: {}",
+                                e.to_string().lines().next().unwrap_or("")
+                            ));
+                            azcopy_dead = true;
+                            continue;
+                        }
+                    }
+                }
+            }
+            let dt = t.elapsed().as_secs_f64();
+            res.entry(m).or_default().push(names.len() as f64 / dt);
+            eprintln!(
+                "bench: export rep {rep} {m}: {:.0} items/s, {:.1} MB/s",
+                names.len() as f64 / dt,
+                mb / dt
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&list_file);
+    let med = |m: &str| res.get(m).cloned().map(median);
+    let to_mb = |v: Option<f64>| v.map(|x| x * size as f64 / 1e6);
+    let err_note = azcopy_err
+        .map(|e| format!("; {}", e.lines().next().unwrap_or("")))
+        .unwrap_or_default();
+    Ok(vec![
+        Row {
+            scenario: format!("export {} blobs of {} KiB", names.len(), o.export_kib),
+            unit: "items/s",
+            ours: med("ours").unwrap_or(f64::NAN),
+            ceiling: med("raw"),
+            azcopy: med("azcopy"),
+            note: format!("ours and ceiling: server-side copy + GET + SHA-256, {concurrency} in flight; azcopy copies only (no hash){err_note}"),
+        },
+        Row {
+            scenario: format!("export {} blobs of {} KiB", names.len(), o.export_kib),
+            unit: "MB/s",
+            ours: to_mb(med("ours")).unwrap_or(f64::NAN),
+            ceiling: to_mb(med("raw")),
+            azcopy: to_mb(med("azcopy")),
+            note: "same runs as the row above".into(),
+        },
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// discovery
+
+fn bench_ws(runs: usize) -> WorkspaceId {
+    WorkspaceId::parse(&format!(
+        "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-bench/providers/Microsoft.MachineLearningServices/workspaces/bench-{runs}"
+    ))
+    .expect("workspace id")
+}
+
+fn services(store: Arc<dyn BlobStore>, dir: &Path) -> Services {
+    Services {
+        control: Arc::new(LocalControlPlane::new(store.clone())),
+        telemetry: Arc::new(LocalTelemetry::new(store.clone())),
+        directory: Arc::new(FileDirectory::new(dir.join("directory.json"))),
+        holds: Default::default(),
+        scope: vec![],
+        bus: Arc::new(MemoryBus::new()),
+        settings: Settings::default(),
+        store,
+    }
+}
+
+fn jobs_task(ws: &WorkspaceId) -> SliceTask {
+    SliceTask {
+        request_id: RequestId::parse("BENCH-1").expect("id"),
+        kind: RequestKind::Export,
+        dry_run: false,
+        subject: ResolvedSubject {
+            object_id: SUBJECT_OID.parse().expect("uuid"),
+            tenant_id: None,
+            upn: None,
+            notebook_aliases: vec![],
+        },
+        workspace: ws.clone(),
+        resource_type: ResourceType::Jobs,
+        key: "bench".into(),
+        hold: None,
+        cutoff: None,
+        chunk: 0,
+    }
+}
+
+/// A workspace with `runs` job documents in the local control plane (on the blob store); every
+/// tenth run is the subject's.
+async fn seed_runs(
+    raw: &Raw,
+    store: &Arc<dyn BlobStore>,
+    runs: usize,
+) -> anyhow::Result<WorkspaceId> {
+    let ws = bench_ws(runs);
+    let info = WorkspaceInfo {
+        id: ws.clone(),
+        storage_account: WS_ACCOUNT.into(),
+        artifact_container: "azureml".into(),
+        blobstore_container: "azureml-blobstore-bench".into(),
+        file_share: "code-bench".into(),
+        app_insights: None,
+        log_analytics_workspace: None,
+        key_vault: None,
+        tags: BTreeMap::new(),
+    };
+    LocalControlPlane::new(store.clone())
+        .put_workspace(&info)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let container = LocalControlPlane::container(&ws);
+    let docs: Vec<(String, Bytes)> = (0..runs)
+        .map(|i| {
+            let oid = if i % 10 == 0 {
+                SUBJECT_OID.to_string()
+            } else {
+                uuid::Uuid::from_u128(i as u128 + 7).to_string()
+            };
+            let job = format!("job_{i:07}");
+            let doc = json!({
+                "id": format!("{ws}/jobs/{job}"), "name": job,
+                "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+                "properties": {"jobType": "Command", "status": "Completed",
+                    "runHistory": {"createdBy": {"userObjectId": oid, "userName": "someone"}}},
+                "systemData": {"createdAt": "2026-01-01T00:00:00Z", "createdBy": "someone@contoso.com", "createdByType": "User"}
+            });
+            (format!("jobs/{job}.json"), Bytes::from(doc.to_string()))
+        })
+        .collect();
+    futures::stream::iter(docs)
+        .map(|(n, b)| {
+            let container = &container;
+            async move { raw.put("armlocal", container, &n, b).await }
+        })
+        .buffer_unordered(RAW_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(ws)
+}
+
+async fn bench_discovery(
+    o: &Opts,
+    raw: &Raw,
+    store: &Arc<dyn BlobStore>,
+) -> anyhow::Result<Vec<Row>> {
+    let tmp = tempfile::tempdir()?;
+    let svc = services(store.clone(), tmp.path());
+    svc.state().ensure_containers().await?;
+    let mut rows = Vec::new();
+    for &runs in &o.runs {
+        let t = Instant::now();
+        let ws = seed_runs(raw, store, runs).await?;
+        eprintln!(
+            "bench: discovery: seeded {runs} runs in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        let task = jobs_task(&ws);
+        let container = LocalControlPlane::container(&ws);
+        let mut ours = Vec::new();
+        let mut ceil = Vec::new();
+        let reps = if runs >= 50_000 { 1 } else { o.reps };
+        for rep in 0..reps {
+            for k in 0..2 {
+                let t = Instant::now();
+                if (k + rep) % 2 == 0 {
+                    let inv = discovery::discover(&svc, &task)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    let jobs = inv
+                        .entries
+                        .iter()
+                        .filter(|e| {
+                            matches!(&e.item, azureml_dsr::domain::slice::Item::Resource { .. })
+                        })
+                        .count();
+                    ensure!(
+                        jobs == runs.div_ceil(10),
+                        "found {jobs} of {} runs",
+                        runs.div_ceil(10)
+                    );
+                    ours.push(t.elapsed().as_secs_f64());
+                } else {
+                    // The least any discovery on this control plane must do: list + read each doc.
+                    let names = raw.list("armlocal", &container, "jobs/").await?;
+                    let found: Vec<bool> = futures::stream::iter(names.iter())
+                        .map(|n| {
+                            let container = &container;
+                            async move {
+                                let u = raw.url("armlocal", container, Some(n));
+                                let (s, _, b) = raw
+                                    .send("armlocal", reqwest::Method::GET, u, vec![], Bytes::new())
+                                    .await?;
+                                ensure!(s == 200, "get doc {s}");
+                                Ok::<_, anyhow::Error>(memchr_contains(&b, SUBJECT_OID.as_bytes()))
+                            }
+                        })
+                        .buffer_unordered(RAW_CONCURRENCY)
+                        .try_collect()
+                        .await?;
+                    ensure!(found.iter().filter(|f| **f).count() == runs.div_ceil(10));
+                    ceil.push(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        let (m_ours, m_ceil) = (median(ours), median(ceil));
+        eprintln!("bench: discovery {runs} runs: ours {m_ours:.2}s, raw {m_ceil:.2}s");
+        rows.push(Row {
+            scenario: format!("discover subject's runs among {runs}"),
+            unit: "s (lower is better)",
+            ours: m_ours,
+            ceiling: Some(m_ceil),
+            azcopy: None,
+            note: format!(
+                "{} runs/s; ceiling = raw list + GET of every run document x{RAW_CONCURRENCY}",
+                fmt(runs as f64 / m_ours)
+            ),
+        });
+    }
+    Ok(rows)
+}
+
+fn memchr_contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// memory (child processes: VmHWM of a fresh process doing only that work)
+
+async fn bench_memory(o: &Opts, raw: &Raw, base: &str) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let idle = run_child(&["idle", base]).await?;
+    let first = *o.runs.first().expect("runs");
+    let last = *o.runs.last().expect("runs");
+    let small = run_child(&["scan", base, &first.to_string()]).await?;
+    let large = run_child(&["scan", base, &last.to_string()]).await?;
+    rows.push(Row {
+        scenario: format!("peak RSS scanning {first} vs {last} runs"),
+        unit: "MB",
+        ours: large,
+        ceiling: Some(small),
+        azcopy: None,
+        note: format!(
+            "ours = {last} runs, 'ceiling' column = {first} runs (ratio = growth); idle process {} MB",
+            fmt(idle)
+        ),
+    });
+    let big = o.big_mib * 1024 * 1024;
+    raw.create_container(WS_ACCOUNT, "bigsrc").await?;
+    raw.create_container("dsrstate", "exports-big").await?;
+    let t = Instant::now();
+    raw.put_large(WS_ACCOUNT, "bigsrc", "big.bin", big, 8 * 1024 * 1024)
+        .await?;
+    eprintln!(
+        "bench: memory: uploaded {} MiB in {:.1}s",
+        o.big_mib,
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let exp = run_child(&["export", base, &big.to_string()]).await?;
+    let dt = t.elapsed().as_secs_f64();
+    rows.push(Row {
+        scenario: format!("peak RSS exporting one {} MiB blob", o.big_mib),
+        unit: "MB",
+        ours: exp,
+        ceiling: None,
+        azcopy: None,
+        note: format!(
+            "copy + streaming SHA-256 in a child process, {:.1} s incl. process start ({} MB/s)",
+            dt,
+            fmt(big as f64 / 1e6 / dt)
+        ),
+    });
+    Ok(rows)
+}
+
+async fn run_child(args: &[&str]) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe()?;
+    let out = tokio::process::Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "child {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM "))
+        .context("child printed no VmHWM")?
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+fn vm_hwm_kb() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?)
+}
+
+fn child(args: &[String]) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let kind = args.first().context("child kind")?.as_str();
+        let base = args.get(1).context("base url")?;
+        let store: Arc<dyn BlobStore> = Arc::new(AzureBlobStore::azurite(base));
+        match kind {
+            "idle" => {
+                store.list_page(WS_ACCOUNT, "azureml", "", None, 1).await?;
+            }
+            "scan" => {
+                let runs: usize = args.get(2).context("runs")?.parse()?;
+                let tmp = tempfile::tempdir()?;
+                let svc = services(store, tmp.path());
+                let inv = discovery::discover(&svc, &jobs_task(&bench_ws(runs)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                ensure!(!inv.entries.is_empty());
+            }
+            "export" => {
+                let size: u64 = args.get(2).context("size")?.parse()?;
+                let src = BlobRef::new(WS_ACCOUNT, "bigsrc", "big.bin");
+                let dst = BlobRef::new("dsrstate", "exports-big", "big.bin");
+                let s = slice::export_blob(store.as_ref(), &src, &dst)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                ensure!(
+                    matches!(s, ItemStatus::Exported { size: n, .. } if n == size),
+                    "export: {s:?}"
+                );
+            }
+            other => bail!("unknown child {other}"),
+        }
+        println!("VmHWM {}", vm_hwm_kb()?);
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// handler
+
+fn intake_envelope(i: usize, ws: &str, upn: &str) -> serde_json::Value {
+    let id = format!("BENCH-{}-{i}", std::process::id());
+    let req = json!({"schemaVersion": "1.0", "requestId": id, "type": "export",
+        "subject": {"upn": upn}, "scope": {"workspaces": [ws]}});
+    let text = req.to_string();
+    let mut md = serde_json::Map::new();
+    md.insert("DeliveryCount".into(), json!("1"));
+    md.insert("MessageId".into(), json!(json!(id).to_string()));
+    md.insert("EnqueuedTimeUtc".into(), json!("2026-11-28T12:00:00"));
+    md.insert("EnqueuedTime".into(), json!("2026-11-28T12:00:00+00:00"));
+    md.insert("SequenceNumber".into(), json!(i.to_string()));
+    md.insert("ContentType".into(), json!("\"application/json\""));
+    // Host quirk: the body's top-level scalars are merged into Metadata.
+    for (k, v) in req.as_object().expect("object") {
+        if !v.is_array() && !v.is_object() {
+            md.insert(k.clone(), json!(v.to_string()));
+        }
+    }
+    md.insert(
+        "sys".into(),
+        json!({"MethodName": "dsr-intake", "UtcNow": "2026-11-28T12:00:00.1234567Z",
+               "RandGuid": uuid::Uuid::new_v4().to_string()}),
+    );
+    json!({"Data": {"message": json!(text).to_string()}, "Metadata": md})
+}
+
+/// Invocations per second and sorted latencies (ms).
+type LoadResult = (f64, Vec<f64>);
+
+async fn load(
+    url: &str,
+    bodies: Vec<Vec<u8>>,
+    concurrency: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let client = reqwest::Client::new();
+    let n = bodies.len();
+    let t = Instant::now();
+    let mut lat: Vec<f64> = futures::stream::iter(bodies)
+        .map(|b| {
+            let client = &client;
+            async move {
+                let t = Instant::now();
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await?;
+                let status = r.status();
+                let body = r.bytes().await?;
+                ensure!(
+                    status.is_success(),
+                    "{status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok((rate, lat))
+}
+
+async fn bench_handler(o: &Opts) -> anyhow::Result<Vec<Row>> {
+    // The real handler with its embedded default store on tmpfs (storage cost near zero, so
+    // the figure is the handler's own overhead: envelope decoding, validation, planning, JSON).
+    let shm = Path::new("/dev/shm");
+    let tmp = if shm.is_dir() {
+        tempfile::tempdir_in(shm)?
+    } else {
+        tempfile::tempdir()?
+    };
+    let store: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(tmp.path().join("store")));
+    let opts = azureml_dsr::seed::SeedOptions {
+        users: 3,
+        runs_per_user: 2,
+        files_per_run: 1,
+        ..Default::default()
+    };
+    let truth = azureml_dsr::seed::seed(&store, &opts, time::OffsetDateTime::now_utc()).await?;
+    std::fs::write(
+        tmp.path().join("directory.json"),
+        serde_json::to_vec(&truth.directory())?,
+    )?;
+    let svc = services(store, tmp.path());
+    let app = azureml_dsr::app::App::with_services(svc);
+    let real = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let real_addr = real.local_addr()?;
+    tokio::spawn(azureml_dsr::startup::serve(
+        real,
+        azureml_dsr::app::invoker(app),
+        std::future::pending(),
+    ));
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = echo.local_addr()?;
+    let echo_app = axum::Router::new().route(
+        "/{function}",
+        axum::routing::post(|body: Bytes| async move {
+            axum::Json(json!({"Outputs": {}, "Logs": [], "ReturnValue": body.len()}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(echo, echo_app).await });
+
+    let ws = truth.workspaces[0].to_string();
+    let upn = truth.users[0].upn.clone();
+    let conc = 4;
+    let mut res: BTreeMap<&str, Vec<(f64, Vec<f64>)>> = BTreeMap::new();
+    let mut counter = 0usize;
+    for rep in 0..o.reps {
+        for k in 0..2 {
+            let (name, addr) = if (k + rep) % 2 == 0 {
+                ("ours", real_addr)
+            } else {
+                ("echo", echo_addr)
+            };
+            let bodies: Vec<Vec<u8>> = (0..o.handler_n)
+                .map(|_| {
+                    counter += 1;
+                    serde_json::to_vec(&intake_envelope(counter, &ws, &upn)).expect("json")
+                })
+                .collect();
+            let r = load(&format!("http://{addr}/dsr-intake"), bodies, conc).await?;
+            eprintln!(
+                "bench: handler rep {rep} {name}: {:.0}/s p50 {:.2} ms",
+                r.0,
+                percentile(&r.1, 0.5)
+            );
+            res.entry(name).or_default().push(r);
+        }
+    }
+    let stat =
+        |name: &str, f: &dyn Fn(&LoadResult) -> f64| median(res[name].iter().map(f).collect());
+    let rate = |r: &LoadResult| r.0;
+    let p50 = |r: &LoadResult| percentile(&r.1, 0.5);
+    let p99 = |r: &LoadResult| percentile(&r.1, 0.99);
+    let note = format!("{} intake POSTs x{conc} in flight; ours = real router + App (embedded store on tmpfs), 'ceiling' column = bare axum echo", o.handler_n);
+    Ok(vec![
+        Row {
+            scenario: "handler intake".into(),
+            unit: "invocations/s",
+            ours: stat("ours", &rate),
+            ceiling: Some(stat("echo", &rate)),
+            azcopy: None,
+            note: note.clone(),
+        },
+        Row {
+            scenario: "handler intake p50".into(),
+            unit: "ms (lower is better)",
+            ours: stat("ours", &p50),
+            ceiling: Some(stat("echo", &p50)),
+            azcopy: None,
+            note: "same runs".into(),
+        },
+        Row {
+            scenario: "handler intake p99".into(),
+            unit: "ms (lower is better)",
+            ours: stat("ours", &p99),
+            ceiling: Some(stat("echo", &p99)),
+            azcopy: None,
+            note: "same runs".into(),
+        },
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// start-up
+
+fn product_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/examples/bench -> target/<profile>/azureml-dsr
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("exe location")?
+        .to_path_buf();
+    let bin = profile_dir.join("azureml-dsr");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    // Always (re)build: cargo is a no-op when it is fresh, and a stale binary would lie.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--bin", "azureml-dsr"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("cargo build --bin azureml-dsr")?;
+    ensure!(status.success(), "building azureml-dsr failed");
+    ensure!(bin.exists(), "{} missing", bin.display());
+    Ok(bin)
+}
+
+async fn bench_startup(o: &Opts) -> anyhow::Result<Vec<Row>> {
+    let bin = tokio::task::spawn_blocking(product_binary).await??;
+    let tmp = tempfile::tempdir()?;
+    let mut times = Vec::new();
+    for _ in 0..o.startup_n {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new(&bin)
+            .arg("handler")
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("DSR_DATA_DIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                if get_root(s).await.unwrap_or(false) {
+                    break;
+                }
+            }
+            ensure!(Instant::now() < deadline, "handler did not answer GET /");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let _ = child.kill().await;
+    }
+    let m = median(times.clone());
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(vec![Row {
+        scenario: "start-up: exec to first GET / answered".into(),
+        unit: "ms (lower is better)",
+        ours: m,
+        ceiling: None,
+        azcopy: None,
+        note: format!(
+            "{} ({}), median of {}, max {:.1} ms; goal < 50 ms",
+            bin.file_name().unwrap_or_default().to_string_lossy(),
+            bin.parent()
+                .and_then(Path::file_name)
+                .unwrap_or_default()
+                .to_string_lossy(),
+            times.len(),
+            times.last().copied().unwrap_or(f64::NAN)
+        ),
+    }])
+}
+
+async fn get_root(mut s: tokio::net::TcpStream) -> anyhow::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).await?;
+    Ok(n >= 12 && &buf[..12] == b"HTTP/1.1 200")
+}
+
+// ---------------------------------------------------------------------------------------------
+// azcopy
+
+struct Azcopy {
+    bin: PathBuf,
+}
+
+impl Azcopy {
+    fn find() -> Option<Azcopy> {
+        if let Ok(p) = std::env::var("AZCOPY_BIN") {
+            return Some(Azcopy { bin: p.into() });
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.build/azcopy/node_modules/@azure-tools/azcopy-linux/dist/bin");
+        let bin = root.join("azcopy_linux_amd64");
+        if !bin.exists() {
+            return None;
+        }
+        // npm does not keep the executable bit of this package's binary.
+        use std::os::unix::fs::PermissionsExt;
+        let mut perm = std::fs::metadata(&bin).ok()?.permissions();
+        if perm.mode() & 0o111 == 0 {
+            perm.set_mode(0o755);
+            std::fs::set_permissions(&bin, perm).ok()?;
+        }
+        Some(Azcopy { bin })
+    }
+
+    async fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let work = std::env::temp_dir().join(format!("bench-azcopy-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let out = tokio::process::Command::new(&self.bin)
+            .args(args)
+            .args(["--output-level=essential", "--log-level=ERROR"])
+            .env("AZCOPY_LOG_LOCATION", &work)
+            .env("AZCOPY_JOB_PLAN_LOCATION", &work)
+            .env("AZCOPY_DISABLE_SYSLOG", "true")
+            .output()
+            .await
+            .context("run azcopy")?;
+        let mut log_errors = String::new();
+        if !out.status.success() {
+            for e in std::fs::read_dir(&work).into_iter().flatten().flatten() {
+                if let Ok(text) = std::fs::read_to_string(e.path()) {
+                    for l in text
+                        .lines()
+                        .filter(|l| {
+                            l.contains("ERR")
+                                || l.contains("RESPONSE STATUS")
+                                || l.contains("x-ms-error-code")
+                        })
+                        .take(8)
+                    {
+                        log_errors.push_str(l);
+                        log_errors.push('\n');
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        if !out.status.success() {
+            bail!(
+                "azcopy {}: {}{}{log_errors}",
+                args[0],
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
