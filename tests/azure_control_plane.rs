@@ -1025,3 +1025,53 @@ async fn service_bus_send_carries_broker_properties_and_retries_503() {
     assert_eq!(last.headers["dsrkind"], "\"delete\"");
     assert_eq!(last.body, r#"{"slice":1}"#);
 }
+
+// ---------------------------------------------------------------- wiring
+
+/// `azure_services` (what `DSR_MODE=azure` uses) builds every production adapter from the
+/// environment, with the credential `azure_credential()` picks (managed identity here, because
+/// `IDENTITY_ENDPOINT` is set), and they reach the configured endpoints.
+#[tokio::test]
+async fn azure_services_wires_production_adapters_from_the_environment() {
+    let _ = credential(); // sets IDENTITY_ENDPOINT / IDENTITY_HEADER for azure_credential()
+    let arm_srv = serve(ARM_SCOPE, |c| match c.req.path.as_str() {
+        p if p == WS => (200, vec![], body("ml/workspace-get.json", "200")),
+        p if p.ends_with("/datastores/workspaceblobstore") => {
+            (200, vec![], body("ml/datastore-get.json", "200"))
+        }
+        _ => not_found(),
+    })
+    .await;
+    let graph = serve(GRAPH_SCOPE, |_| {
+        (200, vec![], example("graph/user-get.json"))
+    })
+    .await;
+    let sb = serve(SERVICEBUS_SCOPE, |_| (201, vec![], Value::Null)).await;
+    // Only this test reads these variables.
+    std::env::set_var("DSR_ARM_ENDPOINT", &arm_srv.base);
+    std::env::set_var("DSR_GRAPH_ENDPOINT", &graph.base);
+    std::env::set_var("DSR_SERVICEBUS_NAMESPACE", &sb.base);
+    let dir = tempfile::tempdir().unwrap();
+    let paths = azureml_dsr::config::LocalPaths::new(dir.path());
+    let svc = azureml_dsr::cli::local::azure_services(
+        &paths,
+        azureml_dsr::config::local_store(&paths),
+        Arc::new(azureml_dsr::adapters::local::memory_bus::MemoryBus::new()),
+        Default::default(),
+    )
+    .unwrap();
+    let info = svc.control.workspace(&ws()).await.unwrap();
+    assert_eq!(info.storage_account, "teststorageaccount");
+    let who = SubjectRef {
+        object_id: None,
+        upn: Some(Upn::parse("AdeleV@contoso.com").unwrap()),
+        tenant_id: None,
+        display_name: None,
+    };
+    assert!(svc.directory.lookup(&who).await.unwrap().is_some());
+    svc.bus
+        .send(OutMessage::json("dsr-results", "r-1", &json!({})))
+        .await
+        .unwrap();
+    assert_eq!(sb.requests("POST", "/dsr-results/messages").len(), 1);
+}

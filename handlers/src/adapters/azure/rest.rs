@@ -168,8 +168,6 @@ impl RestClient {
                     req.insert_header("content-type", "application/json");
                 }
                 req.set_body(b.clone());
-            } else if method == Method::Post || method == Method::Put {
-                req.insert_header("content-length", "0");
             }
             let outcome = match self.http.execute_request(&req).await {
                 Ok(rsp) => match rsp.try_into_raw_response().await {
