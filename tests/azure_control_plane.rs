@@ -1075,3 +1075,338 @@ async fn azure_services_wires_production_adapters_from_the_environment() {
         .unwrap();
     assert_eq!(sb.requests("POST", "/dsr-results/messages").len(), 1);
 }
+
+// ---------------------------------------------------------------- whole pipeline
+
+mod pipeline {
+    //! The same seeded workspaces processed twice: once with the local adapters, once with the
+    //! production ARM and Graph adapters talking HTTP to fakes that serve the very same
+    //! documents (ARM shapes, paging, 202 + Azure-AsyncOperation deletes). The reports must match.
+
+    use super::*;
+    use azureml_dsr::adapters::local::control_plane::LocalControlPlane;
+    use azureml_dsr::adapters::local::memory_bus::MemoryBus;
+    use azureml_dsr::config::{local_services, local_store, LocalPaths};
+    use azureml_dsr::domain::report::FinalReport;
+    use azureml_dsr::domain::request::RequestId;
+    use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
+    use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services, Settings};
+    use azureml_dsr::ports::bus::queues;
+    use azureml_dsr::ports::directory::DirectoryEntry;
+    use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+
+    struct FakeArm {
+        lcp: LocalControlPlane,
+        base: OnceLock<String>,
+    }
+
+    fn kind_of(rest: &[&str]) -> Option<ArmKind> {
+        match rest {
+            ["jobs", _] => Some(ArmKind::Job),
+            ["computes", _] => Some(ArmKind::Compute),
+            ["models", _, "versions", _] => Some(ArmKind::ModelVersion),
+            ["data", _, "versions", _] => Some(ArmKind::DataVersion),
+            _ => None,
+        }
+    }
+
+    fn json_reply(status: u16, v: Value) -> Response {
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            axum::Json(v),
+        )
+            .into_response()
+    }
+
+    /// An ARM stand-in over the local control plane's documents.
+    async fn fake_arm(
+        State(st): State<Arc<FakeArm>>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+    ) -> Response {
+        if headers.get("authorization").and_then(|v| v.to_str().ok())
+            != Some(audience(ARM_SCOPE).as_str())
+        {
+            return json_reply(401, json!({"error": {"code": "Unauthorized"}}));
+        }
+        let base = st.base.get().unwrap().clone();
+        let path = percent_decode(uri.path());
+        let q: HashMap<String, String> =
+            url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        if path == "/ops/ok" {
+            return json_reply(200, json!({"status": "Succeeded"}));
+        }
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if segs.len() < 8 {
+            return json_reply(404, json!({"error": {"code": "NotFound"}}));
+        }
+        let ws = WorkspaceId::parse(&format!("/{}", segs[..8].join("/"))).unwrap();
+        let rest = &segs[8..];
+        let info = match st.lcp.workspace(&ws).await {
+            Ok(i) => i,
+            Err(_) => return json_reply(404, json!({"error": {"code": "ResourceNotFound"}})),
+        };
+        let (lcp, wsr) = (&st.lcp, &ws);
+        let all = |k| async move { lcp.list_all(wsr, k).await.unwrap() };
+        if method == Method::DELETE {
+            let Some(kind) = kind_of(rest) else {
+                return json_reply(405, json!({}));
+            };
+            return match st.lcp.delete(&ws, kind, &path).await.unwrap() {
+                ResourceDelete::Deleted => {
+                    let mut r = axum::http::StatusCode::ACCEPTED.into_response();
+                    r.headers_mut().insert(
+                        "azure-asyncoperation",
+                        format!("{base}/ops/ok").parse().unwrap(),
+                    );
+                    r
+                }
+                ResourceDelete::NotFound => json_reply(404, json!({"error": {"code": "NotFound"}})),
+                ResourceDelete::Refused(m) => {
+                    json_reply(409, json!({"error": {"code": "Conflict", "message": m}}))
+                }
+            };
+        }
+        let versions_of = |docs: Vec<Value>, name: &str| -> Vec<Value> {
+            docs.into_iter()
+                .filter(|d| {
+                    d["id"].as_str().unwrap_or_default().split('/').rev().nth(2) == Some(name)
+                })
+                .collect()
+        };
+        let containers = |docs: Vec<Value>| -> Vec<Value> {
+            let mut names: Vec<String> = docs
+                .iter()
+                .filter_map(|d| {
+                    d["id"]
+                        .as_str()?
+                        .split('/')
+                        .rev()
+                        .nth(2)
+                        .map(str::to_string)
+                })
+                .collect();
+            names.dedup();
+            names.into_iter().map(|n| json!({"name": n})).collect()
+        };
+        match rest {
+            [] => json_reply(
+                200,
+                json!({"id": ws.to_string(), "properties": {
+                    "storageAccount": format!("/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/{}", info.storage_account),
+                    "keyVault": info.key_vault}, "tags": info.tags}),
+            ),
+            ["datastores", "workspaceblobstore"] => json_reply(
+                200,
+                json!({"properties": {"datastoreType": "AzureBlob", "containerName": info.blobstore_container}}),
+            ),
+            ["datastores", "workspaceartifactstore"] => json_reply(
+                200,
+                json!({"properties": {"datastoreType": "AzureBlob", "containerName": info.artifact_container}}),
+            ),
+            ["datastores", "workspaceworkingdirectory"] => json_reply(
+                200,
+                json!({"properties": {"datastoreType": "AzureFile", "fileShareName": info.file_share}}),
+            ),
+            ["jobs"] | ["computes"] => {
+                let kind = if rest[0] == "jobs" {
+                    ArmKind::Job
+                } else {
+                    ArmKind::Compute
+                };
+                let page = st
+                    .lcp
+                    .list(&ws, kind, q.get("$skipToken").cloned())
+                    .await
+                    .unwrap();
+                let mut v = json!({"value": page.value});
+                if let Some(n) = page.next_link {
+                    let mut next = Url::parse(&format!("{base}{path}")).unwrap();
+                    next.query_pairs_mut()
+                        .append_pair("api-version", "2024-10-01")
+                        .append_pair("$skipToken", &n);
+                    v["nextLink"] = json!(next.as_str());
+                }
+                json_reply(200, v)
+            }
+            ["models"] => json_reply(
+                200,
+                json!({"value": containers(all(ArmKind::ModelVersion).await)}),
+            ),
+            ["data"] => json_reply(
+                200,
+                json!({"value": containers(all(ArmKind::DataVersion).await)}),
+            ),
+            ["models", name, "versions"] => json_reply(
+                200,
+                json!({"value": versions_of(all(ArmKind::ModelVersion).await, name)}),
+            ),
+            ["data", name, "versions"] => json_reply(
+                200,
+                json!({"value": versions_of(all(ArmKind::DataVersion).await, name)}),
+            ),
+            _ => json_reply(404, json!({"error": {"code": "NotFound"}})),
+        }
+    }
+
+    fn percent_decode(s: &str) -> String {
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+
+    fn graph_user(e: &DirectoryEntry) -> Value {
+        json!({"id": e.object_id.to_string(),
+               "userPrincipalName": e.upn.as_ref().map(|u| u.as_str()),
+               "mail": e.mail.as_ref().map(|u| u.as_str()),
+               "displayName": e.display_name})
+    }
+
+    struct Run {
+        _dir: tempfile::TempDir,
+        bus: Arc<MemoryBus>,
+        svc: Services,
+        truth: SeedTruth,
+        _servers: Vec<Server>,
+    }
+
+    async fn setup(production: bool) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LocalPaths::new(dir.path());
+        let store = local_store(&paths);
+        let opts = SeedOptions {
+            users: 4,
+            runs_per_user: 4,
+            ..Default::default()
+        };
+        let now = time::macros::datetime!(2026-11-01 12:00:00 UTC);
+        let truth = seed(&store, &opts, now).await.unwrap();
+        let directory = truth.directory();
+        std::fs::write(paths.directory(), serde_json::to_vec(&directory).unwrap()).unwrap();
+        let bus = Arc::new(MemoryBus::new());
+        let settings = Settings {
+            chunk_size: 5,
+            ..Default::default()
+        };
+        let mut svc = local_services(&paths, store.clone(), bus.clone(), settings).unwrap();
+        let mut servers = Vec::new();
+        if production {
+            let st = Arc::new(FakeArm {
+                lcp: LocalControlPlane::new(store.clone()),
+                base: OnceLock::new(),
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            st.base.set(base.clone()).unwrap();
+            let app = axum::Router::new().fallback(fake_arm).with_state(st);
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            let mut cfg = ArmConfig::new(Url::parse(&base).unwrap());
+            cfg.poll_interval = Duration::from_millis(5);
+            svc.control = Arc::new(AzureMlControlPlane::new(rest(ARM_SCOPE), cfg));
+            let graph = serve(GRAPH_SCOPE, move |c| {
+                let key = c
+                    .req
+                    .path
+                    .trim_start_matches("/v1.0/users")
+                    .trim_start_matches('/');
+                if key.is_empty() {
+                    return (200, vec![], json!({"value": []}));
+                }
+                match directory.iter().find(|e| {
+                    e.object_id.to_string() == key
+                        || e.upn.as_ref().is_some_and(|u| u.as_str() == key)
+                }) {
+                    Some(e) => (200, vec![], graph_user(e)),
+                    None => not_found(),
+                }
+            })
+            .await;
+            svc.directory = Arc::new(GraphDirectory::new(rest(GRAPH_SCOPE), graph.url()));
+            servers.push(graph);
+        }
+        Run {
+            _dir: dir,
+            bus,
+            svc,
+            truth,
+            _servers: servers,
+        }
+    }
+
+    async fn submit(r: &Run, id: &str, kind: &str, user: &str) -> FinalReport {
+        let ws: Vec<String> = r.truth.workspaces.iter().map(|w| w.to_string()).collect();
+        let body = json!({"schemaVersion": "1.0", "requestId": id, "type": kind, "dryRun": false,
+            "subject": {"upn": r.truth.user(user).unwrap().upn}, "scope": {"workspaces": ws}});
+        let d = Delivery {
+            delivery_count: 1,
+            ..Default::default()
+        };
+        intake::run(&r.svc, body.to_string().as_bytes(), &d)
+            .await
+            .unwrap();
+        while let Some(m) = r.bus.pop() {
+            match m.queue.as_str() {
+                queues::COMPLETIONS => {
+                    let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
+                    aggregate::run(&r.svc, &c).await.unwrap();
+                }
+                q if q.starts_with("dsr-slice-") => {
+                    let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
+                    slice::run(&r.svc, &t, &d).await.unwrap();
+                }
+                _ => {}
+            }
+        }
+        r.svc
+            .state()
+            .report(&RequestId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .expect("report written")
+    }
+
+    /// What must be equal: status, counts, per-slice status/notes and every item with its outcome.
+    fn essence(r: &FinalReport) -> Value {
+        let mut results: Vec<Value> = r
+            .results
+            .iter()
+            .map(|s| {
+                let mut items: Vec<String> = s
+                    .items
+                    .iter()
+                    .map(|i| serde_json::to_string(i).unwrap())
+                    .collect();
+                items.sort();
+                json!({"key": s.key, "status": s.status, "reason": s.reason, "notes": s.notes, "items": items})
+            })
+            .collect();
+        results.sort_by_key(|v| v["key"].as_str().unwrap().to_string());
+        json!({"status": r.status, "counts": r.counts, "subject": r.subject_object_id, "results": results})
+    }
+
+    #[tokio::test]
+    async fn export_and_delete_reports_match_the_local_adapters() {
+        let local = setup(false).await;
+        let prod = setup(true).await;
+        for (id, kind) in [("EXP-9", "export"), ("DEL-9", "delete")] {
+            let a = essence(&submit(&local, id, kind, "alice").await);
+            let b = essence(&submit(&prod, id, kind, "alice").await);
+            assert!(a["counts"]["items"].as_u64().unwrap() > 0, "{a:#}");
+            assert_eq!(a["status"], "completed", "{a:#}");
+            let text = a.to_string();
+            for kind in ["job", "modelVersion", "dataVersion", "compute"] {
+                assert!(
+                    text.contains(&format!("resourceType\\\":\\\"{kind}")),
+                    "no {kind} items in the report"
+                );
+            }
+            assert_eq!(a, b, "{kind}: production adapters disagree with local ones");
+        }
+    }
+}
