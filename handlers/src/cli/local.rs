@@ -103,7 +103,76 @@ pub fn services_factory(data_dir: PathBuf, storage: StorageChoice) -> ServicesFa
         let paths = LocalPaths::new(&data_dir);
         let store = storage.store(&paths);
         let queue = open_queue(&paths)?;
+        if std::env::var("DSR_MODE").is_ok_and(|m| m == "azure") {
+            return azure_services(&paths, store, queue, settings_from_env());
+        }
         local_services(&paths, store, queue, settings_from_env())
+    })
+}
+
+/// Production adapters (`DSR_MODE=azure`): Azure ML through ARM, Microsoft Graph, Log Analytics
+/// query/purge, and Service Bus when `DSR_SERVICEBUS_NAMESPACE` is set (otherwise `bus`, the
+/// local queue: an operator on a laptop runs the pipeline locally against real workspaces).
+/// Tokens come from [`azure_credential`]. Endpoints: `DSR_ARM_ENDPOINT`
+/// (`https://management.azure.com`), `DSR_GRAPH_ENDPOINT` (`https://graph.microsoft.com`),
+/// `DSR_LOGANALYTICS_ENDPOINT` (`https://api.loganalytics.io`); telemetry tables
+/// `DSR_TELEMETRY_TABLES` (comma-separated, default `AmlRunEvent`). Nothing connects here.
+pub fn azure_services(
+    paths: &LocalPaths,
+    store: Arc<dyn BlobStore>,
+    bus: Arc<dyn crate::ports::bus::MessageBus>,
+    settings: crate::functions::Settings,
+) -> anyhow::Result<crate::functions::Services> {
+    use crate::adapters::azure::{arm, graph, purge, rest::RestClient, servicebus};
+    let env_url = |key: &str, default: &str| -> anyhow::Result<url::Url> {
+        let v = std::env::var(key).unwrap_or_else(|_| default.to_string());
+        url::Url::parse(&v).with_context(|| format!("{key}={v:?} is not a URL"))
+    };
+    let cred = azure_credential()?;
+    let arm_endpoint = env_url("DSR_ARM_ENDPOINT", "https://management.azure.com")?;
+    let graph_endpoint = env_url("DSR_GRAPH_ENDPOINT", "https://graph.microsoft.com")?;
+    let query_endpoint = env_url("DSR_LOGANALYTICS_ENDPOINT", "https://api.loganalytics.io")?;
+    let tables = std::env::var("DSR_TELEMETRY_TABLES")
+        .unwrap_or_else(|_| "AmlRunEvent".into())
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let arm_rest = RestClient::new(cred.clone(), arm::ARM_SCOPE);
+    let bus: Arc<dyn crate::ports::bus::MessageBus> =
+        match std::env::var("DSR_SERVICEBUS_NAMESPACE") {
+            Ok(ns) if !ns.trim().is_empty() => Arc::new(
+                servicebus::ServiceBusSender::new(
+                    RestClient::new(cred.clone(), servicebus::SERVICEBUS_SCOPE),
+                    ns.trim(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            _ => bus,
+        };
+    Ok(crate::functions::Services {
+        control: Arc::new(arm::AzureMlControlPlane::new(
+            arm_rest.clone(),
+            arm::ArmConfig::new(arm_endpoint.clone()),
+        )),
+        telemetry: Arc::new(purge::LogAnalyticsTelemetry::new(
+            arm_rest,
+            RestClient::new(cred.clone(), purge::LOG_ANALYTICS_SCOPE),
+            purge::PurgeConfig {
+                arm_endpoint,
+                query_endpoint,
+                tables,
+            },
+        )),
+        directory: Arc::new(graph::GraphDirectory::new(
+            RestClient::new(cred, graph::GRAPH_SCOPE),
+            graph_endpoint,
+        )),
+        holds: crate::config::load_holds(&paths.holds())?,
+        scope: crate::config::load_scope(&paths.workspaces())?,
+        store,
+        bus,
+        settings,
     })
 }
 

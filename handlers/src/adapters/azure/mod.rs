@@ -1,6 +1,11 @@
 //! Azure adapters.
 
+pub mod arm;
 pub mod blob;
+pub mod graph;
+pub mod purge;
+pub mod rest;
 pub mod retry;
 pub mod sas;
+pub mod servicebus;
 pub mod shared_key;

@@ -1,0 +1,290 @@
+//! Shared HTTP plumbing for the Azure REST adapters (ARM, Microsoft Graph, Log Analytics,
+//! Service Bus): one request with an Entra bearer token, retried on throttling and server errors.
+//!
+//! Why not `azure_core`'s full `Pipeline`: its bearer-token policy insists on `https`, and the
+//! tests replay the official response bodies from a plain-HTTP server on 127.0.0.1. We still go
+//! through `azure_core`'s transport (`new_http_client`: reqwest 0.13 with rustls — our own
+//! reqwest 0.12 is built without TLS) and take tokens from any `azure_identity` 1.x credential,
+//! so production traffic is `https` with the SDK's TLS stack and token cache.
+//!
+//! Retries: 408, 429 and 5xx (except 501/505) and dropped connections, at most
+//! `RetryConfig::max_retries` times and within `max_total`. The wait is what the service asked for
+//! (`Retry-After` seconds or HTTP date, `retry-after-ms`, `x-ms-retry-after-ms`), else
+//! exponential backoff with jitter. When the budget is spent the last response is returned and
+//! the caller classifies it as transient, so the message is redelivered later instead of the
+//! function blocking for minutes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::{new_http_client, HttpClient, Method, Request, Url};
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::retry::{parse_retry_after, RetryConfig};
+
+/// A collected response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A header by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Result<Value, RestError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            RestError::Other(format!(
+                "unexpected response body (HTTP {}): {e}",
+                self.status
+            ))
+        })
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The service's own explanation: ARM/Graph `{"error":{"code","message"}}`, else the body text.
+    pub fn message(&self) -> String {
+        if let Ok(v) = serde_json::from_slice::<Value>(&self.body) {
+            let e = v.get("error").unwrap_or(&v);
+            let code = e.get("code").and_then(Value::as_str).unwrap_or_default();
+            let msg = e.get("message").and_then(Value::as_str).unwrap_or_default();
+            if !code.is_empty() || !msg.is_empty() {
+                return format!("HTTP {} {code}: {msg}", self.status);
+            }
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        let text: String = text.chars().take(300).collect();
+        format!("HTTP {} {text}", self.status)
+    }
+
+    /// The error a caller reports when it has no better mapping for this status.
+    pub fn error(&self) -> RestError {
+        if is_retryable(self.status) {
+            RestError::Transient(self.message())
+        } else {
+            RestError::Other(self.message())
+        }
+    }
+
+    /// What the service asked us to wait before the next request, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        for h in ["retry-after-ms", "x-ms-retry-after-ms"] {
+            if let Some(ms) = self.header(h).and_then(|v| v.trim().parse::<u64>().ok()) {
+                return Some(Duration::from_millis(ms));
+            }
+        }
+        self.header("retry-after")
+            .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()))
+    }
+}
+
+pub fn is_retryable(status: u16) -> bool {
+    status == 408 || status == 429 || (status >= 500 && status != 501 && status != 505)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("transient: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RestError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RestError::Transient(_))
+    }
+}
+
+/// A token-carrying HTTP client for one audience (scope).
+#[derive(Clone)]
+pub struct RestClient {
+    http: Arc<dyn HttpClient>,
+    credential: Arc<dyn TokenCredential>,
+    scope: String,
+    retry: RetryConfig,
+}
+
+impl RestClient {
+    pub fn new(credential: Arc<dyn TokenCredential>, scope: impl Into<String>) -> Self {
+        Self {
+            http: new_http_client(None),
+            credential,
+            scope: scope.into(),
+            retry: RetryConfig::default(),
+        }
+    }
+
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    async fn bearer(&self) -> Result<String, RestError> {
+        // The credential caches tokens and refreshes them before expiry.
+        let token = self
+            .credential
+            .get_token(&[self.scope.as_str()], None)
+            .await
+            .map_err(|e| RestError::Other(format!("no token for {}: {e}", self.scope)))?;
+        Ok(format!("Bearer {}", token.token.secret()))
+    }
+
+    /// Send one request, retrying throttling and server errors. Non-2xx statuses are returned
+    /// as replies (the caller knows what 404 or 409 means for its operation).
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<Bytes>,
+        headers: &[(&str, String)],
+    ) -> Result<Reply, RestError> {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let mut req = Request::new(url.clone(), method);
+            req.insert_header("authorization", self.bearer().await?);
+            req.insert_header("accept", "application/json");
+            for (k, v) in headers {
+                req.insert_header(k.to_ascii_lowercase(), v.clone());
+            }
+            if let Some(b) = &body {
+                if !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                {
+                    req.insert_header("content-type", "application/json");
+                }
+                req.set_body(b.clone());
+            }
+            let outcome = match self.http.execute_request(&req).await {
+                Ok(rsp) => match rsp.try_into_raw_response().await {
+                    Ok(raw) => {
+                        let (status, hdrs, body) = raw.deconstruct();
+                        Ok(Reply {
+                            status: u16::from(status),
+                            headers: hdrs
+                                .iter()
+                                .map(|(k, v)| (k.as_str().to_string(), v.as_str().to_string()))
+                                .collect(),
+                            body: Bytes::copy_from_slice(body.as_ref()),
+                        })
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let (wait, last) = match outcome {
+                Ok(reply) if !is_retryable(reply.status) => return Ok(reply),
+                Ok(reply) => (reply.retry_after(), Ok(reply)),
+                Err(e) => (
+                    None,
+                    Err(RestError::Transient(format!("{method} {url}: {e}"))),
+                ),
+            };
+            attempt += 1;
+            let delay = wait.unwrap_or_else(|| self.retry.backoff(attempt));
+            if attempt > self.retry.max_retries || start.elapsed() + delay > self.retry.max_total {
+                return last;
+            }
+            tracing::debug!(%url, attempt, ?delay, "throttled or server error, retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    pub async fn get(&self, url: &Url) -> Result<Reply, RestError> {
+        self.send(Method::Get, url, None, &[]).await
+    }
+}
+
+/// `base` + `path` (an ARM id or a path starting with '/'), keeping any path prefix of `base`.
+pub fn join(base: &Url, path: &str) -> Result<Url, RestError> {
+    let b = base.as_str().trim_end_matches('/');
+    let p = path.trim_start_matches('/');
+    Url::parse(&format!("{b}/{p}")).map_err(|e| RestError::Other(format!("bad url {b}/{p}: {e}")))
+}
+
+/// Whether `candidate` is on the same scheme, host and port as `base`: tokens are only ever
+/// sent to the configured service, never to a host named in a response (nextLink, Location).
+pub fn same_origin(base: &Url, candidate: &Url) -> bool {
+    base.scheme() == candidate.scheme()
+        && base.host_str().map(str::to_ascii_lowercase)
+            == candidate.host_str().map(str::to_ascii_lowercase)
+        && base.port_or_known_default() == candidate.port_or_known_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, headers: &[(&str, &str)]) -> Reply {
+        Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: Bytes::from_static(
+                br#"{"error":{"code":"Conflict","message":"job is running"}}"#,
+            ),
+        }
+    }
+
+    #[test]
+    fn retry_after_variants() {
+        assert_eq!(
+            reply(429, &[("Retry-After", "2")]).retry_after(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            reply(429, &[("x-ms-retry-after-ms", "150"), ("Retry-After", "2")]).retry_after(),
+            Some(Duration::from_millis(150))
+        );
+        assert_eq!(reply(503, &[]).retry_after(), None);
+    }
+
+    #[test]
+    fn classification_and_message() {
+        assert!(reply(429, &[]).error().is_transient());
+        assert!(reply(503, &[]).error().is_transient());
+        assert!(!reply(409, &[]).error().is_transient());
+        assert!(!reply(501, &[]).error().is_transient());
+        assert_eq!(
+            reply(409, &[]).message(),
+            "HTTP 409 Conflict: job is running"
+        );
+    }
+
+    #[test]
+    fn origin_check() {
+        let base = Url::parse("https://management.azure.com").unwrap();
+        assert!(same_origin(
+            &base,
+            &Url::parse("https://MANAGEMENT.azure.com:443/x?y").unwrap()
+        ));
+        assert!(!same_origin(
+            &base,
+            &Url::parse("https://evil.example/x").unwrap()
+        ));
+        assert!(!same_origin(
+            &base,
+            &Url::parse("http://management.azure.com/x").unwrap()
+        ));
+        assert_eq!(
+            join(&base, "/subscriptions/s").unwrap().as_str(),
+            "https://management.azure.com/subscriptions/s"
+        );
+    }
+}
