@@ -15,6 +15,9 @@
 //! `--smoke` runs everything at tiny sizes in seconds (CI); it asserts correctness of each
 //! operation, never timings.
 
+/// The test suite's Azurite harness (pinned npm install into .build/azurite, free port).
+#[path = "../tests/support/azurite.rs"]
+#[allow(dead_code)]
 mod azurite;
 mod raw;
 
