@@ -66,6 +66,8 @@ struct Opts {
     big_mib: usize,
     handler_n: usize,
     startup_n: usize,
+    /// Scenarios to run (all when empty): delete, export, discovery, memory, handler, startup.
+    only: Vec<String>,
 }
 
 impl Opts {
@@ -82,6 +84,7 @@ impl Opts {
             big_mib: 256,
             handler_n: 2_000,
             startup_n: 20,
+            only: vec![],
         };
         if args.iter().any(|a| a == "--smoke") {
             o = Opts {
@@ -95,6 +98,7 @@ impl Opts {
                 big_mib: 8,
                 handler_n: 100,
                 startup_n: 3,
+                only: vec![],
             };
         } else if args.iter().any(|a| a == "--full") {
             o = Opts {
@@ -108,6 +112,7 @@ impl Opts {
                 big_mib: 1024,
                 handler_n: 5_000,
                 startup_n: 30,
+                only: vec![],
             };
         }
         let mut it = args.iter();
@@ -128,6 +133,14 @@ impl Opts {
                 "--big-mib" => o.big_mib = num()?,
                 "--handler-n" => o.handler_n = num()?,
                 "--startup-n" => o.startup_n = num()?.max(1),
+                "--only" => {
+                    o.only = it
+                        .next()
+                        .context("--only needs a list, e.g. delete,export")?
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect()
+                }
                 "--runs" => {
                     o.runs = it
                         .next()
@@ -151,6 +164,18 @@ struct Row {
     ceiling: Option<f64>,
     azcopy: Option<f64>,
     note: String,
+}
+
+/// The product's Azure Blob adapter on Azurite. Azurite has no blob versioning, so the store is
+/// configured as a deployment without versioning would be (`Versioning::Off`: no version
+/// listing after deletes). With the default `Detect`, Azurite's `include=versions` listings
+/// failed (retries exhausted) once the container held ~20k blobs; see BENCHMARKS.md.
+fn bench_store(base: &str) -> Arc<dyn BlobStore> {
+    let mut cfg = AzureBlobStore::azurite_config(base);
+    if std::env::var_os("BENCH_VERSIONING_DETECT").is_none() {
+        cfg.versioning = azureml_dsr::adapters::azure::blob::Versioning::Off;
+    }
+    Arc::new(AzureBlobStore::new(cfg))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -188,19 +213,37 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let az = tokio::task::spawn_blocking(|| azurite::Azurite::start(&ACCOUNTS)).await?;
     eprintln!("bench: azurite on {}", az.base_url);
     let raw = Raw::new(&az.base_url, &ACCOUNTS);
-    let store: Arc<dyn BlobStore> = Arc::new(AzureBlobStore::azurite(&az.base_url));
-    let azcopy = Azcopy::find();
+    let store: Arc<dyn BlobStore> = bench_store(&az.base_url);
+    let azcopy = if o.only.is_empty() || o.only.iter().any(|x| x == "delete" || x == "export") {
+        Azcopy::find()
+    } else {
+        None
+    };
     if azcopy.is_none() {
         eprintln!("bench: azcopy not installed (npm install --prefix .build/azcopy @azure-tools/azcopy-linux); its columns print n/a");
     }
     let mut rows = Vec::new();
 
-    rows.extend(bench_delete(&o, &raw, &store, azcopy.as_ref()).await?);
-    rows.extend(bench_export(&o, &raw, &store, azcopy.as_ref()).await?);
-    rows.extend(bench_discovery(&o, &raw, &store).await?);
-    rows.extend(bench_memory(&o, &raw, &az.base_url).await?);
-    rows.extend(bench_handler(&o).await?);
-    rows.extend(bench_startup(&o).await?);
+    let want = |s: &str| o.only.is_empty() || o.only.iter().any(|x| x == s);
+    if want("delete") {
+        rows.extend(bench_delete(&o, &raw, &store, azcopy.as_ref()).await?);
+    }
+    if want("export") {
+        rows.extend(bench_export(&o, &raw, &store, azcopy.as_ref()).await?);
+    }
+    if want("discovery") || want("memory") {
+        // Memory scans the workspaces discovery seeds.
+        rows.extend(bench_discovery(&o, &raw, &store).await?);
+    }
+    if want("memory") {
+        rows.extend(bench_memory(&o, &raw, &az.base_url).await?);
+    }
+    if want("handler") {
+        rows.extend(bench_handler(&o).await?);
+    }
+    if want("startup") {
+        rows.extend(bench_startup(&o).await?);
+    }
 
     print_table(&o, &rows);
     eprintln!("bench: done in {:.1}s", t0.elapsed().as_secs_f64());
@@ -331,7 +374,11 @@ async fn bench_delete(
                             .map_err(|e| anyhow::anyhow!("{e}"))?;
                     ensure!(out.len() == names.len());
                     for r in out {
-                        ensure!(matches!(r, Ok(DeleteOutcome::Deleted)), "ours: {r:?}");
+                        // NotFound = already gone; the listing below proves nothing is left.
+                        ensure!(
+                            matches!(r, Ok(DeleteOutcome::Deleted | DeleteOutcome::NotFound)),
+                            "ours: {r:?}"
+                        );
                     }
                     Ok(())
                 }
@@ -877,7 +924,7 @@ fn child(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(async {
         let kind = args.first().context("child kind")?.as_str();
         let base = args.get(1).context("base url")?;
-        let store: Arc<dyn BlobStore> = Arc::new(AzureBlobStore::azurite(base));
+        let store: Arc<dyn BlobStore> = bench_store(base);
         match kind {
             "idle" => {
                 store.list_page(WS_ACCOUNT, "azureml", "", None, 1).await?;
@@ -1169,6 +1216,9 @@ async fn get_root(mut s: tokio::net::TcpStream) -> anyhow::Result<bool> {
 // ---------------------------------------------------------------------------------------------
 // azcopy
 
+/// Pinned azcopy (npm `@azure-tools/azcopy-linux` ships the official Linux binary).
+const AZCOPY_VERSION: &str = "10.32.2";
+
 struct Azcopy {
     bin: PathBuf,
 }
@@ -1181,6 +1231,22 @@ impl Azcopy {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../.build/azcopy/node_modules/@azure-tools/azcopy-linux/dist/bin");
         let bin = root.join("azcopy_linux_amd64");
+        if !bin.exists() && std::env::var_os("BENCH_NO_AZCOPY_INSTALL").is_none() {
+            // Like the Azurite harness: the pinned npm package into the ignored .build/.
+            eprintln!("bench: installing azcopy {AZCOPY_VERSION} (npm @azure-tools/azcopy-linux)");
+            let prefix = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.build/azcopy");
+            let ok = Command::new("npm")
+                .args(["install", "--prefix"])
+                .arg(&prefix)
+                .args(["--no-audit", "--no-fund", "--loglevel=error"])
+                .arg(format!("@azure-tools/azcopy-linux@{AZCOPY_VERSION}"))
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                eprintln!("bench: npm install of azcopy failed");
+            }
+        }
         if !bin.exists() {
             return None;
         }
