@@ -110,6 +110,7 @@ pub fn local_services(
         store,
         bus,
         settings,
+        state_containers: Default::default(),
     })
 }
 

@@ -43,21 +43,41 @@ pub struct Inventory {
 pub struct StateStore {
     pub store: Arc<dyn BlobStore>,
     pub account: String,
+    /// Set once the state containers are known to exist: every intake would otherwise pay five
+    /// create-container round trips.
+    containers_ready: ContainersReady,
 }
+
+/// A memo that the state containers exist, shareable between [`StateStore`]s of one store.
+pub type ContainersReady = Arc<tokio::sync::OnceCell<()>>;
 
 impl StateStore {
     pub fn new(store: Arc<dyn BlobStore>, account: impl Into<String>) -> Self {
         Self {
             store,
             account: account.into(),
+            containers_ready: Arc::default(),
         }
     }
 
+    /// Share `memo` with other state stores over the same store and account.
+    pub fn sharing_containers_ready(mut self, memo: ContainersReady) -> Self {
+        self.containers_ready = memo;
+        self
+    }
+
+    /// Create the state containers if this store has not done so yet (idempotent; a failure is
+    /// not remembered, so the next call tries again).
     pub async fn ensure_containers(&self) -> StoreResult<()> {
-        for c in CONTAINERS {
-            self.store.create_container(&self.account, c).await?;
-        }
-        Ok(())
+        self.containers_ready
+            .get_or_try_init(|| async {
+                for c in CONTAINERS {
+                    self.store.create_container(&self.account, c).await?;
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
     }
 
     pub fn blob(&self, container: &str, name: impl Into<String>) -> BlobRef {

@@ -34,6 +34,8 @@ impl Azurite {
             .map(|a| format!("{a}:{KEY}"))
             .collect::<Vec<_>>()
             .join(";");
+        let access_log = std::env::var_os("AZURITE_ACCESS_LOG")
+            .map(|p| std::fs::File::create(p).expect("create AZURITE_ACCESS_LOG file"));
         let child = Command::new("node")
             .arg(&main_js)
             .args([
@@ -43,10 +45,16 @@ impl Azurite {
                 "--blobPort",
             ])
             .arg(port.to_string())
-            .args(["--skipApiVersionCheck", "--loose", "--silent"])
+            .args(["--skipApiVersionCheck", "--loose"])
+            // AZURITE_ACCESS_LOG=<file>: keep Azurite's access log (one line per request), to
+            // count the round trips a scenario makes; silent otherwise.
+            .args(access_log.is_none().then_some("--silent"))
             .env("AZURITE_ACCOUNTS", accounts_env)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(match &access_log {
+                Some(f) => Stdio::from(f.try_clone().expect("access log handle")),
+                None => Stdio::null(),
+            })
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn node (Node.js is required for the Azurite tests)");

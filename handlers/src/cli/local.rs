@@ -173,6 +173,7 @@ pub fn azure_services(
         store,
         bus,
         settings,
+        state_containers: Default::default(),
     })
 }
 

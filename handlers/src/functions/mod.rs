@@ -69,11 +69,15 @@ pub struct Services {
     pub settings: Settings,
     /// Workspaces the retention sweep covers (`DSR_WORKSPACES`, or `workspaces.json` locally).
     pub scope: Vec<crate::domain::workspace::WorkspaceId>,
+    /// Whether the state containers exist yet, shared by every [`StateStore`] this hands out so a
+    /// process creates them once (`Default::default()` when building `Services`).
+    pub state_containers: crate::state::ContainersReady,
 }
 
 impl Services {
     pub fn state(&self) -> StateStore {
         StateStore::new(self.store.clone(), self.settings.state_account.clone())
+            .sharing_containers_ready(self.state_containers.clone())
     }
 }
 

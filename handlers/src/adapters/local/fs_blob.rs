@@ -105,7 +105,72 @@ fn io_err(e: std::io::Error) -> StoreError {
     StoreError::Other(format!("local store I/O: {e}"))
 }
 
-fn validate_account(a: &str) -> StoreResult<()> {
+/// Blobs up to this size are read whole by `open` (one blocking hop); larger ones stream.
+const SMALL_READ: u64 = 256 * 1024;
+
+/// Run file-system work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Other(format!("local store task: {e}")))
+}
+
+/// `put` on the file system: write a temporary file, then link (create-if-absent) or rename
+/// (overwrite, if-match) it into place, then the metadata side file.
+#[allow(clippy::too_many_arguments)]
+fn put_sync(
+    path: &Path,
+    meta_path: &Path,
+    parent: &Path,
+    tmp: &Path,
+    body: &[u8],
+    condition: &Condition,
+    metadata: &BTreeMap<String, String>,
+    name: &str,
+    display: &str,
+) -> StoreResult<String> {
+    std::fs::create_dir_all(parent).map_err(|e| StoreError::InvalidName(format!("{name}: {e}")))?;
+    std::fs::write(tmp, body).map_err(io_err)?;
+    let result = match condition {
+        // A hard link fails if the target exists: atomic create-if-absent, even across processes.
+        Condition::IfNotExists => match std::fs::hard_link(tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StoreError::AlreadyExists(display.to_string()))
+            }
+            Err(e) => Err(io_err(e)),
+        },
+        Condition::IfMatch(etag) => match std::fs::metadata(path) {
+            Ok(md) if &etag_of(&md) == etag => std::fs::rename(tmp, path).map_err(io_err),
+            Ok(_) => Err(StoreError::ConditionFailed(display.to_string())),
+            Err(_) => Err(StoreError::ConditionFailed(display.to_string())),
+        },
+        Condition::None => {
+            if path.is_dir() {
+                Err(StoreError::InvalidName(format!(
+                    "{name} is a folder of other blobs"
+                )))
+            } else {
+                std::fs::rename(tmp, path).map_err(io_err)
+            }
+        }
+    };
+    let _ = std::fs::remove_file(tmp);
+    result?;
+    if !metadata.is_empty() {
+        if let Some(p) = meta_path.parent() {
+            std::fs::create_dir_all(p).map_err(io_err)?;
+        }
+        std::fs::write(meta_path, serde_json::to_vec(metadata).unwrap_or_default())
+            .map_err(io_err)?;
+    } else {
+        let _ = std::fs::remove_file(meta_path);
+    }
+    let md = std::fs::metadata(path).map_err(io_err)?;
+    Ok(etag_of(&md))
+}
+
+pub(crate) fn validate_account(a: &str) -> StoreResult<()> {
     if (3..=24).contains(&a.len())
         && a.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -118,7 +183,7 @@ fn validate_account(a: &str) -> StoreResult<()> {
     }
 }
 
-fn validate_container(c: &str) -> StoreResult<()> {
+pub(crate) fn validate_container(c: &str) -> StoreResult<()> {
     let ok = (3..=63).contains(&c.len())
         && c.chars()
             .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
@@ -316,8 +381,25 @@ impl BlobStore for FsBlobStore {
 
     async fn open(&self, blob: &BlobRef) -> StoreResult<BlobReader> {
         let path = self.blob_path(blob)?;
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
+        // Open, stat and (for small blobs, the common case: documents, manifests) read in one
+        // hop to the blocking pool; each tokio::fs call would be a hop of its own.
+        let opened = blocking(
+            move || -> std::io::Result<(std::fs::File, std::fs::Metadata, Option<Vec<u8>>)> {
+                let mut file = std::fs::File::open(&path)?;
+                let md = file.metadata()?;
+                let small = if md.is_file() && md.len() <= SMALL_READ {
+                    let mut buf = Vec::with_capacity(md.len() as usize);
+                    std::io::Read::read_to_end(&mut file, &mut buf)?;
+                    Some(buf)
+                } else {
+                    None
+                };
+                Ok((file, md, small))
+            },
+        )
+        .await?;
+        let (file, md, small) = match opened {
+            Ok(v) => v,
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound
                     || e.kind() == std::io::ErrorKind::NotADirectory =>
@@ -326,21 +408,29 @@ impl BlobStore for FsBlobStore {
             }
             Err(e) => return Err(io_err(e)),
         };
-        let md = file.metadata().await.map_err(io_err)?;
         if md.is_dir() {
             return Err(StoreError::NotFound(blob.to_string()));
         }
-        let props = BlobProps {
+        let mut props = BlobProps {
             size: md.len(),
             etag: etag_of(&md),
             content_type: Some(content_type_for(&blob.name).to_string()),
         };
-        let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
-            .map(|r| r.map_err(io_err));
-        Ok(BlobReader {
-            props,
-            body: Box::pin(body),
-        })
+        let body: ByteStream = match small {
+            Some(buf) => {
+                // What was read is the blob (a concurrent rename swaps whole files).
+                props.size = buf.len() as u64;
+                Box::pin(futures::stream::iter([Ok(Bytes::from(buf))]))
+            }
+            None => Box::pin(
+                tokio_util::io::ReaderStream::with_capacity(
+                    tokio::fs::File::from_std(file),
+                    256 * 1024,
+                )
+                .map(|r| r.map_err(io_err)),
+            ),
+        };
+        Ok(BlobReader { props, body })
     }
 
     async fn put(
@@ -352,55 +442,23 @@ impl BlobStore for FsBlobStore {
         metadata: &BTreeMap<String, String>,
     ) -> StoreResult<String> {
         let path = self.blob_path(blob)?;
+        let meta_path = self.meta_path(blob)?;
         let parent = path
             .parent()
             .ok_or_else(|| StoreError::InvalidName(blob.name.clone()))?
             .to_path_buf();
-        let _g = self.write_lock.lock().await;
-        tokio::fs::create_dir_all(&parent)
-            .await
-            .map_err(|e| StoreError::InvalidName(format!("{}: {e}", blob.name)))?;
         let tmp = self.tmp_path(&parent);
-        tokio::fs::write(&tmp, &body).await.map_err(io_err)?;
-        let result = match &condition {
-            // A hard link fails if the target exists: atomic create-if-absent, even across processes.
-            Condition::IfNotExists => match std::fs::hard_link(&tmp, &path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Err(StoreError::AlreadyExists(blob.to_string()))
-                }
-                Err(e) => Err(io_err(e)),
-            },
-            Condition::IfMatch(etag) => match std::fs::metadata(&path) {
-                Ok(md) if &etag_of(&md) == etag => std::fs::rename(&tmp, &path).map_err(io_err),
-                Ok(_) => Err(StoreError::ConditionFailed(blob.to_string())),
-                Err(_) => Err(StoreError::ConditionFailed(blob.to_string())),
-            },
-            Condition::None => {
-                if path.is_dir() {
-                    Err(StoreError::InvalidName(format!(
-                        "{} is a folder of other blobs",
-                        blob.name
-                    )))
-                } else {
-                    std::fs::rename(&tmp, &path).map_err(io_err)
-                }
-            }
-        };
-        let _ = std::fs::remove_file(&tmp);
-        result?;
-        let meta_path = self.meta_path(blob)?;
-        if !metadata.is_empty() {
-            if let Some(p) = meta_path.parent() {
-                std::fs::create_dir_all(p).map_err(io_err)?;
-            }
-            std::fs::write(&meta_path, serde_json::to_vec(metadata).unwrap_or_default())
-                .map_err(io_err)?;
-        } else {
-            let _ = std::fs::remove_file(&meta_path);
-        }
-        let md = std::fs::metadata(&path).map_err(io_err)?;
-        Ok(etag_of(&md))
+        let metadata = metadata.clone();
+        let name = blob.name.clone();
+        let display = blob.to_string();
+        let _g = self.write_lock.lock().await;
+        // The whole check-then-act runs in one blocking hop, under the process's write lock.
+        blocking(move || {
+            put_sync(
+                &path, &meta_path, &parent, &tmp, &body, &condition, &metadata, &name, &display,
+            )
+        })
+        .await?
     }
 
     async fn copy(&self, src: &BlobRef, dst: &BlobRef) -> StoreResult<()> {

@@ -3,6 +3,7 @@
 pub mod control_plane;
 pub mod directory;
 pub mod fs_blob;
+pub mod memory_blob;
 pub mod memory_bus;
 pub mod sqlite_queue;
 pub mod telemetry;
