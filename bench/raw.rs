@@ -35,6 +35,9 @@ impl Raw {
         Raw {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
+                // Azurite (Node) closes idle keep-alive connections after 5 s; reusing one as it
+                // closes fails with "connection reset". Drop idle ones first.
+                .pool_idle_timeout(std::time::Duration::from_secs(3))
                 .build()
                 .expect("http client"),
             base: base.trim_end_matches('/').to_string(),
@@ -64,17 +67,36 @@ impl Raw {
         account: &str,
         method: Method,
         url: Url,
-        mut headers: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
         body: Bytes,
     ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Bytes)> {
-        let resp = self
-            .request(account, method, url, &mut headers, body)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        let h = resp.headers().clone();
-        let b = resp.bytes().await?;
-        Ok((status, h, b))
+        // Like any real client (the SDK's retry policy does the same for ours), a request whose
+        // connection was reset is sent again: Azurite resets some connections under load.
+        let mut attempt = 0;
+        loop {
+            let mut hs = headers.clone();
+            let sent = self
+                .request(account, method.clone(), url.clone(), &mut hs, body.clone())
+                .send()
+                .await;
+            let result = match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let h = resp.headers().clone();
+                    resp.bytes().await.map(|b| (status, h, b))
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(r) => return Ok(r),
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    eprintln!("bench: raw {method} retried after: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn request(
@@ -244,7 +266,8 @@ impl Raw {
             bail!("batch: {s} {}", String::from_utf8_lossy(&b));
         }
         let text = String::from_utf8_lossy(&b);
-        Ok(text.matches("HTTP/1.1 202").count())
+        // 404 = already gone (a batch sent again after a reset): deleted all the same.
+        Ok(text.matches("HTTP/1.1 202").count() + text.matches("HTTP/1.1 404").count())
     }
 
     /// Copy Blob (server-side) from a SAS URL; waits for success (Azurite copies synchronously).

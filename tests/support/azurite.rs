@@ -55,7 +55,10 @@ impl Azurite {
                 Some(f) => Stdio::from(f.try_clone().expect("access log handle")),
                 None => Stdio::null(),
             })
-            .stderr(Stdio::null())
+            .stderr(match &access_log {
+                Some(f) => Stdio::from(f.try_clone().expect("access log handle")),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("spawn node (Node.js is required for the Azurite tests)");
         let mut az = Azurite {

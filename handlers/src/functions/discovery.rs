@@ -4,6 +4,7 @@
 //! Collateral protection: files behind a model or data asset are only taken when no asset of
 //! another user points into the same folder; a job's folders are named by the job's own name.
 
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::{FnError, Services};
@@ -143,55 +144,89 @@ async fn jobs(
 ) -> Result<Inventory, DiscoveryError> {
     let mut entries = Vec::new();
     let mut notes = Vec::new();
-    for doc in svc.control.list_all(&task.workspace, ArmKind::Job).await? {
-        if !job_matches(task, &doc) {
-            continue;
-        }
-        let name = doc
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let Some(mut entry) = resource_entry(ArmKind::Job, &doc) else {
-            continue;
-        };
-        let start = entries.len();
-        if safe_segment(&name) {
-            // Run history artifacts and the job's outputs in the default datastore.
-            blobs_under(
-                svc,
-                &ws.storage_account,
-                &ws.artifact_container,
-                &format!("ExperimentRun/dcid.{name}/"),
-                &mut entries,
-            )
+    // Page by page: memory follows the subject's runs, not the workspace's. Within a page the
+    // matched jobs' folders are listed concurrently (two listings each, order kept).
+    let mut next = None;
+    loop {
+        let page = svc
+            .control
+            .list(&task.workspace, ArmKind::Job, next)
             .await?;
-            blobs_under(
-                svc,
-                &ws.storage_account,
-                &ws.blobstore_container,
-                &format!("azureml/{name}/"),
-                &mut entries,
-            )
+        let matched: Vec<Value> = page
+            .value
+            .into_iter()
+            .filter(|doc| job_matches(task, doc))
+            .collect();
+        let found: Vec<(Vec<InventoryEntry>, Option<String>)> = futures::stream::iter(matched)
+            .map(|doc| job_entries(svc, task, ws, doc))
+            .buffered(svc.settings.concurrency.max(1))
+            .try_collect()
             .await?;
-        } else {
-            notes.push(format!(
-                "job {name:?} has a name that cannot be a folder; its files were not searched"
-            ));
+        for (e, note) in found {
+            entries.extend(e);
+            notes.extend(note);
         }
-        if task.kind == RequestKind::Retention {
-            // A retention sweep has no subject of its own: a person under legal hold keeps
-            // their job history.
-            if let Some(hold) = creator_hold(svc, task, &doc) {
-                for e in &mut entries[start..] {
-                    e.hold = Some(hold.clone());
-                }
-                entry.hold = Some(hold);
-            }
+        match page.next_link {
+            Some(n) => next = Some(n),
+            None => break,
         }
-        entries.push(entry);
     }
     Ok(Inventory { entries, notes })
+}
+
+/// One matched job: its run-history and output blobs, then the job itself (the order the
+/// inventory has always had), with a creator's legal hold applied to all of them.
+async fn job_entries(
+    svc: &Services,
+    task: &SliceTask,
+    ws: &WorkspaceInfo,
+    doc: Value,
+) -> Result<(Vec<InventoryEntry>, Option<String>), DiscoveryError> {
+    let mut entries = Vec::new();
+    let mut note = None;
+    let name = doc
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let Some(mut entry) = resource_entry(ArmKind::Job, &doc) else {
+        return Ok((entries, note));
+    };
+    if safe_segment(&name) {
+        // Run history artifacts and the job's outputs in the default datastore.
+        blobs_under(
+            svc,
+            &ws.storage_account,
+            &ws.artifact_container,
+            &format!("ExperimentRun/dcid.{name}/"),
+            &mut entries,
+        )
+        .await?;
+        blobs_under(
+            svc,
+            &ws.storage_account,
+            &ws.blobstore_container,
+            &format!("azureml/{name}/"),
+            &mut entries,
+        )
+        .await?;
+    } else {
+        note = Some(format!(
+            "job {name:?} has a name that cannot be a folder; its files were not searched"
+        ));
+    }
+    if task.kind == RequestKind::Retention {
+        // A retention sweep has no subject of its own: a person under legal hold keeps
+        // their job history.
+        if let Some(hold) = creator_hold(svc, task, &doc) {
+            for e in &mut entries {
+                e.hold = Some(hold.clone());
+            }
+            entry.hold = Some(hold);
+        }
+    }
+    entries.push(entry);
+    Ok((entries, note))
 }
 
 fn creator_hold(

@@ -19,7 +19,7 @@ use crate::ports::control_plane::*;
 pub const ARM_ACCOUNT: &str = "armlocal";
 const PAGE: u32 = 100;
 /// Documents of a page read at once.
-const READ_CONCURRENCY: usize = 16;
+const READ_CONCURRENCY: usize = 32;
 
 pub struct LocalControlPlane {
     store: Arc<dyn BlobStore>,
