@@ -458,7 +458,12 @@ async fn model_and_data_versions_walk_containers_then_versions() {
                 _ => (
                     200,
                     vec![],
-                    page("ml/modelcontainer-list.json", &[format!("{models}/other model")], None),
+                    // `gone` is deleted before its versions are listed: its listing is 404.
+                    page(
+                        "ml/modelcontainer-list.json",
+                        &[format!("{models}/gone"), format!("{models}/other model")],
+                        None,
+                    ),
                 ),
             };
         }

@@ -12,7 +12,8 @@
 //!   survives deletions between pages, as ARM's continuation tokens do) with a configurable page
 //!   size; `listViewType` defaults to `ActiveOnly` (archived jobs and versions are hidden unless
 //!   the caller asks for `All`);
-//! - model and data versions are two-level: containers, then versions per container;
+//! - model and data versions are two-level: containers, then versions per container (a
+//!   container exists while it has versions; listing the versions of one that does not is 404);
 //! - deletes answer 202 with `Azure-AsyncOperation` and `Location`; the operation reports
 //!   `InProgress` a configurable number of times, then `Succeeded`; deleting what is gone is 404,
 //!   a running job is 409; a compute delete without `underlyingResourceAction` is 400;
@@ -284,6 +285,13 @@ async fn handle(
             st.containers(&ws, c, after, &base, path, &query).await
         }
         (Method::GET, [c, name, "versions"]) if matches!(*c, "models" | "data") => {
+            // The local documents hold no empty containers: a container exists while it has
+            // versions, and listing one that does not is 404, as for any missing parent.
+            match st.names(&ws, &format!("{c}/{name}/")).await {
+                Ok(n) if n.is_empty() => return not_found(),
+                Ok(_) => {}
+                Err(e) => return internal(e),
+            }
             st.documents(
                 &ws,
                 &format!("{c}/{name}/"),
