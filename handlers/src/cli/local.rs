@@ -127,6 +127,16 @@ pub fn local_arm_control(
     let Ok(v) = std::env::var("DSR_ARM_ENDPOINT") else {
         return Ok(None);
     };
+    let token = std::env::var("DSR_ARM_TOKEN").unwrap_or_else(|_| LOCAL_ARM_TOKEN.into());
+    let rest = RestClient::new(Arc::new(LocalArmToken::new(token)), arm::ARM_SCOPE);
+    Ok(Some(Arc::new(arm::AzureMlControlPlane::new(
+        rest,
+        arm_config(local_arm_endpoint(&v)?),
+    ))))
+}
+
+/// The endpoint `v` if it is a URL on a loopback host.
+fn local_arm_endpoint(v: &str) -> anyhow::Result<url::Url> {
     let endpoint =
         url::Url::parse(&v).with_context(|| format!("DSR_ARM_ENDPOINT={v:?} is not a URL"))?;
     let loopback = match endpoint.host() {
@@ -139,12 +149,7 @@ pub fn local_arm_control(
         loopback,
         "DSR_ARM_ENDPOINT={v:?}: in local mode only a local ARM server (127.0.0.1) is allowed; set DSR_MODE=azure for Azure"
     );
-    let token = std::env::var("DSR_ARM_TOKEN").unwrap_or_else(|_| LOCAL_ARM_TOKEN.into());
-    let rest = RestClient::new(Arc::new(LocalArmToken::new(token)), arm::ARM_SCOPE);
-    Ok(Some(Arc::new(arm::AzureMlControlPlane::new(
-        rest,
-        arm_config(endpoint),
-    ))))
+    Ok(endpoint)
 }
 
 /// ARM settings from the environment: `DSR_ARM_POLL_MS`, how long to wait between polls of a
@@ -388,5 +393,29 @@ impl BlobStore for Unavailable {
     }
     async fn delete(&self, _: &BlobRef) -> StoreResult<DeleteOutcome> {
         Err(StoreError::Other(self.0.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_arm_endpoint_is_loopback_only() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1/",
+            "http://[::1]:9",
+        ] {
+            assert!(local_arm_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://management.azure.com",
+            "http://10.0.0.1:80",
+            "http://127.0.0.1.evil.example",
+            "not a url",
+        ] {
+            assert!(local_arm_endpoint(bad).is_err(), "{bad}");
+        }
     }
 }
