@@ -138,7 +138,7 @@ pub fn local_arm_control(
 /// The endpoint `v` if it is a URL on a loopback host.
 fn local_arm_endpoint(v: &str) -> anyhow::Result<url::Url> {
     let endpoint =
-        url::Url::parse(&v).with_context(|| format!("DSR_ARM_ENDPOINT={v:?} is not a URL"))?;
+        url::Url::parse(v).with_context(|| format!("DSR_ARM_ENDPOINT={v:?} is not a URL"))?;
     let loopback = match endpoint.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
