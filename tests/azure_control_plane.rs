@@ -458,7 +458,12 @@ async fn model_and_data_versions_walk_containers_then_versions() {
                 _ => (
                     200,
                     vec![],
-                    page("ml/modelcontainer-list.json", &[format!("{models}/other model")], None),
+                    // `gone` is deleted before its versions are listed: its listing is 404.
+                    page(
+                        "ml/modelcontainer-list.json",
+                        &[format!("{models}/gone"), format!("{models}/other model")],
+                        None,
+                    ),
                 ),
             };
         }
@@ -1080,10 +1085,12 @@ async fn azure_services_wires_production_adapters_from_the_environment() {
 
 mod pipeline {
     //! The same seeded workspaces processed twice: once with the local adapters, once with the
-    //! production ARM and Graph adapters talking HTTP to fakes that serve the very same
-    //! documents (ARM shapes, paging, 202 + Azure-AsyncOperation deletes). The reports must match.
+    //! production ARM and Graph adapters talking HTTP to the local ARM server
+    //! (`adapters::local::arm_server`, pages of 2 items, 202 + Azure-AsyncOperation deletes) and
+    //! a Graph fake, both serving the very same documents. The reports must match.
 
     use super::*;
+    use azureml_dsr::adapters::local::arm_server::{self, ArmServerOptions};
     use azureml_dsr::adapters::local::control_plane::LocalControlPlane;
     use azureml_dsr::adapters::local::memory_bus::MemoryBus;
     use azureml_dsr::config::{local_services, local_store, LocalPaths};
@@ -1095,175 +1102,27 @@ mod pipeline {
     use azureml_dsr::ports::directory::DirectoryEntry;
     use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
 
-    struct FakeArm {
-        lcp: LocalControlPlane,
-        base: OnceLock<String>,
-    }
-
-    fn kind_of(rest: &[&str]) -> Option<ArmKind> {
-        match rest {
-            ["jobs", _] => Some(ArmKind::Job),
-            ["computes", _] => Some(ArmKind::Compute),
-            ["models", _, "versions", _] => Some(ArmKind::ModelVersion),
-            ["data", _, "versions", _] => Some(ArmKind::DataVersion),
-            _ => None,
-        }
-    }
-
-    fn json_reply(status: u16, v: Value) -> Response {
-        (
-            axum::http::StatusCode::from_u16(status).unwrap(),
-            axum::Json(v),
-        )
-            .into_response()
-    }
-
-    /// An ARM stand-in over the local control plane's documents.
-    async fn fake_arm(
-        State(st): State<Arc<FakeArm>>,
-        method: Method,
-        uri: Uri,
-        headers: HeaderMap,
-    ) -> Response {
-        if headers.get("authorization").and_then(|v| v.to_str().ok())
-            != Some(audience(ARM_SCOPE).as_str())
-        {
-            return json_reply(401, json!({"error": {"code": "Unauthorized"}}));
-        }
-        let base = st.base.get().unwrap().clone();
-        let path = percent_decode(uri.path());
-        let q: HashMap<String, String> =
-            url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect();
-        if path == "/ops/ok" {
-            return json_reply(200, json!({"status": "Succeeded"}));
-        }
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        if segs.len() < 8 {
-            return json_reply(404, json!({"error": {"code": "NotFound"}}));
-        }
-        let ws = WorkspaceId::parse(&format!("/{}", segs[..8].join("/"))).unwrap();
-        let rest = &segs[8..];
-        let info = match st.lcp.workspace(&ws).await {
-            Ok(i) => i,
-            Err(_) => return json_reply(404, json!({"error": {"code": "ResourceNotFound"}})),
-        };
-        let (lcp, wsr) = (&st.lcp, &ws);
-        let all = |k| async move { lcp.list_all(wsr, k).await.unwrap() };
-        if method == Method::DELETE {
-            let Some(kind) = kind_of(rest) else {
-                return json_reply(405, json!({}));
-            };
-            return match st.lcp.delete(&ws, kind, &path).await.unwrap() {
-                ResourceDelete::Deleted => {
-                    let mut r = axum::http::StatusCode::ACCEPTED.into_response();
-                    r.headers_mut().insert(
-                        "azure-asyncoperation",
-                        format!("{base}/ops/ok").parse().unwrap(),
-                    );
-                    r
-                }
-                ResourceDelete::NotFound => json_reply(404, json!({"error": {"code": "NotFound"}})),
-                ResourceDelete::Refused(m) => {
-                    json_reply(409, json!({"error": {"code": "Conflict", "message": m}}))
-                }
-            };
-        }
-        let versions_of = |docs: Vec<Value>, name: &str| -> Vec<Value> {
-            docs.into_iter()
-                .filter(|d| {
-                    d["id"].as_str().unwrap_or_default().split('/').rev().nth(2) == Some(name)
-                })
-                .collect()
-        };
-        let containers = |docs: Vec<Value>| -> Vec<Value> {
-            let mut names: Vec<String> = docs
-                .iter()
-                .filter_map(|d| {
-                    d["id"]
-                        .as_str()?
-                        .split('/')
-                        .rev()
-                        .nth(2)
-                        .map(str::to_string)
-                })
-                .collect();
-            names.dedup();
-            names.into_iter().map(|n| json!({"name": n})).collect()
-        };
-        match rest {
-            [] => json_reply(
-                200,
-                json!({"id": ws.to_string(), "properties": {
-                    "storageAccount": format!("/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/{}", info.storage_account),
-                    "keyVault": info.key_vault}, "tags": info.tags}),
-            ),
-            ["datastores", "workspaceblobstore"] => json_reply(
-                200,
-                json!({"properties": {"datastoreType": "AzureBlob", "containerName": info.blobstore_container}}),
-            ),
-            ["datastores", "workspaceartifactstore"] => json_reply(
-                200,
-                json!({"properties": {"datastoreType": "AzureBlob", "containerName": info.artifact_container}}),
-            ),
-            ["datastores", "workspaceworkingdirectory"] => json_reply(
-                200,
-                json!({"properties": {"datastoreType": "AzureFile", "fileShareName": info.file_share}}),
-            ),
-            ["jobs"] | ["computes"] => {
-                let kind = if rest[0] == "jobs" {
-                    ArmKind::Job
-                } else {
-                    ArmKind::Compute
-                };
-                let page = st
-                    .lcp
-                    .list(&ws, kind, q.get("$skipToken").cloned())
-                    .await
-                    .unwrap();
-                let mut v = json!({"value": page.value});
-                if let Some(n) = page.next_link {
-                    let mut next = Url::parse(&format!("{base}{path}")).unwrap();
-                    next.query_pairs_mut()
-                        .append_pair("api-version", "2024-10-01")
-                        .append_pair("$skipToken", &n);
-                    v["nextLink"] = json!(next.as_str());
-                }
-                json_reply(200, v)
-            }
-            ["models"] => json_reply(
-                200,
-                json!({"value": containers(all(ArmKind::ModelVersion).await)}),
-            ),
-            ["data"] => json_reply(
-                200,
-                json!({"value": containers(all(ArmKind::DataVersion).await)}),
-            ),
-            ["models", name, "versions"] => json_reply(
-                200,
-                json!({"value": versions_of(all(ArmKind::ModelVersion).await, name)}),
-            ),
-            ["data", name, "versions"] => json_reply(
-                200,
-                json!({"value": versions_of(all(ArmKind::DataVersion).await, name)}),
-            ),
-            _ => json_reply(404, json!({"error": {"code": "NotFound"}})),
-        }
-    }
-
-    fn percent_decode(s: &str) -> String {
-        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    }
-
     fn graph_user(e: &DirectoryEntry) -> Value {
         json!({"id": e.object_id.to_string(),
                "userPrincipalName": e.upn.as_ref().map(|u| u.as_str()),
                "mail": e.mail.as_ref().map(|u| u.as_str()),
                "displayName": e.display_name})
+    }
+
+    /// Small pages so every listing follows nextLink; the token the MI credential issues.
+    fn server_options() -> ArmServerOptions {
+        ArmServerOptions {
+            page_size: 2,
+            bearer: Some(audience(ARM_SCOPE)),
+            lro_polls: 1,
+            retry_after: None,
+        }
+    }
+
+    fn local_arm(srv: &arm_server::ArmServer) -> AzureMlControlPlane {
+        let mut cfg = ArmConfig::new(Url::parse(&srv.base_url).unwrap());
+        cfg.poll_interval = Duration::from_millis(5);
+        AzureMlControlPlane::new(rest(ARM_SCOPE), cfg)
     }
 
     struct Run {
@@ -1272,6 +1131,7 @@ mod pipeline {
         svc: Services,
         truth: SeedTruth,
         _servers: Vec<Server>,
+        _arm: Option<arm_server::ArmServer>,
     }
 
     async fn setup(production: bool) -> Run {
@@ -1294,21 +1154,13 @@ mod pipeline {
         };
         let mut svc = local_services(&paths, store.clone(), bus.clone(), settings).unwrap();
         let mut servers = Vec::new();
+        let mut arm_server = None;
         if production {
-            let st = Arc::new(FakeArm {
-                lcp: LocalControlPlane::new(store.clone()),
-                base: OnceLock::new(),
-            });
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            st.base.set(base.clone()).unwrap();
-            let app = axum::Router::new().fallback(fake_arm).with_state(st);
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, app).await;
-            });
-            let mut cfg = ArmConfig::new(Url::parse(&base).unwrap());
-            cfg.poll_interval = Duration::from_millis(5);
-            svc.control = Arc::new(AzureMlControlPlane::new(rest(ARM_SCOPE), cfg));
+            let srv = arm_server::start(store.clone(), server_options(), 0)
+                .await
+                .unwrap();
+            svc.control = Arc::new(local_arm(&srv));
+            arm_server = Some(srv);
             let graph = serve(GRAPH_SCOPE, move |c| {
                 let key = c
                     .req
@@ -1336,6 +1188,7 @@ mod pipeline {
             svc,
             truth,
             _servers: servers,
+            _arm: arm_server,
         }
     }
 
@@ -1388,6 +1241,123 @@ mod pipeline {
             .collect();
         results.sort_by_key(|v| v["key"].as_str().unwrap().to_string());
         json!({"status": r.status, "counts": r.counts, "subject": r.subject_object_id, "results": results})
+    }
+
+    /// The local ARM server serves what the local control plane holds, in ARM's shapes: the
+    /// production adapter reads the same workspace, pages to the same resources, and sees
+    /// deletes, repeated deletes, running jobs, archived items, missing `api-version` and a wrong
+    /// token the way ARM answers them.
+    #[tokio::test]
+    async fn local_arm_server_answers_like_arm_over_the_local_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LocalPaths::new(dir.path());
+        let store = local_store(&paths);
+        let opts = SeedOptions {
+            users: 3,
+            runs_per_user: 3,
+            ..Default::default()
+        };
+        let now = time::macros::datetime!(2026-11-01 12:00:00 UTC);
+        let truth = seed(&store, &opts, now).await.unwrap();
+        let lcp = LocalControlPlane::new(store.clone());
+        let srv = arm_server::start(store.clone(), server_options(), 0)
+            .await
+            .unwrap();
+        let arm = local_arm(&srv);
+        let ws = &truth.workspaces[0];
+        assert_eq!(
+            arm.workspace(ws).await.unwrap(),
+            lcp.workspace(ws).await.unwrap()
+        );
+        let ids = |v: Vec<Value>| -> Vec<String> {
+            let mut ids: Vec<String> = v
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        for kind in [
+            ArmKind::Job,
+            ArmKind::ModelVersion,
+            ArmKind::DataVersion,
+            ArmKind::Compute,
+        ] {
+            let want = ids(lcp.list_all(ws, kind).await.unwrap());
+            assert!(!want.is_empty(), "{kind:?}: nothing seeded");
+            assert_eq!(ids(arm.list_all(ws, kind).await.unwrap()), want, "{kind:?}");
+        }
+        // More jobs than one page: the adapter followed nextLink.
+        assert!(lcp.list_all(ws, ArmKind::Job).await.unwrap().len() > 2);
+
+        // An archived job is listed only with listViewType=All (which the adapter sends).
+        let mut jobs = lcp.list_all(ws, ArmKind::Job).await.unwrap();
+        // The first job by name, so it is on the first page the raw GETs below read.
+        let mut archived = jobs.remove(0);
+        archived["properties"]["isArchived"] = json!(true);
+        lcp.put_resource(ws, ArmKind::Job, &archived).await.unwrap();
+        let http = reqwest::Client::new();
+        let get = |query: &'static str, bearer: String| {
+            let url = format!("{}{ws}/jobs?{query}", srv.base_url);
+            let http = http.clone();
+            async move {
+                let r = http
+                    .get(url)
+                    .header("authorization", bearer)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        let id = archived["id"].as_str().unwrap().to_string();
+        let active = get("api-version=2024-10-01", audience(ARM_SCOPE)).await;
+        let every = get(
+            "api-version=2024-10-01&listViewType=All",
+            audience(ARM_SCOPE),
+        )
+        .await;
+        assert_eq!(active.0, 200);
+        assert!(
+            !active.1.contains(&id) && every.1.contains(&id),
+            "{active:?}"
+        );
+        assert_eq!(get("listViewType=All", audience(ARM_SCOPE)).await.0, 400);
+        assert_eq!(
+            get("api-version=2024-10-01", "Bearer other".into()).await.0,
+            401
+        );
+
+        // Delete: 202 + operation polled to Succeeded; again: 404, which the adapter reports as
+        // NotFound (a redelivered slice counts it as deleted).
+        assert_eq!(
+            arm.delete(ws, ArmKind::Job, &id).await.unwrap(),
+            ResourceDelete::Deleted
+        );
+        assert_eq!(
+            arm.delete(ws, ArmKind::Job, &id).await.unwrap(),
+            ResourceDelete::NotFound
+        );
+        assert!(!ids(arm.list_all(ws, ArmKind::Job).await.unwrap()).contains(&id));
+        // A running job is refused (409), and stays.
+        let mut running = jobs.pop().unwrap();
+        running["properties"]["status"] = json!("Running");
+        lcp.put_resource(ws, ArmKind::Job, &running).await.unwrap();
+        let rid = running["id"].as_str().unwrap();
+        assert!(matches!(
+            arm.delete(ws, ArmKind::Job, rid).await.unwrap(),
+            ResourceDelete::Refused(m) if m.contains("409")
+        ));
+        assert!(ids(arm.list_all(ws, ArmKind::Job).await.unwrap()).contains(&rid.to_string()));
+        // Model versions and computes go the same way.
+        for kind in [ArmKind::ModelVersion, ArmKind::Compute] {
+            let vid = ids(lcp.list_all(ws, kind).await.unwrap()).pop().unwrap();
+            assert_eq!(
+                arm.delete(ws, kind, &vid).await.unwrap(),
+                ResourceDelete::Deleted
+            );
+            assert!(!ids(lcp.list_all(ws, kind).await.unwrap()).contains(&vid));
+        }
     }
 
     #[tokio::test]

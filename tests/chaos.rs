@@ -2,14 +2,21 @@
 //! with every message delivered twice and out of order, 10% of storage calls failing (some after
 //! taking effect), continuation chunks of 2 items, and kills it with SIGKILL at a seeded moment,
 //! then restarts it until idle. In every trial: each DSR reaches a final state, the export lists
-//! every subject item exactly once, no subject item survives the delete, zero items of other
-//! users changed, exactly one report, one result message and one audit record per DSR.
-//! `CHAOS_TRIALS` (default 50) and `CHAOS_SEED` (default 1) choose the trials.
+//! every subject item (blobs and ARM resources) exactly once, no subject item survives the
+//! delete, zero items of other users changed, exactly one report, one result message and one
+//! audit record per DSR. `CHAOS_TRIALS` (default 50) and `CHAOS_SEED` (default 1) choose the
+//! trials.
 //!
-//! A second set of trials (`CHAOS_AZURITE_TRIALS`, default 3: each costs seconds of real `Retry-After` waits) runs the same scenario on Azure
-//! Blob Storage (the official SDK adapter) through a fault-injecting HTTP proxy in front of
-//! Azurite: 10% of requests answered 429/500/503 or cut off mid-body after Azurite applied
-//! them, and a burst of throttling with `Retry-After` at the start.
+//! Two more sets put HTTP between the runtime and what it manages, with faults on the wire:
+//! - `CHAOS_ARM_TRIALS` (default 5): local storage (faults as above), and the management plane
+//!   through the production ARM adapter (`DSR_ARM_ENDPOINT`) talking to the local ARM server
+//!   (`adapters::local::arm_server`: pages of 2, 202 + Azure-AsyncOperation deletes) behind a
+//!   fault-injecting proxy: 10% of ARM calls answered 429/500/503 or cut off mid-body after the
+//!   server applied them (a delete whose 202 is lost is retried and meets 404), and a burst of
+//!   throttling with `Retry-After` at the start.
+//! - `CHAOS_AZURITE_TRIALS` (default 3: each costs seconds of real `Retry-After` waits): Azure
+//!   Blob Storage (the official SDK adapter) through the same kind of proxy in front of Azurite,
+//!   and ARM as in the set above through a second proxy with its own seed.
 
 mod support;
 
@@ -18,6 +25,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use azureml_dsr::adapters::local::arm_server::{self, ArmServerOptions};
+use azureml_dsr::adapters::local::control_plane::{LocalControlPlane, ARM_ACCOUNT};
 use azureml_dsr::cli::local::StorageChoice;
 use azureml_dsr::cli::requests::enqueue;
 use azureml_dsr::cli::seed::{seed_into, SeedArgs};
@@ -26,6 +35,7 @@ use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::Item;
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
+use azureml_dsr::ports::control_plane::ArmKind;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -33,8 +43,13 @@ fn app_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-fn runtime(dir: &Path, seed: u64, storage: &StorageChoice) -> Command {
+fn runtime(dir: &Path, seed: u64, storage: &StorageChoice, arm: Option<&str>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_azureml-dsr"));
+    if let Some(url) = arm {
+        // The production ARM adapter against the local ARM server (through its fault proxy);
+        // the server answers 202 without Retry-After, so poll quickly.
+        c.env("DSR_ARM_ENDPOINT", url).env("DSR_ARM_POLL_MS", "20");
+    }
     match storage {
         StorageChoice::Azurite(url) => {
             c.env("DSR_STORAGE", format!("azurite={url}"));
@@ -74,9 +89,47 @@ async fn blobs(
     out
 }
 
+/// ARM id of every seeded resource -> hash of its document (absent: deleted).
+async fn resources(
+    store: &dyn BlobStore,
+    truth: &azureml_dsr::seed::SeedTruth,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for id in truth.resources.keys() {
+        let found = truth.workspaces.iter().find_map(|ws| {
+            [
+                ArmKind::Job,
+                ArmKind::ModelVersion,
+                ArmKind::DataVersion,
+                ArmKind::Compute,
+            ]
+            .into_iter()
+            .find_map(|k| LocalControlPlane::blob_name(ws, k, id))
+            .map(|name| BlobRef::new(ARM_ACCOUNT, LocalControlPlane::container(ws), name))
+        });
+        let b = found.unwrap_or_else(|| panic!("seeded resource {id} maps to no document"));
+        if let Ok((bytes, _)) = store.read_small(&b).await {
+            out.insert(id.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
+        }
+    }
+    out
+}
+
 const ACCOUNTS: [&str; 4] = ["mlwstore0", "armlocal", "telemetrylocal", "dsrstate"];
 
-async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
+/// Where the trial's storage and management plane live.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Local files with faults at the adapter boundary; the local control plane.
+    Local,
+    /// As `Local`, but ARM over HTTP: production adapter -> fault proxy -> local ARM server.
+    LocalArm,
+    /// Azurite behind a fault proxy, and ARM as in `LocalArm`.
+    Azurite,
+}
+
+async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
+    let azurite = mode == Mode::Azurite;
     let dir = tempfile::tempdir().unwrap();
     let az = azurite.then(|| support::azurite::Azurite::start(&ACCOUNTS));
     // Seeding and checking talk to the store directly; the runtime goes through the proxy.
@@ -117,6 +170,21 @@ async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
     let paths = LocalPaths::new(dir.path());
     let store = direct.store(&paths);
     let before = blobs(store.as_ref(), &truth).await;
+    let resources_before = resources(store.as_ref(), &truth).await;
+    // The local ARM server reads the documents directly; the runtime reaches it through a second
+    // proxy with its own seed (always a short throttling burst, so every trial meets one).
+    let arm = if mode == Mode::Local {
+        None
+    } else {
+        let options = ArmServerOptions {
+            page_size: 2,
+            ..Default::default()
+        };
+        let server = arm_server::start(store.clone(), options, 0).await.unwrap();
+        let proxy = support::fault_proxy::start(&server.base_url, 0.1, 3, seed ^ 0xA4A4_0000).await;
+        Some((server, proxy))
+    };
+    let arm_url = arm.as_ref().map(|(_, p)| p.base_url.as_str());
     let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
     let (exporter, deleted) = ("alice", "bob");
     for (id, kind, user) in [("C-EXP", "export", exporter), ("C-DEL", "delete", deleted)] {
@@ -127,13 +195,16 @@ async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
     }
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let kill_after = Duration::from_millis(if azurite {
-        rng.gen_range(100..2500)
-    } else {
-        rng.gen_range(10..350)
+    let kill_after = Duration::from_millis(match mode {
+        Mode::Azurite => rng.gen_range(100..2500),
+        Mode::LocalArm => rng.gen_range(50..1500),
+        Mode::Local => rng.gen_range(10..350),
     });
-    let mut child = runtime(dir.path(), seed, &through).spawn().unwrap();
-    std::thread::sleep(kill_after);
+    let mut child = runtime(dir.path(), seed, &through, arm_url)
+        .spawn()
+        .unwrap();
+    // An async sleep: the proxies and the ARM server run on this runtime's workers.
+    tokio::time::sleep(kill_after).await;
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
     if std::env::var("CHAOS_VERBOSE").is_ok() {
@@ -141,7 +212,7 @@ async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
     }
     let started = Instant::now();
     let status = tokio::task::spawn_blocking({
-        let mut cmd = runtime(dir.path(), seed + 1_000_000, &through);
+        let mut cmd = runtime(dir.path(), seed + 1_000_000, &through, arm_url);
         move || cmd.status()
     })
     .await
@@ -159,7 +230,20 @@ async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
     }
     if let Some(p) = &proxy {
         if p.faults.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return Err("the proxy injected no fault".into());
+            return Err("the storage proxy injected no fault".into());
+        }
+    }
+    if let Some((_, p)) = &arm {
+        let faults = p.faults.load(std::sync::atomic::Ordering::Relaxed);
+        let requests = p.requests.load(std::sync::atomic::Ordering::Relaxed);
+        if std::env::var("CHAOS_VERBOSE").is_ok() {
+            eprintln!("seed {seed}: ARM proxy {faults} faults in {requests} requests");
+        }
+        // More than the burst: faults beyond the first three requests were met too.
+        if faults <= 3 {
+            return Err(format!(
+                "the ARM proxy injected only {faults} faults in {requests} requests"
+            ));
         }
     }
     if started.elapsed() > Duration::from_secs(180) {
@@ -196,7 +280,26 @@ async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
     want.sort();
     if listed != want {
         return Err(format!(
-            "export lists {} items, want {} (each exactly once)",
+            "export lists {} blobs, want {} (each exactly once)",
+            listed.len(),
+            want.len()
+        ));
+    }
+    let mut listed: Vec<String> = exp
+        .results
+        .iter()
+        .flat_map(|r| &r.items)
+        .filter_map(|o| match &o.item {
+            Item::Resource { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = truth.resources_of(exporter).into_iter().cloned().collect();
+    want.sort();
+    if listed != want || want.is_empty() {
+        return Err(format!(
+            "export lists {} ARM resources, want {} (each exactly once)",
             listed.len(),
             want.len()
         ));
@@ -210,6 +313,16 @@ async fn trial(seed: u64, azurite: bool) -> Result<(), String> {
             }
         } else if after.get(k) != before.get(k) {
             return Err(format!("collateral change to {k} ({owner})"));
+        }
+    }
+    let resources_after = resources(store.as_ref(), &truth).await;
+    for (id, owner) in &truth.resources {
+        if owner == deleted {
+            if resources_after.contains_key(id) {
+                return Err(format!("{id} survived the delete"));
+            }
+        } else if resources_after.get(id) != resources_before.get(id) {
+            return Err(format!("collateral change to {id} ({owner})"));
         }
     }
     // One result message and one audit record per DSR.
@@ -247,13 +360,13 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// Run `count_var` (default `default`) seeded trials from `CHAOS_SEED`; fail with every
 /// failing seed named.
-async fn run_trials(label: &str, count_var: &str, default: u64, azurite: bool) {
+async fn run_trials(label: &str, count_var: &str, default: u64, mode: Mode) {
     let trials = env_u64(count_var, default);
     let first = env_u64("CHAOS_SEED", 1);
     let started = Instant::now();
     let mut failures = Vec::new();
     for seed in first..first + trials {
-        if let Err(e) = trial(seed, azurite).await {
+        if let Err(e) = trial(seed, mode).await {
             failures.push(format!("seed {seed}: {e}"));
         }
     }
@@ -268,7 +381,18 @@ async fn run_trials(label: &str, count_var: &str, default: u64, azurite: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_kill_and_fault_trials_keep_every_guarantee() {
-    run_trials("chaos", "CHAOS_TRIALS", 50, false).await;
+    run_trials("chaos", "CHAOS_TRIALS", 50, Mode::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_kill_and_arm_http_fault_trials_keep_every_guarantee() {
+    run_trials(
+        "chaos (ARM server + fault proxy)",
+        "CHAOS_ARM_TRIALS",
+        5,
+        Mode::LocalArm,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +401,7 @@ async fn seeded_kill_and_http_fault_trials_on_azurite_keep_every_guarantee() {
         "chaos (Azurite + fault proxy)",
         "CHAOS_AZURITE_TRIALS",
         3,
-        true,
+        Mode::Azurite,
     )
     .await;
 }

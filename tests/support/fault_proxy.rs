@@ -1,7 +1,9 @@
-//! A fault-injecting HTTP proxy on 127.0.0.1 in front of Azurite: a seeded fraction of requests
-//! is answered 429 (with `Retry-After`), 500 or 503 without reaching Azurite, or forwarded and
-//! then cut off mid-body (the effect happened, the response is lost), plus an optional burst of
-//! throttling at the start.
+//! A fault-injecting HTTP proxy on 127.0.0.1 in front of Azurite or the local ARM server: a
+//! seeded fraction of requests is answered 429 (with `Retry-After`), 500 or 503 without reaching
+//! the upstream, or forwarded and then cut off mid-body (the effect happened, the response is
+//! lost), plus an optional burst of throttling at the start. The client's `Host` goes upstream as
+//! `X-Forwarded-Host`, so links the upstream hands out (ARM `nextLink`, operation URLs) lead back
+//! through the proxy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,7 +116,9 @@ async fn proxy(State(s): State<Arc<Shared>>, req: Request) -> Response<Body> {
     );
     let mut headers = HeaderMap::new();
     for (k, v) in parts.headers.iter() {
-        if k != "host" && k != "content-length" {
+        if k == "host" {
+            headers.insert("x-forwarded-host", v.clone());
+        } else if k != "content-length" {
             headers.insert(k.clone(), v.clone());
         }
     }

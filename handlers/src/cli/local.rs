@@ -106,8 +106,63 @@ pub fn services_factory(data_dir: PathBuf, storage: StorageChoice) -> ServicesFa
         if std::env::var("DSR_MODE").is_ok_and(|m| m == "azure") {
             return azure_services(&paths, store, queue, settings_from_env());
         }
-        local_services(&paths, store, queue, settings_from_env())
+        let mut services = local_services(&paths, store, queue, settings_from_env())?;
+        if let Some(control) = local_arm_control()? {
+            services.control = control;
+        }
+        Ok(services)
     })
+}
+
+/// Local mode with `DSR_ARM_ENDPOINT` set: the control plane is the production ARM adapter
+/// (paging, long-running deletes, retries) talking to a local ARM server
+/// ([`crate::adapters::local::arm_server`]) at that URL, with the fixed token `DSR_ARM_TOKEN`
+/// (default [`LOCAL_ARM_TOKEN`](crate::adapters::local::arm_server::LOCAL_ARM_TOKEN)) instead
+/// of an Entra credential. Only loopback endpoints: a real ARM endpoint needs `DSR_MODE=azure`.
+/// Everything else stays local. `None` when the variable is unset.
+pub fn local_arm_control(
+) -> anyhow::Result<Option<Arc<dyn crate::ports::control_plane::ControlPlane>>> {
+    use crate::adapters::azure::{arm, rest::RestClient};
+    use crate::adapters::local::arm_server::{LocalArmToken, LOCAL_ARM_TOKEN};
+    let Ok(v) = std::env::var("DSR_ARM_ENDPOINT") else {
+        return Ok(None);
+    };
+    let token = std::env::var("DSR_ARM_TOKEN").unwrap_or_else(|_| LOCAL_ARM_TOKEN.into());
+    let rest = RestClient::new(Arc::new(LocalArmToken::new(token)), arm::ARM_SCOPE);
+    Ok(Some(Arc::new(arm::AzureMlControlPlane::new(
+        rest,
+        arm_config(local_arm_endpoint(&v)?),
+    ))))
+}
+
+/// The endpoint `v` if it is a URL on a loopback host.
+fn local_arm_endpoint(v: &str) -> anyhow::Result<url::Url> {
+    let endpoint =
+        url::Url::parse(v).with_context(|| format!("DSR_ARM_ENDPOINT={v:?} is not a URL"))?;
+    let loopback = match endpoint.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    anyhow::ensure!(
+        loopback,
+        "DSR_ARM_ENDPOINT={v:?}: in local mode only a local ARM server (127.0.0.1) is allowed; set DSR_MODE=azure for Azure"
+    );
+    Ok(endpoint)
+}
+
+/// ARM settings from the environment: `DSR_ARM_POLL_MS`, how long to wait between polls of a
+/// long-running delete when the service does not say (default 5 s).
+fn arm_config(endpoint: url::Url) -> crate::adapters::azure::arm::ArmConfig {
+    let mut cfg = crate::adapters::azure::arm::ArmConfig::new(endpoint);
+    if let Some(ms) = std::env::var("DSR_ARM_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        cfg.poll_interval = Duration::from_millis(ms);
+    }
+    cfg
 }
 
 /// Production adapters (`DSR_MODE=azure`): Azure ML through ARM, Microsoft Graph, Log Analytics
@@ -153,7 +208,7 @@ pub fn azure_services(
     Ok(crate::functions::Services {
         control: Arc::new(arm::AzureMlControlPlane::new(
             arm_rest.clone(),
-            arm::ArmConfig::new(arm_endpoint.clone()),
+            arm_config(arm_endpoint.clone()),
         )),
         telemetry: Arc::new(purge::LogAnalyticsTelemetry::new(
             arm_rest,
@@ -339,5 +394,29 @@ impl BlobStore for Unavailable {
     }
     async fn delete(&self, _: &BlobRef) -> StoreResult<DeleteOutcome> {
         Err(StoreError::Other(self.0.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_arm_endpoint_is_loopback_only() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1/",
+            "http://[::1]:9",
+        ] {
+            assert!(local_arm_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://management.azure.com",
+            "http://10.0.0.1:80",
+            "http://127.0.0.1.evil.example",
+            "not a url",
+        ] {
+            assert!(local_arm_endpoint(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -61,6 +61,16 @@ pub enum Command {
     },
     /// Seed a workspace, run an export and a delete for one user end to end, print what happened.
     Demo(demo::DemoArgs),
+    /// Serve the seeded workspaces' ARM documents as a local ARM server on 127.0.0.1 (prints its
+    /// URL; point `DSR_ARM_ENDPOINT` at it to run the production ARM adapter locally).
+    ArmServer {
+        /// 0: any free port.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Items per list page (small values exercise nextLink paging).
+        #[arg(long, default_value_t = 100)]
+        page_size: usize,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -88,5 +98,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             requests::inject_events(&cli.data_dir, &file, &function, cli.json).await
         }
         Command::Demo(args) => demo::run(&storage, &args, cli.json).await,
+        Command::ArmServer { port, page_size } => {
+            arm_server(&cli.data_dir, &storage, port, page_size, cli.json).await
+        }
     }
+}
+
+/// `arm-server`: the local ARM server over the data folder's store until Ctrl-C. It expects the
+/// token the local runtime sends (`DSR_ARM_TOKEN`, default the local token).
+async fn arm_server(
+    data_dir: &std::path::Path,
+    storage: &StorageChoice,
+    port: u16,
+    page_size: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::adapters::local::arm_server::{start, ArmServerOptions, LOCAL_ARM_TOKEN};
+    let paths = crate::config::LocalPaths::new(data_dir);
+    let token = std::env::var("DSR_ARM_TOKEN").unwrap_or_else(|_| LOCAL_ARM_TOKEN.into());
+    let options = ArmServerOptions {
+        page_size: page_size.max(1),
+        bearer: Some(format!("Bearer {token}")),
+        ..Default::default()
+    };
+    let server = start(storage.store(&paths), options, port).await?;
+    if json {
+        println!("{}", serde_json::json!({ "url": server.base_url }));
+    } else {
+        println!("{}", server.base_url);
+    }
+    handler::shutdown_signal().await;
+    Ok(())
 }

@@ -15,7 +15,10 @@
 //!   and the current versions' nextLink.
 //! - **Tokens only go to the configured endpoint**: a `nextLink`, `Location` or
 //!   `Azure-AsyncOperation` on another origin is refused, not followed.
-//! - **Deletes are honest**: 404 is `NotFound`; 409/423 (running, locked), 400 and 403 are
+//! - **A container that vanished mid-listing** (404 on its versions) has no versions; only a 404
+//!   on the first containers page means the workspace is gone.
+//! - **Deletes are honest**: 404 is `NotFound` (a retried DELETE whose first 202 was lost in
+//!   transit meets 404; the slice counts it as deleted); 409/423 (running, locked), 400 and 403 are
 //!   `Refused` with the service's message (the report lists the item as failed); a delete that
 //!   has not finished within `max_poll` is a transient error (the redelivered message repeats the
 //!   idempotent DELETE). A failed or cancelled operation is `Refused`.
@@ -174,6 +177,10 @@ impl AzureMlControlPlane {
             .get_json(url)
             .await?
             .ok_or(ControlPlaneError::WorkspaceNotFound)?;
+        Self::parse_page(&v)
+    }
+
+    fn parse_page(v: &Value) -> Result<ResourcePage, ControlPlaneError> {
         let value = match v.get("value") {
             Some(Value::Array(a)) => a.clone(),
             _ => {
@@ -182,7 +189,7 @@ impl AzureMlControlPlane {
                 ))
             }
         };
-        let next_link = str_at(&v, "/nextLink").map(str::to_string);
+        let next_link = str_at(v, "/nextLink").map(str::to_string);
         Ok(ResourcePage { value, next_link })
     }
 
@@ -242,8 +249,13 @@ impl AzureMlControlPlane {
             let page = if let Some(vn) = cur.versions_next.take() {
                 self.page(&self.followable(&vn)?).await?
             } else if let Some(name) = cur.pending.pop_front() {
-                self.page(&self.child_url(ws, collection, Some(&name))?)
-                    .await?
+                // A container deleted between the containers page and its versions (a listing
+                // resumed from a cursor much later) has no versions left: not a missing workspace.
+                let url = self.child_url(ws, collection, Some(&name))?;
+                match self.get_json(&url).await? {
+                    Some(v) => Self::parse_page(&v)?,
+                    None => continue,
+                }
             } else if let Some(cn) = cur.containers_next.take() {
                 let page = self.page(&self.followable(&cn)?).await?;
                 cur.containers_next = page.next_link;

@@ -1,5 +1,6 @@
 //! Local adapters: the embedded default.
 
+pub mod arm_server;
 pub mod control_plane;
 pub mod directory;
 pub mod fs_blob;

@@ -1,0 +1,629 @@
+//! Local ARM server: the subset of the Azure Resource Manager REST API for
+//! `Microsoft.MachineLearningServices` that the production adapter
+//! ([`crate::adapters::azure::arm::AzureMlControlPlane`]) calls, served over HTTP on 127.0.0.1
+//! from the [`LocalControlPlane`] documents (account `armlocal` of a blob store).
+//!
+//! What it is for: running the production ARM adapter — paging, long-running deletes, retries —
+//! without Azure, in the pipeline tests and in the chaos trials, where it sits behind a
+//! fault-injecting proxy (`DSR_ARM_ENDPOINT` points the local runtime at it). It is a test
+//! double, not an emulator: what it serves is what the adapter needs, shaped as the REST API spec
+//! examples are, and it answers the way ARM does where the adapter's correctness depends on it:
+//! - lists page through `nextLink` (`$skipToken` = the last name served, so a page boundary
+//!   survives deletions between pages, as ARM's continuation tokens do) with a configurable page
+//!   size; `listViewType` defaults to `ActiveOnly` (archived jobs and versions are hidden unless
+//!   the caller asks for `All`);
+//! - model and data versions are two-level: containers, then versions per container (a
+//!   container exists while it has versions; listing the versions of one that does not is 404);
+//! - deletes answer 202 with `Azure-AsyncOperation` and `Location`; the operation reports
+//!   `InProgress` a configurable number of times, then `Succeeded`; deleting what is gone is 404,
+//!   a running job is 409; a compute delete without `underlyingResourceAction` is 400;
+//! - every request must carry `api-version` (400) and the expected bearer token (401).
+//!
+//! Links (`nextLink`, operation URLs) are built from `X-Forwarded-Host` or `Host`, so a client
+//! that reaches the server through a proxy is sent back through the proxy (the production adapter
+//! refuses links to any other origin).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::control_plane::{LocalControlPlane, ARM_ACCOUNT};
+use crate::domain::workspace::WorkspaceId;
+use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, StoreError};
+use crate::ports::control_plane::{ArmKind, ControlPlane, ControlPlaneError, ResourceDelete};
+
+/// The token the local runtime sends to a local ARM server (and the server expects) unless
+/// `DSR_ARM_TOKEN` says otherwise. It grants nothing anywhere else.
+pub const LOCAL_ARM_TOKEN: &str = "local-arm-token";
+
+#[derive(Debug, Clone)]
+pub struct ArmServerOptions {
+    /// Items per list page; small values make every listing page.
+    pub page_size: usize,
+    /// The exact `Authorization` header every request must carry; `None` accepts any.
+    pub bearer: Option<String>,
+    /// How many polls of a delete's operation answer `InProgress` before `Succeeded`.
+    pub lro_polls: u32,
+    /// `Retry-After` (seconds) on 202 and in-progress answers; `None` leaves the poll interval
+    /// to the client.
+    pub retry_after: Option<u64>,
+}
+
+impl Default for ArmServerOptions {
+    fn default() -> Self {
+        Self {
+            page_size: 100,
+            bearer: Some(format!("Bearer {LOCAL_ARM_TOKEN}")),
+            lro_polls: 1,
+            retry_after: None,
+        }
+    }
+}
+
+struct Shared {
+    store: Arc<dyn BlobStore>,
+    lcp: LocalControlPlane,
+    opts: ArmServerOptions,
+    /// Long-running operations: id -> in-progress polls left.
+    ops: Mutex<HashMap<String, u32>>,
+}
+
+/// The router; serve it with `axum::serve` on a 127.0.0.1 listener (or use [`start`]).
+pub fn router(store: Arc<dyn BlobStore>, opts: ArmServerOptions) -> axum::Router {
+    let shared = Arc::new(Shared {
+        lcp: LocalControlPlane::new(store.clone()),
+        store,
+        opts,
+        ops: Mutex::new(HashMap::new()),
+    });
+    axum::Router::new().fallback(handle).with_state(shared)
+}
+
+/// A running server; stopped when dropped.
+pub struct ArmServer {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ArmServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Bind 127.0.0.1 on `port` (0: any free port) and serve in the background.
+pub async fn start(
+    store: Arc<dyn BlobStore>,
+    opts: ArmServerOptions,
+    port: u16,
+) -> std::io::Result<ArmServer> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let app = router(store, opts);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "local ARM server stopped");
+        }
+    });
+    Ok(ArmServer { base_url, task })
+}
+
+const OPS_PREFIX: &str = "/providers/Microsoft.MachineLearningServices/locations/local/";
+
+fn reply(status: u16, v: Value) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(v),
+    )
+        .into_response()
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response {
+    reply(status, json!({"error": {"code": code, "message": message}}))
+}
+
+fn not_found() -> Response {
+    error(404, "ResourceNotFound", "The resource was not found.")
+}
+
+/// A store failure is the server's problem: 500, which the client retries.
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::warn!(error = %e, "local ARM server: store error");
+    error(500, "InternalServerError", "store error")
+}
+
+fn cp_error(e: ControlPlaneError) -> Response {
+    match e {
+        ControlPlaneError::WorkspaceNotFound => not_found(),
+        e => internal(e),
+    }
+}
+
+/// `%XX` decoding of one path segment (names are encoded as single segments by the client).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base_of(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get("host"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+async fn handle(
+    State(st): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(want) = &st.opts.bearer {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+            return error(
+                401,
+                "AuthenticationFailed",
+                "missing or unexpected bearer token",
+            );
+        }
+    }
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let q = |k: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
+    if q("api-version").is_none_or(str::is_empty) {
+        return error(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        );
+    }
+    let base = base_of(&headers);
+    let path = uri.path();
+    if let Some(op) = path.strip_prefix(OPS_PREFIX) {
+        return st.operation(op, &base, q("api-version").unwrap_or_default());
+    }
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    if segs.len() >= 8
+        && segs[5].eq_ignore_ascii_case("Microsoft.Insights")
+        && segs[6].eq_ignore_ascii_case("components")
+        && method == Method::GET
+    {
+        return st.app_insights(&format!("/{}", segs.join("/"))).await;
+    }
+    let ws =
+        match (segs.len() >= 8).then(|| WorkspaceId::parse(&format!("/{}", segs[..8].join("/")))) {
+            Some(Ok(ws)) => ws,
+            _ => return not_found(),
+        };
+    let rest: Vec<&str> = segs[8..].iter().map(String::as_str).collect();
+    let info = match st.lcp.workspace(&ws).await {
+        Ok(i) => i,
+        Err(e) => return cp_error(e),
+    };
+    let all_views = q("listViewType").is_some_and(|v| v.eq_ignore_ascii_case("All"));
+    let after = q("$skipToken").map(str::to_string);
+    match (method, rest.as_slice()) {
+        (Method::GET, []) => {
+            let storage = format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{}",
+                ws.subscription(),
+                ws.resource_group(),
+                info.storage_account
+            );
+            reply(
+                200,
+                json!({
+                    "id": ws.to_string(), "name": ws.name(), "type": "Microsoft.MachineLearningServices/workspaces",
+                    "location": "local", "tags": info.tags,
+                    "properties": {
+                        "storageAccount": storage, "keyVault": info.key_vault,
+                        "applicationInsights": info.app_insights, "provisioningState": "Succeeded",
+                    },
+                }),
+            )
+        }
+        (Method::GET, ["datastores", name]) => {
+            let props = match *name {
+                "workspaceblobstore" => {
+                    json!({"datastoreType": "AzureBlob", "accountName": info.storage_account, "containerName": info.blobstore_container})
+                }
+                "workspaceartifactstore" => {
+                    json!({"datastoreType": "AzureBlob", "accountName": info.storage_account, "containerName": info.artifact_container})
+                }
+                "workspaceworkingdirectory" if !info.file_share.is_empty() => {
+                    json!({"datastoreType": "AzureFile", "accountName": info.storage_account, "fileShareName": info.file_share})
+                }
+                _ => return not_found(),
+            };
+            reply(
+                200,
+                json!({"id": format!("{ws}/datastores/{name}"), "name": name, "properties": props}),
+            )
+        }
+        (Method::GET, [c]) if matches!(*c, "jobs" | "computes") => {
+            // Computes are never archived; jobs honour listViewType.
+            let hide = *c == "jobs" && !all_views;
+            st.documents(&ws, &format!("{c}/"), after, hide, &base, path, &query)
+                .await
+        }
+        (Method::GET, [c]) if matches!(*c, "models" | "data") => {
+            st.containers(&ws, c, after, &base, path, &query).await
+        }
+        (Method::GET, [c, name, "versions"]) if matches!(*c, "models" | "data") => {
+            // The local documents hold no empty containers: a container exists while it has
+            // versions, and listing one that does not is 404, as for any missing parent.
+            match st.names(&ws, &format!("{c}/{name}/")).await {
+                Ok(n) if n.is_empty() => return not_found(),
+                Ok(_) => {}
+                Err(e) => return internal(e),
+            }
+            st.documents(
+                &ws,
+                &format!("{c}/{name}/"),
+                after,
+                !all_views,
+                &base,
+                path,
+                &query,
+            )
+            .await
+        }
+        (Method::GET, _) => match kind_of(&rest) {
+            Some(kind) => st.one(&ws, kind, &format!("{ws}/{}", rest.join("/"))).await,
+            None => not_found(),
+        },
+        (Method::DELETE, _) => {
+            let Some(kind) = kind_of(&rest) else {
+                return error(405, "MethodNotAllowed", "not deletable here");
+            };
+            if kind == ArmKind::Compute && q("underlyingResourceAction").is_none() {
+                return error(
+                    400,
+                    "BadRequest",
+                    "underlyingResourceAction (Delete or Detach) is required",
+                );
+            }
+            let id = format!("{ws}/{}", rest.join("/"));
+            match st.lcp.delete(&ws, kind, &id).await {
+                Ok(ResourceDelete::Deleted) => {
+                    st.accepted(&base, q("api-version").unwrap_or_default())
+                }
+                Ok(ResourceDelete::NotFound) => not_found(),
+                Ok(ResourceDelete::Refused(m)) => error(409, "Conflict", &m),
+                Err(e) => cp_error(e),
+            }
+        }
+        _ => error(405, "MethodNotAllowed", "method not supported"),
+    }
+}
+
+fn kind_of(rest: &[&str]) -> Option<ArmKind> {
+    match rest {
+        ["jobs", _] => Some(ArmKind::Job),
+        ["computes", _] => Some(ArmKind::Compute),
+        ["models", _, "versions", _] => Some(ArmKind::ModelVersion),
+        ["data", _, "versions", _] => Some(ArmKind::DataVersion),
+        _ => None,
+    }
+}
+
+fn archived(doc: &Value) -> bool {
+    doc.pointer("/properties/isArchived")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// `base` + `path` with the request's query, `$skipToken` replaced by `token`.
+fn next_link(base: &str, path: &str, query: &[(String, String)], token: &str) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query {
+        if !k.eq_ignore_ascii_case("$skipToken") {
+            q.append_pair(k, v);
+        }
+    }
+    q.append_pair("$skipToken", token);
+    format!("{base}{path}?{}", q.finish())
+}
+
+impl Shared {
+    /// One page of names after `after`, and the continuation token if more remain.
+    fn page<'a>(&self, names: &'a [String], after: Option<&str>) -> (&'a [String], Option<String>) {
+        let start = after.map_or(0, |a| names.partition_point(|n| n.as_str() <= a));
+        let end = (start + self.opts.page_size.max(1)).min(names.len());
+        let token = (end < names.len()).then(|| names[end - 1].clone());
+        (&names[start..end], token)
+    }
+
+    async fn names(&self, ws: &WorkspaceId, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let container = LocalControlPlane::container(ws);
+        let mut names: Vec<String> = self
+            .store
+            .list_all(ARM_ACCOUNT, &container, prefix)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// A list of documents (`jobs/`, `computes/`, `models/<name>/` ...), one level deep.
+    #[allow(clippy::too_many_arguments)]
+    async fn documents(
+        &self,
+        ws: &WorkspaceId,
+        prefix: &str,
+        after: Option<String>,
+        hide_archived: bool,
+        base: &str,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Response {
+        let names = match self.names(ws, prefix).await {
+            Ok(n) => n,
+            Err(e) => return internal(e),
+        };
+        // Only direct children (`models/` must not list versions as documents).
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| !n[prefix.len()..].contains('/'))
+            .collect();
+        let (page, token) = self.page(&names, after.as_deref());
+        let container = LocalControlPlane::container(ws);
+        let mut value = Vec::with_capacity(page.len());
+        for n in page {
+            let blob = BlobRef::new(ARM_ACCOUNT, container.clone(), n.clone());
+            match self.store.read_json::<Value>(&blob).await {
+                // Deleted between list and read: not served, as ARM would not either.
+                Ok(None) => {}
+                Ok(Some(doc)) if hide_archived && archived(&doc) => {}
+                Ok(Some(doc)) => value.push(doc),
+                Err(e) => return internal(e),
+            }
+        }
+        let mut body = json!({ "value": value });
+        if let Some(t) = token {
+            body["nextLink"] = json!(next_link(base, path, query, &t));
+        }
+        reply(200, body)
+    }
+
+    /// Model or data containers: the names that have at least one version document.
+    async fn containers(
+        &self,
+        ws: &WorkspaceId,
+        collection: &str,
+        after: Option<String>,
+        base: &str,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Response {
+        let prefix = format!("{collection}/");
+        let names: BTreeSet<String> = match self.names(ws, &prefix).await {
+            Ok(n) => n
+                .iter()
+                .filter_map(|n| {
+                    n[prefix.len()..]
+                        .split_once('/')
+                        .map(|(c, _)| c.to_string())
+                })
+                .collect(),
+            Err(e) => return internal(e),
+        };
+        let names: Vec<String> = names.into_iter().collect();
+        let (page, token) = self.page(&names, after.as_deref());
+        let value: Vec<Value> = page
+            .iter()
+            .map(|n| {
+                json!({"id": format!("{ws}/{collection}/{n}"), "name": n,
+                       "type": format!("Microsoft.MachineLearningServices/workspaces/{collection}"),
+                       "properties": {"isArchived": false}})
+            })
+            .collect();
+        let mut body = json!({ "value": value });
+        if let Some(t) = token {
+            body["nextLink"] = json!(next_link(base, path, query, &t));
+        }
+        reply(200, body)
+    }
+
+    async fn one(&self, ws: &WorkspaceId, kind: ArmKind, id: &str) -> Response {
+        let Some(name) = LocalControlPlane::blob_name(ws, kind, id) else {
+            return not_found();
+        };
+        let blob = BlobRef::new(ARM_ACCOUNT, LocalControlPlane::container(ws), name);
+        match self.store.read_json::<Value>(&blob).await {
+            Ok(Some(doc)) => reply(200, doc),
+            Ok(None) => not_found(),
+            Err(e) => internal(e),
+        }
+    }
+
+    /// The Application Insights component of a seeded workspace (to find its Log Analytics
+    /// workspace, as the adapter does).
+    async fn app_insights(&self, id: &str) -> Response {
+        let containers = match self.store.list_containers(ARM_ACCOUNT, "ws-").await {
+            Ok(c) => c,
+            Err(e) => return internal(e),
+        };
+        for c in containers {
+            let blob = BlobRef::new(ARM_ACCOUNT, c, "workspace.json");
+            let info = match self
+                .store
+                .read_json::<crate::ports::control_plane::WorkspaceInfo>(&blob)
+                .await
+            {
+                Ok(Some(i)) => i,
+                Ok(None) => continue,
+                Err(e) => return internal(e),
+            };
+            if info
+                .app_insights
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(id))
+            {
+                let mut props = json!({"ApplicationType": "web"});
+                if let Some(la) = info.log_analytics_workspace {
+                    props["WorkspaceResourceId"] = json!(la);
+                }
+                return reply(200, json!({"id": id, "properties": props}));
+            }
+        }
+        not_found()
+    }
+
+    fn with_retry_after(&self, mut r: Response) -> Response {
+        if let Some(s) = self.opts.retry_after {
+            r.headers_mut().insert("retry-after", s.into());
+        }
+        r
+    }
+
+    /// 202 for a delete that took effect, with both polling headers.
+    fn accepted(&self, base: &str, api_version: &str) -> Response {
+        let op = uuid::Uuid::new_v4().to_string();
+        self.ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(op.clone(), self.opts.lro_polls);
+        let status =
+            format!("{base}{OPS_PREFIX}mfeOperationStatuses/{op}?api-version={api_version}");
+        let result =
+            format!("{base}{OPS_PREFIX}mfeOperationResults/{op}?api-version={api_version}");
+        let mut r = Response::builder().status(StatusCode::ACCEPTED);
+        if let (Ok(s), Ok(l)) = (
+            axum::http::HeaderValue::from_str(&status),
+            axum::http::HeaderValue::from_str(&result),
+        ) {
+            r = r.header("azure-asyncoperation", s).header("location", l);
+        }
+        self.with_retry_after(r.body(Body::empty()).unwrap_or_default())
+    }
+
+    /// `mfeOperationStatuses/<id>` (a status document) or `mfeOperationResults/<id>` (202 while
+    /// running, 200 when done). A poll counts down the operation's in-progress answers.
+    fn operation(&self, op: &str, base: &str, api_version: &str) -> Response {
+        let (kind, id) = match op.split_once('/') {
+            Some((k, id)) if k == "mfeOperationStatuses" || k == "mfeOperationResults" => (k, id),
+            _ => return not_found(),
+        };
+        let running = {
+            let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+            match ops.get_mut(id) {
+                None => return not_found(),
+                Some(0) => false,
+                Some(left) => {
+                    *left -= 1;
+                    true
+                }
+            }
+        };
+        if kind == "mfeOperationResults" {
+            if running {
+                let mut r = StatusCode::ACCEPTED.into_response();
+                let loc =
+                    format!("{base}{OPS_PREFIX}mfeOperationResults/{id}?api-version={api_version}");
+                if let Ok(v) = axum::http::HeaderValue::from_str(&loc) {
+                    r.headers_mut().insert("location", v);
+                }
+                return self.with_retry_after(r);
+            }
+            return StatusCode::OK.into_response();
+        }
+        let status = if running { "InProgress" } else { "Succeeded" };
+        let r = reply(
+            200,
+            json!({"id": format!("{OPS_PREFIX}mfeOperationStatuses/{id}"), "name": id, "status": status}),
+        );
+        if running {
+            self.with_retry_after(r)
+        } else {
+            r
+        }
+    }
+}
+
+/// The credential the local runtime uses for a local ARM server: a fixed token, never fetched
+/// from anywhere (so `DSR_ARM_ENDPOINT` in local mode needs no Azure login).
+pub struct LocalArmToken(String);
+
+impl LocalArmToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+}
+
+impl std::fmt::Debug for LocalArmToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalArmToken(..)")
+    }
+}
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for LocalArmToken {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        Ok(azure_core::credentials::AccessToken::new(
+            self.0.clone(),
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_and_links() {
+        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        let q = vec![
+            ("api-version".to_string(), "2024-10-01".to_string()),
+            ("$skipToken".to_string(), "old".to_string()),
+        ];
+        assert_eq!(
+            next_link("http://h:1", "/x", &q, "jobs/a b.json"),
+            "http://h:1/x?api-version=2024-10-01&%24skipToken=jobs%2Fa+b.json"
+        );
+    }
+}
