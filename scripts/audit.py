@@ -2,11 +2,17 @@
 """Check Cargo.lock against the RustSec advisory database (what `cargo audit` does), offline.
 
 Usage: scripts/audit.py [--db DIR] [--lock Cargo.lock] [--require-db]
+       scripts/audit.py --refresh-snapshot DIR   (DIR: a full checkout of the database)
 
 The database is a checkout (or export) of https://github.com/rustsec/advisory-db: DIR/crates/
 <crate>/RUSTSEC-*.md, each opening with a TOML block. It is looked for in --db, $RUSTSEC_DB,
-then .build/advisory-db. This machine's CI reaches package registries only, not GitHub, so
-when no database is present the check says so and exits 0, unless --require-db is given.
+then .build/advisory-db. CI reaches package registries only, not GitHub, so when none of those
+exists the check falls back to the snapshot committed in scripts/advisory-snapshot/: the
+advisories of every crate in Cargo.lock, plus the names of all crates the database had
+advisories for at that commit. A Cargo.lock crate that has advisories in the database but not
+in the snapshot (a dependency added since) fails the check until the snapshot is refreshed, so
+the fallback cannot silently skip a crate. The snapshot's date is printed: it knows nothing
+newer. Without a database or a snapshot the check says so and exits 0, unless --require-db.
 
 Exit status: 1 if a dependency matches an active (not withdrawn, not informational)
 advisory; 0 otherwise. Informational advisories (unmaintained, unsound) are listed as
@@ -115,6 +121,9 @@ def load_advisories(db):
     return out
 
 
+SNAPSHOT = Path(__file__).parent / "advisory-snapshot"
+
+
 def find_db(arg):
     for cand in [arg, os.environ.get("RUSTSEC_DB"), ".build/advisory-db"]:
         if cand and (Path(cand) / "crates").is_dir():
@@ -122,21 +131,70 @@ def find_db(arg):
     return None
 
 
+def lock_packages(lock_path):
+    lock = tomllib.loads(Path(lock_path).read_text(encoding="utf-8"))
+    return [p for p in lock.get("package", []) if p.get("source", "").startswith("registry+")]
+
+
+def snapshot_gaps(snapshot, packages):
+    """Crates of the lock file the database has advisories for but the snapshot does not hold."""
+    listed = set((snapshot / "crates.txt").read_text(encoding="utf-8").split())
+    return sorted(
+        {p["name"] for p in packages if p["name"] in listed and not (snapshot / "crates" / p["name"]).is_dir()}
+    )
+
+
+def refresh_snapshot(full_db, lock_path, snapshot):
+    """Copy the advisories of the lock's crates (and the list of all advised crates) from a full DB."""
+    import shutil
+
+    full = Path(full_db)
+    if not (full / "crates").is_dir():
+        print(f"audit: {full} has no crates/ directory")
+        return 2
+    names = sorted(d.name for d in (full / "crates").iterdir() if d.is_dir())
+    wanted = {p["name"] for p in lock_packages(lock_path)} & set(names)
+    if snapshot.exists():
+        shutil.rmtree(snapshot)
+    (snapshot / "crates").mkdir(parents=True)
+    for n in sorted(wanted):
+        shutil.copytree(full / "crates" / n, snapshot / "crates" / n)
+    (snapshot / "crates.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    source = os.environ.get("RUSTSEC_SNAPSHOT_SOURCE", str(full))
+    (snapshot / "SOURCE").write_text(source + "\n", encoding="utf-8")
+    print(f"audit: snapshot of {len(wanted)} crates' advisories ({len(names)} crates listed) in {snapshot}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db")
     ap.add_argument("--lock", default="Cargo.lock")
     ap.add_argument("--require-db", action="store_true")
+    ap.add_argument("--snapshot", default=str(SNAPSHOT), help=argparse.SUPPRESS)
+    ap.add_argument("--refresh-snapshot", metavar="FULL_DB")
     args = ap.parse_args()
+    snapshot = Path(args.snapshot)
+    if args.refresh_snapshot:
+        return refresh_snapshot(args.refresh_snapshot, args.lock, snapshot)
 
     db = find_db(args.db)
+    if db is None and (snapshot / "crates.txt").is_file():
+        packages = lock_packages(args.lock)
+        source = (snapshot / "SOURCE").read_text(encoding="utf-8").strip() if (snapshot / "SOURCE").is_file() else "?"
+        print(f"audit: no full database here; using the committed snapshot ({source})")
+        gaps = snapshot_gaps(snapshot, packages)
+        if gaps:
+            print(f"audit: the snapshot lacks advisories for {', '.join(gaps)} (in Cargo.lock since it was taken);")
+            print("  refresh it: python3 scripts/audit.py --refresh-snapshot <advisory-db checkout>")
+            return 1
+        db = snapshot
     if db is None:
         msg = "audit: no RustSec advisory database here (set RUSTSEC_DB to a checkout of rustsec/advisory-db)"
         print(msg)
         return 2 if args.require_db else 0
     advisories = load_advisories(db)
-    lock = tomllib.loads(Path(args.lock).read_text(encoding="utf-8"))
-    packages = [p for p in lock.get("package", []) if p.get("source", "").startswith("registry+")]
+    packages = lock_packages(args.lock)
     vulns, warnings = [], []
     for p in packages:
         for doc in advisories.get(p["name"], []):

@@ -90,11 +90,42 @@ class AuditTest(unittest.TestCase):
     def test_missing_db_is_reported(self):
         with tempfile.TemporaryDirectory() as empty:
             r = subprocess.run(
-                [sys.executable, str(Path(__file__).parent / "audit.py"), "--db", empty, "--require-db"],
+                [sys.executable, str(Path(__file__).parent / "audit.py"), "--db", empty, "--require-db",
+                 "--snapshot", str(Path(empty) / "none")],
                 capture_output=True, text=True, cwd=empty, env={"PATH": "/usr/bin:/bin"},
             )
             self.assertEqual(r.returncode, 2, r.stdout)
             self.assertIn("no RustSec advisory database", r.stdout)
+
+    def test_snapshot_is_used_and_a_missing_crate_fails(self):
+        with tempfile.TemporaryDirectory() as full, tempfile.TemporaryDirectory() as work:
+            run(full, "foo", "1.4.1")  # full DB: an advisory for foo
+            (Path(full) / "crates" / "bar").mkdir()  # bar has advisories too, none for our lock
+            lock = Path(work) / "Cargo.lock"
+            lock.write_text(LOCK.format(pkg="foo", version="1.4.1"))
+            snap = Path(work) / "snap"
+            audit_py = str(Path(__file__).parent / "audit.py")
+            env = {"PATH": "/usr/bin:/bin"}
+
+            def check(*extra):
+                return subprocess.run(
+                    [sys.executable, audit_py, "--lock", str(lock), "--snapshot", str(snap), *extra],
+                    capture_output=True, text=True, cwd=work, env=env,
+                )
+
+            self.assertEqual(check("--refresh-snapshot", full).returncode, 0)
+            self.assertTrue((snap / "crates" / "foo").is_dir())
+            self.assertFalse((snap / "crates" / "bar").exists())
+            r = check()
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("committed snapshot", r.stdout)
+            self.assertIn("VULNERABLE: RUSTSEC-0000-0001 foo 1.4.1", r.stdout)
+            # A crate added to the lock after the snapshot, which the database has advisories
+            # for, is not silently passed.
+            lock.write_text(LOCK.format(pkg="bar", version="1.0.0"))
+            r = check()
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("lacks advisories for bar", r.stdout)
 
 
 if __name__ == "__main__":
