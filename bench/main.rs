@@ -10,7 +10,9 @@
 //! - discovery of one subject's runs among 1k / 10k (/ 100k with --full) runs, vs raw list + GET;
 //! - handler: intake invocations through the real axum router vs a bare axum echo;
 //! - start-up: exec of `azureml-dsr handler` to the first answered `GET /`;
-//! - memory: peak RSS (VmHWM) of a child process scanning runs and exporting a large blob.
+//! - memory: peak RSS (VmHWM) of a child process scanning runs (on Azurite, and 1k vs 100k runs
+//!   on the embedded file store, which can hold 100k runs where Azurite slows to a crawl) and
+//!   exporting a large blob.
 //!
 //! `--smoke` runs everything at tiny sizes in seconds (CI); it asserts correctness of each
 //! operation, never timings.
@@ -54,6 +56,8 @@ const WS_ACCOUNT: &str = "mlwstore0";
 const SUBJECT_OID: &str = "11111111-2222-3333-4444-555555555555";
 /// In-flight requests of the raw single-request baselines and of seeding.
 const RAW_CONCURRENCY: usize = 32;
+/// The subject's runs in each workspace of the file-store memory scan.
+const FS_SUBJECT_RUNS: usize = 100;
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -64,6 +68,9 @@ struct Opts {
     export_items: usize,
     export_kib: usize,
     runs: Vec<usize>,
+    /// Workspace sizes of the memory scan on the embedded file store (the subject owns
+    /// FS_SUBJECT_RUNS of them whatever the size, so growth is the workspace's alone).
+    fs_runs: Vec<usize>,
     big_mib: usize,
     handler_n: usize,
     startup_n: usize,
@@ -85,6 +92,7 @@ impl Opts {
             export_items: 500,
             export_kib: 64,
             runs: vec![1_000, 10_000],
+            fs_runs: vec![1_000, 100_000],
             big_mib: 1024,
             handler_n: 2_000,
             startup_n: 20,
@@ -99,6 +107,7 @@ impl Opts {
                 export_items: 20,
                 export_kib: 16,
                 runs: vec![100, 300],
+                fs_runs: vec![200, 1_000],
                 big_mib: 8,
                 handler_n: 100,
                 startup_n: 3,
@@ -113,6 +122,7 @@ impl Opts {
                 export_items: 1_000,
                 export_kib: 64,
                 runs: vec![1_000, 10_000, 100_000],
+                fs_runs: vec![1_000, 100_000],
                 big_mib: 1024,
                 handler_n: 5_000,
                 startup_n: 30,
@@ -145,13 +155,19 @@ impl Opts {
                         .map(|s| s.trim().to_string())
                         .collect()
                 }
-                "--runs" => {
-                    o.runs = it
+                "--runs" | "--fs-runs" => {
+                    let list = it
                         .next()
-                        .context("--runs needs a list, e.g. 1000,10000")?
+                        .with_context(|| format!("{a} needs a list, e.g. 1000,10000"))?
                         .split(',')
                         .map(|s| s.trim().parse::<usize>())
-                        .collect::<Result<_, _>>()?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    ensure!(!list.is_empty(), "{a}: empty list");
+                    if a == "--runs" {
+                        o.runs = list
+                    } else {
+                        o.fs_runs = list
+                    }
                 }
                 other => bail!("unknown argument {other}"),
             }
@@ -250,6 +266,9 @@ async fn run(o: Opts) -> anyhow::Result<()> {
         if want("memory") {
             rows.extend(bench_memory(&o, &raw, &az.base_url).await?);
         }
+    }
+    if want("memory") {
+        rows.extend(bench_memory_fs(&o).await?);
     }
     if want("handler") {
         rows.extend(bench_handler(&o).await?);
@@ -706,6 +725,24 @@ fn jobs_task(ws: &WorkspaceId) -> SliceTask {
     }
 }
 
+/// Run `i`'s job document for the local control plane: the subject's when `i % every == 0`.
+fn run_doc(ws: &WorkspaceId, i: usize, every: usize) -> (String, Bytes) {
+    let oid = if i.is_multiple_of(every) {
+        SUBJECT_OID.to_string()
+    } else {
+        uuid::Uuid::from_u128(i as u128 + 7).to_string()
+    };
+    let job = format!("job_{i:07}");
+    let doc = json!({
+        "id": format!("{ws}/jobs/{job}"), "name": job,
+        "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+        "properties": {"jobType": "Command", "status": "Completed",
+            "runHistory": {"createdBy": {"userObjectId": oid, "userName": "someone"}}},
+        "systemData": {"createdAt": "2026-01-01T00:00:00Z", "createdBy": "someone@contoso.com", "createdByType": "User"}
+    });
+    (format!("jobs/{job}.json"), Bytes::from(doc.to_string()))
+}
+
 /// A workspace with `runs` job documents in the local control plane (on the blob store); every
 /// tenth run is the subject's.
 async fn seed_runs(
@@ -714,45 +751,14 @@ async fn seed_runs(
     runs: usize,
 ) -> anyhow::Result<WorkspaceId> {
     let ws = bench_ws(runs);
-    let info = WorkspaceInfo {
-        id: ws.clone(),
-        storage_account: WS_ACCOUNT.into(),
-        artifact_container: "azureml".into(),
-        blobstore_container: "azureml-blobstore-bench".into(),
-        file_share: "code-bench".into(),
-        app_insights: None,
-        log_analytics_workspace: None,
-        key_vault: None,
-        tags: BTreeMap::new(),
-    };
-    LocalControlPlane::new(store.clone())
-        .put_workspace(&info)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    seed_workspace_info(store, &ws).await?;
     let container = LocalControlPlane::container(&ws);
     // The datastore containers discovery lists for matched runs (empty here: this scenario
     // measures finding the runs).
     for c in ["azureml", "azureml-blobstore-bench"] {
         raw.create_container(WS_ACCOUNT, c).await?;
     }
-    let docs: Vec<(String, Bytes)> = (0..runs)
-        .map(|i| {
-            let oid = if i % 10 == 0 {
-                SUBJECT_OID.to_string()
-            } else {
-                uuid::Uuid::from_u128(i as u128 + 7).to_string()
-            };
-            let job = format!("job_{i:07}");
-            let doc = json!({
-                "id": format!("{ws}/jobs/{job}"), "name": job,
-                "type": "Microsoft.MachineLearningServices/workspaces/jobs",
-                "properties": {"jobType": "Command", "status": "Completed",
-                    "runHistory": {"createdBy": {"userObjectId": oid, "userName": "someone"}}},
-                "systemData": {"createdAt": "2026-01-01T00:00:00Z", "createdBy": "someone@contoso.com", "createdByType": "User"}
-            });
-            (format!("jobs/{job}.json"), Bytes::from(doc.to_string()))
-        })
-        .collect();
+    let docs: Vec<(String, Bytes)> = (0..runs).map(|i| run_doc(&ws, i, 10)).collect();
     futures::stream::iter(docs)
         .map(|(n, b)| {
             let container = &container;
@@ -918,6 +924,86 @@ async fn bench_memory(o: &Opts, raw: &Raw, base: &str) -> anyhow::Result<Vec<Row
     Ok(rows)
 }
 
+/// Peak RSS of discovery on the embedded default (file store under a temporary folder) in
+/// workspaces of `fs_runs` sizes, the subject owning FS_SUBJECT_RUNS runs in each: whatever the
+/// workspace's size, memory should hold a page of it and the subject's inventory, not the runs.
+async fn bench_memory_fs(o: &Opts) -> anyhow::Result<Vec<Row>> {
+    let root = tempfile::tempdir()?;
+    let store: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(root.path()));
+    let mut peaks = Vec::new();
+    for &runs in &o.fs_runs {
+        let t = Instant::now();
+        let ws = bench_ws(runs);
+        seed_workspace_info(&store, &ws).await?;
+        let container = LocalControlPlane::container(&ws);
+        let every = (runs / FS_SUBJECT_RUNS).max(1);
+        futures::stream::iter(0..runs)
+            .map(|i| {
+                let (name, body) = run_doc(&ws, i, every);
+                let store = &store;
+                let blob = BlobRef::new("armlocal", container.clone(), name);
+                async move {
+                    store
+                        .put(
+                            &blob,
+                            body,
+                            "application/json",
+                            azureml_dsr::ports::blob::Condition::None,
+                            &BTreeMap::new(),
+                        )
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let seeded = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let want = runs.div_ceil(every);
+        let root_s = root.path().to_string_lossy().to_string();
+        let peak = run_child(&["scan-fs", &root_s, &runs.to_string(), &want.to_string()]).await?;
+        eprintln!(
+            "bench: memory (file store): {runs} runs seeded in {seeded:.1}s, scanned in {:.1}s, peak {peak:.1} MB",
+            t.elapsed().as_secs_f64()
+        );
+        peaks.push((runs, peak, want, t.elapsed().as_secs_f64()));
+    }
+    let (first, last) = (peaks[0], peaks[peaks.len() - 1]);
+    Ok(vec![Row {
+        scenario: format!(
+            "peak RSS scanning {} vs {} runs, embedded file store",
+            first.0, last.0
+        ),
+        unit: "MB",
+        ours: last.1,
+        ceiling: Some(first.1),
+        azcopy: None,
+        note: format!(
+            "ours = {} runs, 'ceiling' column = {} runs (ratio = growth); the subject owns {} and {} of them; scan {:.1} s and {:.1} s incl. process start",
+            last.0, first.0, last.2, first.2, last.3, first.3
+        ),
+    }])
+}
+
+async fn seed_workspace_info(store: &Arc<dyn BlobStore>, ws: &WorkspaceId) -> anyhow::Result<()> {
+    let info = WorkspaceInfo {
+        id: ws.clone(),
+        storage_account: WS_ACCOUNT.into(),
+        artifact_container: "azureml".into(),
+        blobstore_container: "azureml-blobstore-bench".into(),
+        file_share: "code-bench".into(),
+        app_insights: None,
+        log_analytics_workspace: None,
+        key_vault: None,
+        tags: BTreeMap::new(),
+    };
+    LocalControlPlane::new(store.clone())
+        .put_workspace(&info)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 async fn run_child(args: &[&str]) -> anyhow::Result<f64> {
     let exe = std::env::current_exe()?;
     let out = tokio::process::Command::new(exe)
@@ -960,8 +1046,12 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let kind = args.first().context("child kind")?.as_str();
-        let base = args.get(1).context("base url")?;
-        let store: Arc<dyn BlobStore> = bench_store(base);
+        let base = args.get(1).context("base url or store folder")?;
+        let store: Arc<dyn BlobStore> = if kind == "scan-fs" {
+            Arc::new(FsBlobStore::new(base))
+        } else {
+            bench_store(base)
+        };
         match kind {
             "idle" => {
                 store.list_page(WS_ACCOUNT, "azureml", "", None, 1).await?;
@@ -974,6 +1064,23 @@ fn child(args: &[String]) -> anyhow::Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 ensure!(!inv.entries.is_empty());
+            }
+            "scan-fs" => {
+                let runs: usize = args.get(2).context("runs")?.parse()?;
+                let want: usize = args.get(3).context("subject runs")?.parse()?;
+                let tmp = tempfile::tempdir()?;
+                let svc = services(store, tmp.path());
+                let inv = discovery::discover(&svc, &jobs_task(&bench_ws(runs)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let jobs = inv
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        matches!(&e.item, azureml_dsr::domain::slice::Item::Resource { .. })
+                    })
+                    .count();
+                ensure!(jobs == want, "found {jobs} of {want} runs");
             }
             "export" => {
                 let size: u64 = args.get(2).context("size")?.parse()?;
