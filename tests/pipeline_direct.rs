@@ -276,6 +276,67 @@ async fn delete_removes_subject_items_and_nothing_else_even_when_delivered_twice
         .any(|s| s.notes.iter().any(|n| n.contains("shared"))));
 }
 
+/// A slice acts only on a task its request's plan contains: a forged or corrupted task (another
+/// subject, a dry run turned real, no plan at all) is refused before anything is changed.
+#[tokio::test]
+async fn slice_tasks_that_are_not_in_the_plan_are_refused_and_change_nothing() {
+    let e = env(HoldSet::default(), 1000).await;
+    let before = snapshot(&e).await;
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    let body = request(&e, "FORGE-1", "delete", "alice", true).to_string();
+    intake::run(&e.svc, body.as_bytes(), &d).await.unwrap();
+    let genuine: SliceTask = serde_json::from_slice(
+        &e.bus
+            .sent()
+            .into_iter()
+            .find(|m| m.queue == "dsr-slice-jobs")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let bob = e.truth.user("bob").unwrap();
+    let mut other_subject = genuine.clone();
+    other_subject.subject.object_id = bob.object_id;
+    other_subject.dry_run = false;
+    let mut made_real = genuine.clone();
+    made_real.dry_run = false;
+    let mut no_plan = genuine.clone();
+    no_plan.request_id = RequestId::parse("FORGE-2").unwrap();
+    no_plan.dry_run = false;
+    let mut other_workspace = genuine.clone();
+    other_workspace.key = "elsewhere-jobs".into();
+    for (what, task) in [
+        ("another subject", other_subject),
+        ("dry run made real", made_real),
+        ("no plan", no_plan),
+        ("unplanned slice key", other_workspace),
+    ] {
+        let out = slice::run(&e.svc, &task, &d).await;
+        assert!(
+            matches!(&out, Err(azureml_dsr::functions::FnError::BadRequest(m)) if m.contains("refused")),
+            "{what}: {out:?}"
+        );
+    }
+    assert_eq!(snapshot(&e).await, before, "a refused task changed data");
+    let state = e.svc.state();
+    assert!(state
+        .slice_result(&genuine.request_id, &genuine.key)
+        .await
+        .unwrap()
+        .is_none());
+    // The genuine task still runs (a dry run: still nothing changes).
+    slice::run(&e.svc, &genuine, &d).await.unwrap();
+    assert!(state
+        .slice_result(&genuine.request_id, &genuine.key)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(snapshot(&e).await, before);
+}
+
 #[tokio::test]
 async fn dry_run_changes_nothing_and_counts_the_same() {
     let e = env(HoldSet::default(), 1000).await;

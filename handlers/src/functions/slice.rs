@@ -39,6 +39,7 @@ pub async fn run(
     delivery: &Delivery,
 ) -> Result<SliceStep, FnError> {
     let state = svc.state();
+    authorised(&state, task).await?;
     if state
         .slice_result(&task.request_id, &task.key)
         .await?
@@ -67,6 +68,38 @@ pub async fn run(
             Err(e)
         }
     }
+}
+
+/// A slice acts only on what its request's plan says: the plan is stored before any task is
+/// sent, so a task with no plan, or whose subject, kind, dry-run flag, workspace, resource
+/// type or hold differ from the plan's slice, was not sent by intake (forged, corrupted or
+/// stale) and is refused before anything is read or changed. The host retries and then
+/// dead-letters it, so the message is kept.
+async fn authorised(state: &StateStore, task: &SliceTask) -> Result<(), FnError> {
+    let Some(plan) = state.plan(&task.request_id).await? else {
+        warn!(request = %task.request_id, slice = %task.key, "slice: refused, no plan for this request");
+        return Err(FnError::BadRequest(format!(
+            "slice task refused: request {} has no plan",
+            task.request_id
+        )));
+    };
+    let matches = plan.slices.iter().any(|spec| {
+        spec.key == task.key && {
+            let expected = SliceTask {
+                chunk: task.chunk,
+                ..SliceTask::from_plan(&plan, spec)
+            };
+            expected == *task
+        }
+    });
+    if !matches {
+        warn!(request = %task.request_id, slice = %task.key, "slice: refused, task does not match the plan");
+        return Err(FnError::BadRequest(format!(
+            "slice task refused: {} is not a slice of request {} as planned",
+            task.key, task.request_id
+        )));
+    }
+    Ok(())
 }
 
 async fn fail(
