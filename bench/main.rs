@@ -1431,12 +1431,18 @@ const AZCOPY_VERSION: &str = "10.32.2";
 
 struct Azcopy {
     bin: PathBuf,
+    /// Extra library folder (a libsecret unpacked from Debian's package), when the machine
+    /// lacks it.
+    lib_dir: Option<PathBuf>,
 }
 
 impl Azcopy {
     fn find() -> Option<Azcopy> {
         if let Ok(p) = std::env::var("AZCOPY_BIN") {
-            return Some(Azcopy { bin: p.into() });
+            return Some(Azcopy {
+                bin: p.into(),
+                lib_dir: None,
+            });
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../.build/azcopy/node_modules/@azure-tools/azcopy-linux/dist/bin");
@@ -1467,13 +1473,74 @@ impl Azcopy {
             perm.set_mode(0o755);
             std::fs::set_permissions(&bin, perm).ok()?;
         }
-        Some(Azcopy { bin })
+        let lib_dir = Self::libsecret(&bin);
+        Some(Azcopy { bin, lib_dir })
+    }
+
+    /// azcopy links libsecret-1.so.0, which slim Debian images lack. Without root or an
+    /// install step, fetch Debian's `libsecret-1-0` package (`apt-get download`, from the
+    /// Debian mirror the machine already uses) and unpack it into .build/azcopy/sysroot; its
+    /// own dependencies (glib, libgcrypt) are part of a base system.
+    fn libsecret(bin: &Path) -> Option<PathBuf> {
+        let loads = |lib: Option<&Path>| {
+            let mut c = Command::new(bin);
+            c.arg("--version");
+            if let Some(l) = lib {
+                c.env("LD_LIBRARY_PATH", l);
+            }
+            c.output().map(|o| o.status.success()).unwrap_or(false)
+        };
+        if loads(None) {
+            return None;
+        }
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.build/azcopy");
+        let lib = base.join("sysroot/usr/lib/x86_64-linux-gnu");
+        if !lib.join("libsecret-1.so.0").exists() {
+            eprintln!("bench: azcopy cannot load libsecret-1.so.0; unpacking Debian's libsecret-1-0 into .build/azcopy/sysroot");
+            let debs = base.join("debs");
+            let _ = std::fs::create_dir_all(&debs);
+            let fetched = Command::new("apt-get")
+                .args(["download", "libsecret-1-0"])
+                .current_dir(&debs)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            let deb = std::fs::read_dir(&debs).ok()?.flatten().find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("libsecret-1-0_")
+            });
+            let unpacked = match (fetched, deb) {
+                (true, Some(deb)) => Command::new("dpkg")
+                    .args(["-x"])
+                    .arg(deb.path())
+                    .arg(base.join("sysroot"))
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false),
+                _ => false,
+            };
+            if !unpacked {
+                eprintln!("bench: could not fetch libsecret-1-0 (apt-get download / dpkg -x); install it with apt-get install libsecret-1-0");
+                return None;
+            }
+        }
+        if loads(Some(&lib)) {
+            Some(lib)
+        } else {
+            eprintln!("bench: azcopy still does not start with {}", lib.display());
+            None
+        }
     }
 
     async fn run(&self, args: &[&str]) -> anyhow::Result<()> {
         let work = std::env::temp_dir().join(format!("bench-azcopy-{}", std::process::id()));
         std::fs::create_dir_all(&work)?;
-        let out = tokio::process::Command::new(&self.bin)
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        if let Some(lib) = &self.lib_dir {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+        let out = cmd
             .args(args)
             .args(["--output-level=essential", "--log-level=ERROR"])
             .env("AZCOPY_LOG_LOCATION", &work)
