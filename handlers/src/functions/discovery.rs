@@ -144,30 +144,38 @@ async fn jobs(
 ) -> Result<Inventory, DiscoveryError> {
     let mut entries = Vec::new();
     let mut notes = Vec::new();
-    // Page by page: memory follows the subject's runs, not the workspace's. Within a page the
-    // matched jobs' folders are listed concurrently (two listings each, order kept).
-    let mut next = None;
+    // Page by page: memory follows the subject's runs, not the workspace's (at most two pages
+    // are held). The next page is fetched while the matched jobs of this one have their
+    // folders listed (concurrently, order kept), so neither waits for the other.
+    let mut page = svc
+        .control
+        .list(&task.workspace, ArmKind::Job, None)
+        .await?;
     loop {
-        let page = svc
-            .control
-            .list(&task.workspace, ArmKind::Job, next)
-            .await?;
+        let next = page.next_link.take();
         let matched: Vec<Value> = page
             .value
             .into_iter()
             .filter(|doc| job_matches(task, doc))
             .collect();
-        let found: Vec<(Vec<InventoryEntry>, Option<String>)> = futures::stream::iter(matched)
+        let found = futures::stream::iter(matched)
             .map(|doc| job_entries(svc, task, ws, doc))
             .buffered(svc.settings.concurrency.max(1))
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<(Vec<InventoryEntry>, Option<String>)>>();
+        let (found, next_page) = match next {
+            Some(n) => {
+                let fetch = svc.control.list(&task.workspace, ArmKind::Job, Some(n));
+                let (found, next_page) = futures::future::join(found, fetch).await;
+                (found?, Some(next_page?))
+            }
+            None => (found.await?, None),
+        };
         for (e, note) in found {
             entries.extend(e);
             notes.extend(note);
         }
-        match page.next_link {
-            Some(n) => next = Some(n),
+        match next_page {
+            Some(p) => page = p,
             None => break,
         }
     }
