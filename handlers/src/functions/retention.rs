@@ -4,7 +4,8 @@
 //! come due. One request per workspace per UTC day (`RET-<yyyymmdd>-<workspace key>`): a second
 //! run the same day replays the fan-out, which is harmless (deterministic MessageIds, frozen
 //! inventories), and resumes a sweep a crash interrupted. Large sweeps continue through the
-//! slice's continuation messages, so each invocation stays bounded.
+//! slice's continuation messages, so each invocation stays bounded. Last, export bundles whose
+//! links have expired are deleted (what the storage account's lifecycle rule does in Azure).
 
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -22,6 +23,8 @@ pub struct SweepOutcome {
     pub resumed: Vec<String>,
     pub skipped: Vec<String>,
     pub cleanups: Vec<String>,
+    /// Export-area blobs deleted (or, in a dry run, that would be) because their links expired.
+    pub expired_exports: usize,
 }
 
 /// Retention for one workspace: its `dsr-retention-days` tag, else the default.
@@ -91,5 +94,51 @@ pub async fn run(
         }
     }
     out.cleanups = workspace_deleted::run_due_cleanups(svc, now).await?;
+    out.expired_exports = expire_exports(svc, now).await?;
     Ok(out)
+}
+
+/// Export bundles are copies of personal data: once their download links have expired
+/// (`export_link_days` after they were written) nothing should keep them. In Azure the state
+/// account's lifecycle rule (`infra/modules/storage-state.bicep`, same number of days) deletes
+/// them about once a day; the sweep does the same, so the embedded default, and a deployment
+/// whose rule was removed, keep no export past its links. Only the export container is
+/// touched; reports, audit records and the intake archive are not. A retention dry run counts
+/// without deleting. A blob with no modification time is kept.
+pub async fn expire_exports(svc: &Services, now: OffsetDateTime) -> Result<usize, FnError> {
+    let state = svc.state();
+    let cutoff = now - time::Duration::days(svc.settings.export_link_days);
+    let export_ref = |name: String| {
+        crate::ports::blob::BlobRef::new(state.account.clone(), crate::state::EXPORTS, name)
+    };
+    let mut expired = 0;
+    let mut marker = None;
+    loop {
+        let page = state
+            .store
+            .list_page(&state.account, crate::state::EXPORTS, "", marker, 1000)
+            .await?;
+        for item in page.items {
+            if item.last_modified.is_none_or(|m| m >= cutoff) {
+                continue;
+            }
+            expired += 1;
+            if !svc.settings.retention_dry_run {
+                state.store.delete(&export_ref(item.name)).await?;
+            }
+        }
+        match page.next {
+            Some(n) => marker = Some(n),
+            None => break,
+        }
+    }
+    if expired > 0 {
+        info!(
+            count = expired,
+            link_days = svc.settings.export_link_days,
+            dry_run = svc.settings.retention_dry_run,
+            "retention-sweep: expired export bundles removed"
+        );
+    }
+    Ok(expired)
 }
