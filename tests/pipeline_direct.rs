@@ -88,6 +88,12 @@ async fn drive(e: &Env, copies: usize) {
     }
 }
 
+/// The slice task intake sent to `queue`.
+fn sent_task(e: &Env, queue: &str) -> SliceTask {
+    let m = e.bus.sent().into_iter().find(|m| m.queue == queue);
+    serde_json::from_slice(&m.expect("a task on the queue").body).unwrap()
+}
+
 async fn submit(e: &Env, body: serde_json::Value, copies: usize) {
     let bytes = body.to_string().into_bytes();
     for _ in 0..copies {
@@ -288,15 +294,7 @@ async fn slice_tasks_that_are_not_in_the_plan_are_refused_and_change_nothing() {
     };
     let body = request(&e, "FORGE-1", "delete", "alice", true).to_string();
     intake::run(&e.svc, body.as_bytes(), &d).await.unwrap();
-    let genuine: SliceTask = serde_json::from_slice(
-        &e.bus
-            .sent()
-            .into_iter()
-            .find(|m| m.queue == "dsr-slice-jobs")
-            .unwrap()
-            .body,
-    )
-    .unwrap();
+    let genuine: SliceTask = sent_task(&e, "dsr-slice-jobs");
     let bob = e.truth.user("bob").unwrap();
     let mut other_subject = genuine.clone();
     other_subject.subject.object_id = bob.object_id;
@@ -553,15 +551,7 @@ async fn a_slice_that_keeps_failing_is_recorded_failed_on_its_last_delivery() {
     intake::run(&e.svc, req.to_string().as_bytes(), &Delivery::default())
         .await
         .unwrap();
-    let task: SliceTask = serde_json::from_slice(
-        &e.bus
-            .sent()
-            .into_iter()
-            .find(|m| m.queue == "dsr-slice-notebooks")
-            .unwrap()
-            .body,
-    )
-    .unwrap();
+    let task: SliceTask = sent_task(&e, "dsr-slice-notebooks");
     let max = e.svc.settings.max_delivery_count;
     for n in 1..max {
         assert!(
