@@ -1342,7 +1342,18 @@ fn product_binary() -> anyhow::Result<PathBuf> {
     // Always (re)build: cargo is a no-op when it is fresh, and a stale binary would lie.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--bin", "azureml-dsr"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--bin",
+        "azureml-dsr",
+        "--manifest-path",
+    ])
+    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    // Into the target folder this bench runs from, wherever the caller's cargo put it.
+    if let Some(target) = profile_dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
     if release {
         cmd.arg("--release");
     }
