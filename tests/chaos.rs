@@ -261,21 +261,7 @@ async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
         return Err(format!("statuses {:?} / {:?}", exp.status, del.status));
     }
     // Export: every subject blob exactly once.
-    let mut listed: Vec<String> = exp
-        .results
-        .iter()
-        .flat_map(|r| &r.items)
-        .filter_map(|o| match &o.item {
-            Item::Blob {
-                account,
-                container,
-                name,
-                ..
-            } => Some(format!("{account}/{container}/{name}")),
-            _ => None,
-        })
-        .collect();
-    listed.sort();
+    let listed = exp.blob_keys();
     let mut want: Vec<String> = truth.blobs_of(exporter).into_iter().cloned().collect();
     want.sort();
     if listed != want {

@@ -126,21 +126,7 @@ async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
     e.drain().await;
     let exp = e.report("E2E-EXP").await;
     assert_eq!(exp.status, FinalStatus::Completed);
-    let mut got: Vec<String> = exp
-        .results
-        .iter()
-        .flat_map(|s| &s.items)
-        .filter_map(|o| match &o.item {
-            Item::Blob {
-                account,
-                container,
-                name,
-                ..
-            } => Some(format!("{account}/{container}/{name}")),
-            _ => None,
-        })
-        .collect();
-    got.sort();
+    let got = exp.blob_keys();
     let mut want: Vec<String> = e.truth.blobs_of("bob").into_iter().cloned().collect();
     want.sort();
     assert_eq!(got, want, "export = exactly bob's blobs ({:?})", e.storage);

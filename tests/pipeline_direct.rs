@@ -155,18 +155,6 @@ async fn report(e: &Env, id: &str) -> FinalReport {
         .expect("report written")
 }
 
-fn blob_key(i: &Item) -> Option<String> {
-    match i {
-        Item::Blob {
-            account,
-            container,
-            name,
-            ..
-        } => Some(format!("{account}/{container}/{name}")),
-        _ => None,
-    }
-}
-
 fn arm_present(snapshot: &BTreeMap<String, String>, id: &str) -> bool {
     // armlocal/ws-<key>/jobs/<name>.json, models/<name>/<version>.json, ...
     let parts: Vec<&str> = id.split('/').collect();
@@ -188,13 +176,7 @@ async fn export_returns_exactly_the_subjects_items() {
     submit(&e, request(&e, "EXP-1", "export", "alice", false), 1).await;
     let r = report(&e, "EXP-1").await;
     assert_eq!(r.status, FinalStatus::Completed);
-    let mut exported_blobs: Vec<String> = r
-        .results
-        .iter()
-        .flat_map(|s| s.items.iter())
-        .filter_map(|o| blob_key(&o.item))
-        .collect();
-    exported_blobs.sort();
+    let exported_blobs = r.blob_keys();
     let mut expected: Vec<String> = e.truth.blobs_of("alice").into_iter().cloned().collect();
     expected.sort();
     assert_eq!(exported_blobs, expected);
@@ -376,7 +358,7 @@ async fn legal_holds_survive() {
     assert!(!models.is_empty());
     for o in models {
         assert!(matches!(o.status, ItemStatus::Held { .. }));
-        if let Some(k) = blob_key(&o.item) {
+        if let Some(k) = o.item.blob_key() {
             assert_eq!(after.get(&k), before.get(&k));
         }
     }

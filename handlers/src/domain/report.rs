@@ -99,6 +99,21 @@ pub struct FinalReport {
     pub results: Vec<SliceResult>,
 }
 
+impl FinalReport {
+    /// The blob keys (`account/container/name`) the report lists, sorted, duplicates kept (a
+    /// manifest listing an item twice is a defect the checks must see).
+    pub fn blob_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .results
+            .iter()
+            .flat_map(|r| &r.items)
+            .filter_map(|o| o.item.blob_key())
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
 /// True when every planned slice has a stored result.
 pub fn all_slices_in(plan: &Plan, completed: &[String]) -> bool {
     plan.slices

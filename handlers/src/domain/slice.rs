@@ -86,6 +86,19 @@ pub enum Item {
 }
 
 impl Item {
+    /// `account/container/name` of a blob item: how blobs are keyed in manifests and checks.
+    pub fn blob_key(&self) -> Option<String> {
+        match self {
+            Item::Blob {
+                account,
+                container,
+                name,
+                ..
+            } => Some(format!("{account}/{container}/{name}")),
+            _ => None,
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Item::Blob {
