@@ -10,8 +10,8 @@ use azureml_dsr::domain::holds::{HoldSet, LegalHold};
 use azureml_dsr::domain::plan::ResourceType;
 use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
-use azureml_dsr::domain::slice::{Item, ItemStatus, SliceCompletion, SliceTask};
-use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services, Settings};
+use azureml_dsr::domain::slice::{Item, ItemStatus, SliceTask};
+use azureml_dsr::functions::{intake, slice, Delivery, Services, Settings};
 use azureml_dsr::ports::blob::{
     BlobReader, BlobRef, BlobStore, BlobStoreExt, Condition, DeleteOutcome, ListPage, StoreError,
     StoreResult,
@@ -19,6 +19,8 @@ use azureml_dsr::ports::blob::{
 use azureml_dsr::ports::bus::queues;
 use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
 use serde_json::json;
+
+mod support;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -63,29 +65,7 @@ async fn env(holds: HoldSet, chunk_size: usize) -> Env {
 
 /// Deliver every message (each `copies` times) until the bus is empty.
 async fn drive(e: &Env, copies: usize) {
-    let d = Delivery {
-        delivery_count: 1,
-        ..Default::default()
-    };
-    while let Some(m) = e.bus.pop() {
-        for _ in 0..copies {
-            match m.queue.as_str() {
-                queues::INTAKE => {
-                    intake::run(&e.svc, &m.body, &d).await.unwrap();
-                }
-                queues::COMPLETIONS => {
-                    let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
-                    aggregate::run(&e.svc, &c).await.unwrap();
-                }
-                queues::RESULTS => {}
-                q if q.starts_with("dsr-slice-") => {
-                    let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
-                    slice::run(&e.svc, &t, &d).await.unwrap();
-                }
-                other => panic!("unexpected queue {other}"),
-            }
-        }
-    }
+    support::pipeline::drive(&e.svc, &e.bus, copies).await
 }
 
 /// The slice task intake sent to `queue`.
@@ -119,31 +99,14 @@ fn request(e: &Env, id: &str, kind: &str, user: &str, dry_run: bool) -> serde_js
 
 /// sha256 of every blob in the workspace-side accounts (everything but the product's state).
 async fn snapshot(e: &Env) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut accounts: Vec<String> = e
+    let mut accounts: Vec<&str> = e
         .truth
         .infos
         .iter()
-        .map(|i| i.storage_account.clone())
+        .map(|i| i.storage_account.as_str())
         .collect();
-    accounts.push("armlocal".into());
-    accounts.push("telemetrylocal".into());
-    for a in accounts {
-        for c in e.store.list_containers(&a, "").await.unwrap() {
-            for b in e.store.list_all(&a, &c, "").await.unwrap() {
-                let (bytes, _) = e
-                    .store
-                    .read_small(&BlobRef::new(a.clone(), c.clone(), b.name.clone()))
-                    .await
-                    .unwrap();
-                out.insert(
-                    format!("{a}/{c}/{}", b.name),
-                    azureml_dsr::domain::ids::sha256_hex(&bytes),
-                );
-            }
-        }
-    }
-    out
+    accounts.extend(["armlocal", "telemetrylocal"]);
+    support::pipeline::snapshot(e.store.as_ref(), &accounts).await
 }
 
 async fn report(e: &Env, id: &str) -> FinalReport {

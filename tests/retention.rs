@@ -10,15 +10,16 @@ use azureml_dsr::adapters::local::memory_bus::MemoryBus;
 use azureml_dsr::config::{local_services, local_store, LocalPaths};
 use azureml_dsr::domain::holds::{HoldSet, LegalHold};
 use azureml_dsr::domain::report::FinalStatus;
-use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
 use azureml_dsr::functions::workspace_deleted::{self, EventOutcome};
-use azureml_dsr::functions::{aggregate, retention, slice, Delivery, Services, Settings};
+use azureml_dsr::functions::{retention, Services, Settings};
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
 use azureml_dsr::protocol::eventgrid::GridEvent;
 use azureml_dsr::protocol::timer::TimerInfo;
 use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
+
+mod support;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -79,43 +80,16 @@ fn timer(past_due: bool) -> TimerInfo {
 }
 
 async fn drive(e: &Env) {
-    let d = Delivery {
-        delivery_count: 1,
-        ..Default::default()
-    };
-    while let Some(m) = e.bus.pop() {
-        if m.queue.starts_with("dsr-slice-") {
-            let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
-            slice::run(&e.svc, &t, &d).await.unwrap();
-        } else if m.queue == "dsr-completions" {
-            let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
-            aggregate::run(&e.svc, &c).await.unwrap();
-        }
-    }
+    support::pipeline::drive(&e.svc, &e.bus, 1).await
 }
 
 async fn snapshot(e: &Env) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for a in [
+    let accounts = [
         e.truth.infos[0].storage_account.as_str(),
         ARM_ACCOUNT,
         "telemetrylocal",
-    ] {
-        for c in e.store.list_containers(a, "").await.unwrap() {
-            for b in e.store.list_all(a, &c, "").await.unwrap() {
-                let (bytes, _) = e
-                    .store
-                    .read_small(&BlobRef::new(a, c.clone(), b.name.clone()))
-                    .await
-                    .unwrap();
-                out.insert(
-                    format!("{a}/{c}/{}", b.name),
-                    azureml_dsr::domain::ids::sha256_hex(&bytes),
-                );
-            }
-        }
-    }
-    out
+    ];
+    support::pipeline::snapshot(e.store.as_ref(), &accounts).await
 }
 
 /// Jobs (by name) created before the cutoff.

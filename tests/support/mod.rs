@@ -3,3 +3,4 @@
 
 pub mod azurite;
 pub mod fault_proxy;
+pub mod pipeline;

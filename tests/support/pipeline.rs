@@ -1,0 +1,58 @@
+//! Driving the pipeline's functions directly over the in-memory bus, and fingerprinting a
+//! store, for tests that need no host: what changed and what did not is compared by hash.
+
+use std::collections::BTreeMap;
+
+use azureml_dsr::adapters::local::memory_bus::MemoryBus;
+use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
+use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services};
+use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
+use azureml_dsr::ports::bus::queues;
+
+/// Deliver every message on `bus` (each `copies` times, as a redelivering queue would) through
+/// the functions until the bus is empty. Result messages are left for the test to read.
+pub async fn drive(svc: &Services, bus: &MemoryBus, copies: usize) {
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    while let Some(m) = bus.pop() {
+        for _ in 0..copies {
+            match m.queue.as_str() {
+                queues::INTAKE => {
+                    intake::run(svc, &m.body, &d).await.unwrap();
+                }
+                queues::COMPLETIONS => {
+                    let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
+                    aggregate::run(svc, &c).await.unwrap();
+                }
+                queues::RESULTS => {}
+                q if q.starts_with("dsr-slice-") => {
+                    let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
+                    slice::run(svc, &t, &d).await.unwrap();
+                }
+                other => panic!("unexpected queue {other}"),
+            }
+        }
+    }
+}
+
+/// SHA-256 of every blob in `accounts`, keyed `account/container/name`.
+pub async fn snapshot(store: &dyn BlobStore, accounts: &[&str]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for &a in accounts {
+        for c in store.list_containers(a, "").await.unwrap() {
+            for b in store.list_all(a, &c, "").await.unwrap() {
+                let (bytes, _) = store
+                    .read_small(&BlobRef::new(a, c.clone(), b.name.clone()))
+                    .await
+                    .unwrap();
+                out.insert(
+                    format!("{a}/{c}/{}", b.name),
+                    azureml_dsr::domain::ids::sha256_hex(&bytes),
+                );
+            }
+        }
+    }
+    out
+}
