@@ -48,6 +48,14 @@ fn no_meta() -> BTreeMap<String, String> {
     BTreeMap::new()
 }
 
+/// An unconditional write with no metadata, the set-up most tests need.
+async fn put(store: &AzureBlobStore, b: &BlobRef, body: Bytes, content_type: &str) {
+    store
+        .put(b, body, content_type, Condition::None, &no_meta())
+        .await
+        .unwrap();
+}
+
 /// A raw SDK client for an Azurite account, for what the port does not expose (snapshots,
 /// service properties) — it also shows the Shared Key policy works as a plain SDK policy.
 fn raw_client(az: &Azurite, account: &str) -> BlobServiceClient {
@@ -241,16 +249,13 @@ async fn streaming_read_of_a_large_blob() {
         .map(|i: u32| (i % 251) as u8)
         .collect();
     let b = BlobRef::new(WS, "data", "big.bin");
-    store
-        .put(
-            &b,
-            Bytes::from(data.clone()),
-            "application/octet-stream",
-            Condition::None,
-            &no_meta(),
-        )
-        .await
-        .unwrap();
+    put(
+        &store,
+        &b,
+        Bytes::from(data.clone()),
+        "application/octet-stream",
+    )
+    .await;
 
     let mut reader = store.open(&b).await.unwrap();
     assert_eq!(reader.props.size, data.len() as u64);
@@ -279,16 +284,7 @@ async fn copy_within_and_across_accounts() {
     store.create_container(STATE, "exports").await.unwrap();
     let src = BlobRef::new(WS, "data", "users/u1/model weights.bin");
     let body = Bytes::from(vec![7u8; 300_000]);
-    store
-        .put(
-            &src,
-            body.clone(),
-            "application/octet-stream",
-            Condition::None,
-            &no_meta(),
-        )
-        .await
-        .unwrap();
+    put(&store, &src, body.clone(), "application/octet-stream").await;
 
     let same = BlobRef::new(WS, "data", "copy/one.bin");
     store.copy(&src, &same).await.unwrap();
@@ -307,16 +303,7 @@ async fn delete_is_complete_and_idempotent() {
     let (az, store) = start();
     store.create_container(WS, "data").await.unwrap();
     let b = BlobRef::new(WS, "data", "users/u1/a.csv");
-    store
-        .put(
-            &b,
-            Bytes::from_static(b"v1"),
-            "text/csv",
-            Condition::None,
-            &no_meta(),
-        )
-        .await
-        .unwrap();
+    put(&store, &b, Bytes::from_static(b"v1"), "text/csv").await;
 
     // Two snapshots, through the plain SDK.
     let raw = raw_client(&az, WS);
@@ -441,16 +428,7 @@ async fn soft_delete_policy_is_reported() {
     store.create_container(WS2, "data").await.unwrap();
     store.create_container(WS, "data").await.unwrap();
     let b = BlobRef::new(WS2, "data", "x");
-    store
-        .put(
-            &b,
-            Bytes::from_static(b"x"),
-            "text/plain",
-            Condition::None,
-            &no_meta(),
-        )
-        .await
-        .unwrap();
+    put(&store, &b, Bytes::from_static(b"x"), "text/plain").await;
     let t0 = OffsetDateTime::now_utc();
     match store.delete(&b).await.unwrap() {
         DeleteOutcome::Retained { until } => {
@@ -464,16 +442,7 @@ async fn soft_delete_policy_is_reported() {
         other => panic!("expected Retained, got {other:?}"),
     }
     // Batch path reports the same; a missing blob is still NotFound.
-    store
-        .put(
-            &b,
-            Bytes::from_static(b"x"),
-            "text/plain",
-            Condition::None,
-            &no_meta(),
-        )
-        .await
-        .unwrap();
+    put(&store, &b, Bytes::from_static(b"x"), "text/plain").await;
     let r = store
         .delete_many(WS2, "data", &["x".to_string(), "y".to_string()])
         .await
@@ -482,16 +451,7 @@ async fn soft_delete_policy_is_reported() {
     assert!(matches!(r[1], Ok(DeleteOutcome::NotFound)), "{r:?}");
     // The policy is per account: the other workspace account has none.
     let c = BlobRef::new(WS, "data", "x");
-    store
-        .put(
-            &c,
-            Bytes::from_static(b"x"),
-            "text/plain",
-            Condition::None,
-            &no_meta(),
-        )
-        .await
-        .unwrap();
+    put(&store, &c, Bytes::from_static(b"x"), "text/plain").await;
     assert_eq!(store.delete(&c).await.unwrap(), DeleteOutcome::Deleted);
 }
 
@@ -500,16 +460,13 @@ async fn sas_link_reads_without_credential_and_expires() {
     let (_az, store) = start();
     store.create_container(STATE, "exports").await.unwrap();
     let b = BlobRef::new(STATE, "exports", "req-1/users/u1/data file.json");
-    store
-        .put(
-            &b,
-            Bytes::from_static(b"{\"a\":1}"),
-            "application/json",
-            Condition::None,
-            &no_meta(),
-        )
-        .await
-        .unwrap();
+    put(
+        &store,
+        &b,
+        Bytes::from_static(b"{\"a\":1}"),
+        "application/json",
+    )
+    .await;
     let http = reqwest::Client::new();
 
     let link = store.read_link(&b, None).await.unwrap();
