@@ -193,10 +193,7 @@ impl DsrRequest {
             other => {
                 return Err(invalid(
                     "type",
-                    format!(
-                        "must be 'export' or 'delete', found '{}'",
-                        truncate(other, 32)
-                    ),
+                    format!("must be 'export' or 'delete', found {}", echo(other)),
                 ))
             }
         };
@@ -278,7 +275,7 @@ impl DsrRequest {
             Some(r) => {
                 return Err(invalid(
                     "regulation",
-                    format!("must be 'gdpr' or 'ccpa', found '{}'", truncate(r, 32)),
+                    format!("must be 'gdpr' or 'ccpa', found {}", echo(r)),
                 ))
             }
         };
@@ -374,6 +371,21 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// A wrong value quoted back in a rejection reason, which is also logged: only a short plain
+/// word (`'erase'`) is; anything else (a misplaced e-mail address, a name) might be personal
+/// data and is described, not shown.
+fn echo(v: &str) -> String {
+    if !v.is_empty()
+        && v.len() <= 32
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        format!("'{v}'")
+    } else {
+        format!("a value of {} characters (not shown)", v.chars().count())
+    }
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -385,6 +397,27 @@ fn truncate(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn rejection_reasons_quote_plain_words_only() {
+        let base = json!({"schemaVersion": "1.0", "requestId": "R-1", "type": "erase",
+               "subject": {"upn": "a@contoso.com"}, "scope": {"workspaces": [WS]}});
+        let reason = |v: serde_json::Value| {
+            DsrRequest::parse(v.to_string().as_bytes())
+                .unwrap_err()
+                .reason
+        };
+        assert!(reason(base.clone()).contains("found 'erase'"));
+        let mut misplaced = base.clone();
+        misplaced["type"] = json!("alice.smith@contoso.com");
+        let r = reason(misplaced);
+        assert!(!r.contains("alice") && r.contains("not shown"), "{r}");
+        let mut regulation = base;
+        regulation["type"] = json!("export");
+        regulation["regulation"] = json!("Alice Smith");
+        let r = reason(regulation);
+        assert!(!r.contains("Alice") && r.contains("regulation"), "{r}");
+    }
 
     const WS: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1";
 
