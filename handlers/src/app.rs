@@ -89,8 +89,46 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     m: &ServiceBusMessage,
     what: &str,
 ) -> Result<T, InvokeError> {
-    serde_json::from_slice(&m.body)
-        .map_err(|e| InvokeError::BadRequest(format!("message body is not a valid {what}: {e}")))
+    serde_json::from_slice(&m.body).map_err(|e| {
+        InvokeError::BadRequest(format!(
+            "message body is not a valid {what}: {}",
+            redact_values(&e.to_string())
+        ))
+    })
+}
+
+/// serde's messages quote the offending value (`invalid type: string "…"`, ``unknown variant
+/// `…` ``); a slice task carries the subject, so the value could be personal data, and this
+/// message is logged. Keep the shape of the error, drop the values.
+fn redact_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(['"', '`']) {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        let quote = &from[..1];
+        let after = &from[1..];
+        let redact = quote == "\"" || before.ends_with("unknown variant ");
+        match after.find(quote) {
+            Some(end) if redact => {
+                out.push_str(quote);
+                out.push('…');
+                out.push_str(quote);
+                rest = &after[end + 1..];
+            }
+            Some(end) => {
+                out.push_str(&from[..end + 2]);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(quote);
+                out.push('…');
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[async_trait]
@@ -166,4 +204,26 @@ impl Invoker for App {
 /// Arc helper for `startup::serve`.
 pub fn invoker(app: App) -> Arc<dyn Invoker> {
     Arc::new(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_values_are_redacted_field_names_kept() {
+        let e = serde_json::from_str::<crate::domain::slice::SliceTask>(
+            r#"{"requestId":"R-1","type":"alice@contoso.com"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("alice"), "serde echoes the value: {e}");
+        let r = redact_values(&e);
+        assert!(!r.contains("alice") && r.contains("unknown variant"), "{r}");
+        let r = redact_values(r#"invalid type: string "bob@x.com", expected u32"#);
+        assert_eq!(r, r#"invalid type: string "…", expected u32"#);
+        let r = redact_values("missing field `requestId` at line 1");
+        assert_eq!(r, "missing field `requestId` at line 1");
+        assert_eq!(redact_values(r#"dangling "carol"#), r#"dangling "…"#);
+    }
 }
