@@ -71,12 +71,51 @@ async fn a_full_dsr_logs_no_personal_data() {
     for r in &requests {
         enqueue(&paths, r.to_string().into_bytes()).await.unwrap();
     }
+    // Personal data in the wrong field: a rejection reason must not quote it.
+    let bob = &truth.users[1];
+    enqueue(
+        &paths,
+        json!({"schemaVersion": "1.0", "requestId": "PII-6", "type": bob.upn, "regulation": bob.display_name,
+               "subject": {"upn": bob.upn}, "scope": {"workspaces": ws}})
+        .to_string()
+        .into_bytes(),
+    )
+    .await
+    .unwrap();
+    // Forged or corrupted internal messages carrying a subject: refused (400, dead-lettered
+    // after the queue's redeliveries) without the subject reaching a log line.
+    let queue = azureml_dsr::cli::local::open_queue(&paths).unwrap();
+    let subject =
+        json!({"objectId": alice.object_id.to_string(), "upn": alice.upn, "notebookAliases": []});
+    let forged = [
+        json!({"requestId": "PII-7", "type": alice.upn, "dryRun": false, "subject": subject,
+               "workspace": ws[0], "resourceType": "jobs", "key": "k", "hold": null}),
+        json!({"requestId": "PII-7", "type": "delete", "dryRun": false, "subject": subject,
+               "workspace": ws[0], "resourceType": "jobs", "key": "k", "hold": null, "chunk": alice.display_name}),
+        json!({"requestId": "PII-7", "type": "delete", "dryRun": false, "subject": subject,
+               "workspace": ws[0], "resourceType": "jobs", "key": "k", "hold": null, "chunk": 0}),
+    ];
+    for (i, body) in forged.iter().enumerate() {
+        use azureml_dsr::ports::bus::MessageBus;
+        queue
+            .send(azureml_dsr::ports::bus::OutMessage::json(
+                "dsr-slice-jobs",
+                format!("forged-{i}"),
+                body,
+            ))
+            .await
+            .unwrap();
+    }
     rt.drain(Duration::from_secs(120)).await.unwrap();
     rt.stop().await;
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
     assert!(logs.contains("request finalised"), "the run produced logs");
     assert!(logs.contains("subj-"), "subjects are named by hash");
+    assert!(
+        logs.contains("not a valid slice task") && logs.contains("slice task refused"),
+        "the forged messages were refused"
+    );
     let mut secrets = vec!["someone.unknown@contoso.com".to_string()];
     for u in &truth.users {
         secrets.push(u.upn.clone());
