@@ -108,23 +108,29 @@ pub async fn run(
 pub async fn expire_exports(svc: &Services, now: OffsetDateTime) -> Result<usize, FnError> {
     let state = svc.state();
     let cutoff = now - time::Duration::days(svc.settings.export_link_days);
-    let export_ref = |name: String| {
-        crate::ports::blob::BlobRef::new(state.account.clone(), crate::state::EXPORTS, name)
-    };
     let mut expired = 0;
     let mut marker = None;
     loop {
+        // Page by page (an export area can be large), deleting each page's expired blobs in
+        // one batch call.
         let page = state
             .store
             .list_page(&state.account, crate::state::EXPORTS, "", marker, 1000)
             .await?;
-        for item in page.items {
-            if item.last_modified.is_none_or(|m| m >= cutoff) {
-                continue;
-            }
-            expired += 1;
-            if !svc.settings.retention_dry_run {
-                state.store.delete(&export_ref(item.name)).await?;
+        let names: Vec<String> = page
+            .items
+            .into_iter()
+            .filter(|item| item.last_modified.is_some_and(|m| m < cutoff))
+            .map(|item| item.name)
+            .collect();
+        expired += names.len();
+        if !svc.settings.retention_dry_run && !names.is_empty() {
+            for outcome in state
+                .store
+                .delete_many(&state.account, crate::state::EXPORTS, &names)
+                .await?
+            {
+                outcome?;
             }
         }
         match page.next {

@@ -83,14 +83,12 @@ async fn authorised(state: &StateStore, task: &SliceTask) -> Result<(), FnError>
             task.request_id
         )));
     };
-    let matches = plan.slices.iter().any(|spec| {
-        spec.key == task.key && {
-            let expected = SliceTask {
-                chunk: task.chunk,
-                ..SliceTask::from_plan(&plan, spec)
-            };
-            expected == *task
-        }
+    let matches = plan.slice(&task.key).is_some_and(|spec| {
+        let expected = SliceTask {
+            chunk: task.chunk,
+            ..SliceTask::from_plan(&plan, spec)
+        };
+        expected == *task
     });
     if !matches {
         warn!(request = %task.request_id, slice = %task.key, "slice: refused, task does not match the plan");

@@ -194,6 +194,19 @@ mod tests {
     use super::*;
     use crate::adapters::azure::shared_key::DEV_KEY;
 
+    /// A user delegation key valid for a day from `now`.
+    fn test_key(now: OffsetDateTime) -> DelegationKey {
+        DelegationKey {
+            signed_oid: "oid".into(),
+            signed_tid: "tid".into(),
+            signed_start: now,
+            signed_expiry: now + Duration::days(1),
+            signed_service: "b".into(),
+            signed_version: SAS_VERSION.into(),
+            value: vec![1; 32],
+        }
+    }
+
     #[test]
     fn expiry_is_clamped_to_seven_days() {
         assert_eq!(clamp_expiry(None), MAX_EXPIRY);
@@ -226,15 +239,7 @@ mod tests {
     #[test]
     fn user_delegation_sas_carries_key_fields_and_refuses_outliving_key() {
         let now = time::macros::datetime!(2026-11-28 20:00:00 UTC);
-        let key = DelegationKey {
-            signed_oid: "oid".into(),
-            signed_tid: "tid".into(),
-            signed_start: now,
-            signed_expiry: now + Duration::days(1),
-            signed_service: "b".into(),
-            signed_version: SAS_VERSION.into(),
-            value: vec![1; 32],
-        };
+        let key = test_key(now);
         let signer = SasSigner::UserDelegation {
             account: "acct",
             key: &key,
@@ -282,15 +287,7 @@ mod tests {
                 .map(|(_, v)| v.to_string())
                 .unwrap()
         };
-        let key = DelegationKey {
-            signed_oid: "oid".into(),
-            signed_tid: "tid".into(),
-            signed_start: now,
-            signed_expiry: now + Duration::days(1),
-            signed_service: "b".into(),
-            signed_version: SAS_VERSION.into(),
-            value: vec![1; 32],
-        };
+        let key = test_key(now);
         let ud = sas_query(
             &SasSigner::UserDelegation {
                 account: "acct",
