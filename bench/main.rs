@@ -721,8 +721,6 @@ fn services(store: Arc<dyn BlobStore>, dir: &Path) -> Services {
         control: Arc::new(LocalControlPlane::new(store.clone())),
         telemetry: Arc::new(LocalTelemetry::new(store.clone())),
         directory: Arc::new(FileDirectory::new(dir.join("directory.json"))),
-        holds: Default::default(),
-        scope: vec![],
         bus: Arc::new(MemoryBus::new()),
         settings: Settings::default(),
         state_containers: Default::default(),

@@ -45,6 +45,11 @@ param auditRetentionDays int = 730
 @description('Allow the telemetry slice to purge Log Analytics data (grants Data Purger where a workspace has logAnalyticsWorkspaceId and does not set telemetryPurgeEnabled=false).')
 param telemetryPurgeEnabled bool = false
 
+@secure()
+// checkov:skip=CKV_AZURE_131: the default is newGuid(), a fresh random value per deployment, not a hard-coded secret; see infra/CHECKOV.md
+@description('Salt of the subject hashes in logs (DSR_LOG_SALT). Default: a new random value each deployment, so hashes in logs do not link across deployments; give a value to keep them stable.')
+param logSalt string = newGuid()
+
 @description('Allow purging soft-deleted workspaces (adds workspaces/delete to the per-workspace custom role).')
 param allowWorkspacePurge bool = false
 
@@ -88,7 +93,6 @@ var deploymentContainerName = 'app-package-${take(suffix, 8)}'
 // Distinct subscriptions holding workspaces (operation-status role, once per subscription).
 var workspaceSubscriptionsAll = [for w in workspaces: split(w.workspaceId, '/')[2]]
 var workspaceSubscriptions = union(workspaceSubscriptionsAll, [])
-var workspaceIds = [for w in workspaces: w.workspaceId]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: rgName
@@ -175,7 +179,7 @@ module functionApp 'modules/functionapp.bicep' = {
     serviceBusFqdn: serviceBus.outputs.fullyQualifiedNamespace
     stateBlobEndpoint: stateStorage.outputs.blobEndpoint
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
-    workspaceIds: workspaceIds
+    logSalt: logSalt
     retentionSweepSchedule: retentionSweepSchedule
     retentionDays: retentionDays
     telemetryPurgeEnabled: telemetryPurgeEnabled

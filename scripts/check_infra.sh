@@ -125,7 +125,25 @@ errs = []
 sb = pathlib.Path("infra/modules/servicebus.bicep").read_text()
 app = pathlib.Path("infra/modules/functionapp.bicep").read_text()
 main = pathlib.Path("infra/main.bicep").read_text()
-settings = set(re.findall(r"name: '([A-Za-z0-9_]+)'\s*\n\s*value:", app))
+# App settings: infra/app-settings.json is the single source; functionapp.bicep maps its
+# 'param' entries through paramValues, and must use the file rather than list settings itself.
+spec = json.loads(pathlib.Path("infra/app-settings.json").read_text())["settings"]
+settings = {e["name"] for e in spec}
+if len(settings) != len(spec):
+    errs.append("app-settings.json: a setting is listed twice")
+if "loadJsonContent('../app-settings.json')" not in app:
+    errs.append("functionapp.bicep does not load ../app-settings.json")
+pv = re.search(r"var paramValues = \{(.*?)\n\}", app, re.S)
+mapped = set(re.findall(r"^\s*(\w+):", pv.group(1), re.M)) if pv else set()
+app_params = set(re.findall(r"^param (\w+)", app, re.M))
+for e in spec:
+    if ("param" in e) == ("value" in e):
+        errs.append(f"app-settings.json: {e['name']} needs exactly one of 'param' and 'value'")
+    if "param" in e and e["param"] not in mapped:
+        errs.append(f"app-settings.json: {e['name']} names '{e['param']}', which paramValues in functionapp.bicep lacks")
+for m in mapped:
+    if m not in app_params and m != "appInsightsAuthenticationString":
+        errs.append(f"functionapp.bicep paramValues.{m} is not a parameter")
 slice_types = re.search(r"var sliceTypes = \[(.*?)\]", sb, re.S).group(1)
 queues = {f"dsr-slice-{t}" for t in re.findall(r"'([a-z]+)'", slice_types)}
 queues |= set(re.findall(r"namespaces/queues@[^']+' = \{\s*\n\s*parent: ns\s*\n\s*name: '([a-z-]+)'", sb))

@@ -1033,9 +1033,9 @@ async fn service_bus_send_carries_broker_properties_and_retries_503() {
 
 // ---------------------------------------------------------------- wiring
 
-/// `azure_services` (what `DSR_MODE=azure` uses) builds every production adapter from the
-/// environment, with the credential `azure_credential()` picks (managed identity here, because
-/// `IDENTITY_ENDPOINT` is set), and they reach the configured endpoints.
+/// `wiring::build` in Azure mode builds every production adapter from the settings, with the
+/// credential `azure_credential()` picks (managed identity here, because `IDENTITY_ENDPOINT` is
+/// set), and they reach the configured endpoints; no local queue or store is involved.
 #[tokio::test]
 async fn azure_services_wires_production_adapters_from_the_environment() {
     let _ = credential(); // sets IDENTITY_ENDPOINT / IDENTITY_HEADER for azure_credential()
@@ -1052,19 +1052,22 @@ async fn azure_services_wires_production_adapters_from_the_environment() {
     })
     .await;
     let sb = serve(SERVICEBUS_SCOPE, |_| (201, vec![], Value::Null)).await;
-    // Only this test reads these variables.
-    std::env::set_var("DSR_ARM_ENDPOINT", &arm_srv.base);
-    std::env::set_var("DSR_GRAPH_ENDPOINT", &graph.base);
-    std::env::set_var("DSR_SERVICEBUS_NAMESPACE", &sb.base);
-    let dir = tempfile::tempdir().unwrap();
-    let paths = azureml_dsr::config::LocalPaths::new(dir.path());
-    let svc = azureml_dsr::cli::local::azure_services(
-        &paths,
-        azureml_dsr::config::local_store(&paths),
-        Arc::new(azureml_dsr::adapters::local::memory_bus::MemoryBus::new()),
-        Default::default(),
-    )
-    .unwrap();
+    let env = azureml_dsr::settings::Env::from_pairs([
+        ("DSR_MODE", "azure"),
+        ("DSR_LOG_SALT", "a-test-salt-of-some-length"),
+        (
+            "DSR_STATE_ACCOUNT_URL",
+            "https://dsrstate.blob.core.windows.net/",
+        ),
+        ("DSR_ARM_ENDPOINT", arm_srv.base.as_str()),
+        ("DSR_GRAPH_ENDPOINT", graph.base.as_str()),
+        ("DSR_SERVICEBUS_NAMESPACE", sb.base.as_str()),
+    ]);
+    let app = azureml_dsr::settings::AppSettings::load(&env, &Default::default()).unwrap();
+    let wired = azureml_dsr::wiring::build(&app).unwrap();
+    assert!(wired.queue.is_none(), "Azure mode opens no local queue");
+    assert_eq!(wired.services.store.kind(), "azure-blob");
+    let svc = wired.services;
     let info = svc.control.workspace(&ws()).await.unwrap();
     assert_eq!(info.storage_account, "teststorageaccount");
     let who = SubjectRef {
@@ -1093,7 +1096,6 @@ mod pipeline {
     use azureml_dsr::adapters::local::arm_server::{self, ArmServerOptions};
     use azureml_dsr::adapters::local::control_plane::LocalControlPlane;
     use azureml_dsr::adapters::local::memory_bus::MemoryBus;
-    use azureml_dsr::config::{local_services, local_store, LocalPaths};
     use azureml_dsr::domain::report::FinalReport;
     use azureml_dsr::domain::request::RequestId;
     use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
@@ -1101,6 +1103,7 @@ mod pipeline {
     use azureml_dsr::ports::bus::queues;
     use azureml_dsr::ports::directory::DirectoryEntry;
     use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+    use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 
     fn graph_user(e: &DirectoryEntry) -> Value {
         json!({"id": e.object_id.to_string(),
@@ -1152,7 +1155,7 @@ mod pipeline {
             chunk_size: 5,
             ..Default::default()
         };
-        let mut svc = local_services(&paths, store.clone(), bus.clone(), settings).unwrap();
+        let mut svc = local_services(&paths, store.clone(), bus.clone(), settings);
         let mut servers = Vec::new();
         let mut arm_server = None;
         if production {

@@ -30,12 +30,12 @@ use azureml_dsr::adapters::local::control_plane::{LocalControlPlane, ARM_ACCOUNT
 use azureml_dsr::cli::local::StorageChoice;
 use azureml_dsr::cli::requests::enqueue;
 use azureml_dsr::cli::seed::{seed_into, SeedArgs};
-use azureml_dsr::config::LocalPaths;
 use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::Item;
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
 use azureml_dsr::ports::control_plane::ArmKind;
+use azureml_dsr::wiring::LocalPaths;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -168,7 +168,7 @@ async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
     .await
     .unwrap();
     let paths = LocalPaths::new(dir.path());
-    let store = direct.store(&paths);
+    let store = azureml_dsr::wiring::store_at(&paths.root, &direct);
     let before = blobs(store.as_ref(), &truth).await;
     let resources_before = resources(store.as_ref(), &truth).await;
     // The local ARM server reads the documents directly; the runtime reaches it through a second
@@ -189,9 +189,12 @@ async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
     let (exporter, deleted) = ("alice", "bob");
     for (id, kind, user) in [("C-EXP", "export", exporter), ("C-DEL", "delete", deleted)] {
         let body = json!({"schemaVersion": "1.0", "requestId": id, "type": kind, "subject": {"upn": truth.user(user).unwrap().upn}, "scope": {"workspaces": ws}});
-        enqueue(&paths, body.to_string().into_bytes())
-            .await
-            .unwrap();
+        enqueue(
+            &azureml_dsr::wiring::open_local_queue(&paths.root).unwrap(),
+            body.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
     }
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

@@ -12,12 +12,12 @@ use std::time::Duration;
 use azureml_dsr::cli::local::{LocalRuntime, StorageChoice};
 use azureml_dsr::cli::requests::enqueue;
 use azureml_dsr::cli::seed::{seed_into, SeedArgs};
-use azureml_dsr::config::LocalPaths;
 use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::{Item, ItemStatus};
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
 use azureml_dsr::seed::SeedTruth;
+use azureml_dsr::wiring::LocalPaths;
 use serde_json::json;
 
 const ACCOUNTS: [&str; 4] = ["mlwstore0", "armlocal", "telemetrylocal", "dsrstate"];
@@ -51,7 +51,7 @@ async fn env(azurite: bool) -> Env {
         seed: 11,
     };
     let truth = seed_into(dir.path(), &storage, &args).await.unwrap();
-    let store = storage.store(&LocalPaths::new(dir.path()));
+    let store = azureml_dsr::wiring::store_at(dir.path(), &storage);
     let rt = LocalRuntime::start(dir.path(), &storage, app_root())
         .await
         .unwrap();
@@ -74,7 +74,7 @@ impl Env {
 
     async fn submit(&self, body: &serde_json::Value) {
         enqueue(
-            &LocalPaths::new(self.dir.path()),
+            &azureml_dsr::wiring::open_local_queue(self.dir.path()).unwrap(),
             body.to_string().into_bytes(),
         )
         .await
@@ -284,13 +284,12 @@ async fn aggregator_finalises_exactly_once_under_concurrency(azurite: bool) {
     let e = env(azurite).await;
     let paths = LocalPaths::new(e.dir.path());
     let bus = Arc::new(MemoryBus::new());
-    let svc = azureml_dsr::config::local_services(
+    let svc = azureml_dsr::wiring::local_services(
         &paths,
         e.store.clone(),
         bus.clone(),
         Settings::default(),
-    )
-    .unwrap();
+    );
     let d = Delivery {
         delivery_count: 1,
         ..Default::default()

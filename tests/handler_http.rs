@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use azureml_dsr::adapters::local::memory_bus::MemoryBus;
 use azureml_dsr::app::App;
-use azureml_dsr::config::{local_services, local_store, LocalPaths};
 use azureml_dsr::functions::Settings;
+use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 use serde_json::{json, Value};
 
 const FIXTURES: &str = concat!(
@@ -30,8 +30,7 @@ async fn spawn() -> Server {
         local_store(&paths),
         bus.clone(),
         Settings::default(),
-    )
-    .unwrap();
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let invoker = azureml_dsr::app::invoker(App::with_services(svc));

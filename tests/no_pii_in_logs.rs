@@ -9,7 +9,7 @@ use std::time::Duration;
 use azureml_dsr::cli::local::{LocalRuntime, StorageChoice};
 use azureml_dsr::cli::requests::enqueue;
 use azureml_dsr::cli::seed::{seed_into, SeedArgs};
-use azureml_dsr::config::LocalPaths;
+use azureml_dsr::wiring::LocalPaths;
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -69,12 +69,17 @@ async fn a_full_dsr_logs_no_personal_data() {
         json!({"schemaVersion": "1.0", "requestId": "PII-5", "type": "export", "subject": {"upn": "someone.unknown@contoso.com"}, "scope": {"workspaces": ws}}),
     ];
     for r in &requests {
-        enqueue(&paths, r.to_string().into_bytes()).await.unwrap();
+        enqueue(
+            &azureml_dsr::wiring::open_local_queue(&paths.root).unwrap(),
+            r.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
     }
     // Personal data in the wrong field: a rejection reason must not quote it.
     let bob = &truth.users[1];
     enqueue(
-        &paths,
+        &azureml_dsr::wiring::open_local_queue(&paths.root).unwrap(),
         json!({"schemaVersion": "1.0", "requestId": "PII-6", "type": bob.upn, "regulation": bob.display_name,
                "subject": {"upn": bob.upn}, "scope": {"workspaces": ws}})
         .to_string()
@@ -84,7 +89,7 @@ async fn a_full_dsr_logs_no_personal_data() {
     .unwrap();
     // Forged or corrupted internal messages carrying a subject: refused (400, dead-lettered
     // after the queue's redeliveries) without the subject reaching a log line.
-    let queue = azureml_dsr::cli::local::open_queue(&paths).unwrap();
+    let queue = azureml_dsr::wiring::open_local_queue(&paths.root).unwrap();
     let subject =
         json!({"objectId": alice.object_id.to_string(), "upn": alice.upn, "notebookAliases": []});
     let forged = [

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use azureml_dsr::adapters::local::memory_bus::MemoryBus;
-use azureml_dsr::config::{local_services, local_store, LocalPaths};
 use azureml_dsr::domain::holds::{HoldSet, LegalHold};
 use azureml_dsr::domain::plan::ResourceType;
 use azureml_dsr::domain::report::{FinalReport, FinalStatus};
@@ -18,6 +17,7 @@ use azureml_dsr::ports::blob::{
 };
 use azureml_dsr::ports::bus::queues;
 use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 use serde_json::json;
 
 mod support;
@@ -47,13 +47,13 @@ async fn env(holds: HoldSet, chunk_size: usize) -> Env {
         serde_json::to_vec(&truth.directory()).unwrap(),
     )
     .unwrap();
-    std::fs::write(paths.holds(), serde_json::to_vec(&holds).unwrap()).unwrap();
     let bus = Arc::new(MemoryBus::new());
     let settings = Settings {
         chunk_size,
         ..Default::default()
     };
-    let svc = local_services(&paths, store.clone(), bus.clone(), settings).unwrap();
+    let svc = local_services(&paths, store.clone(), bus.clone(), settings);
+    svc.state().put_holds(&holds).await.unwrap();
     Env {
         _dir: dir,
         store,
@@ -561,8 +561,7 @@ async fn dry_run_makes_zero_mutating_calls_to_workspace_storage() {
             chunk_size: 3,
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
     e.svc = svc;
     submit(&e, request(&e, "DRY-C", "delete", "alice", true), 2).await;
     let counts = counting.counts();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use azureml_dsr::adapters::local::control_plane::ARM_ACCOUNT;
 use azureml_dsr::adapters::local::memory_bus::MemoryBus;
-use azureml_dsr::config::{local_services, local_store, LocalPaths};
 use azureml_dsr::domain::holds::{HoldSet, LegalHold};
 use azureml_dsr::domain::report::FinalStatus;
 use azureml_dsr::functions::workspace_deleted::{self, EventOutcome};
@@ -16,6 +15,7 @@ use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
 use azureml_dsr::protocol::eventgrid::GridEvent;
 use azureml_dsr::protocol::timer::TimerInfo;
 use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
@@ -47,12 +47,6 @@ async fn env(holds: HoldSet, dry_run: bool) -> Env {
     )
     .await
     .unwrap();
-    std::fs::write(
-        paths.workspaces(),
-        serde_json::to_vec(&truth.workspaces).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(paths.holds(), serde_json::to_vec(&holds).unwrap()).unwrap();
     let bus = Arc::new(MemoryBus::new());
     let settings = Settings {
         retention_days: 180,
@@ -60,7 +54,9 @@ async fn env(holds: HoldSet, dry_run: bool) -> Env {
         chunk_size: 7,
         ..Default::default()
     };
-    let svc = local_services(&paths, store.clone(), bus.clone(), settings).unwrap();
+    let svc = local_services(&paths, store.clone(), bus.clone(), settings);
+    svc.state().put_scope(&truth.workspaces).await.unwrap();
+    svc.state().put_holds(&holds).await.unwrap();
     Env {
         _dir: dir,
         store,

@@ -1,11 +1,10 @@
 //! The custom handler's [`Invoker`]: decodes each trigger's payload and runs the function.
-//! Services are built on the first invocation, not at start-up (cold start: the host's
-//! readiness probe must be answered before anything connects).
+//! Services are wired before the port is bound but connect nothing until an invocation needs
+//! them (cold start: the host's readiness probe must be answered at once).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::OnceCell;
 use tracing::warn;
 
 use crate::domain::plan::ResourceType;
@@ -22,34 +21,14 @@ pub const AGGREGATE: &str = "dsr-aggregate";
 pub const RETENTION_SWEEP: &str = "retention-sweep";
 pub const WORKSPACE_DELETED: &str = "workspace-deleted";
 
-pub type ServicesFactory = Box<dyn Fn() -> anyhow::Result<Services> + Send + Sync>;
-
+/// The functions over wired services (built by [`crate::wiring`] before the port is bound).
 pub struct App {
-    services: OnceCell<Services>,
-    factory: ServicesFactory,
+    services: Services,
 }
 
 impl App {
-    pub fn new(factory: ServicesFactory) -> Self {
-        Self {
-            services: OnceCell::new(),
-            factory,
-        }
-    }
-
     pub fn with_services(services: Services) -> Self {
-        let cell = OnceCell::new_with(Some(services));
-        Self {
-            services: cell,
-            factory: Box::new(|| anyhow::bail!("services already set")),
-        }
-    }
-
-    async fn services(&self) -> Result<&Services, InvokeError> {
-        self.services
-            .get_or_try_init(|| async { (self.factory)() })
-            .await
-            .map_err(|e| InvokeError::Failed(format!("configuration: {e:#}")))
+        Self { services }
     }
 }
 
@@ -146,21 +125,21 @@ impl Invoker for App {
         let logs = match function {
             INTAKE => {
                 let (m, d) = sb(&req)?;
-                let svc = self.services().await?;
+                let svc = &self.services;
                 let out = intake::run(svc, &m.body, &d).await.map_err(map_err)?;
                 vec![format!("{out:?}")]
             }
             AGGREGATE => {
                 let (m, _) = sb(&req)?;
                 let c: SliceCompletion = parse_body(&m, "slice completion")?;
-                let svc = self.services().await?;
+                let svc = &self.services;
                 let out = aggregate::run(svc, &c).await.map_err(map_err)?;
                 vec![format!("{} {}: {out:?}", c.request_id, c.key)]
             }
             RETENTION_SWEEP => {
                 let t = TimerInfo::from_envelope(&req, "timer")
                     .map_err(|e| InvokeError::BadRequest(e.0))?;
-                let svc = self.services().await?;
+                let svc = &self.services;
                 let out =
                     crate::functions::retention::run(svc, &t, time::OffsetDateTime::now_utc())
                         .await
@@ -170,7 +149,7 @@ impl Invoker for App {
             WORKSPACE_DELETED => {
                 let e = GridEvent::from_envelope(&req, "event")
                     .map_err(|e| InvokeError::BadRequest(e.0))?;
-                let svc = self.services().await?;
+                let svc = &self.services;
                 let out = crate::functions::workspace_deleted::run(
                     svc,
                     &e,
@@ -192,7 +171,7 @@ impl Invoker for App {
                         task.resource_type.as_str()
                     )));
                 }
-                let svc = self.services().await?;
+                let svc = &self.services;
                 let out = slice::run(svc, &task, &d).await.map_err(map_err)?;
                 vec![format!("{} {}: {out:?}", task.request_id, task.key)]
             }

@@ -128,15 +128,6 @@ async fn invoke(
     }
 }
 
-/// `FUNCTIONS_CUSTOMHANDLER_PORT`, else the legacy `FUNCTIONS_HTTPWORKER_PORT`, else 7071
-/// (Core Tools' default) for running by hand.
-pub fn port_from_env() -> u16 {
-    ["FUNCTIONS_CUSTOMHANDLER_PORT", "FUNCTIONS_HTTPWORKER_PORT"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(7071)
-}
-
 pub async fn serve(
     listener: tokio::net::TcpListener,
     invoker: Arc<dyn Invoker>,

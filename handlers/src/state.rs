@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::domain::holds::HoldSet;
 use crate::domain::plan::Plan;
 use crate::domain::report::FinalReport;
 use crate::domain::request::RequestId;
 use crate::domain::slice::{ItemOutcome, SliceResult, SliceTask};
-use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, StoreResult};
+use crate::domain::workspace::WorkspaceId;
+use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition, StoreError, StoreResult};
 
 pub const STATE: &str = "dsr-state";
 pub const EXPORTS: &str = "dsr-exports";
@@ -18,6 +20,10 @@ pub const REPORTS: &str = "dsr-reports";
 pub const AUDIT: &str = "dsr-audit";
 pub const ARCHIVE: &str = "dsr-intake-archive";
 pub const CONTAINERS: [&str; 5] = [STATE, EXPORTS, REPORTS, AUDIT, ARCHIVE];
+/// Legal holds, in [`STATE`].
+pub const HOLDS_DOC: &str = "config/holds.json";
+/// Workspaces in scope, in [`STATE`].
+pub const SCOPE_DOC: &str = "config/workspaces.json";
 
 /// One inventory entry: the item, plus the resource document for management-plane items
 /// (exported as JSON) or the records for telemetry.
@@ -184,6 +190,87 @@ impl StateStore {
             }
         }
         Ok(out)
+    }
+
+    /// The legal holds (`dsr-state/config/holds.json`, managed with `azureml-dsr hold`). A
+    /// missing document means no holds were ever configured; one that cannot be read or parsed
+    /// is an error, never "no holds" (callers fail closed).
+    pub async fn holds(&self) -> StoreResult<HoldSet> {
+        Ok(self
+            .store
+            .read_json(&self.blob(STATE, HOLDS_DOC))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The workspaces in scope (`dsr-state/config/workspaces.json`, managed with
+    /// `azureml-dsr workspace`): intake accepts only these, retention sweeps cover them.
+    pub async fn scope(&self) -> StoreResult<Vec<WorkspaceId>> {
+        Ok(self
+            .store
+            .read_json(&self.blob(STATE, SCOPE_DOC))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Change a configuration document with optimistic concurrency (If-Match on the version
+    /// read, If-None-Match when absent), retrying when another writer got there first.
+    pub async fn update_config<T, F>(&self, doc: &str, mut change: F) -> anyhow::Result<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Default,
+        F: FnMut(&mut T) -> anyhow::Result<()>,
+    {
+        self.ensure_containers().await?;
+        let blob = self.blob(STATE, doc);
+        for _ in 0..8 {
+            let (mut value, condition) = match self.store.read_small(&blob).await {
+                Ok((bytes, etag)) => (
+                    serde_json::from_slice::<T>(&bytes)
+                        .map_err(|e| anyhow::anyhow!("{blob} is not valid: {e}"))?,
+                    Condition::IfMatch(etag),
+                ),
+                Err(StoreError::NotFound(_)) => (T::default(), Condition::IfNotExists),
+                Err(e) => return Err(e.into()),
+            };
+            change(&mut value)?;
+            let body = serde_json::to_vec_pretty(&value)?;
+            match self
+                .store
+                .put(
+                    &blob,
+                    bytes::Bytes::from(body),
+                    "application/json",
+                    condition,
+                    &Default::default(),
+                )
+                .await
+            {
+                Ok(_) => return Ok(value),
+                Err(StoreError::ConditionFailed(_) | StoreError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::bail!("{blob}: too many concurrent changes, try again")
+    }
+
+    /// Replace the legal holds (tests and the CLI).
+    pub async fn put_holds(&self, holds: &HoldSet) -> anyhow::Result<()> {
+        self.update_config(HOLDS_DOC, |h: &mut HoldSet| {
+            *h = holds.clone();
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Replace the workspace scope (tests, the seed and the CLI).
+    pub async fn put_scope(&self, scope: &[WorkspaceId]) -> anyhow::Result<()> {
+        self.update_config(SCOPE_DOC, |s: &mut Vec<WorkspaceId>| {
+            *s = scope.to_vec();
+            Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Archive an intake payload exactly as received (kept for audit, also when rejected).

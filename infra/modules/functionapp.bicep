@@ -13,12 +13,14 @@ param deploymentContainerName string
 param serviceBusFqdn string
 param stateBlobEndpoint string
 param appInsightsConnectionString string
-param workspaceIds array
 param retentionSweepSchedule string
 param retentionDays int
 param telemetryPurgeEnabled bool
 param exportLinkDays int
 param maxDeliveryCount int
+@secure()
+@description('Salt of the subject hashes in logs (DSR_LOG_SALT).')
+param logSalt string
 @allowed([
   2048
   4096
@@ -27,6 +29,23 @@ param instanceMemoryMB int = 2048
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+
+var appSettingsSpec = loadJsonContent('../app-settings.json')
+// The parameters app-settings.json may name ('param'), by name.
+var paramValues = {
+  hostStorageName: hostStorageName
+  identityClientId: identityClientId
+  serviceBusFqdn: serviceBusFqdn
+  appInsightsConnectionString: appInsightsConnectionString
+  appInsightsAuthenticationString: 'ClientId=${identityClientId};Authorization=AAD'
+  logSalt: logSalt
+  stateBlobEndpoint: stateBlobEndpoint
+  retentionSweepSchedule: retentionSweepSchedule
+  retentionDays: retentionDays
+  telemetryPurgeEnabled: telemetryPurgeEnabled
+  exportLinkDays: exportLinkDays
+  maxDeliveryCount: maxDeliveryCount
+}
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -89,86 +108,11 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: [
-        // Host storage, identity-based (Flex: FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION
-        // must NOT be set; the runtime comes from functionAppConfig.runtime).
-        {
-          name: 'AzureWebJobsStorage__accountName'
-          value: hostStorageName
-        }
-        {
-          name: 'AzureWebJobsStorage__credential'
-          value: 'managedidentity'
-        }
-        {
-          name: 'AzureWebJobsStorage__clientId'
-          value: identityClientId
-        }
-        // Service Bus, identity-based (function.json "connection": "ServiceBusConnection").
-        {
-          name: 'ServiceBusConnection__fullyQualifiedNamespace'
-          value: serviceBusFqdn
-        }
-        {
-          name: 'ServiceBusConnection__credential'
-          value: 'managedidentity'
-        }
-        {
-          name: 'ServiceBusConnection__clientId'
-          value: identityClientId
-        }
-        // Application Insights: the connection string only names the target; ingestion is
-        // authenticated with the identity (Entra) because the component has DisableLocalAuth.
-        {
-          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
-          value: appInsightsConnectionString
-        }
-        {
-          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
-          value: 'ClientId=${identityClientId};Authorization=AAD'
-        }
-        // The handler's own Azure SDK clients pick the user-assigned identity from this.
-        {
-          name: 'AZURE_CLIENT_ID'
-          value: identityClientId
-        }
-        {
-          name: 'DSR_MODE'
-          value: 'azure'
-        }
-        {
-          name: 'DSR_STATE_ACCOUNT_URL'
-          value: stateBlobEndpoint
-        }
-        {
-          name: 'DSR_SERVICEBUS_NAMESPACE'
-          value: serviceBusFqdn
-        }
-        {
-          name: 'DSR_WORKSPACES'
-          value: string(workspaceIds)
-        }
-        {
-          name: 'RETENTION_SWEEP_SCHEDULE'
-          value: retentionSweepSchedule
-        }
-        {
-          name: 'DSR_RETENTION_DAYS'
-          value: string(retentionDays)
-        }
-        {
-          name: 'DSR_TELEMETRY_PURGE_ENABLED'
-          value: string(telemetryPurgeEnabled)
-        }
-        {
-          name: 'DSR_EXPORT_LINK_DAYS'
-          value: string(exportLinkDays)
-        }
-        {
-          name: 'DSR_MAX_DELIVERY_COUNT'
-          value: string(maxDeliveryCount)
-        }
-      ]
+      // Every setting comes from ../app-settings.json (the tests read the same file).
+      appSettings: [for s in appSettingsSpec.settings: {
+        name: s.name
+        value: contains(s, 'param') ? string(paramValues[s.param]) : s.value
+      }]
     }
   }
 }

@@ -3,6 +3,7 @@
 //   dsr-exports          export bundles; lifecycle rule deletes them after the link expiry
 //   dsr-audit            append-only audit records; time-based immutability (WORM)
 //   dsr-intake-archive   original payload of every intake message, including rejected ones
+//   dsr-reports          deletion certificates and export manifests (state.rs REPORTS)
 //   dsr-eventgrid-deadletter  Event Grid dead-letters for the workspace-deleted subscription
 param name string
 param location string
@@ -30,6 +31,7 @@ var containers = [
   'dsr-exports'
   'dsr-audit'
   'dsr-intake-archive'
+  'dsr-reports'
 ]
 var eventGridDeadLetterContainer = 'dsr-eventgrid-deadletter'
 

@@ -12,18 +12,19 @@ use clap::Args;
 use super::local::{LocalRuntime, StorageChoice};
 use super::requests::{enqueue, request_from_flags, SubmitArgs};
 use super::seed::{seed_into, SeedArgs};
-use crate::config::LocalPaths;
 use crate::domain::report::FinalReport;
 use crate::domain::request::RequestId;
+use crate::settings::{AppSettings, LocalSettings};
+use crate::wiring::LocalPaths;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Demo data folder (wiped first).
     #[arg(long, default_value = ".dsr-demo")]
     pub dir: PathBuf,
-    /// App root with host.json and functions/.
-    #[arg(long, default_value = ".")]
-    pub app_root: PathBuf,
+    /// App root with host.json and functions/ (default: the function set built into this binary).
+    #[arg(long)]
+    pub app_root: Option<PathBuf>,
     /// The user whose data is exported then deleted.
     #[arg(long, default_value = "alice")]
     pub user: String,
@@ -68,7 +69,7 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
             }
         }
     }
-    let store = storage.store(&paths);
+    let store = crate::wiring::store(&LocalSettings::new(&a.dir, storage.clone()));
     let before = snapshot_others(&store, &truth, &user.key).await?;
     say(
         json,
@@ -90,7 +91,8 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
         ),
     );
 
-    let rt = LocalRuntime::start(&a.dir, storage, &a.app_root).await?;
+    let app = AppSettings::local(&a.dir, storage.clone());
+    let rt = LocalRuntime::start_with(&app, a.app_root.as_deref()).await?;
     let mut reports = Vec::new();
     for kind in ["export", "delete"] {
         let args = SubmitArgs {
@@ -104,7 +106,7 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
             regulation: None,
         };
         let body = serde_json::to_vec(&request_from_flags(&paths, &args)?)?;
-        let id = enqueue(&paths, body).await?;
+        let id = enqueue(&rt.queue, body).await?;
         let started = Instant::now();
         let drain = rt.drain(Duration::from_secs(600));
         tokio::pin!(drain);
@@ -130,10 +132,8 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
                 " ".repeat(30)
             );
         }
-        let state = crate::state::StateStore::new(
-            store.clone(),
-            crate::config::settings_from_env().state_account,
-        );
+        let state =
+            crate::state::StateStore::new(store.clone(), app.tunables.state_account.clone());
         let report: FinalReport = state
             .report(&RequestId::parse(&id).map_err(anyhow::Error::msg)?)
             .await?

@@ -1,16 +1,16 @@
-//! `azureml-dsr handler`: the process the Functions host starts. Binds 127.0.0.1 on
-//! FUNCTIONS_CUSTOMHANDLER_PORT and answers readiness before anything else is built.
+//! `azureml-dsr handler`: the process the Functions host starts. The configuration is
+//! validated and the services wired before the port is bound, so a misconfigured app exits at
+//! once with the setting's name (the host reports the crash) instead of answering readiness and
+//! failing every invocation. Wiring connects nothing, so readiness stays fast.
 
-use std::path::Path;
+use crate::settings::AppSettings;
 
-use super::local::{services_factory, StorageChoice};
-
-pub async fn run(data_dir: &Path, storage: &StorageChoice) -> anyhow::Result<()> {
-    let port = crate::startup::port_from_env();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    tracing::info!(port, "custom handler listening");
-    let app = crate::app::App::new(services_factory(data_dir.to_path_buf(), storage.clone()));
-    crate::startup::serve(listener, crate::app::invoker(app), shutdown_signal()).await?;
+pub async fn run(app: &AppSettings) -> anyhow::Result<()> {
+    let wired = crate::wiring::build(app)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", app.port)).await?;
+    tracing::info!(port = app.port, mode = ?app.mode, "custom handler listening");
+    let handler = crate::app::App::with_services(wired.services);
+    crate::startup::serve(listener, crate::app::invoker(handler), shutdown_signal()).await?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Command-line interface: one small module per command.
 
+pub mod config;
 pub mod demo;
 pub mod handler;
 pub mod local;
@@ -12,6 +13,8 @@ use clap::{Parser, Subcommand};
 
 pub use local::{LocalRuntime, StorageChoice};
 
+use crate::settings::{AppSettings, Env, LocalSettings, Overrides};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "azureml-dsr",
@@ -19,12 +22,13 @@ pub use local::{LocalRuntime, StorageChoice};
     about = "GDPR/CCPA data-subject requests for Azure Machine Learning workspaces"
 )]
 pub struct Cli {
-    /// Local data folder (store, queue, directory, holds).
-    #[arg(long, global = true, env = "DSR_DATA_DIR", default_value = ".dsr")]
-    pub data_dir: PathBuf,
-    /// Blob storage: `local` (files under the data folder) or `azurite=<http://127.0.0.1:port>`.
-    #[arg(long, global = true, env = "DSR_STORAGE", default_value = "local")]
-    pub storage: String,
+    /// Local data folder (store, queue, directory); local mode only. [env: DSR_DATA_DIR, default .dsr]
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Blob storage in local mode: `local` (files under the data folder) or
+    /// `azurite=<http://127.0.0.1:port>`. [env: DSR_STORAGE, default local]
+    #[arg(long, global = true)]
+    pub storage: Option<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -38,9 +42,10 @@ pub enum Command {
     Handler,
     /// Run the handler and the local Functions-host stand-in (queues, timers, Event Grid).
     Run {
-        /// App root holding host.json and functions/.
-        #[arg(long, default_value = ".")]
-        app_root: PathBuf,
+        /// App root holding host.json and functions/ (default: the function set built into
+        /// this binary).
+        #[arg(long)]
+        app_root: Option<PathBuf>,
         /// Exit when every queue is idle instead of running until Ctrl-C.
         #[arg(long)]
         until_idle: bool,
@@ -61,6 +66,16 @@ pub enum Command {
     },
     /// Seed a workspace, run an export and a delete for one user end to end, print what happened.
     Demo(demo::DemoArgs),
+    /// Legal holds, kept in the state account: data under hold is never deleted.
+    Hold {
+        #[command(subcommand)]
+        action: config::HoldAction,
+    },
+    /// The workspaces in scope, kept in the state account: intake and retention cover only these.
+    Workspace {
+        #[command(subcommand)]
+        action: config::WorkspaceAction,
+    },
     /// Serve the seeded workspaces' ARM documents as a local ARM server on 127.0.0.1 (prints its
     /// URL; point `DSR_ARM_ENDPOINT` at it to run the production ARM adapter locally).
     ArmServer {
@@ -74,32 +89,44 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::telemetry::init(if matches!(cli.command, Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    });
-    let storage = StorageChoice::parse(&cli.storage)?;
+    let env = Env::from_process();
+    let app = AppSettings::load(
+        &env,
+        &Overrides {
+            data_dir: cli.data_dir.clone(),
+            storage: cli.storage.clone(),
+        },
+    )?;
+    crate::logging::init(
+        if matches!(cli.command, Command::Demo(_)) {
+            "warn"
+        } else {
+            "info"
+        },
+        &app,
+    );
+    crate::domain::subject::set_log_salt(&app.log_salt);
+    for name in env.unknown_dsr_names() {
+        tracing::warn!(setting = %name, "unknown DSR_ setting ignored (a typo?)");
+    }
     match cli.command {
-        Command::Handler => handler::run(&cli.data_dir, &storage).await,
+        Command::Handler => handler::run(&app).await,
         Command::Run {
             app_root,
             until_idle,
-        } => local::run(&cli.data_dir, &storage, &app_root, until_idle).await,
-        Command::Seed(args) => seed::run(&cli.data_dir, &storage, &args, cli.json).await,
-        Command::Submit(args) => requests::submit(&cli.data_dir, &args, cli.json).await,
-        Command::Status { request_id } => {
-            requests::status(&cli.data_dir, &storage, &request_id, cli.json).await
-        }
-        Command::Report { request_id } => {
-            requests::report(&cli.data_dir, &storage, &request_id, cli.json).await
-        }
+        } => local::run(&app, app_root.as_deref(), until_idle).await,
+        Command::Seed(args) => seed::run(app.local_only("seed")?, &args, cli.json).await,
+        Command::Submit(args) => requests::submit(app.local_only("submit")?, &args, cli.json).await,
+        Command::Status { request_id } => requests::status(&app, &request_id, cli.json).await,
+        Command::Report { request_id } => requests::report(&app, &request_id, cli.json).await,
         Command::Event { file, function } => {
-            requests::inject_events(&cli.data_dir, &file, &function, cli.json).await
+            requests::inject_events(app.local_only("event")?, &file, &function, cli.json).await
         }
-        Command::Demo(args) => demo::run(&storage, &args, cli.json).await,
+        Command::Demo(args) => demo::run(&app.local_only("demo")?.storage, &args, cli.json).await,
+        Command::Hold { action } => config::hold(&app, action, cli.json).await,
+        Command::Workspace { action } => config::workspace(&app, action, cli.json).await,
         Command::ArmServer { port, page_size } => {
-            arm_server(&cli.data_dir, &storage, port, page_size, cli.json).await
+            arm_server(app.local_only("arm-server")?, port, page_size, cli.json).await
         }
     }
 }
@@ -107,21 +134,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `arm-server`: the local ARM server over the data folder's store until Ctrl-C. It expects the
 /// token the local runtime sends (`DSR_ARM_TOKEN`, default the local token).
 async fn arm_server(
-    data_dir: &std::path::Path,
-    storage: &StorageChoice,
+    local: &LocalSettings,
     port: u16,
     page_size: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    use crate::adapters::local::arm_server::{start, ArmServerOptions, LOCAL_ARM_TOKEN};
-    let paths = crate::config::LocalPaths::new(data_dir);
-    let token = std::env::var("DSR_ARM_TOKEN").unwrap_or_else(|_| LOCAL_ARM_TOKEN.into());
+    use crate::adapters::local::arm_server::{start, ArmServerOptions};
     let options = ArmServerOptions {
         page_size: page_size.max(1),
-        bearer: Some(format!("Bearer {token}")),
+        bearer: Some(format!("Bearer {}", local.arm_token)),
         ..Default::default()
     };
-    let server = start(storage.store(&paths), options, port).await?;
+    let server = start(crate::wiring::store(local), options, port).await?;
     if json {
         println!("{}", serde_json::json!({ "url": server.base_url }));
     } else {

@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::local::{open_queue, StorageChoice};
-use crate::config::LocalPaths;
+use crate::adapters::local::sqlite_queue::LocalQueue;
 use crate::domain::request::{DsrRequest, RequestId};
 use crate::ports::bus::{queues, MessageBus, OutMessage};
+use crate::settings::{AppSettings, LocalSettings};
+use crate::wiring::{open_queue, LocalPaths};
 
 #[derive(Args, Debug, Clone)]
 pub struct SubmitArgs {
@@ -64,8 +65,7 @@ pub fn request_from_flags(paths: &LocalPaths, a: &SubmitArgs) -> anyhow::Result<
 
 /// Enqueue raw request bytes on the intake queue (MessageId = requestId when readable, so a
 /// ticketing system re-sending the same ticket is de-duplicated by the bus).
-pub async fn enqueue(paths: &LocalPaths, body: Vec<u8>) -> anyhow::Result<String> {
-    let queue = open_queue(paths)?;
+pub async fn enqueue(queue: &LocalQueue, body: Vec<u8>) -> anyhow::Result<String> {
     let id = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {
@@ -81,15 +81,15 @@ pub async fn enqueue(paths: &LocalPaths, body: Vec<u8>) -> anyhow::Result<String
     Ok(id)
 }
 
-pub async fn submit(data_dir: &Path, a: &SubmitArgs, json: bool) -> anyhow::Result<()> {
-    let paths = LocalPaths::new(data_dir);
+pub async fn submit(local: &LocalSettings, a: &SubmitArgs, json: bool) -> anyhow::Result<()> {
+    let paths = LocalPaths::new(&local.data_dir);
     let body = match &a.file {
         Some(f) => std::fs::read(f)?,
         None => serde_json::to_vec(&request_from_flags(&paths, a)?)?,
     };
     // Validate locally for a friendly message, but submit anyway: intake rejects and archives.
     let check = DsrRequest::parse(&body);
-    let id = enqueue(&paths, body).await?;
+    let id = enqueue(&*open_queue(local)?, body).await?;
     if json {
         println!(
             "{}",
@@ -105,27 +105,17 @@ pub async fn submit(data_dir: &Path, a: &SubmitArgs, json: bool) -> anyhow::Resu
     Ok(())
 }
 
-/// The request id, parsed, and the state store it lives in.
+/// The request id, parsed, and the state store it lives in (either mode).
 fn open_state(
-    data_dir: &Path,
-    storage: &StorageChoice,
+    app: &AppSettings,
     id: &str,
 ) -> anyhow::Result<(RequestId, crate::state::StateStore)> {
     let rid = RequestId::parse(id).map_err(anyhow::Error::msg)?;
-    let store = storage.store(&LocalPaths::new(data_dir));
-    Ok((
-        rid,
-        crate::state::StateStore::new(store, crate::config::settings_from_env().state_account),
-    ))
+    Ok((rid, crate::wiring::build_state(app)?))
 }
 
-pub async fn status(
-    data_dir: &Path,
-    storage: &StorageChoice,
-    id: &str,
-    json: bool,
-) -> anyhow::Result<()> {
-    let (rid, state) = open_state(data_dir, storage, id)?;
+pub async fn status(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<()> {
+    let (rid, state) = open_state(app, id)?;
     let plan = state.plan(&rid).await?;
     let report = state.report(&rid).await?;
     let done = if plan.is_some() {
@@ -162,13 +152,8 @@ pub async fn status(
     Ok(())
 }
 
-pub async fn report(
-    data_dir: &Path,
-    storage: &StorageChoice,
-    id: &str,
-    json: bool,
-) -> anyhow::Result<()> {
-    let (rid, state) = open_state(data_dir, storage, id)?;
+pub async fn report(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<()> {
+    let (rid, state) = open_state(app, id)?;
     let r = state
         .report(&rid)
         .await?
@@ -184,18 +169,17 @@ pub async fn report(
 /// Queue events for an Event Grid function; `run` delivers them with the host's envelope and
 /// Event Grid's retry schedule. MessageId = event id, so injecting the same file twice is harmless.
 pub async fn inject_events(
-    data_dir: &Path,
+    local: &LocalSettings,
     file: &Path,
     function: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let paths = LocalPaths::new(data_dir);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file)?)?;
     let events = match v {
         serde_json::Value::Array(items) => items,
         other => vec![other],
     };
-    let queue = open_queue(&paths)?;
+    let queue = open_queue(local)?;
     let mut ids = Vec::new();
     for ev in events {
         let id = ev

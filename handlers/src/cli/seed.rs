@@ -1,13 +1,15 @@
-//! `azureml-dsr seed`: generate a synthetic workspace (plus its identity directory) and record
-//! who owns what in `seed-truth.json`.
+//! `azureml-dsr seed`: generate a synthetic workspace (plus its identity directory), put it in
+//! scope (in the state store, as `azureml-dsr workspace add` would) and record who owns what in
+//! `seed-truth.json`.
 
 use std::path::Path;
 
 use clap::Args;
 
 use super::local::StorageChoice;
-use crate::config::LocalPaths;
 use crate::seed::{seed, SeedOptions, SeedTruth};
+use crate::settings::LocalSettings;
+use crate::wiring::LocalPaths;
 
 #[derive(Args, Debug, Clone)]
 pub struct SeedArgs {
@@ -32,7 +34,7 @@ pub async fn seed_into(
 ) -> anyhow::Result<SeedTruth> {
     let paths = LocalPaths::new(data_dir);
     std::fs::create_dir_all(&paths.root)?;
-    let store = storage.store(&paths);
+    let store = crate::wiring::store(&LocalSettings::new(data_dir, storage.clone()));
     let opts = SeedOptions {
         workspaces: args.workspaces,
         users: args.users,
@@ -48,20 +50,15 @@ pub async fn seed_into(
         serde_json::to_vec_pretty(&truth.directory())?,
     )?;
     std::fs::write(paths.truth(), serde_json::to_vec_pretty(&truth)?)?;
-    std::fs::write(
-        paths.workspaces(),
-        serde_json::to_vec_pretty(&truth.workspaces)?,
-    )?;
+    crate::state::StateStore::new(store, crate::functions::Settings::default().state_account)
+        .put_scope(&truth.workspaces)
+        .await?;
     Ok(truth)
 }
 
-pub async fn run(
-    data_dir: &Path,
-    storage: &StorageChoice,
-    args: &SeedArgs,
-    json: bool,
-) -> anyhow::Result<()> {
-    let truth = seed_into(data_dir, storage, args).await?;
+pub async fn run(local: &LocalSettings, args: &SeedArgs, json: bool) -> anyhow::Result<()> {
+    let data_dir = local.data_dir.as_path();
+    let truth = seed_into(data_dir, &local.storage, args).await?;
     if json {
         println!(
             "{}",

@@ -150,13 +150,24 @@ pub fn valid_alias(a: &str) -> bool {
             .all(|c| !c.is_control() && !matches!(c, '/' | '\\' | '*' | '?' | '[' | ']'))
 }
 
-/// Salted hash for logs. The salt (`DSR_LOG_SALT`) keeps hashes from being reversed by hashing
-/// a directory of known ids.
+/// The public default salt: fine for the embedded demo, refused in Azure mode.
+pub const LOCAL_LOG_SALT: &str = "azureml-dsr";
+
+/// The salt of [`log_hash`], set once at start-up from the validated settings (`DSR_LOG_SALT`).
+static LOG_SALT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Set the log-hash salt; the first call wins (one process, one salt).
+pub fn set_log_salt(salt: &str) {
+    let _ = LOG_SALT.set(salt.to_string());
+}
+
+/// Salted hash for logs. The salt keeps hashes from being reversed by hashing a directory of
+/// known ids; until [`set_log_salt`] is called (tests, library use) the public local default.
 pub fn log_hash(value: &str) -> String {
-    let salt = std::env::var("DSR_LOG_SALT").unwrap_or_else(|_| "azureml-dsr".to_string());
+    let salt = LOG_SALT.get().map(String::as_str).unwrap_or(LOCAL_LOG_SALT);
     format!(
         "subj-{}",
-        short_hash(&[&salt, &value.trim().to_lowercase()], 16)
+        short_hash(&[salt, &value.trim().to_lowercase()], 16)
     )
 }
 

@@ -8,6 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::{FnError, Services};
+use crate::domain::holds::HoldSet;
 use crate::domain::plan::ResourceType;
 use crate::domain::request::RequestKind;
 use crate::domain::slice::{Item, SliceTask};
@@ -144,6 +145,12 @@ async fn jobs(
 ) -> Result<Inventory, DiscoveryError> {
     let mut entries = Vec::new();
     let mut notes = Vec::new();
+    // A retention sweep applies per-person holds to each job; read them once, as they are now.
+    let holds = if task.kind == RequestKind::Retention {
+        svc.holds().await?
+    } else {
+        HoldSet::default()
+    };
     // Page by page: memory follows the subject's runs, not the workspace's (at most two pages
     // are held). The next page is fetched while the matched jobs of this one have their
     // folders listed (concurrently, order kept), so neither waits for the other.
@@ -159,7 +166,7 @@ async fn jobs(
             .filter(|doc| job_matches(task, doc))
             .collect();
         let found = futures::stream::iter(matched)
-            .map(|doc| job_entries(svc, task, ws, doc))
+            .map(|doc| job_entries(svc, task, ws, &holds, doc))
             .buffered(svc.settings.concurrency.max(1))
             .try_collect::<Vec<(Vec<InventoryEntry>, Option<String>)>>();
         let (found, next_page) = match next {
@@ -188,6 +195,7 @@ async fn job_entries(
     svc: &Services,
     task: &SliceTask,
     ws: &WorkspaceInfo,
+    holds: &HoldSet,
     doc: Value,
 ) -> Result<(Vec<InventoryEntry>, Option<String>), DiscoveryError> {
     let mut entries = Vec::new();
@@ -226,7 +234,7 @@ async fn job_entries(
     if task.kind == RequestKind::Retention {
         // A retention sweep has no subject of its own: a person under legal hold keeps
         // their job history.
-        if let Some(hold) = creator_hold(svc, task, &doc) {
+        if let Some(hold) = creator_hold(holds, task, &doc) {
             for e in &mut entries {
                 e.hold = Some(hold.clone());
             }
@@ -238,7 +246,7 @@ async fn job_entries(
 }
 
 fn creator_hold(
-    svc: &Services,
+    holds: &HoldSet,
     task: &SliceTask,
     doc: &Value,
 ) -> Option<crate::domain::holds::HoldRef> {
@@ -246,7 +254,7 @@ fn creator_hold(
         .pointer("/properties/runHistory/createdBy/userObjectId")
         .and_then(Value::as_str)?;
     let oid = uuid::Uuid::parse_str(oid).ok()?;
-    svc.holds
+    holds
         .holds
         .iter()
         .filter(|h| h.subject_object_id == Some(oid))

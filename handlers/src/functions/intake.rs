@@ -88,7 +88,8 @@ pub async fn run(
     if request.received_at.is_none() {
         request.received_at = delivery.enqueued_time;
     }
-    let plan = Plan::build(&request, subject, &svc.holds, now, sha);
+    let holds = svc.holds().await?;
+    let plan = Plan::build(&request, subject, &holds, now, sha);
     // Persist before sending anything: the aggregator's definition of "done".
     if !state
         .store

@@ -19,7 +19,7 @@ use crate::ports::directory::Directory;
 use crate::ports::telemetry::TelemetryStore;
 use crate::state::StateStore;
 
-/// Tunables, from environment (see `config`).
+/// Tunables, read and validated by [`crate::settings`].
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Storage account holding state, exports, reports, audit and the intake archive.
@@ -40,6 +40,8 @@ pub struct Settings {
     /// Azure ML keeps a soft-deleted workspace recoverable this long (1-14 days, default 14):
     /// its leftovers are cleaned only after that.
     pub workspace_soft_delete_days: u32,
+    /// Deletes request Log Analytics purges; when off, telemetry is reported as not purged.
+    pub telemetry_purge_enabled: bool,
 }
 
 impl Default for Settings {
@@ -53,6 +55,7 @@ impl Default for Settings {
             retention_days: 365,
             retention_dry_run: false,
             workspace_soft_delete_days: 14,
+            telemetry_purge_enabled: true,
         }
     }
 }
@@ -65,10 +68,7 @@ pub struct Services {
     pub directory: Arc<dyn Directory>,
     pub control: Arc<dyn ControlPlane>,
     pub telemetry: Arc<dyn TelemetryStore>,
-    pub holds: HoldSet,
     pub settings: Settings,
-    /// Workspaces the retention sweep covers (`DSR_WORKSPACES`, or `workspaces.json` locally).
-    pub scope: Vec<crate::domain::workspace::WorkspaceId>,
     /// Whether the state containers exist yet, shared by every [`StateStore`] this hands out so a
     /// process creates them once (`Default::default()` when building `Services`).
     pub state_containers: crate::state::ContainersReady,
@@ -78,6 +78,27 @@ impl Services {
     pub fn state(&self) -> StateStore {
         StateStore::new(self.store.clone(), self.settings.state_account.clone())
             .sharing_containers_ready(self.state_containers.clone())
+    }
+
+    /// The legal holds as they are now (read from the state account on every call, so a hold
+    /// placed with the CLI applies at once). Unreadable is an error, never "no holds".
+    pub async fn holds(&self) -> Result<HoldSet, FnError> {
+        let state = self.state();
+        state.ensure_containers().await?;
+        state
+            .holds()
+            .await
+            .map_err(|e| FnError::Transient(format!("legal holds unreadable: {e}")))
+    }
+
+    /// The workspaces in scope, from the state account.
+    pub async fn scope(&self) -> Result<Vec<crate::domain::workspace::WorkspaceId>, FnError> {
+        let state = self.state();
+        state.ensure_containers().await?;
+        state
+            .scope()
+            .await
+            .map_err(|e| FnError::Transient(format!("workspace scope unreadable: {e}")))
     }
 }
 

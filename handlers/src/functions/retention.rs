@@ -47,7 +47,8 @@ pub async fn run(
     let state = svc.state();
     state.ensure_containers().await?;
     let mut out = SweepOutcome::default();
-    for ws in &svc.scope {
+    let holds = svc.holds().await?;
+    for ws in &svc.scope().await? {
         let info = match svc.control.workspace(ws).await {
             Ok(i) => i,
             Err(ControlPlaneError::WorkspaceNotFound) => {
@@ -79,7 +80,7 @@ pub async fn run(
             cutoff,
             now,
             svc.settings.retention_dry_run,
-            &svc.holds,
+            &holds,
         );
         if state
             .store

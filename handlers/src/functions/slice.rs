@@ -575,10 +575,19 @@ async fn delete(
             Item::Blob { .. } => {}
         }
     }
-    if entries
+    let has_telemetry = entries
         .iter()
-        .any(|e| matches!(e.item, Item::Telemetry { .. }))
-    {
+        .any(|e| matches!(e.item, Item::Telemetry { .. }));
+    if has_telemetry && !svc.settings.telemetry_purge_enabled {
+        // Not purged is not deleted: the report must not say Completed for these records.
+        for (i, e) in entries.iter().enumerate() {
+            if matches!(e.item, Item::Telemetry { .. }) {
+                statuses[i] = Some(ItemStatus::Failed {
+                    reason: "telemetry purge is disabled (DSR_TELEMETRY_PURGE_ENABLED=false): the records remain".into(),
+                });
+            }
+        }
+    } else if has_telemetry {
         let ws = svc.control.workspace(&task.workspace).await?;
         let purged = svc
             .telemetry

@@ -14,6 +14,53 @@ use serde_json::Value;
 /// Settings the product defines a default for, so a bare local run needs no configuration.
 pub const DEFAULT_SETTINGS: &[(&str, &str)] = &[("RETENTION_SWEEP_SCHEDULE", "0 0 3 * * *")];
 
+/// This repository's `host.json`, built in.
+pub const EMBEDDED_HOST: &str = include_str!("../../../host.json");
+
+/// This repository's function folders, built in (a test checks the list against `functions/`).
+pub const EMBEDDED_FUNCTIONS: &[(&str, &str)] = &[
+    (
+        "dsr-aggregate",
+        include_str!("../../../functions/dsr-aggregate/function.json"),
+    ),
+    (
+        "dsr-intake",
+        include_str!("../../../functions/dsr-intake/function.json"),
+    ),
+    (
+        "retention-sweep",
+        include_str!("../../../functions/retention-sweep/function.json"),
+    ),
+    (
+        "slice-compute",
+        include_str!("../../../functions/slice-compute/function.json"),
+    ),
+    (
+        "slice-data",
+        include_str!("../../../functions/slice-data/function.json"),
+    ),
+    (
+        "slice-jobs",
+        include_str!("../../../functions/slice-jobs/function.json"),
+    ),
+    (
+        "slice-models",
+        include_str!("../../../functions/slice-models/function.json"),
+    ),
+    (
+        "slice-notebooks",
+        include_str!("../../../functions/slice-notebooks/function.json"),
+    ),
+    (
+        "slice-telemetry",
+        include_str!("../../../functions/slice-telemetry/function.json"),
+    ),
+    (
+        "workspace-deleted",
+        include_str!("../../../functions/workspace-deleted/function.json"),
+    ),
+];
+
 /// The Service Bus extension's default when host.json does not set maxConcurrentCalls
 /// (16 per processor in extension v5; this runtime assumes one processor's worth).
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
@@ -156,9 +203,62 @@ fn str_field(v: &Value, key: &str) -> Option<String> {
 }
 
 impl HostConfig {
+    /// Read `host.json` and the function folders under `app_root` (a deployment package's
+    /// layout, or this repository's).
     pub fn load(app_root: &Path, settings: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let host_path = app_root.join("host.json");
         let host = read_json(&host_path)?;
+        let functions_dir = if app_root.join("functions").is_dir() {
+            app_root.join("functions")
+        } else {
+            app_root.to_path_buf()
+        };
+        let entries = std::fs::read_dir(&functions_dir).map_err(|source| ConfigError::Io {
+            path: functions_dir.clone(),
+            source,
+        })?;
+        let mut functions = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| ConfigError::Io {
+                path: functions_dir.clone(),
+                source,
+            })?;
+            let fj = entry.path().join("function.json");
+            if !fj.is_file() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            functions.push((name, fj.clone(), read_json(&fj)?));
+        }
+        Self::from_documents(app_root, &host_path, &host, functions, settings)
+    }
+
+    /// The function set built into the binary (this repository's `host.json` and
+    /// `functions/*/function.json` at build time), so the CLI works from any folder.
+    pub fn embedded(settings: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let root = Path::new("<built-in>");
+        let parse = |name: &str, text: &str| {
+            serde_json::from_str::<Value>(text).map_err(|source| ConfigError::Json {
+                path: root.join(name),
+                source,
+            })
+        };
+        let host = parse("host.json", EMBEDDED_HOST)?;
+        let mut functions = Vec::new();
+        for (name, text) in EMBEDDED_FUNCTIONS {
+            let path = root.join(name).join("function.json");
+            functions.push((name.to_string(), path, parse(name, text)?));
+        }
+        Self::from_documents(root, &root.join("host.json"), &host, functions, settings)
+    }
+
+    fn from_documents(
+        app_root: &Path,
+        host_path: &Path,
+        host: &Value,
+        function_docs: Vec<(String, PathBuf, Value)>,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |path: &Path, reason: String| ConfigError::Invalid {
             path: path.into(),
             reason,
@@ -184,7 +284,7 @@ impl HostConfig {
             None => DEFAULT_MAX_CONCURRENT_CALLS,
             Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
                 invalid(
-                    &host_path,
+                    host_path,
                     format!("maxConcurrentCalls must be a positive integer, got {v}"),
                 )
             })? as usize,
@@ -192,33 +292,13 @@ impl HostConfig {
         let function_timeout = match host.get("functionTimeout").and_then(Value::as_str) {
             None => None,
             Some(s) => parse_timespan(s)
-                .ok_or_else(|| invalid(&host_path, format!("bad functionTimeout {s:?}")))?,
+                .ok_or_else(|| invalid(host_path, format!("bad functionTimeout {s:?}")))?,
         };
-
-        let functions_dir = if app_root.join("functions").is_dir() {
-            app_root.join("functions")
-        } else {
-            app_root.to_path_buf()
-        };
-        let entries = std::fs::read_dir(&functions_dir).map_err(|source| ConfigError::Io {
-            path: functions_dir.clone(),
-            source,
-        })?;
         let mut functions = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| ConfigError::Io {
-                path: functions_dir.clone(),
-                source,
-            })?;
-            let fj = entry.path().join("function.json");
-            if !fj.is_file() {
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let def = read_json(&fj)?;
+        for (name, path, def) in function_docs {
             functions.push(FunctionDef {
                 name,
-                trigger: parse_trigger(&def, settings).map_err(|r| invalid(&fj, r))?,
+                trigger: parse_trigger(&def, settings).map_err(|r| invalid(&path, r))?,
             });
         }
         functions.sort_by(|a, b| a.name.cmp(&b.name));
@@ -290,6 +370,16 @@ mod tests {
             .parent()
             .unwrap()
             .to_path_buf()
+    }
+
+    #[test]
+    fn the_built_in_function_set_is_the_repository_one() {
+        let on_disk = HostConfig::load(&repo_root(), &BTreeMap::new()).unwrap();
+        let built_in = HostConfig::embedded(&BTreeMap::new()).unwrap();
+        assert_eq!(on_disk.functions, built_in.functions);
+        assert_eq!(on_disk.custom_handler, built_in.custom_handler);
+        assert_eq!(on_disk.max_concurrent_calls, built_in.max_concurrent_calls);
+        assert_eq!(on_disk.function_timeout, built_in.function_timeout);
     }
 
     #[test]
