@@ -22,8 +22,8 @@ use serde_json::{json, Map, Value};
 
 use super::identity::{check_bearer, TokenProblem};
 use super::server::{
-    header_pairs, json_reply, now_naive, percent_decode, query_pairs, request_id,
-    BackgroundServer, Faults, Log, Seen,
+    header_pairs, json_reply, now_naive, percent_decode, query_pairs, request_id, BackgroundServer,
+    Faults, Log, Seen,
 };
 
 pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
@@ -271,7 +271,10 @@ fn answer(
         }
     }
     if st.throttle.take() {
-        let secs = *st.retry_after_secs.lock().unwrap_or_else(|p| p.into_inner());
+        let secs = *st
+            .retry_after_secs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         return graph_error(
             429,
             "TooManyRequests",
@@ -279,12 +282,7 @@ fn answer(
             &[("Retry-After", secs.to_string())],
         );
     }
-    let q = |k: &str| {
-        query
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let base = headers
         .get("host")
@@ -325,12 +323,7 @@ fn answer(
                 );
             };
             let Some(mail) = mail_filter(filter) else {
-                return graph_error(
-                    400,
-                    "Request_UnsupportedQuery",
-                    "Unsupported Query.",
-                    &[],
-                );
+                return graph_error(400, "Request_UnsupportedQuery", "Unsupported Query.", &[]);
             };
             // OData `eq` on strings in the directory is case-insensitive.
             let value: Vec<Value> = users
@@ -376,7 +369,10 @@ fn answer(
         _ => graph_error(
             400,
             "BadRequest",
-            &format!("Resource not found for the segment '{}'.", segments.last().unwrap_or(&"")),
+            &format!(
+                "Resource not found for the segment '{}'.",
+                segments.last().unwrap_or(&"")
+            ),
             &[],
         ),
     }

@@ -65,7 +65,11 @@ async fn token(
         .and_then(|v| v.to_str().ok())
         != Some(st.secret.as_str())
     {
-        return text_reply(401, "text/plain", "missing or wrong X-IDENTITY-HEADER".into());
+        return text_reply(
+            401,
+            "text/plain",
+            "missing or wrong X-IDENTITY-HEADER".into(),
+        );
     }
     if q.api_version.as_deref() != Some("2019-08-01") {
         return text_reply(400, "text/plain", "unsupported api-version".into());

@@ -40,7 +40,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::identity::{check_bearer, TokenProblem};
@@ -158,7 +158,8 @@ impl LogAnalyticsStandIn {
             .fallback(query_handler)
             .with_state(state.clone());
         let query = BackgroundServer::start("log analytics query", query_app);
-        let arm = BackgroundServer::start("log analytics purge (ARM)", arm_router_for(&state, None));
+        let arm =
+            BackgroundServer::start("log analytics purge (ARM)", arm_router_for(&state, None));
         LogAnalyticsStandIn { query, arm, state }
     }
 
@@ -180,8 +181,9 @@ impl LogAnalyticsStandIn {
 
     /// Register a Log Analytics workspace; returns its workspace (customer) id.
     pub fn add_workspace(&self, resource_id: &str) -> String {
-        let customer_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, ws_key(resource_id).as_bytes())
-            .to_string();
+        let customer_id =
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, ws_key(resource_id).as_bytes())
+                .to_string();
         self.state
             .workspaces
             .lock()
@@ -198,7 +200,11 @@ impl LogAnalyticsStandIn {
     /// Create (or replace) a table with `(name, type)` columns.
     pub fn add_table(&self, resource_id: &str, table: &str, columns: &[(&str, &str)]) {
         self.add_workspace(resource_id);
-        let mut ws = self.state.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ws = self
+            .state
+            .workspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(w) = ws.get_mut(&ws_key(resource_id)) {
             w.tables.insert(
                 table.to_string(),
@@ -215,7 +221,11 @@ impl LogAnalyticsStandIn {
 
     /// Append rows given as objects keyed by column name (missing columns are null).
     pub fn insert(&self, resource_id: &str, table: &str, rows: &[Value]) {
-        let mut ws = self.state.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ws = self
+            .state
+            .workspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let t = ws
             .get_mut(&ws_key(resource_id))
             .and_then(|w| w.tables.get_mut(table))
@@ -232,8 +242,15 @@ impl LogAnalyticsStandIn {
 
     /// The rows of a table now, as objects.
     pub fn rows(&self, resource_id: &str, table: &str) -> Vec<Value> {
-        let ws = self.state.workspaces.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(t) = ws.get(&ws_key(resource_id)).and_then(|w| w.tables.get(table)) else {
+        let ws = self
+            .state
+            .workspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(t) = ws
+            .get(&ws_key(resource_id))
+            .and_then(|w| w.tables.get(table))
+        else {
             return Vec::new();
         };
         t.rows
@@ -252,7 +269,11 @@ impl LogAnalyticsStandIn {
 
     /// Status polls a new purge answers `pending` before `completed`.
     pub fn set_pending_polls(&self, n: u32) {
-        *self.state.pending_polls.lock().unwrap_or_else(|p| p.into_inner()) = n;
+        *self
+            .state
+            .pending_polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = n;
     }
 
     /// The next `n` accepted purges fail (their status answers 500; no row is removed).
@@ -267,13 +288,21 @@ impl LogAnalyticsStandIn {
 
     /// The next `n` purge requests answer 429 with `Retry-After: secs`.
     pub fn throttle_purges(&self, n: u32, secs: u64) {
-        *self.state.retry_after_secs.lock().unwrap_or_else(|p| p.into_inner()) = secs;
+        *self
+            .state
+            .retry_after_secs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = secs;
         self.state.throttle_purges.set(n);
     }
 
     /// The next `n` queries answer 429 with `Retry-After: secs`.
     pub fn throttle_queries(&self, n: u32, secs: u64) {
-        *self.state.retry_after_secs.lock().unwrap_or_else(|p| p.into_inner()) = secs;
+        *self
+            .state
+            .retry_after_secs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = secs;
         self.state.throttle_queries.set(n);
     }
 
@@ -359,7 +388,9 @@ fn equal(kind: Kind, a: &Value, b: &Value) -> bool {
             (as_text(a).and_then(|s| parse_datetime(&s)), as_text(b).and_then(|s| parse_datetime(&s))),
             (Some(x), Some(y)) if x == y
         ),
-        Kind::Bool => as_text(a).map(|s| s.to_ascii_lowercase()) == as_text(b).map(|s| s.to_ascii_lowercase()),
+        Kind::Bool => {
+            as_text(a).map(|s| s.to_ascii_lowercase()) == as_text(b).map(|s| s.to_ascii_lowercase())
+        }
         // A dynamic value compared with a scalar: compare the scalar forms.
         Kind::Text | Kind::Dynamic => match (a, b) {
             (Value::String(x), Value::String(y)) => x == y,
@@ -444,7 +475,11 @@ fn compile_filters(t: &Table, filters: &[Value]) -> Result<Vec<Filter>, String> 
             // A custom dimension's value compares as the scalar it holds.
             kind = Kind::Dynamic;
         }
-        let op = match f.get("operator").and_then(Value::as_str).unwrap_or_default() {
+        let op = match f
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+        {
             "==" => Op::Eq,
             "=~" => Op::EqCi,
             "in" => Op::In,
@@ -459,15 +494,23 @@ fn compile_filters(t: &Table, filters: &[Value]) -> Result<Vec<Filter>, String> 
         let value = f.get("value").cloned().unwrap_or(Value::Null);
         match op {
             Op::In | Op::InCi if !value.as_array().is_some_and(|a| !a.is_empty()) => {
-                return Err(format!("Operator '{}' needs an array of values.", op_name(op)))
+                return Err(format!(
+                    "Operator '{}' needs an array of values.",
+                    op_name(op)
+                ))
             }
             Op::Between if value.as_array().map(Vec::len) != Some(2) => {
                 return Err("Operator 'between' needs an array of two values.".into())
             }
             Op::Gt | Op::Ge | Op::Lt | Op::Le | Op::Between if kind == Kind::Bool => {
-                return Err(format!("Operator '{}' does not apply to bool column '{column}'.", op_name(op)))
+                return Err(format!(
+                    "Operator '{}' does not apply to bool column '{column}'.",
+                    op_name(op)
+                ))
             }
-            Op::Eq | Op::EqCi | Op::Gt | Op::Ge | Op::Lt | Op::Le if value.is_array() || value.is_null() => {
+            Op::Eq | Op::EqCi | Op::Gt | Op::Ge | Op::Lt | Op::Le
+                if value.is_array() || value.is_null() =>
+            {
                 return Err(format!("Operator '{}' needs a single value.", op_name(op)))
             }
             _ => {}
@@ -481,7 +524,9 @@ fn compile_filters(t: &Table, filters: &[Value]) -> Result<Vec<Filter>, String> 
                 .iter()
                 .any(|v| as_text(v).and_then(|s| parse_datetime(&s)).is_none())
             {
-                return Err(format!("Value for datetime column '{column}' is not a datetime."));
+                return Err(format!(
+                    "Value for datetime column '{column}' is not a datetime."
+                ));
             }
         }
         out.push(Filter {
@@ -531,8 +576,12 @@ fn filter_matches(row: &[Value], f: &Filter) -> bool {
     match f.op {
         Op::Eq => equal(f.kind, &c, v),
         Op::EqCi => equal_ci(&c, v),
-        Op::In => v.as_array().is_some_and(|a| a.iter().any(|x| equal(f.kind, &c, x))),
-        Op::InCi => v.as_array().is_some_and(|a| a.iter().any(|x| equal_ci(&c, x))),
+        Op::In => v
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| equal(f.kind, &c, x))),
+        Op::InCi => v
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| equal_ci(&c, x))),
         Op::Gt => order(f.kind, &c, v) == Some(Greater),
         Op::Ge => matches!(order(f.kind, &c, v), Some(Greater | Equal)),
         Op::Lt => order(f.kind, &c, v) == Some(Less),
@@ -670,7 +719,9 @@ fn parse_kql(q: &str) -> Result<Query, String> {
                     let value = match it.next() {
                         Some(Tok::Str(s)) => Value::String(s),
                         Some(Tok::Num(n)) => json!(n),
-                        Some(Tok::Ident(b)) if b == "true" || b == "false" => Value::Bool(b == "true"),
+                        Some(Tok::Ident(b)) if b == "true" || b == "false" => {
+                            Value::Bool(b == "true")
+                        }
                         other => return Err(format!("Query could not be parsed at '{other:?}'")),
                     };
                     preds.push(Pred { column, op, value });
@@ -695,7 +746,13 @@ fn parse_kql(q: &str) -> Result<Query, String> {
 
 // ------------------------------------------------------------------ query API
 
-fn la_error(status: u16, code: &str, message: &str, inner: Option<Value>, extra: &[(&str, String)]) -> Response {
+fn la_error(
+    status: u16,
+    code: &str,
+    message: &str,
+    inner: Option<Value>,
+    extra: &[(&str, String)],
+) -> Response {
     let mut e = json!({"message": message, "code": code, "correlationId": request_id()});
     if let Some(i) = inner {
         e["innererror"] = i;
@@ -762,15 +819,36 @@ fn run_query(
     match check_bearer(headers, LOG_ANALYTICS_AUDIENCES) {
         Ok(_) => {}
         Err(TokenProblem::Missing) | Err(TokenProblem::Invalid(_)) => {
-            return la_error(401, "AuthorizationRequiredError", "Valid authentication was not provided", None, &[])
+            return la_error(
+                401,
+                "AuthorizationRequiredError",
+                "Valid authentication was not provided",
+                None,
+                &[],
+            )
         }
         Err(TokenProblem::WrongAudience(_)) => {
-            return la_error(403, "InvalidTokenError", "The provided authentication is not valid for this resource", None, &[])
+            return la_error(
+                403,
+                "InvalidTokenError",
+                "The provided authentication is not valid for this resource",
+                None,
+                &[],
+            )
         }
     }
     if st.throttle_queries.take() {
-        let secs = *st.retry_after_secs.lock().unwrap_or_else(|p| p.into_inner());
-        return la_error(429, "ThrottledError", "Too many requests. Please retry later.", None, &[("Retry-After", secs.to_string())]);
+        let secs = *st
+            .retry_after_secs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        return la_error(
+            429,
+            "ThrottledError",
+            "Too many requests. Please retry later.",
+            None,
+            &[("Retry-After", secs.to_string())],
+        );
     }
     let Some(segs) = path
         .trim_matches('/')
@@ -778,34 +856,85 @@ fn run_query(
         .map(percent_decode)
         .collect::<Option<Vec<String>>>()
     else {
-        return la_error(400, "BadArgumentError", "The request path is not valid UTF-8", None, &[]);
+        return la_error(
+            400,
+            "BadArgumentError",
+            "The request path is not valid UTF-8",
+            None,
+            &[],
+        );
     };
     if segs.len() < 3 || segs[0] != "v1" || segs.last().map(String::as_str) != Some("query") {
-        return la_error(404, "PathNotFoundError", &format!("The requested path does not exist: {path}"), None, &[]);
+        return la_error(
+            404,
+            "PathNotFoundError",
+            &format!("The requested path does not exist: {path}"),
+            None,
+            &[],
+        );
     }
     let target = &segs[1..segs.len() - 1];
     let ws = st.workspaces.lock().unwrap_or_else(|p| p.into_inner());
     let workspace = if target.len() == 2 && target[0].eq_ignore_ascii_case("workspaces") {
-        ws.values().find(|w| w.customer_id.eq_ignore_ascii_case(&target[1]))
+        ws.values()
+            .find(|w| w.customer_id.eq_ignore_ascii_case(&target[1]))
     } else {
         ws.get(&ws_key(&target.join("/")))
     };
     let Some(workspace) = workspace else {
-        return la_error(404, "WorkspaceNotFoundError", "The workspace could not be found", None, &[]);
+        return la_error(
+            404,
+            "WorkspaceNotFoundError",
+            "The workspace could not be found",
+            None,
+            &[],
+        );
     };
     let kql = match *method {
         Method::POST => match serde_json::from_slice::<Value>(body) {
             Ok(v) => match v.get("query").and_then(Value::as_str) {
                 Some(q) => q.to_string(),
-                None => return la_error(400, "BadArgumentError", "The request had some invalid properties: 'query' is required", None, &[]),
+                None => {
+                    return la_error(
+                        400,
+                        "BadArgumentError",
+                        "The request had some invalid properties: 'query' is required",
+                        None,
+                        &[],
+                    )
+                }
             },
-            Err(_) => return la_error(400, "BadArgumentError", "The request body is not valid JSON", None, &[]),
+            Err(_) => {
+                return la_error(
+                    400,
+                    "BadArgumentError",
+                    "The request body is not valid JSON",
+                    None,
+                    &[],
+                )
+            }
         },
         Method::GET => match query.iter().find(|(k, _)| k == "query") {
             Some((_, q)) => q.clone(),
-            None => return la_error(400, "BadArgumentError", "The request had some invalid properties: 'query' is required", None, &[]),
+            None => {
+                return la_error(
+                    400,
+                    "BadArgumentError",
+                    "The request had some invalid properties: 'query' is required",
+                    None,
+                    &[],
+                )
+            }
         },
-        _ => return la_error(405, "MethodNotAllowedError", "The method is not allowed", None, &[]),
+        _ => {
+            return la_error(
+                405,
+                "MethodNotAllowedError",
+                "The method is not allowed",
+                None,
+                &[],
+            )
+        }
     };
     let q = match parse_kql(&kql) {
         Ok(q) => q,
@@ -858,7 +987,11 @@ fn run_query(
 // ------------------------------------------------------------------ ARM purge API
 
 fn arm_error(status: u16, code: &str, message: &str, extra: &[(&str, String)]) -> Response {
-    json_reply(status, extra, &json!({"error": {"code": code, "message": message}}))
+    json_reply(
+        status,
+        extra,
+        &json!({"error": {"code": code, "message": message}}),
+    )
 }
 
 fn arm_router_for(state: &Arc<LaState>, inner: Option<axum::Router>) -> axum::Router {
@@ -867,7 +1000,10 @@ fn arm_router_for(state: &Arc<LaState>, inner: Option<axum::Router>) -> axum::Ro
             arm_error(404, "ResourceNotFound", "The resource was not found.", &[])
         })
     });
-    inner.layer(axum::middleware::from_fn_with_state(state.clone(), intercept))
+    inner.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        intercept,
+    ))
 }
 
 /// What a path names under `.../providers/Microsoft.OperationalInsights/workspaces/{ws}/`.
@@ -966,24 +1102,52 @@ fn purge_api(
     match (method.clone(), target) {
         (Method::POST, PurgePath::Purge(key, [sub, rg, name])) => {
             if st.throttle_purges.take() {
-                let secs = *st.retry_after_secs.lock().unwrap_or_else(|p| p.into_inner());
-                return arm_error(429, "TooManyRequests", "Purge requests are throttled at 50 requests per hour.", &[("Retry-After", secs.to_string())]);
+                let secs = *st
+                    .retry_after_secs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                return arm_error(
+                    429,
+                    "TooManyRequests",
+                    "Purge requests are throttled at 50 requests per hour.",
+                    &[("Retry-After", secs.to_string())],
+                );
             }
             let Ok(body) = serde_json::from_slice::<Value>(body) else {
-                return arm_error(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.", &[]);
+                return arm_error(
+                    400,
+                    "InvalidRequestContent",
+                    "The request content was invalid and could not be deserialized.",
+                    &[],
+                );
             };
             let Some(table_name) = body.get("table").and_then(Value::as_str) else {
-                return arm_error(400, "InvalidRequestContent", "The purge body needs 'table'.", &[]);
+                return arm_error(
+                    400,
+                    "InvalidRequestContent",
+                    "The purge body needs 'table'.",
+                    &[],
+                );
             };
             let Some(filters) = body.get("filters").and_then(Value::as_array) else {
-                return arm_error(400, "InvalidRequestContent", "The purge body needs 'filters'.", &[]);
+                return arm_error(
+                    400,
+                    "InvalidRequestContent",
+                    "The purge body needs 'filters'.",
+                    &[],
+                );
             };
             let ws = st.workspaces.lock().unwrap_or_else(|p| p.into_inner());
             let Some(w) = ws.get(&key) else {
                 return arm_error(404, "ResourceNotFound", &format!("The Resource 'Microsoft.OperationalInsights/workspaces/{name}' under resource group '{rg}' was not found."), &[]);
             };
             let Some(table) = w.tables.get(table_name) else {
-                return arm_error(400, "BadRequest", &format!("Table '{table_name}' does not exist in the workspace."), &[]);
+                return arm_error(
+                    400,
+                    "BadRequest",
+                    &format!("Table '{table_name}' does not exist in the workspace."),
+                    &[],
+                );
             };
             let compiled = match compile_filters(table, filters) {
                 Ok(f) => f,
@@ -996,24 +1160,35 @@ fn purge_api(
             let id = format!("purge-{}", uuid::Uuid::new_v4());
             let failed = st.fail_purges.take();
             let pending = *st.pending_polls.lock().unwrap_or_else(|p| p.into_inner());
-            st.purges.lock().unwrap_or_else(|p| p.into_inner()).push(Purge {
-                record: PurgeRecord {
-                    operation_id: id.clone(),
-                    workspace: key,
-                    table: table_name.to_string(),
-                    filters: filters.clone(),
-                    state: if failed { PurgeState::Failed } else { PurgeState::Pending },
-                    polls: 0,
-                    removed: 0,
-                },
-                pending_left: pending,
-                filters: compiled,
-            });
+            st.purges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Purge {
+                    record: PurgeRecord {
+                        operation_id: id.clone(),
+                        workspace: key,
+                        table: table_name.to_string(),
+                        filters: filters.clone(),
+                        state: if failed {
+                            PurgeState::Failed
+                        } else {
+                            PurgeState::Pending
+                        },
+                        polls: 0,
+                        removed: 0,
+                    },
+                    pending_left: pending,
+                    filters: compiled,
+                });
             // As in the spec example: lower-case provider namespace in the status location.
             let location = format!(
                 "http://{host}/subscriptions/{sub}/resourceGroups/{rg}/providers/microsoft.operationalinsights/workspaces/{name}/operations/{id}?api-version={PURGE_API_VERSION}"
             );
-            json_reply(202, &[("x-ms-status-location", location)], &json!({"operationId": id}))
+            json_reply(
+                202,
+                &[("x-ms-status-location", location)],
+                &json!({"operationId": id}),
+            )
         }
         (Method::GET, PurgePath::Status(key, _, id)) => {
             let mut purges = st.purges.lock().unwrap_or_else(|p| p.into_inner());
@@ -1021,13 +1196,21 @@ fn purge_api(
                 .iter_mut()
                 .find(|p| p.record.operation_id == id && p.record.workspace == key)
             else {
-                return arm_error(404, "ResourceNotFound", &format!("Purge operation '{id}' was not found."), &[]);
+                return arm_error(
+                    404,
+                    "ResourceNotFound",
+                    &format!("Purge operation '{id}' was not found."),
+                    &[],
+                );
             };
             p.record.polls += 1;
             match p.record.state {
-                PurgeState::Failed => {
-                    arm_error(500, "InternalServerError", "The purge operation failed.", &[])
-                }
+                PurgeState::Failed => arm_error(
+                    500,
+                    "InternalServerError",
+                    "The purge operation failed.",
+                    &[],
+                ),
                 PurgeState::Completed => json_reply(200, &[], &json!({"status": "completed"})),
                 PurgeState::Pending if p.pending_left > 0 => {
                     p.pending_left -= 1;
@@ -1035,10 +1218,14 @@ fn purge_api(
                 }
                 PurgeState::Pending => {
                     let mut ws = st.workspaces.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(t) = ws.get_mut(&key).and_then(|w| w.tables.get_mut(&p.record.table)) {
+                    if let Some(t) = ws
+                        .get_mut(&key)
+                        .and_then(|w| w.tables.get_mut(&p.record.table))
+                    {
                         let before = t.rows.len();
                         let filters = &p.filters;
-                        t.rows.retain(|r| !filters.iter().all(|f| filter_matches(r, f)));
+                        t.rows
+                            .retain(|r| !filters.iter().all(|f| filter_matches(r, f)));
                         p.record.removed = before - t.rows.len();
                     }
                     p.record.state = PurgeState::Completed;
@@ -1046,7 +1233,11 @@ fn purge_api(
                 }
             }
         }
-        _ => arm_error(405, "MethodNotAllowed", "The requested method is not allowed for this resource.", &[]),
+        _ => arm_error(
+            405,
+            "MethodNotAllowed",
+            "The requested method is not allowed for this resource.",
+            &[],
+        ),
     }
 }
-

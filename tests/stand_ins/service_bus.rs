@@ -192,7 +192,9 @@ fn decode(queue: &str, headers: &HeaderMap, body: &[u8]) -> Result<(OutMessage, 
         match props.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!("BrokerProperties.{k} must be a string, found {other}.")),
+            Some(other) => Err(format!(
+                "BrokerProperties.{k} must be a string, found {other}."
+            )),
         }
     };
     let message_id = string_prop("MessageId")?
@@ -260,13 +262,13 @@ async fn accept(st: &Arc<SbState>, queue: &str, headers: &HeaderMap, body: &[u8]
         Err(TokenProblem::Missing) => {
             return sb_error(401, "MissingToken: The authorization header was not found.")
         }
-        Err(TokenProblem::Invalid(why)) => {
-            return sb_error(401, &format!("InvalidToken: {why}."))
-        }
+        Err(TokenProblem::Invalid(why)) => return sb_error(401, &format!("InvalidToken: {why}.")),
         Err(TokenProblem::WrongAudience(aud)) => {
             return sb_error(
                 401,
-                &format!("InvalidAudience: The token audience '{aud}' is not valid for this namespace."),
+                &format!(
+                    "InvalidAudience: The token audience '{aud}' is not valid for this namespace."
+                ),
             )
         }
     }

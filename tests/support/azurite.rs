@@ -81,6 +81,9 @@ impl Azurite {
             // count the round trips a scenario makes; silent otherwise.
             .args(access_log.is_none().then_some("--silent"))
             .env("AZURITE_ACCOUNTS", accounts_env)
+            // Copy Blob from another account makes Azurite fetch the source URL itself, over
+            // https from Node: it must trust the same test CA.
+            .envs(tls.map(|t| ("NODE_EXTRA_CA_CERTS", t.ca.clone())))
             .stdin(Stdio::null())
             .stdout(match &access_log {
                 Some(f) => Stdio::from(f.try_clone().expect("access log handle")),
