@@ -493,7 +493,7 @@ fn compile_filters(t: &Table, filters: &[Value]) -> Result<Vec<Filter>, String> 
         };
         let value = f.get("value").cloned().unwrap_or(Value::Null);
         match op {
-            Op::In | Op::InCi if !value.as_array().is_some_and(|a| !a.is_empty()) => {
+            Op::In | Op::InCi if value.as_array().is_none_or(|a| a.is_empty()) => {
                 return Err(format!(
                     "Operator '{}' needs an array of values.",
                     op_name(op)
