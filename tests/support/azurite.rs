@@ -4,6 +4,13 @@
 //!
 //! Concurrent test binaries may race to install: each installs into its own temporary prefix
 //! and publishes it with an atomic directory rename; the loser discards its copy.
+//!
+//! [`Azurite::start_https_oauth`] runs it the way the production blob adapter needs (bearer
+//! tokens are only sent over https): `--oauth basic` with a certificate for `IP:127.0.0.1`
+//! signed by a throw-away CA made with the `openssl` CLI ([`test_tls`]). The SDK's TLS stack
+//! (reqwest + rustls with `rustls-platform-verifier`, which reads roots through
+//! `rustls-native-certs`) trusts that CA when `SSL_CERT_FILE` names a bundle containing it:
+//! [`trust_test_ca`] sets it once per process, before the first TLS client is built.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,11 +29,25 @@ pub struct Azurite {
     pub port: u16,
     /// `http://127.0.0.1:<port>`; account URLs are `<base_url>/<account>`.
     pub base_url: String,
+    /// The CA bundle that verifies this server's certificate (https only).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Azurite {
     /// Start Azurite hosting `accounts` (each with [`KEY`]).
     pub fn start(accounts: &[&str]) -> Azurite {
+        Self::launch(accounts, None)
+    }
+
+    /// Start Azurite over https with `--oauth basic` (bearer tokens checked for issuer,
+    /// audience and lifetime), hosting `accounts` (each with [`KEY`], so tests can still seed
+    /// with Shared Key). `base_url` is `https://127.0.0.1:<port>`. Call [`trust_test_ca`] before
+    /// building any TLS client in this process.
+    pub fn start_https_oauth(accounts: &[&str]) -> Azurite {
+        Self::launch(accounts, Some(test_tls()))
+    }
+
+    fn launch(accounts: &[&str], tls: Option<&'static TestTls>) -> Azurite {
         let main_js = ensure_installed();
         let port = free_port();
         let accounts_env = accounts
@@ -46,10 +67,23 @@ impl Azurite {
             ])
             .arg(port.to_string())
             .args(["--skipApiVersionCheck", "--loose"])
+            .args(tls.iter().flat_map(|t| {
+                [
+                    "--oauth".into(),
+                    "basic".into(),
+                    "--cert".into(),
+                    t.cert.clone().into_os_string(),
+                    "--key".into(),
+                    t.key.clone().into_os_string(),
+                ]
+            }))
             // AZURITE_ACCESS_LOG=<file>: keep Azurite's access log (one line per request), to
             // count the round trips a scenario makes; silent otherwise.
             .args(access_log.is_none().then_some("--silent"))
             .env("AZURITE_ACCOUNTS", accounts_env)
+            // Copy Blob from another account makes Azurite fetch the source URL itself, over
+            // https from Node: it must trust the same test CA.
+            .envs(tls.map(|t| ("NODE_EXTRA_CA_CERTS", t.ca.clone())))
             .stdin(Stdio::null())
             .stdout(match &access_log {
                 Some(f) => Stdio::from(f.try_clone().expect("access log handle")),
@@ -61,10 +95,12 @@ impl Azurite {
             })
             .spawn()
             .expect("spawn node (Node.js is required for the Azurite tests)");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut az = Azurite {
             child,
             port,
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url: format!("{scheme}://127.0.0.1:{port}"),
+            ca_bundle: tls.map(|t| t.bundle.clone()),
         };
         az.wait_ready();
         az
@@ -75,6 +111,10 @@ impl Azurite {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("azurite exited early: {status}");
+            }
+            // Over https a listening socket is enough (Azurite listens once it is ready).
+            if self.ca_bundle.is_some() && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
             }
             // Any HTTP answer means the server is up (an unauthenticated request gets 4xx).
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -214,4 +254,101 @@ pub async fn set_soft_delete(base_url: &str, account: &str, days: i32) {
         .set_properties(props.try_into().unwrap(), None)
         .await
         .unwrap();
+}
+
+/// A throw-away CA and a server certificate for `IP:127.0.0.1` (PEM files in a temp folder that
+/// lives as long as the process).
+pub struct TestTls {
+    pub dir: PathBuf,
+    /// CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Server certificate (PEM, SAN `IP:127.0.0.1`, signed by `ca`).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// `ca` followed by the system roots, for `SSL_CERT_FILE`.
+    pub bundle: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (the openssl CLI is required for the https Azurite tests)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The process's test certificate, generated on first use with the `openssl` CLI.
+pub fn test_tls() -> &'static TestTls {
+    static TLS: std::sync::OnceLock<TestTls> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("dsr-test-tls-")
+            .tempdir()
+            .expect("temp dir for the test certificate")
+            .keep();
+        // A CA (rustls-webpki refuses a CA certificate as the server's own), then a leaf
+        // certificate for the loopback address signed by it.
+        openssl(
+            &dir,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+                "ca.pem", "-days", "3", "-subj", "/CN=azureml-dsr test CA", "-addext",
+                "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        openssl(
+            &dir,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "server.csr",
+                "-subj", "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        openssl(
+            &dir,
+            &[
+                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "cert.pem", "-days", "3", "-extfile", "server.ext",
+            ],
+        );
+        let mut bundle = std::fs::read(dir.join("ca.pem")).expect("read ca.pem");
+        for system in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"] {
+            if let Ok(b) = std::fs::read(system) {
+                bundle.push(b'\n');
+                bundle.extend(b);
+                break;
+            }
+        }
+        std::fs::write(dir.join("bundle.pem"), bundle).expect("write bundle.pem");
+        TestTls {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            bundle: dir.join("bundle.pem"),
+            dir,
+        }
+    })
+}
+
+/// Make this process's TLS clients trust [`test_tls`]'s CA: `SSL_CERT_FILE` = its bundle. Set
+/// once, before any TLS client is built (rustls-native-certs reads it when roots are loaded);
+/// a child process needs the same variable.
+pub fn trust_test_ca() -> &'static Path {
+    static SET: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let bundle = test_tls().bundle.clone();
+        std::env::set_var("SSL_CERT_FILE", &bundle);
+        bundle
+    })
 }

@@ -1,0 +1,20 @@
+//! Loopback stand-ins for the Azure services the handler calls in Azure mode (`DSR_MODE=azure`),
+//! for the "Azure twin" tests: each answers as the real API documents (paths, bodies, paging,
+//! long-running operations, throttling, error shapes, token audiences), binds 127.0.0.1 only, and
+//! runs on its own thread so it can serve a child handler process. Include with
+//! `mod stand_ins;` (it uses no other test module).
+//!
+//! - [`identity`]: App Service managed-identity token endpoint issuing JWTs (Azurite-compatible),
+//!   and the bearer-audience check the others use;
+//! - [`graph`]: Microsoft Graph `users`;
+//! - [`log_analytics`]: Log Analytics query API + ARM workspace purge API;
+//! - [`service_bus`]: Service Bus REST Send Message into a `LocalQueue`.
+//!
+//! Azurite over HTTPS with OAuth lives in `tests/support/azurite.rs`.
+#![allow(dead_code)]
+
+pub mod graph;
+pub mod identity;
+pub mod log_analytics;
+pub mod server;
+pub mod service_bus;

@@ -1,0 +1,873 @@
+//! Proof of the "Azure twin" stand-ins (`tests/stand_ins/`) against the project's production
+//! adapters: each stand-in is driven by the adapter the handler uses in `DSR_MODE=azure`
+//! (`GraphDirectory`, `LogAnalyticsTelemetry`, `ServiceBusSender`, `AzureBlobStore` on Azurite
+//! over https with bearer tokens), with tokens from `azure_identity`'s
+//! `ManagedIdentityCredential` pointed at the identity stand-in. The error paths (404, 429 +
+//! Retry-After, wrong token audience) are exercised too, so a stand-in that answered loosely, or
+//! an adapter that ignored what it was told, fails here.
+
+mod stand_ins;
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use azureml_dsr::adapters::azure::arm::ARM_SCOPE;
+use azureml_dsr::adapters::azure::blob::{Auth, AzureBlobConfig, AzureBlobStore, Endpoints};
+use azureml_dsr::adapters::azure::graph::{GraphDirectory, GRAPH_SCOPE};
+use azureml_dsr::adapters::azure::purge::{
+    LogAnalyticsTelemetry, PurgeBudget, PurgeConfig, LOG_ANALYTICS_SCOPE,
+};
+use azureml_dsr::adapters::azure::rest::RestClient;
+use azureml_dsr::adapters::azure::retry::RetryConfig;
+use azureml_dsr::adapters::azure::servicebus::{ServiceBusSender, SERVICEBUS_SCOPE};
+use azureml_dsr::adapters::local::sqlite_queue::LocalQueue;
+use azureml_dsr::domain::request::SubjectRef;
+use azureml_dsr::domain::subject::{ResolvedSubject, Upn};
+use azureml_dsr::domain::workspace::WorkspaceId;
+use azureml_dsr::ports::blob::{BlobRef, BlobStore, Condition, DeleteOutcome, StoreError};
+use azureml_dsr::ports::bus::{BusError, MessageBus, OutMessage, SendOutcome};
+use azureml_dsr::ports::control_plane::WorkspaceInfo;
+use azureml_dsr::ports::directory::{Directory, DirectoryError};
+use azureml_dsr::ports::telemetry::{PurgeStatus, TelemetryError, TelemetryStore};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use stand_ins::graph::{DirectoryUser, GraphStandIn};
+use stand_ins::identity::IdentityStandIn;
+use stand_ins::log_analytics::{LogAnalyticsStandIn, PurgeState};
+use stand_ins::service_bus::ServiceBusStandIn;
+
+const ML_WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-0";
+const LA_WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.OperationalInsights/workspaces/law-0";
+const ALICE: &str = "11111111-2222-3333-4444-555555555555";
+const BOB: &str = "66666666-7777-8888-9999-000000000000";
+
+fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 4,
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        max_total: Duration::from_secs(20),
+    }
+}
+
+fn credential() -> Arc<dyn TokenCredential> {
+    IdentityStandIn::shared().credential()
+}
+
+fn rest(scope: &str) -> RestClient {
+    RestClient::new(credential(), scope).with_retry(fast_retry())
+}
+
+fn url(s: &str) -> azure_core::http::Url {
+    azure_core::http::Url::parse(s).unwrap()
+}
+
+/// Plain-http client for poking the stand-ins directly (our reqwest is built without TLS).
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+// ---------------------------------------------------------------- identity
+
+#[tokio::test]
+async fn identity_issues_jwts_for_the_requested_audience() {
+    let id = IdentityStandIn::shared();
+    let cred = credential();
+    let token = cred
+        .get_token(&["https://storage.azure.com/.default"], None)
+        .await
+        .unwrap();
+    let c = claims(token.token.secret());
+    assert_eq!(c["aud"], "https://storage.azure.com");
+    assert!(c["iss"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://sts.windows.net/"));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(c["nbf"].as_i64().unwrap() <= now && c["exp"].as_i64().unwrap() > now + 3600);
+    assert!(c["iat"].is_i64() && c["oid"].is_string() && c["tid"].is_string());
+    // Deterministic per resource, so a server comparing the whole header can be told it.
+    assert_eq!(
+        token.token.secret(),
+        id.token_for("https://storage.azure.com")
+    );
+    assert!(id
+        .requested()
+        .contains(&"https://storage.azure.com".to_string()));
+    // The protocol's secret header and api-version are required.
+    let r = http()
+        .get(format!(
+            "{}?api-version=2019-08-01&resource=https://storage.azure.com",
+            id.endpoint
+        ))
+        .header("X-IDENTITY-HEADER", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http()
+        .get(format!("{}?api-version=2017-09-01&resource=x", id.endpoint))
+        .header("X-IDENTITY-HEADER", &id.header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+// ---------------------------------------------------------------- Graph
+
+fn by_upn(upn: &str) -> SubjectRef {
+    SubjectRef {
+        object_id: None,
+        upn: Some(Upn::parse(upn).unwrap()),
+        tenant_id: None,
+        display_name: None,
+    }
+}
+
+#[tokio::test]
+async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
+    let graph = GraphStandIn::start(vec![
+        DirectoryUser::new(ALICE, "alice@contoso.com", "Alice Smith"),
+        // Mail differs from the UPN: found through the adapter's `$filter=mail eq` fallback.
+        DirectoryUser::new(
+            BOB,
+            "bob_contoso.com#EXT#@contoso.onmicrosoft.com",
+            "Bob Jones",
+        )
+        .with_mail(Some("bob@contoso.com")),
+    ]);
+    let dir = GraphDirectory::new(rest(GRAPH_SCOPE), url(graph.base_url()));
+
+    let alice = dir
+        .lookup(&by_upn("Alice@Contoso.com"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.object_id.to_string(), ALICE);
+    assert_eq!(alice.display_name.as_deref(), Some("Alice Smith"));
+    let by_oid = SubjectRef {
+        object_id: Some(alice.object_id),
+        upn: None,
+        tenant_id: None,
+        display_name: None,
+    };
+    assert_eq!(
+        dir.lookup(&by_oid).await.unwrap().unwrap().object_id,
+        alice.object_id
+    );
+    let bob = dir
+        .lookup(&by_upn("bob@contoso.com"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bob.object_id.to_string(), BOB);
+    assert!(dir
+        .lookup(&by_upn("nobody@contoso.com"))
+        .await
+        .unwrap()
+        .is_none());
+
+    let seen = graph.requests();
+    assert!(seen
+        .iter()
+        .all(|s| s.query("$select") == Some("id,userPrincipalName,mail,displayName")));
+    let not_found = seen
+        .iter()
+        .find(|s| s.path == "/v1.0/users/nobody@contoso.com")
+        .unwrap();
+    assert_eq!(not_found.status, 404);
+    // The documented 404 body.
+    let r = http()
+        .get(format!(
+            "{}/v1.0/users/nobody@contoso.com",
+            graph.base_url()
+        ))
+        .bearer_auth(IdentityStandIn::shared().token_for("https://graph.microsoft.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "Request_ResourceNotFound");
+    assert!(body["error"]["innerError"]["request-id"].is_string());
+    // $select projects: only the selected properties (plus @odata.context) come back.
+    let r = http()
+        .get(format!(
+            "{}/v1.0/users/{ALICE}?$select=id,mail",
+            graph.base_url()
+        ))
+        .bearer_auth(IdentityStandIn::shared().token_for("https://graph.microsoft.com"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 3, "{body}");
+    assert_eq!(body["mail"], "alice@contoso.com");
+
+    // 429 + Retry-After: the adapter waits as told and then succeeds.
+    graph.throttle_next(1, 1);
+    let t = Instant::now();
+    assert!(dir
+        .lookup(&by_upn("alice@contoso.com"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        graph.requests().iter().filter(|s| s.status == 429).count(),
+        1
+    );
+
+    // A token for ARM is refused as Graph refuses it, and that is not retried.
+    let wrong = GraphDirectory::new(rest(ARM_SCOPE), url(graph.base_url()));
+    let err = wrong
+        .lookup(&by_upn("alice@contoso.com"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DirectoryError::Other(m) if m.contains("401") && m.contains("InvalidAuthenticationToken")),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- Log Analytics
+
+fn info() -> WorkspaceInfo {
+    WorkspaceInfo {
+        id: WorkspaceId::parse(ML_WS).unwrap(),
+        storage_account: "mlwstore0".into(),
+        artifact_container: "azureml".into(),
+        blobstore_container: "b".into(),
+        file_share: "f".into(),
+        app_insights: None,
+        log_analytics_workspace: Some(LA_WS.into()),
+        key_vault: None,
+        tags: Default::default(),
+    }
+}
+
+fn subject(oid: &str) -> ResolvedSubject {
+    ResolvedSubject {
+        object_id: oid.parse().unwrap(),
+        tenant_id: None,
+        upn: None,
+        notebook_aliases: vec![],
+    }
+}
+
+fn seeded_la() -> LogAnalyticsStandIn {
+    let la = LogAnalyticsStandIn::start();
+    la.add_table(
+        LA_WS,
+        "AmlRunEvent",
+        &[
+            ("TimeGenerated", "datetime"),
+            ("Identity", "string"),
+            ("_ResourceId", "string"),
+            ("RunId", "string"),
+            ("Duration", "long"),
+            ("Properties", "dynamic"),
+        ],
+    );
+    let rid = ML_WS.to_ascii_lowercase();
+    la.insert(
+        LA_WS,
+        "AmlRunEvent",
+        &[
+            json!({"TimeGenerated": "2026-11-01T10:00:00Z", "Identity": ALICE, "_ResourceId": rid, "RunId": "r1", "Duration": 10, "Properties": {"user": "alice", "team": "a"}}),
+            json!({"TimeGenerated": "2026-11-02T10:00:00Z", "Identity": ALICE, "_ResourceId": rid, "RunId": "r2", "Duration": 200, "Properties": {"user": "alice", "team": "b"}}),
+            json!({"TimeGenerated": "2026-11-03T10:00:00Z", "Identity": BOB, "_ResourceId": rid, "RunId": "r3", "Duration": 30, "Properties": "{\"user\":\"bob\",\"team\":\"a\"}"}),
+            json!({"TimeGenerated": "2026-11-04T10:00:00Z", "Identity": BOB, "_ResourceId": "/subscriptions/x/other", "RunId": "r4", "Duration": 40, "Properties": {"user": "bob"}}),
+        ],
+    );
+    la
+}
+
+fn telemetry(la: &LogAnalyticsStandIn, tables: &[&str]) -> LogAnalyticsTelemetry {
+    LogAnalyticsTelemetry::with_budget(
+        rest(ARM_SCOPE),
+        rest(LOG_ANALYTICS_SCOPE),
+        PurgeConfig {
+            arm_endpoint: url(la.arm_url()),
+            query_endpoint: url(la.query_url()),
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+        },
+        PurgeBudget::new(50, Duration::from_secs(3600)),
+    )
+}
+
+fn run_ids(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["RunId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn log_analytics_query_then_purge_stays_pending_then_removes_only_the_subject() {
+    let la = seeded_la();
+    la.set_pending_polls(2);
+    // `AmlComputeJobEvent` does not exist: the query API's 400 "Failed to resolve table" counts
+    // as empty in the adapter.
+    let tel = telemetry(&la, &["AmlRunEvent", "AmlComputeJobEvent"]);
+    let found = tel.query(&info(), &subject(ALICE)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, "AmlRunEvent");
+    assert_eq!(run_ids(&found[0].1), ["r1", "r2"]);
+    assert_eq!(found[0].1[0]["Properties"]["team"], "a");
+    let statuses: Vec<u16> = la.query_requests().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [200, 400]);
+    assert!(la.query_requests()[0]
+        .path
+        .starts_with("/v1/subscriptions/"));
+
+    let first = tel.purge(&info(), &subject(ALICE)).await.unwrap();
+    let [(table, PurgeStatus::Pending { operation_id }), (missing, PurgeStatus::Completed { removed: 0 })] =
+        first.as_slice()
+    else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        (table.as_str(), missing.as_str()),
+        ("AmlRunEvent", "AmlComputeJobEvent")
+    );
+    assert!(operation_id.starts_with("purge-"), "{operation_id}");
+    // The missing table was queried, found empty, and not purged (budget is scarce).
+    assert_eq!(la.purges().len(), 1);
+    assert_eq!(
+        la.purges()[0].filters,
+        vec![json!({"column": "Identity", "operator": "==", "value": ALICE})]
+    );
+    // Two polls pending, then completed; the rows go only then.
+    for _ in 0..2 {
+        let again = tel.purge(&info(), &subject(ALICE)).await.unwrap();
+        assert!(
+            matches!(again[0].1, PurgeStatus::Pending { .. }),
+            "{again:?}"
+        );
+        assert_eq!(la.rows(LA_WS, "AmlRunEvent").len(), 4);
+    }
+    let done = tel.purge(&info(), &subject(ALICE)).await.unwrap();
+    assert!(
+        matches!(done[0].1, PurgeStatus::Completed { .. }),
+        "{done:?}"
+    );
+    assert_eq!(run_ids(&la.rows(LA_WS, "AmlRunEvent")), ["r3", "r4"]);
+    let p = &la.purges()[0];
+    assert_eq!((p.state, p.polls, p.removed), (PurgeState::Completed, 3, 2));
+    assert_eq!(
+        la.arm_requests()
+            .iter()
+            .filter(|s| s.method == "POST")
+            .count(),
+        1
+    );
+
+    // Whole-workspace purge: `_ResourceId == <ml workspace, lower-cased>` removes Bob's row in
+    // that workspace and keeps the one from elsewhere. (It purges every configured table without
+    // querying first; a table the workspace lacks is a 400 here, so only existing tables.)
+    la.set_pending_polls(0);
+    let err = tel.purge_workspace(&info()).await.unwrap_err();
+    assert!(
+        matches!(&err, TelemetryError::Other(m) if m.contains("AmlComputeJobEvent")),
+        "{err}"
+    );
+    let tel = telemetry(&la, &["AmlRunEvent"]);
+    let st = tel.purge_workspace(&info()).await.unwrap();
+    assert!(matches!(st, PurgeStatus::Pending { .. }));
+    let st = tel.purge_workspace(&info()).await.unwrap();
+    assert!(matches!(st, PurgeStatus::Completed { .. }), "{st:?}");
+    assert_eq!(run_ids(&la.rows(LA_WS, "AmlRunEvent")), ["r4"]);
+}
+
+#[tokio::test]
+async fn log_analytics_throttling_failure_and_wrong_audience() {
+    let la = seeded_la();
+    let tel = telemetry(&la, &["AmlRunEvent"]);
+    // 429 + Retry-After on the purge POST: waited out, one purge accepted.
+    la.throttle_purges(1, 1);
+    let t = Instant::now();
+    let st = tel.purge(&info(), &subject(ALICE)).await.unwrap();
+    assert!(matches!(st[0].1, PurgeStatus::Pending { .. }));
+    assert!(t.elapsed() >= Duration::from_millis(950));
+    let posts: Vec<u16> = la
+        .arm_requests()
+        .iter()
+        .filter(|s| s.method == "POST")
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(posts, [429, 202]);
+    // 429 on the query API too.
+    la.throttle_queries(1, 1);
+    assert_eq!(
+        tel.query(&info(), &subject(BOB)).await.unwrap()[0].1.len(),
+        2
+    );
+
+    // A failed purge: its status answers 500 (retried, then transient); rows stay.
+    la.fail_next_purges(1);
+    let err = tel.purge(&info(), &subject(BOB)).await;
+    assert!(
+        matches!(err, Ok(ref v) if matches!(v[0].1, PurgeStatus::Pending { .. })),
+        "{err:?}"
+    );
+    let err = tel.purge(&info(), &subject(BOB)).await.unwrap_err();
+    assert!(
+        matches!(err, TelemetryError::Transient(ref m) if m.contains("500")),
+        "{err}"
+    );
+    assert_eq!(la.rows(LA_WS, "AmlRunEvent").len(), 4);
+
+    // Tokens for the wrong audience: query API 403, ARM 401; neither is retried as transient.
+    let swapped = LogAnalyticsTelemetry::new(
+        rest(LOG_ANALYTICS_SCOPE),
+        rest(ARM_SCOPE),
+        PurgeConfig {
+            arm_endpoint: url(la.arm_url()),
+            query_endpoint: url(la.query_url()),
+            tables: vec!["AmlRunEvent".into()],
+        },
+    );
+    let err = swapped.query(&info(), &subject(ALICE)).await.unwrap_err();
+    assert!(
+        matches!(&err, TelemetryError::Other(m) if m.contains("403")),
+        "{err}"
+    );
+    let r = http()
+        .post(format!("{}{LA_WS}/purge?api-version=2020-08-01", la.arm_url()))
+        .bearer_auth(IdentityStandIn::shared().token_for("https://api.loganalytics.io"))
+        .json(&json!({"table": "AmlRunEvent", "filters": [{"column": "Identity", "operator": "==", "value": ALICE}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationTokenAudience");
+}
+
+/// Post a purge straight to the stand-in and poll it to the end; returns the run ids left.
+async fn purge_directly(
+    la: &LogAnalyticsStandIn,
+    body: Value,
+) -> Result<Vec<String>, (u16, Value)> {
+    let token = IdentityStandIn::shared().token_for("https://management.azure.com");
+    let r = http()
+        .post(format!(
+            "{}{LA_WS}/purge?api-version=2020-08-01",
+            la.arm_url()
+        ))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("x-ms-status-location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let v: Value = r.json().await.unwrap();
+    if status != 202 {
+        return Err((status, v));
+    }
+    let location = location.expect("x-ms-status-location");
+    assert!(location.ends_with(&format!(
+        "/operations/{}?api-version=2020-08-01",
+        v["operationId"].as_str().unwrap()
+    )));
+    loop {
+        let s: Value = http()
+            .get(&location)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["status"] == "completed" {
+            break;
+        }
+        assert_eq!(s["status"], "pending");
+    }
+    Ok(run_ids(&la.rows(LA_WS, "AmlRunEvent")))
+}
+
+#[tokio::test]
+async fn purge_filters_follow_the_documented_operators() {
+    let la = seeded_la();
+    la.set_pending_polls(1);
+    // `between` on a datetime column (inclusive), AND-ed with `=~` (case-insensitive).
+    let left = purge_directly(
+        &la,
+        json!({"table": "AmlRunEvent", "filters": [
+            {"column": "TimeGenerated", "operator": "between", "value": ["2026-11-02T00:00:00", "2026-11-03T10:00:00Z"]},
+            {"column": "Identity", "operator": "=~", "value": BOB.to_uppercase()}
+        ]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(left, ["r1", "r2", "r4"]);
+    // `key` into a dynamic column (custom dimensions), with `in`.
+    let left = purge_directly(
+        &la,
+        json!({"table": "AmlRunEvent", "filters": [
+            {"column": "Properties", "key": "team", "operator": "in", "value": ["b", "c"]}
+        ]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(left, ["r1", "r4"]);
+    // Numeric `>` on a long column.
+    let left = purge_directly(
+        &la,
+        json!({"table": "AmlRunEvent", "filters": [{"column": "Duration", "operator": ">", "value": 35}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(left, ["r1"]);
+    // `==` is case-sensitive: nothing matches "R1".
+    let left = purge_directly(
+        &la,
+        json!({"table": "AmlRunEvent", "filters": [{"column": "RunId", "operator": "==", "value": "R1"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(left, ["r1"]);
+    // Invalid requests are refused when posted.
+    for bad in [
+        json!({"table": "AmlRunEvent", "filters": [{"column": "Nope", "operator": "==", "value": "x"}]}),
+        json!({"table": "AmlRunEvent", "filters": [{"column": "RunId", "operator": "contains", "value": "x"}]}),
+        json!({"table": "AmlRunEvent", "filters": [{"column": "RunId", "key": "k", "operator": "==", "value": "x"}]}),
+        json!({"table": "AmlRunEvent", "filters": [{"column": "RunId", "operator": "in", "value": "x"}]}),
+        json!({"table": "Missing", "filters": [{"column": "RunId", "operator": "==", "value": "x"}]}),
+        json!({"table": "AmlRunEvent", "filters": []}),
+    ] {
+        let (status, body) = purge_directly(&la, bad.clone()).await.unwrap_err();
+        assert_eq!(status, 400, "{bad}");
+        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string());
+    }
+    assert_eq!(run_ids(&la.rows(LA_WS, "AmlRunEvent")), ["r1"]);
+}
+
+#[tokio::test]
+async fn purge_routes_sit_in_front_of_another_arm_router() {
+    let la = seeded_la();
+    let inner = axum::Router::new().fallback(|| async { axum::Json(json!({"from": "inner"})) });
+    let app = la.arm_router(Some(inner));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let tel = LogAnalyticsTelemetry::new(
+        rest(ARM_SCOPE),
+        rest(LOG_ANALYTICS_SCOPE),
+        PurgeConfig {
+            arm_endpoint: url(&base),
+            query_endpoint: url(la.query_url()),
+            tables: vec!["AmlRunEvent".into()],
+        },
+    );
+    let st = tel.purge(&info(), &subject(ALICE)).await.unwrap();
+    assert!(matches!(st[0].1, PurgeStatus::Pending { .. }));
+    assert!(matches!(
+        tel.purge(&info(), &subject(ALICE)).await.unwrap()[0].1,
+        PurgeStatus::Completed { .. }
+    ));
+    let other: Value = http()
+        .get(format!("{base}{ML_WS}?api-version=2024-04-01"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other, json!({"from": "inner"}));
+    task.abort();
+}
+
+// ---------------------------------------------------------------- Service Bus
+
+#[tokio::test]
+async fn service_bus_sends_land_in_the_local_queue_with_their_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = LocalQueue::open(dir.path().join("queue.db")).unwrap();
+    let sb = ServiceBusStandIn::start(queue.clone(), &["dsr-slice-jobs", "dsr-results"]);
+    let bus = ServiceBusSender::new(rest(SERVICEBUS_SCOPE), sb.base_url()).unwrap();
+
+    let at = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap()
+        - time::Duration::seconds(5);
+    let mut msg = OutMessage::json("dsr-slice-jobs", "req-7/ws/jobs", &json!({"slice": 1}))
+        .correlated("req-7")
+        .scheduled_at(at);
+    msg.session_id = Some("req-7".into());
+    msg.application_properties
+        .insert("DsrKind".into(), json!("delete"));
+    msg.application_properties
+        .insert("Attempt".into(), json!(2));
+    msg.application_properties
+        .insert("DryRun".into(), json!(false));
+    // One throttling fault (503, error 50009): retried.
+    sb.throttle_next(1);
+    assert_eq!(bus.send(msg.clone()).await.unwrap(), SendOutcome::Enqueued);
+    // The same MessageId again: 201 as the service answers, dropped by duplicate detection.
+    assert_eq!(bus.send(msg.clone()).await.unwrap(), SendOutcome::Enqueued);
+    let statuses: Vec<u16> = sb.requests().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [503, 201, 201]);
+    let accepted = sb.accepted();
+    assert_eq!(accepted.len(), 2);
+    assert!(!accepted[0].duplicate && accepted[1].duplicate);
+    let got = &accepted[0].message;
+    assert_eq!(got.message_id, "req-7/ws/jobs");
+    assert_eq!(got.session_id.as_deref(), Some("req-7"));
+    assert_eq!(got.correlation_id.as_deref(), Some("req-7"));
+    assert_eq!(got.scheduled_enqueue_time, Some(at));
+    assert_eq!(got.body, br#"{"slice":1}"#);
+    assert_eq!(got.content_type, "application/json");
+    // Header names arrive lower-cased; values keep their JSON types.
+    assert_eq!(
+        got.application_properties.get("dsrkind"),
+        Some(&json!("delete"))
+    );
+    assert_eq!(got.application_properties.get("attempt"), Some(&json!(2)));
+    assert_eq!(
+        got.application_properties.get("dryrun"),
+        Some(&json!(false))
+    );
+    assert_eq!(
+        got.application_properties.len(),
+        3,
+        "{:?}",
+        got.application_properties
+    );
+
+    // What the Functions-host stand-in would deliver: one message, with the same properties.
+    let d = queue.receive("dsr-slice-jobs").unwrap().expect("delivered");
+    assert_eq!(d.message_id, "req-7/ws/jobs");
+    assert_eq!(d.session_id.as_deref(), Some("req-7"));
+    assert_eq!(d.correlation_id.as_deref(), Some("req-7"));
+    assert_eq!(d.body, br#"{"slice":1}"#);
+    assert_eq!(d.application_properties.get("attempt"), Some(&json!(2)));
+    assert!(queue.receive("dsr-slice-jobs").unwrap().is_none());
+
+    // Unknown queue: 404 with Service Bus's error body, not retried.
+    let err = bus
+        .send(OutMessage::json("dsr-nope", "m1", &json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BusError::Other(m) if m.contains("404") && m.contains("could not be found")),
+        "{err}"
+    );
+    // Wrong audience: 401.
+    let wrong = ServiceBusSender::new(rest(GRAPH_SCOPE), sb.base_url()).unwrap();
+    let err = wrong
+        .send(OutMessage::json("dsr-results", "m2", &json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BusError::Other(m) if m.contains("401")),
+        "{err}"
+    );
+    // Malformed BrokerProperties: 400.
+    let r = http()
+        .post(format!("{}/dsr-results/messages", sb.base_url()))
+        .bearer_auth(IdentityStandIn::shared().token_for("https://servicebus.azure.net"))
+        .header("BrokerProperties", "{not json")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .starts_with("<Error><Code>400</Code><Detail>"));
+    assert_eq!(queue.peek("dsr-results").unwrap().len(), 0);
+}
+
+// ---------------------------------------------------------------- Azurite over https + OAuth
+
+/// Tokens for one fixed resource whatever is asked (a misconfigured scope).
+#[derive(Debug)]
+struct FixedAudience(String);
+
+#[async_trait::async_trait]
+impl TokenCredential for FixedAudience {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        Ok(AccessToken::new(
+            IdentityStandIn::shared().token_for(&self.0),
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        ))
+    }
+}
+
+async fn read_all(store: &AzureBlobStore, b: &BlobRef) -> Vec<u8> {
+    let mut reader = store.open(b).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.body.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn azure_blob_store_on_https_azurite_with_managed_identity_tokens() {
+    support::azurite::trust_test_ca();
+    let az = support::azurite::Azurite::start_https_oauth(&["dsrstate", "mlwstore0"]);
+    assert!(az.base_url.starts_with("https://127.0.0.1:"));
+    let template = format!("{}/{{account}}", az.base_url);
+    let mut cfg = AzureBlobConfig::new(
+        Endpoints::Template(template.clone()),
+        Auth::Token(credential()),
+    );
+    cfg.retry = fast_retry();
+    let store = AzureBlobStore::new(cfg);
+
+    // The test itself can still seed with Shared Key (every account has the dev key).
+    let seeder = AzureBlobStore::azurite(&az.base_url);
+    seeder
+        .create_container("mlwstore0", "azureml")
+        .await
+        .unwrap();
+    let seeded = BlobRef::new("mlwstore0", "azureml", "ExperimentRun/dcid.job1/log.txt");
+    seeder
+        .put(
+            &seeded,
+            Bytes::from_static(b"seeded"),
+            "text/plain",
+            Condition::None,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+
+    // Every operation of the production store, with bearer tokens.
+    store
+        .create_container("dsrstate", "dsr-exports")
+        .await
+        .unwrap();
+    let blob = BlobRef::new("dsrstate", "dsr-exports", "T-1/manifest.json");
+    store
+        .put(
+            &blob,
+            Bytes::from_static(b"{\"ok\":true}"),
+            "application/json",
+            Condition::IfNotExists,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .put(
+            &blob,
+            Bytes::from_static(b"x"),
+            "application/json",
+            Condition::IfNotExists,
+            &Default::default(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists(_))),
+        "{again:?}"
+    );
+    let page = store
+        .list_page("dsrstate", "dsr-exports", "T-1/", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>(),
+        ["T-1/manifest.json"]
+    );
+    assert_eq!(read_all(&store, &blob).await, b"{\"ok\":true}");
+    assert_eq!(read_all(&store, &seeded).await, b"seeded");
+    let copy = BlobRef::new("dsrstate", "dsr-exports", "T-1/files/log.txt");
+    store.copy(&seeded, &copy).await.unwrap();
+    assert_eq!(read_all(&store, &copy).await, b"seeded");
+
+    // Export link: a user delegation SAS (the key fetched with the token), readable by a client
+    // that has no credential at all.
+    let link = store
+        .read_link(&copy, Some(time::Duration::hours(1)))
+        .await
+        .unwrap();
+    let q = link.query().unwrap_or_default().to_string();
+    assert!(q.contains("skoid=") && q.contains("sig="), "{link}");
+    let anon = azure_core::http::new_http_client(None);
+    let rsp = anon
+        .execute_request(&azure_core::http::Request::new(
+            link.clone(),
+            azure_core::http::Method::Get,
+        ))
+        .await
+        .unwrap();
+    let raw = rsp.try_into_raw_response().await.unwrap();
+    let (status, _, body) = raw.deconstruct();
+    assert_eq!(u16::from(status), 200);
+    assert_eq!(body.as_ref(), b"seeded");
+    // The signature really is checked: a tampered link is refused.
+    let tampered = url(&link.as_str().replace("sp=r", "sp=rw"));
+    let rsp = anon
+        .execute_request(&azure_core::http::Request::new(
+            tampered,
+            azure_core::http::Method::Get,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(u16::from(rsp.status()), 403);
+
+    assert_eq!(store.delete(&copy).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(store.delete(&copy).await.unwrap(), DeleteOutcome::NotFound);
+    assert!(matches!(
+        store.open(&copy).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Azurite checks the token's audience: a Graph token is refused.
+    let mut cfg = AzureBlobConfig::new(
+        Endpoints::Template(template),
+        Auth::Token(Arc::new(FixedAudience(
+            "https://graph.microsoft.com".into(),
+        ))),
+    );
+    cfg.retry = fast_retry();
+    let wrong = AzureBlobStore::new(cfg);
+    let err = wrong
+        .create_container("dsrstate", "other")
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(
+        format!("{err}").contains("403") || format!("{err}").contains("uthentication"),
+        "{err}"
+    );
+}
