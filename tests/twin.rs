@@ -871,3 +871,411 @@ async fn azure_blob_store_on_https_azurite_with_managed_identity_tokens() {
         "{err}"
     );
 }
+
+mod as_deployed {
+    //! **The Azure twin, end to end.** The built binary runs exactly as the Functions host starts
+    //! it from the deployment package (`host.json` `customHandler`: executable, arguments,
+    //! working directory, `FUNCTIONS_CUSTOMHANDLER_PORT`), with exactly the app settings of
+    //! `infra/app-settings.json` plus endpoint overrides to loopback stand-ins and the platform's
+    //! managed-identity variables: Azurite over https with bearer tokens for every storage
+    //! account, the local ARM server (behind the Log Analytics purge routes) for ARM, and the
+    //! Graph, Log Analytics and Service Bus stand-ins. The test side plays the Functions host:
+    //! the Service Bus stand-in feeds a queue the local dispatcher delivers from, over HTTP, to
+    //! the child process. Everything is asserted from Azurite's and the stand-ins' state, never
+    //! from the handler's own word — and the app folder must hold nothing new afterwards.
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+
+    use azureml_dsr::adapters::azure::blob::SharedKeys;
+    use azureml_dsr::adapters::azure::shared_key::DEV_KEY;
+    use azureml_dsr::adapters::local::arm_server::{self, ArmServerOptions};
+    use azureml_dsr::adapters::local::control_plane::{LocalControlPlane, ARM_ACCOUNT};
+    use azureml_dsr::domain::report::{FinalReport, FinalStatus};
+    use azureml_dsr::domain::request::RequestId;
+    use azureml_dsr::ports::blob::BlobStoreExt;
+    use azureml_dsr::ports::bus::queues;
+    use azureml_dsr::ports::control_plane::ArmKind;
+    use azureml_dsr::runtime::dispatcher::{Dispatcher, DispatcherOptions};
+    use azureml_dsr::runtime::host_config::HostConfig;
+    use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+    use azureml_dsr::state::StateStore;
+
+    use super::*;
+    use crate::stand_ins::server::BackgroundServer;
+    use crate::support::azurite::{trust_test_ca, Azurite};
+
+    const STATE: &str = "dsrstate";
+    const ACCOUNTS: [&str; 4] = ["mlwstore0", ARM_ACCOUNT, "telemetrylocal", STATE];
+    const ARM_RESOURCE: &str = "https://management.azure.com";
+
+    /// The test's own view of Azurite: Shared Key over the same https endpoint.
+    fn admin_store(az: &Azurite) -> Arc<dyn BlobStore> {
+        Arc::new(AzureBlobStore::new(AzureBlobConfig::new(
+            Endpoints::Template(format!("{}/{{account}}", az.base_url)),
+            Auth::SharedKey(SharedKeys::default().fallback(DEV_KEY)),
+        )))
+    }
+
+    /// A deployment package's layout: host.json, the function folders beside it, and the binary
+    /// where `defaultExecutablePath` says.
+    fn app_folder(dir: &Path) -> HostConfig {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::copy(repo.join("host.json"), dir.join("host.json")).unwrap();
+        for f in std::fs::read_dir(repo.join("functions")).unwrap() {
+            let f = f.unwrap();
+            let to = dir.join(f.file_name());
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::copy(f.path().join("function.json"), to.join("function.json")).unwrap();
+        }
+        let config = HostConfig::load(dir, &BTreeMap::new()).unwrap();
+        let exe = &config
+            .custom_handler
+            .as_ref()
+            .unwrap()
+            .default_executable_path;
+        std::fs::copy(env!("CARGO_BIN_EXE_azureml-dsr"), dir.join(exe)).unwrap();
+        config
+    }
+
+    fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
+        let mut out = BTreeSet::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    todo.push(p.clone());
+                }
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+        out
+    }
+
+    /// Every seeded blob -> hash of its content (absent: deleted). (Listing an account's
+    /// containers is refused by Azurite's OAuth mode with Shared Key, so go by the seed.)
+    async fn blobs(store: &dyn BlobStore, truth: &SeedTruth) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for key in truth.blobs.keys() {
+            let mut p = key.splitn(3, '/');
+            let b = BlobRef::new(p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+            match store.read_small(&b).await {
+                Ok((bytes, _)) => {
+                    out.insert(key.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
+                }
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => panic!("{key}: {e}"),
+            }
+        }
+        out
+    }
+
+    /// ARM id of every seeded resource -> hash of its document (absent: deleted).
+    async fn resources(store: &dyn BlobStore, truth: &SeedTruth) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for id in truth.resources.keys() {
+            let blob = truth
+                .workspaces
+                .iter()
+                .find_map(|ws| {
+                    [
+                        ArmKind::Job,
+                        ArmKind::ModelVersion,
+                        ArmKind::DataVersion,
+                        ArmKind::Compute,
+                    ]
+                    .into_iter()
+                    .find_map(|k| LocalControlPlane::blob_name(ws, k, id))
+                    .map(|n| BlobRef::new(ARM_ACCOUNT, LocalControlPlane::container(ws), n))
+                })
+                .unwrap();
+            if let Ok((bytes, _)) = store.read_small(&blob).await {
+                out.insert(id.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
+            }
+        }
+        out
+    }
+
+    struct Handler(Child);
+    impl Drop for Handler {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn export_and_delete_through_the_production_adapters_as_deployed() {
+        let ca = trust_test_ca();
+        let identity = IdentityStandIn::shared();
+        let az = Azurite::start_https_oauth(&ACCOUNTS);
+        let admin = admin_store(&az);
+        let now = time::OffsetDateTime::now_utc();
+        let truth = seed(
+            &admin,
+            &SeedOptions {
+                users: 4,
+                runs_per_user: 3,
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        // The state account holds the scope (as `azureml-dsr workspace add` writes it).
+        StateStore::new(admin.clone(), STATE)
+            .put_scope(&truth.workspaces)
+            .await
+            .unwrap();
+
+        // Stand-ins.
+        let graph = GraphStandIn::start(
+            truth
+                .directory()
+                .iter()
+                .map(|e| {
+                    DirectoryUser::new(
+                        &e.object_id.to_string(),
+                        e.upn.as_ref().unwrap().as_str(),
+                        e.display_name.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        );
+        let la = LogAnalyticsStandIn::start();
+        let arm = BackgroundServer::start(
+            "arm",
+            la.arm_router(Some(arm_server::router(
+                admin.clone(),
+                ArmServerOptions {
+                    page_size: 2,
+                    bearer: Some(identity.bearer(ARM_RESOURCE)),
+                    lro_polls: 1,
+                    retry_after: None,
+                },
+            ))),
+        );
+        let host_dir = tempfile::tempdir().unwrap();
+        let bus_queue = LocalQueue::open(host_dir.path().join("servicebus.sqlite")).unwrap();
+        let all_queues: Vec<String> = [queues::INTAKE, queues::COMPLETIONS, queues::RESULTS]
+            .into_iter()
+            .map(str::to_string)
+            .chain(
+                azureml_dsr::domain::plan::ResourceType::ALL
+                    .iter()
+                    .map(|t| t.queue()),
+            )
+            .collect();
+        let names: Vec<&str> = all_queues.iter().map(String::as_str).collect();
+        let sb = ServiceBusStandIn::start(bus_queue.clone(), &names);
+
+        // The app folder and the process, as the host starts it.
+        let app = tempfile::tempdir().unwrap();
+        let config = app_folder(app.path());
+        let files_before = files_under(app.path());
+        let spec = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/app-settings.json"),
+        )
+        .unwrap();
+        let state_url = format!("{}/{STATE}", az.base_url);
+        let settings = azureml_dsr::settings::render_app_settings(&spec, &|p| {
+            Some(match p {
+                "stateBlobEndpoint" => state_url.clone(),
+                "serviceBusFqdn" => sb.base_url().to_string(),
+                "logSalt" => "twin-salt-0123456789abcdef".into(),
+                "retentionSweepSchedule" => "0 30 2 * * *".into(),
+                "retentionDays" => "30".into(),
+                "telemetryPurgeEnabled" => "True".into(),
+                "exportLinkDays" => "7".into(),
+                "maxDeliveryCount" => "10".into(),
+                "identityClientId" => "00000000-0000-0000-0000-0000000000c1".into(),
+                _ => "placeholder".into(),
+            })
+        })
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ch = config.custom_handler.clone().unwrap();
+        let handler = Handler(
+            Command::new(app.path().join(&ch.default_executable_path))
+                .args(&ch.arguments)
+                .current_dir(app.path().join(&ch.working_directory))
+                .env_clear()
+                .envs(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                // Endpoint overrides to the stand-ins (production defaults otherwise).
+                .env("DSR_ARM_ENDPOINT", &arm.base_url)
+                .env("DSR_GRAPH_ENDPOINT", graph.base_url())
+                .env("DSR_LOGANALYTICS_ENDPOINT", la.query_url())
+                .env("DSR_ARM_POLL_MS", "20")
+                // What the platform sets: the port and the managed-identity endpoint.
+                .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+                .envs(identity.env())
+                // The test CA (Azurite's certificate), as a machine trusts Azure's.
+                .env("SSL_CERT_FILE", ca)
+                .env("DSR_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while client.get(&base).send().await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "handler not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+
+        let dispatcher = Dispatcher::with_config(
+            config,
+            bus_queue.clone(),
+            &base,
+            DispatcherOptions {
+                poll_interval: Duration::from_millis(20),
+                settings: settings.iter().cloned().collect(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+        let alice = truth.user("alice").unwrap().clone();
+        let before_blobs = blobs(admin.as_ref(), &truth).await;
+        let before_resources = resources(admin.as_ref(), &truth).await;
+        let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
+        for (id, kind) in [("TWIN-EXPORT", "export"), ("TWIN-DELETE", "delete")] {
+            // The ticketing system's message, as Service Bus delivers it.
+            let body = json!({"schemaVersion": "1.0", "requestId": id, "type": kind,
+                "subject": {"upn": alice.upn}, "scope": {"workspaces": ws}});
+            let mut msg = OutMessage::json(queues::INTAKE, id, &Value::Null);
+            msg.body = body.to_string().into_bytes();
+            bus_queue.send(msg).await.unwrap();
+            dispatcher
+                .drain_until_idle(Duration::from_secs(240))
+                .await
+                .unwrap();
+        }
+        drop(handler);
+
+        // The reports, audit records and results, read from the state account on Azurite.
+        let state = StateStore::new(admin.clone(), STATE);
+        let report = |id: &'static str| {
+            let state = state.clone();
+            async move {
+                state
+                    .report(&RequestId::parse(id).unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("no report for {id} in the state account"))
+            }
+        };
+        let export: FinalReport = report("TWIN-EXPORT").await;
+        let delete: FinalReport = report("TWIN-DELETE").await;
+        for r in [&export, &delete] {
+            assert_eq!(r.status, FinalStatus::Completed, "{r:#?}");
+            let audit = state.audit_ref(&r.request_id);
+            assert!(
+                admin.read_small(&audit).await.is_ok(),
+                "no audit record {audit}"
+            );
+        }
+        let results: Vec<_> = sb
+            .accepted()
+            .into_iter()
+            .filter(|a| a.message.queue == queues::RESULTS)
+            .map(|a| serde_json::from_slice::<Value>(&a.message.body).unwrap())
+            .collect();
+        for id in ["TWIN-EXPORT", "TWIN-DELETE"] {
+            assert!(
+                results.iter().any(|r| r["requestId"] == id),
+                "no result message for {id}: {results:?}"
+            );
+        }
+
+        // Export: every one of the subject's blobs was copied into the export area.
+        let exported = admin
+            .list_all(STATE, "dsr-exports", "TWIN-EXPORT/")
+            .await
+            .unwrap();
+        assert!(
+            exported.len() >= truth.blobs_of(&alice.key).len(),
+            "{} exported blobs for {} of the subject's",
+            exported.len(),
+            truth.blobs_of(&alice.key).len()
+        );
+        // Each exported item is in the export area with the checksum the manifest states.
+        let mut checked = 0;
+        for item in export.results.iter().flat_map(|r| &r.items) {
+            if let azureml_dsr::domain::slice::ItemStatus::Exported { path, sha256, .. } =
+                &item.status
+            {
+                let (bytes, _) = admin
+                    .read_small(&BlobRef::new(STATE, "dsr-exports", path.clone()))
+                    .await
+                    .unwrap_or_else(|e| panic!("{path}: {e}"));
+                assert_eq!(
+                    &azureml_dsr::domain::ids::sha256_hex(&bytes),
+                    sha256,
+                    "{path}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked as u64, export.counts.exported);
+        let exported_keys: BTreeSet<String> = export
+            .results
+            .iter()
+            .flat_map(|r| &r.items)
+            .filter(|o| {
+                matches!(
+                    o.status,
+                    azureml_dsr::domain::slice::ItemStatus::Exported { .. }
+                )
+            })
+            .filter_map(|o| o.item.blob_key())
+            .collect();
+        for key in truth.blobs_of(&alice.key) {
+            assert!(exported_keys.contains(key), "{key} was not exported");
+        }
+
+        // Delete: the subject's blobs and resources are gone, everyone else's unchanged.
+        let after_blobs = blobs(admin.as_ref(), &truth).await;
+        let after_resources = resources(admin.as_ref(), &truth).await;
+        let theirs: BTreeSet<String> = truth.blobs_of(&alice.key).into_iter().cloned().collect();
+        assert!(!theirs.is_empty());
+        for key in &theirs {
+            assert!(!after_blobs.contains_key(key), "{key} survived the delete");
+        }
+        for (key, hash) in &before_blobs {
+            if !theirs.contains(key) {
+                assert_eq!(after_blobs.get(key), Some(hash), "{key} changed");
+            }
+        }
+        let their_resources: BTreeSet<&String> =
+            truth.resources_of(&alice.key).into_iter().collect();
+        assert!(!their_resources.is_empty());
+        for (id, hash) in &before_resources {
+            if their_resources.contains(id) {
+                assert!(
+                    !after_resources.contains_key(id),
+                    "{id} survived the delete"
+                );
+            } else {
+                assert_eq!(after_resources.get(id), Some(hash), "{id} changed");
+            }
+        }
+        // The handler wrote nothing to the local disk.
+        assert_eq!(files_under(app.path()), files_before);
+        // Every token the handler asked for came from the platform identity endpoint.
+        assert!(identity
+            .requested()
+            .iter()
+            .any(|r| r.contains("storage.azure.com")));
+    }
+}
