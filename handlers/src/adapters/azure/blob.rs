@@ -925,9 +925,27 @@ fn map_err(e: azure_core::Error, what: &str) -> StoreError {
         ErrorKind::HttpResponse {
             status, error_code, ..
         } => map_status(u16::from(*status), error_code.as_deref(), what),
-        ErrorKind::Io | ErrorKind::Connection => StoreError::Transient(format!("{what}: {e}")),
-        _ => StoreError::Other(format!("{what}: {e}")),
+        ErrorKind::Io | ErrorKind::Connection => {
+            StoreError::Transient(format!("{what}: {}", with_causes(&e)))
+        }
+        _ => StoreError::Other(format!("{what}: {}", with_causes(&e))),
     }
+}
+
+/// An error with its causes: the SDK wraps a credential failure ("no token: …") in a generic
+/// "non-transport error", and the cause is what an operator needs to read.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 pub(crate) fn map_status(status: u16, code: Option<&str>, what: &str) -> StoreError {
