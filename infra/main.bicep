@@ -29,9 +29,12 @@ param workspaces array = []
 @description('NCRONTAB (6 fields, UTC) for the retention-sweep timer.')
 param retentionSweepSchedule string = '0 30 2 * * *'
 
-@minValue(1)
-@description('Days after which the sweep removes finished request state (DSR_RETENTION_DAYS).')
-param retentionDays int = 30
+@description('Job-history retention: when true, the nightly sweep deletes EVERY user\'s jobs (and their files) older than jobRetentionDays in every workspace in scope. Off by default; the first sweep after enabling only reports (dry run). DSR_JOB_RETENTION_ENABLED.')
+param jobRetentionEnabled bool = false
+
+@minValue(30)
+@description('Job history older than this many days is deleted by the sweep when jobRetentionEnabled (at least 30; a workspace tag dsr-retention-days may lengthen it, never shorten it). DSR_JOB_RETENTION_DAYS.')
+param jobRetentionDays int = 365
 
 @minValue(1)
 @maxValue(365)
@@ -181,7 +184,8 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     logSalt: logSalt
     retentionSweepSchedule: retentionSweepSchedule
-    retentionDays: retentionDays
+    jobRetentionEnabled: jobRetentionEnabled
+    jobRetentionDays: jobRetentionDays
     telemetryPurgeEnabled: telemetryPurgeEnabled
     exportLinkDays: exportLinkDays
     maxDeliveryCount: sliceMaxDeliveryCount

@@ -30,7 +30,25 @@ struct Env {
     now: OffsetDateTime,
 }
 
+/// A sweep environment with job-history retention enabled and its first (dry) run already
+/// acknowledged, so a sweep deletes; the guards have tests of their own below.
 async fn env(holds: HoldSet, dry_run: bool) -> Env {
+    let e = env_with(holds, dry_run, 100).await;
+    let record = retention::DryRunRecord {
+        retention_days: e.svc.settings.retention_days,
+        at: e.now,
+    };
+    let state = e.svc.state();
+    state.ensure_containers().await.unwrap();
+    state
+        .store
+        .write_json(&state.blob("dsr-state", retention::DRY_RUN_DOC), &record)
+        .await
+        .unwrap();
+    e
+}
+
+async fn env_with(holds: HoldSet, dry_run: bool, max_share_pct: u32) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let paths = LocalPaths::new(dir.path());
     let store = local_store(&paths);
@@ -49,7 +67,9 @@ async fn env(holds: HoldSet, dry_run: bool) -> Env {
     .unwrap();
     let bus = Arc::new(MemoryBus::new());
     let settings = Settings {
+        job_retention_enabled: true,
         retention_days: 180,
+        job_retention_max_share_pct: max_share_pct,
         retention_dry_run: dry_run,
         chunk_size: 7,
         ..Default::default()
@@ -450,4 +470,101 @@ async fn expired_export_bundles_are_removed_and_nothing_else() {
         .await
         .unwrap();
     assert_eq!(out.expired_exports, 0);
+}
+
+// ---------------------------------------------------------------- guards of the job-history sweep
+
+#[tokio::test]
+async fn the_job_history_sweep_is_off_unless_enabled() {
+    let mut e = env(HoldSet::default(), false).await;
+    e.svc.settings.job_retention_enabled = false;
+    let before = snapshot(&e).await;
+    let out = retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    assert!(out.job_history_disabled);
+    assert!(out.planned.is_empty() && out.resumed.is_empty());
+    drive(&e).await;
+    assert_eq!(snapshot(&e).await, before);
+}
+
+#[tokio::test]
+async fn the_first_sweep_after_enabling_only_reports_then_the_next_deletes() {
+    let e = env_with(HoldSet::default(), false, 100).await;
+    let before = snapshot(&e).await;
+    let first = retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    assert_eq!(first.planned.len(), 1);
+    assert!(first.planned[0].starts_with("RETDRY-"), "{first:?}");
+    drive(&e).await;
+    assert_eq!(
+        snapshot(&e).await,
+        before,
+        "the first sweep changed something"
+    );
+    let report = e
+        .svc
+        .state()
+        .report(&azureml_dsr::domain::request::RequestId::parse(&first.planned[0]).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.dry_run);
+    assert!(
+        report.counts.items > 0,
+        "the dry run reports what it would delete"
+    );
+    // The next sweep deletes.
+    let second = retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    assert!(
+        second.planned.iter().any(|id| id.starts_with("RET-")),
+        "{second:?}"
+    );
+    drive(&e).await;
+    assert_ne!(snapshot(&e).await, before);
+}
+
+#[tokio::test]
+async fn a_sweep_that_would_delete_too_large_a_share_deletes_nothing() {
+    let e = env_with(HoldSet::default(), false, 20).await;
+    // Acknowledge the first run so this one would delete.
+    let state = e.svc.state();
+    state.ensure_containers().await.unwrap();
+    state
+        .store
+        .write_json(
+            &state.blob("dsr-state", retention::DRY_RUN_DOC),
+            &retention::DryRunRecord {
+                retention_days: 180,
+                at: e.now,
+            },
+        )
+        .await
+        .unwrap();
+    let old = old_jobs(&e);
+    assert!(
+        old.len() * 100 > e.truth.job_created.len() * 20,
+        "the seed expires more than 20% of the jobs"
+    );
+    let before = snapshot(&e).await;
+    let out = retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    assert_eq!(
+        snapshot(&e).await,
+        before,
+        "the guard let a deletion through"
+    );
+    let report = e
+        .svc
+        .state()
+        .report(&azureml_dsr::domain::request::RequestId::parse(&out.planned[0]).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.counts.deleted, 0);
+    assert!(report.counts.held > 0);
+    assert!(
+        report.results.iter().any(|r| r
+            .notes
+            .iter()
+            .any(|n| n.contains("DSR_JOB_RETENTION_MAX_SHARE"))),
+        "the report does not say why"
+    );
 }

@@ -62,7 +62,10 @@ pub const SPECS: &[Spec] = &[
     spec("DSR_CHUNK_SIZE", B, false, "2000", "items per slice invocation (1-100000)"),
     spec("DSR_CONCURRENCY", B, false, "16", "concurrent storage operations per invocation (1-256)"),
     spec("DSR_EXPORT_LINK_DAYS", B, false, "7", "lifetime of export links, days (1-7)"),
-    spec("DSR_RETENTION_DAYS", B, false, "365", "job-history retention of the sweep, days (1-36500)"),
+    spec("DSR_JOB_RETENTION_ENABLED", B, false, "false", "the nightly sweep deletes every user's job history older than DSR_JOB_RETENTION_DAYS (its first run after enabling is a dry run)"),
+    spec("DSR_JOB_RETENTION_DAYS", B, false, "365", "job-history retention, days (at least 30; a workspace tag may lengthen it)"),
+    spec("DSR_JOB_RETENTION_MAX_SHARE", B, false, "20", "blast-radius guard: percent of a workspace's jobs one sweep may delete (1-100)"),
+    spec("DSR_RETENTION_DAYS", B, false, "(removed)", "removed (it meant two things): DSR_JOB_RETENTION_DAYS; refused when set"),
     spec("DSR_RETENTION_DRY_RUN", B, false, "false", "retention sweeps only report"),
     spec("DSR_WORKSPACE_SOFT_DELETE_DAYS", B, false, "14", "Azure ML workspace soft-delete window, days (0-14)"),
     spec("DSR_TELEMETRY_PURGE_ENABLED", B, false, "true", "request Log Analytics purges on delete (false: telemetry is reported as not purged)"),
@@ -89,6 +92,9 @@ pub const SPECS: &[Spec] = &[
 ];
 
 pub use crate::domain::subject::LOCAL_LOG_SALT;
+
+/// Job history younger than this is never swept: a shorter setting is refused at start-up.
+pub const MIN_JOB_RETENTION_DAYS: u32 = 30;
 
 /// A configuration error: names the setting and says what is wrong (never echoes a secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -299,13 +305,30 @@ impl AppSettings {
             Some("azure") => Mode::Azure,
             Some(v) => return Err(err("DSR_MODE", format!("{v:?} is not 'local' or 'azure'"))),
         };
+        if env.get("DSR_RETENTION_DAYS").is_some() {
+            // It read as "request state retention" in infra but deleted every user's jobs.
+            return Err(err(
+                "DSR_RETENTION_DAYS",
+                "is no longer read: job-history retention is DSR_JOB_RETENTION_DAYS (with DSR_JOB_RETENTION_ENABLED=true)",
+            ));
+        }
         let defaults = Tunables::default();
         let mut tunables = Tunables {
             max_delivery_count: env.parse("DSR_MAX_DELIVERY_COUNT", 10u32, 1..=100)?,
             chunk_size: env.parse("DSR_CHUNK_SIZE", defaults.chunk_size, 1..=100_000)?,
             concurrency: env.parse("DSR_CONCURRENCY", defaults.concurrency, 1..=256)?,
             export_link_days: env.parse("DSR_EXPORT_LINK_DAYS", 7i64, 1..=7)?,
-            retention_days: env.parse("DSR_RETENTION_DAYS", defaults.retention_days, 1..=36_500)?,
+            job_retention_enabled: env.flag("DSR_JOB_RETENTION_ENABLED", false)?,
+            retention_days: env.parse(
+                "DSR_JOB_RETENTION_DAYS",
+                defaults.retention_days,
+                MIN_JOB_RETENTION_DAYS..=36_500,
+            )?,
+            job_retention_max_share_pct: env.parse(
+                "DSR_JOB_RETENTION_MAX_SHARE",
+                defaults.job_retention_max_share_pct,
+                1..=100,
+            )?,
             retention_dry_run: env.flag("DSR_RETENTION_DRY_RUN", false)?,
             workspace_soft_delete_days: env.parse(
                 "DSR_WORKSPACE_SOFT_DELETE_DAYS",
@@ -635,7 +658,8 @@ mod infra_tests {
                 "logSalt" => "6f1c2a1e-58c4-4be0-9d2a-4d1b3c9f0a77",
                 "stateBlobEndpoint" => "https://stdsrstate123.blob.core.windows.net/",
                 "retentionSweepSchedule" => "0 30 2 * * *",
-                "retentionDays" => "30",
+                "jobRetentionEnabled" => "False",
+                "jobRetentionDays" => "365",
                 "telemetryPurgeEnabled" => "False",
                 "exportLinkDays" => "7",
                 "maxDeliveryCount" => "10",
@@ -657,7 +681,9 @@ mod infra_tests {
         assert_eq!(app.tunables.state_account, "stdsrstate123");
         // Bicep's string(false) is "False": it must parse, not fall back to a default.
         assert!(!app.tunables.telemetry_purge_enabled);
-        assert_eq!(app.tunables.retention_days, 30);
+        assert_eq!(app.tunables.retention_days, 365);
+        // Job-history retention deletes every user's jobs: off unless enabled explicitly.
+        assert!(!app.tunables.job_retention_enabled);
     }
 
     #[test]
@@ -878,6 +904,10 @@ mod tests {
             ("DSR_TELEMETRY_TABLES", "AmlRunEvent | union *"),
             ("FUNCTIONS_CUSTOMHANDLER_PORT", "99999"),
             ("DSR_LOG_FORMAT", "xml"),
+            ("DSR_JOB_RETENTION_DAYS", "1"),
+            ("DSR_JOB_RETENTION_DAYS", "29"),
+            ("DSR_JOB_RETENTION_MAX_SHARE", "0"),
+            ("DSR_RETENTION_DAYS", "30"),
         ] {
             let env = Env::from_pairs([(name, v)]);
             let e = AppSettings::load(&env, &Overrides::default()).unwrap_err();

@@ -14,7 +14,9 @@ param serviceBusFqdn string
 param stateBlobEndpoint string
 param appInsightsConnectionString string
 param retentionSweepSchedule string
-param retentionDays int
+param jobRetentionEnabled bool
+@minValue(30)
+param jobRetentionDays int
 param telemetryPurgeEnabled bool
 param exportLinkDays int
 param maxDeliveryCount int
@@ -41,7 +43,8 @@ var paramValues = {
   logSalt: logSalt
   stateBlobEndpoint: stateBlobEndpoint
   retentionSweepSchedule: retentionSweepSchedule
-  retentionDays: retentionDays
+  jobRetentionEnabled: jobRetentionEnabled
+  jobRetentionDays: jobRetentionDays
   telemetryPurgeEnabled: telemetryPurgeEnabled
   exportLinkDays: exportLinkDays
   maxDeliveryCount: maxDeliveryCount

@@ -158,13 +158,16 @@ async fn jobs(
         .control
         .list(&task.workspace, ArmKind::Job, None)
         .await?;
+    let (mut listed, mut matched_jobs) = (0usize, 0usize);
     loop {
         let next = page.next_link.take();
+        listed += page.value.len();
         let matched: Vec<Value> = page
             .value
             .into_iter()
             .filter(|doc| job_matches(task, doc))
             .collect();
+        matched_jobs += matched.len();
         let found = futures::stream::iter(matched)
             .map(|doc| job_entries(svc, task, ws, &holds, doc))
             .buffered(svc.settings.concurrency.max(1))
@@ -186,7 +189,35 @@ async fn jobs(
             None => break,
         }
     }
+    if task.kind == RequestKind::Retention {
+        if let Some(guard) = blast_radius_guard(
+            matched_jobs,
+            listed,
+            svc.settings.job_retention_max_share_pct,
+        ) {
+            // Nothing of this sweep is deleted: every entry is held, and the report says why.
+            notes.push(guard.reason.clone());
+            for e in &mut entries {
+                e.hold = Some(guard.clone());
+            }
+        }
+    }
     Ok(Inventory { entries, notes })
+}
+
+/// A retention sweep that would delete more than `max_share_pct` percent of a workspace's jobs
+/// is more likely a wrong setting or clock than policy: it stops, as a hold on every item.
+pub fn blast_radius_guard(
+    matched: usize,
+    listed: usize,
+    max_share_pct: u32,
+) -> Option<crate::domain::holds::HoldRef> {
+    (matched * 100 > listed * max_share_pct as usize).then(|| crate::domain::holds::HoldRef {
+        id: "blast-radius-guard".into(),
+        reason: format!(
+            "the sweep would delete {matched} of {listed} jobs, more than {max_share_pct}% of the workspace (DSR_JOB_RETENTION_MAX_SHARE): nothing was deleted; review, then raise the share or the retention"
+        ),
+    })
 }
 
 /// One matched job: its run-history and output blobs, then the job itself (the order the

@@ -33,8 +33,15 @@ pub struct Settings {
     pub concurrency: usize,
     /// Lifetime of the export link in the result message (at most 7 days).
     pub export_link_days: i64,
-    /// Job history older than this is swept (per workspace: tag `dsr-retention-days`).
+    /// The job-history sweep deletes every user's jobs older than `retention_days`: it runs only
+    /// when enabled explicitly, and its first run after enabling is a dry run.
+    pub job_retention_enabled: bool,
+    /// Job history older than this is swept (a workspace tag `dsr-retention-days` may lengthen
+    /// it, never shorten it).
     pub retention_days: u32,
+    /// Blast-radius guard: a sweep that would delete more than this share (percent) of a
+    /// workspace's jobs deletes nothing and reports instead.
+    pub job_retention_max_share_pct: u32,
     /// Retention sweeps report what they would delete and change nothing.
     pub retention_dry_run: bool,
     /// Azure ML keeps a soft-deleted workspace recoverable this long (1-14 days, default 14):
@@ -52,7 +59,9 @@ impl Default for Settings {
             chunk_size: 2000,
             concurrency: 16,
             export_link_days: 7,
+            job_retention_enabled: false,
             retention_days: 365,
+            job_retention_max_share_pct: 20,
             retention_dry_run: false,
             workspace_soft_delete_days: 14,
             telemetry_purge_enabled: true,

@@ -1,7 +1,11 @@
-//! `retention-sweep` (timer): for every workspace in scope, delete job history older than the
-//! retention period through the same slice workers and aggregator a DSR uses (a request of type
-//! `retention`, with its own report and audit record), then run workspace clean-ups that have
-//! come due. One request per workspace per UTC day (`RET-<yyyymmdd>-<workspace key>`): a second
+//! `retention-sweep` (timer): when job-history retention is enabled, for every workspace in
+//! scope, delete job history older than the retention period through the same slice workers and
+//! aggregator a DSR uses (a request of type `retention`, with its own report and audit record);
+//! then, always, run workspace clean-ups that have come due. Deleting every user's old jobs is
+//! the widest deletion this product makes, so it is guarded: off unless enabled, at least
+//! [`MIN_JOB_RETENTION_DAYS`](crate::settings::MIN_JOB_RETENTION_DAYS), the first sweep after
+//! enabling is a dry run (`RETDRY-…`), a workspace tag may only lengthen retention, and a sweep
+//! that would delete more than a configured share of a workspace's jobs deletes nothing. One request per workspace per UTC day (`RET-<yyyymmdd>-<workspace key>`): a second
 //! run the same day replays the fan-out, which is harmless (deterministic MessageIds, frozen
 //! inventories), and resumes a sweep a crash interrupted. Large sweeps continue through the
 //! slice's continuation messages, so each invocation stays bounded. Last, export bundles whose
@@ -22,19 +26,44 @@ pub struct SweepOutcome {
     pub planned: Vec<String>,
     pub resumed: Vec<String>,
     pub skipped: Vec<String>,
+    /// Job-history retention is not enabled: no job was considered.
+    pub job_history_disabled: bool,
     pub cleanups: Vec<String>,
     /// Export-area blobs deleted (or, in a dry run, that would be) because their links expired.
     pub expired_exports: usize,
 }
 
-/// Retention for one workspace: its `dsr-retention-days` tag, else the default.
+/// Retention for one workspace: the app's setting, or its `dsr-retention-days` tag when that is
+/// longer. A tag never shortens retention (anyone who can tag a workspace could otherwise have
+/// its whole history swept).
 pub fn retention_days(svc: &Services, info: &crate::ports::control_plane::WorkspaceInfo) -> u32 {
-    info.tags
-        .get("dsr-retention-days")
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|d| *d > 0)
-        .unwrap_or(svc.settings.retention_days)
+    let setting = svc.settings.retention_days;
+    let tag = info.tags.get("dsr-retention-days").map(String::as_str);
+    let days = effective_retention_days(setting, tag);
+    if days == setting && tag.is_some_and(|t| t.trim() != setting.to_string()) {
+        warn!(workspace = %info.id.key(), setting, "retention-sweep: a dsr-retention-days tag that is not a longer retention is ignored");
+    }
+    days
 }
+
+/// The app's setting, or a workspace tag's value when it is a longer one.
+pub fn effective_retention_days(setting: u32, tag: Option<&str>) -> u32 {
+    tag.and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|&t| t > setting)
+        .unwrap_or(setting)
+}
+
+/// What the first sweep after enabling recorded (`dsr-state/config/job-retention.json`): later
+/// sweeps with the same retention delete; a new retention (or re-enabling) dry-runs again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunRecord {
+    pub retention_days: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+pub const DRY_RUN_DOC: &str = "config/job-retention.json";
 
 pub async fn run(
     svc: &Services,
@@ -48,6 +77,20 @@ pub async fn run(
     state.ensure_containers().await?;
     let mut out = SweepOutcome::default();
     let holds = svc.holds().await?;
+    let record_ref = state.blob(crate::state::STATE, DRY_RUN_DOC);
+    let enabled = svc.settings.job_retention_enabled;
+    // The first sweep after enabling (or after the retention changed) only reports.
+    let first_run = if enabled {
+        let seen: Option<DryRunRecord> = state.store.read_json(&record_ref).await?;
+        seen.is_none_or(|r| r.retention_days != svc.settings.retention_days)
+    } else {
+        if let Err(e) = state.store.delete(&record_ref).await {
+            if !matches!(e, crate::ports::blob::StoreError::NotFound(_)) {
+                return Err(e.into());
+            }
+        }
+        false
+    };
     for ws in &svc.scope().await? {
         let info = match svc.control.workspace(ws).await {
             Ok(i) => i,
@@ -59,10 +102,15 @@ pub async fn run(
             Err(e) => return Err(FnError::Transient(e.to_string())),
         };
         state.record_workspace(&info).await?;
+        if !enabled {
+            // Workspaces are still recorded (workspace-deletion clean-ups need them).
+            continue;
+        }
         let days = retention_days(svc, &info);
         let cutoff = now - time::Duration::days(days as i64);
         let id = format!(
-            "RET-{:04}{:02}{:02}-{}",
+            "{}-{:04}{:02}{:02}-{}",
+            if first_run { "RETDRY" } else { "RET" },
             now.year(),
             now.month() as u8,
             now.day(),
@@ -79,7 +127,7 @@ pub async fn run(
             ws,
             cutoff,
             now,
-            svc.settings.retention_dry_run,
+            svc.settings.retention_dry_run || first_run,
             &holds,
         );
         if state
@@ -94,6 +142,15 @@ pub async fn run(
             out.resumed.push(id);
         }
     }
+    if first_run {
+        let record = DryRunRecord {
+            retention_days: svc.settings.retention_days,
+            at: now,
+        };
+        state.store.write_json(&record_ref, &record).await?;
+        info!(retention_days = record.retention_days, "retention-sweep: first sweep after enabling job-history retention ran as a dry run; the next one deletes");
+    }
+    out.job_history_disabled = !enabled;
     out.cleanups = workspace_deleted::run_due_cleanups(svc, now).await?;
     out.expired_exports = expire_exports(svc, now).await?;
     Ok(out)
@@ -148,4 +205,31 @@ pub async fn expire_exports(svc: &Services, now: OffsetDateTime) -> Result<usize
         );
     }
     Ok(expired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_lengthens_retention_and_never_shortens_it() {
+        assert_eq!(effective_retention_days(180, None), 180);
+        assert_eq!(effective_retention_days(180, Some("400")), 400);
+        for shorter in ["1", "0", "179", "-5", "soon", ""] {
+            assert_eq!(
+                effective_retention_days(180, Some(shorter)),
+                180,
+                "{shorter}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_guard_trips_above_the_share() {
+        use crate::functions::discovery::blast_radius_guard;
+        assert!(blast_radius_guard(20, 100, 20).is_none());
+        assert!(blast_radius_guard(21, 100, 20).is_some());
+        assert!(blast_radius_guard(0, 0, 20).is_none());
+        assert!(blast_radius_guard(1, 1, 100).is_none());
+    }
 }
