@@ -43,10 +43,12 @@ pub fn all_functions() -> Vec<String> {
     f
 }
 
+/// The error the host gets and the logs show: adapters' messages may quote URLs and blob names,
+/// so they are redacted here, where every function's error leaves.
 fn map_err(e: FnError) -> InvokeError {
     match e {
-        FnError::BadRequest(m) => InvokeError::BadRequest(m),
-        FnError::Transient(m) => InvokeError::Failed(m),
+        FnError::BadRequest(m) => InvokeError::BadRequest(crate::logging::redact(&m)),
+        FnError::Transient(m) => InvokeError::Failed(crate::logging::redact(&m)),
     }
 }
 

@@ -925,10 +925,13 @@ fn map_err(e: azure_core::Error, what: &str) -> StoreError {
         ErrorKind::HttpResponse {
             status, error_code, ..
         } => map_status(u16::from(*status), error_code.as_deref(), what),
-        ErrorKind::Io | ErrorKind::Connection => {
-            StoreError::Transient(format!("{what}: {}", with_causes(&e)))
-        }
-        _ => StoreError::Other(format!("{what}: {}", with_causes(&e))),
+        ErrorKind::Io | ErrorKind::Connection => StoreError::Transient(crate::logging::redact(
+            &format!("{what}: {}", with_causes(&e)),
+        )),
+        _ => StoreError::Other(crate::logging::redact(&format!(
+            "{what}: {}",
+            with_causes(&e)
+        ))),
     }
 }
 
@@ -949,6 +952,8 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 pub(crate) fn map_status(status: u16, code: Option<&str>, what: &str) -> StoreError {
+    // Blob names can be personal (`Users/<alias>/…`): errors are logged.
+    let what = crate::logging::redact(what);
     let msg = match code {
         Some(c) => format!("{what}: HTTP {status} {c}"),
         None => format!("{what}: HTTP {status}"),

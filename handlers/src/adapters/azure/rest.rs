@@ -191,7 +191,9 @@ impl RestClient {
                 Ok(reply) => (reply.retry_after(), Ok(reply)),
                 Err(e) => (
                     None,
-                    Err(RestError::Transient(format!("{method} {url}: {e}"))),
+                    Err(RestError::Transient(crate::logging::redact(&format!(
+                        "{method} {url}: {e}"
+                    )))),
                 ),
             };
             attempt += 1;
@@ -199,7 +201,7 @@ impl RestClient {
             if attempt > self.retry.max_retries || start.elapsed() + delay > self.retry.max_total {
                 return last;
             }
-            tracing::debug!(%url, attempt, ?delay, "throttled or server error, retrying");
+            tracing::debug!(url = %crate::logging::redact(url.as_str()), attempt, ?delay, "throttled or server error, retrying");
             tokio::time::sleep(delay).await;
         }
     }
