@@ -1101,28 +1101,53 @@ mod as_deployed {
             .unwrap()
             .port();
         let ch = config.custom_handler.clone().unwrap();
+        // The environment of the deployed app: its settings, endpoint overrides to the stand-ins
+        // (production defaults otherwise), the platform's managed-identity variables, and the
+        // test CA (Azurite's certificate) trusted as a machine trusts Azure's.
+        let mut deployed_env: Vec<(String, String)> = settings.clone();
+        deployed_env.extend(
+            [
+                ("DSR_ARM_ENDPOINT", arm.base_url.as_str()),
+                ("DSR_GRAPH_ENDPOINT", graph.base_url()),
+                ("DSR_LOGANALYTICS_ENDPOINT", la.query_url()),
+                ("DSR_ARM_POLL_MS", "20"),
+                ("SSL_CERT_FILE", ca.to_str().unwrap()),
+                ("DSR_LOG", "warn"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        deployed_env.extend(identity.env());
         let handler = Handler(
             Command::new(app.path().join(&ch.default_executable_path))
                 .args(&ch.arguments)
                 .current_dir(app.path().join(&ch.working_directory))
                 .env_clear()
-                .envs(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                // Endpoint overrides to the stand-ins (production defaults otherwise).
-                .env("DSR_ARM_ENDPOINT", &arm.base_url)
-                .env("DSR_GRAPH_ENDPOINT", graph.base_url())
-                .env("DSR_LOGANALYTICS_ENDPOINT", la.query_url())
-                .env("DSR_ARM_POLL_MS", "20")
-                // What the platform sets: the port and the managed-identity endpoint.
+                .envs(deployed_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-                .envs(identity.env())
-                // The test CA (Azurite's certificate), as a machine trusts Azure's.
-                .env("SSL_CERT_FILE", ca)
-                .env("DSR_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
+        // An operator's CLI in Azure mode, same settings, another empty folder: the legal holds
+        // and the scope it manages are the ones the handler reads (the state account).
+        let operator = tempfile::tempdir().unwrap();
+        let cli = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_azureml-dsr"))
+                .args(args)
+                .arg("--json")
+                .current_dir(operator.path())
+                .env_clear()
+                .envs(deployed_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        };
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let started = Instant::now();
@@ -1150,6 +1175,27 @@ mod as_deployed {
         let before_blobs = blobs(admin.as_ref(), &truth).await;
         let before_resources = resources(admin.as_ref(), &truth).await;
         let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
+        let scope = cli(&["workspace", "list"]);
+        assert_eq!(
+            scope,
+            json!(ws),
+            "the CLI reads the scope from the state account"
+        );
+        let alice_oid = alice.object_id.to_string();
+        let holds = cli(&[
+            "hold",
+            "add",
+            "--id",
+            "TWIN-HOLD",
+            "--reason",
+            "litigation",
+            "--subject",
+            &alice_oid,
+            "--type",
+            "compute",
+        ]);
+        assert_eq!(holds["holds"][0]["id"], "TWIN-HOLD");
+        assert!(std::fs::read_dir(operator.path()).unwrap().next().is_none());
         for (id, kind) in [("TWIN-EXPORT", "export"), ("TWIN-DELETE", "delete")] {
             // The ticketing system's message, as Service Bus delivers it.
             let body = json!({"schemaVersion": "1.0", "requestId": id, "type": kind,
@@ -1176,6 +1222,9 @@ mod as_deployed {
                     .unwrap_or_else(|| panic!("no report for {id} in the state account"))
             }
         };
+        // The operator's view in Azure mode agrees with the state account.
+        assert_eq!(cli(&["status", "TWIN-DELETE"])["status"], "completed");
+        assert_eq!(cli(&["report", "TWIN-EXPORT"])["requestId"], "TWIN-EXPORT");
         let export: FinalReport = report("TWIN-EXPORT").await;
         let delete: FinalReport = report("TWIN-DELETE").await;
         for r in [&export, &delete] {
@@ -1258,9 +1307,17 @@ mod as_deployed {
                 assert_eq!(after_blobs.get(key), Some(hash), "{key} changed");
             }
         }
-        let their_resources: BTreeSet<&String> =
-            truth.resources_of(&alice.key).into_iter().collect();
-        assert!(!their_resources.is_empty());
+        // Her compute is under the legal hold the CLI placed: kept, and the report says so.
+        let (held, their_resources): (BTreeSet<&String>, BTreeSet<&String>) = truth
+            .resources_of(&alice.key)
+            .into_iter()
+            .partition(|id| id.contains("/computes/"));
+        assert!(!their_resources.is_empty() && !held.is_empty());
+        assert!(
+            delete.counts.held >= held.len() as u64,
+            "{:?}",
+            delete.counts
+        );
         for (id, hash) in &before_resources {
             if their_resources.contains(id) {
                 assert!(
