@@ -578,3 +578,54 @@ async fn dry_run_makes_zero_mutating_calls_to_workspace_storage() {
     );
     assert!(report(&e, "DRY-C").await.counts.would_delete > 0);
 }
+
+/// An inventory naming a resource kind the product does not know (here: a "datastore" whose id
+/// is another user's compute) is refused as a whole: the slice fails, nothing is deleted. It
+/// used to fall back to a compute delete.
+#[tokio::test]
+async fn an_unknown_resource_kind_in_an_inventory_deletes_nothing() {
+    let e = env(HoldSet::default(), 100).await;
+    let bob_compute = e
+        .truth
+        .resources_of("bob")
+        .into_iter()
+        .find(|id| id.contains("/computes/"))
+        .expect("bob has a compute instance")
+        .clone();
+    let body = request(&e, "KIND-1", "delete", "alice", false)
+        .to_string()
+        .into_bytes();
+    intake::run(
+        &e.svc,
+        &body,
+        &Delivery {
+            delivery_count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let task = sent_task(&e, "dsr-slice-jobs");
+    let state = e.svc.state();
+    state
+        .store
+        .write_json(
+            &state.inventory_ref(&task),
+            &json!({"entries": [{"item": {"kind": "resource", "resourceType": "datastore", "id": bob_compute}}], "notes": []}),
+        )
+        .await
+        .unwrap();
+    drive(&e, 1).await;
+    assert!(
+        arm_present(&snapshot(&e).await, &bob_compute),
+        "bob's compute instance is still there"
+    );
+    let r = report(&e, "KIND-1").await;
+    let jobs = r
+        .slices
+        .iter()
+        .find(|s| s.key == task.key)
+        .expect("the jobs slice is reported");
+    assert_eq!(jobs.status, azureml_dsr::domain::slice::SliceStatus::Failed);
+    assert_eq!(r.status, FinalStatus::PartiallyFailed);
+}

@@ -77,7 +77,7 @@ fn resource_entry(kind: ArmKind, doc: &Value) -> Option<InventoryEntry> {
     let id = doc.get("id")?.as_str()?.to_string();
     Some(InventoryEntry {
         item: Item::Resource {
-            resource_type: kind.as_str().to_string(),
+            resource_type: kind,
             id,
         },
         doc: Some(doc.clone()),

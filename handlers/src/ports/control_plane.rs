@@ -28,25 +28,8 @@ pub struct WorkspaceInfo {
     pub tags: std::collections::BTreeMap<String, String>,
 }
 
-/// A kind of ARM child resource of a workspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ArmKind {
-    Job,
-    ModelVersion,
-    DataVersion,
-    Compute,
-}
-
-impl ArmKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ArmKind::Job => "job",
-            ArmKind::ModelVersion => "modelVersion",
-            ArmKind::DataVersion => "dataVersion",
-            ArmKind::Compute => "compute",
-        }
-    }
-}
+/// A kind of ARM child resource of a workspace (a domain type: it travels in inventories).
+pub use crate::domain::resource::ArmKind;
 
 /// One page of resources (ARM `value` + `nextLink`).
 #[derive(Debug, Clone, Default)]
