@@ -1200,7 +1200,10 @@ async fn spawn_handler(
         dir.join("directory.json"),
         serde_json::to_vec(&truth.directory())?,
     )?;
-    let app = azureml_dsr::app::App::with_services(services(store, dir));
+    let mut svc = services(store, dir);
+    // Intake acts only on configured workspaces.
+    svc.scope = truth.workspaces.clone();
+    let app = azureml_dsr::app::App::with_services(svc);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(azureml_dsr::startup::serve(

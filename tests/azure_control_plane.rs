@@ -1147,6 +1147,11 @@ mod pipeline {
         let truth = seed(&store, &opts, now).await.unwrap();
         let directory = truth.directory();
         std::fs::write(paths.directory(), serde_json::to_vec(&directory).unwrap()).unwrap();
+        std::fs::write(
+            paths.workspaces(),
+            serde_json::to_vec(&truth.workspaces).unwrap(),
+        )
+        .unwrap();
         let bus = Arc::new(MemoryBus::new());
         let settings = Settings {
             chunk_size: 5,

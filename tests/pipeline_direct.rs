@@ -48,6 +48,12 @@ async fn env(holds: HoldSet, chunk_size: usize) -> Env {
     )
     .unwrap();
     std::fs::write(paths.holds(), serde_json::to_vec(&holds).unwrap()).unwrap();
+    // The workspaces this service may act on (intake refuses any other).
+    std::fs::write(
+        paths.workspaces(),
+        serde_json::to_vec(&truth.workspaces).unwrap(),
+    )
+    .unwrap();
     let bus = Arc::new(MemoryBus::new());
     let settings = Settings {
         chunk_size,
@@ -368,7 +374,7 @@ async fn invalid_requests_are_rejected_with_a_reason_and_archived() {
 
 #[tokio::test]
 async fn a_job_that_cannot_be_deleted_is_reported_and_the_request_ends_partially_failed() {
-    let e = env(HoldSet::default(), 50).await;
+    let mut e = env(HoldSet::default(), 50).await;
     // Mark one of carol's jobs as running: the control plane refuses to delete it.
     let job_id = e
         .truth
@@ -395,10 +401,15 @@ async fn a_job_that_cannot_be_deleted_is_reported_and_the_request_ends_partially
         .await
         .unwrap();
     // Scope also names a workspace that does not exist: its slices fail, the request still ends.
+    let gone = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/gone";
+    e.svc
+        .scope
+        .push(azureml_dsr::domain::workspace::WorkspaceId::parse(gone).unwrap());
     let mut req = request(&e, "DEL-PF", "delete", "carol", false);
-    req["scope"]["workspaces"].as_array_mut().unwrap().push(json!(
-        "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/gone"
-    ));
+    req["scope"]["workspaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(gone));
     submit(&e, req, 1).await;
     let r = report(&e, "DEL-PF").await;
     assert_eq!(r.status, FinalStatus::PartiallyFailed);
@@ -628,4 +639,83 @@ async fn an_unknown_resource_kind_in_an_inventory_deletes_nothing() {
         .expect("the jobs slice is reported");
     assert_eq!(jobs.status, azureml_dsr::domain::slice::SliceStatus::Failed);
     assert_eq!(r.status, FinalStatus::PartiallyFailed);
+}
+
+/// The result messages sent so far, as JSON.
+fn results(e: &Env) -> Vec<serde_json::Value> {
+    e.bus
+        .sent()
+        .into_iter()
+        .filter(|m| m.queue == queues::RESULTS)
+        .map(|m| serde_json::from_slice(&m.body).unwrap())
+        .collect()
+}
+
+/// Intake acts only on the configured workspaces, compared as ARM compares ids (any case); an
+/// empty configuration refuses everything. Nothing is planned or sent for a refused request.
+#[tokio::test]
+async fn intake_refuses_workspaces_outside_the_configured_scope() {
+    let mut e = env(HoldSet::default(), 100).await;
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    let other = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/elsewhere";
+    let mut req = request(&e, "SCOPE-1", "delete", "alice", false);
+    req["scope"]["workspaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(other));
+    let out = intake::run(&e.svc, req.to_string().as_bytes(), &d)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "workspace_out_of_scope".into()
+        }
+    );
+    let r = results(&e);
+    let reason = r[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("scope.workspaces[1]") && reason.contains("elsewhere"),
+        "{reason}"
+    );
+    assert!(e
+        .svc
+        .state()
+        .plan(&RequestId::parse("SCOPE-1").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(e
+        .bus
+        .sent()
+        .iter()
+        .all(|m| !m.queue.starts_with("dsr-slice-")));
+
+    // The configured workspace, spelled in another case, is in scope.
+    let upper = e.truth.workspaces[0].to_string().to_uppercase();
+    let mut req = request(&e, "SCOPE-2", "export", "alice", true);
+    req["scope"]["workspaces"] = json!([upper]);
+    let out = intake::run(&e.svc, req.to_string().as_bytes(), &d)
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, intake::IntakeOutcome::Planned { .. }),
+        "{out:?}"
+    );
+
+    // No scope configured: every request is refused.
+    e.svc.scope.clear();
+    let req = request(&e, "SCOPE-3", "export", "alice", false);
+    let out = intake::run(&e.svc, req.to_string().as_bytes(), &d)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "workspace_out_of_scope".into()
+        }
+    );
 }

@@ -12,6 +12,7 @@ use crate::domain::report::{FinalStatus, ResultMessage};
 use crate::domain::request::{DsrRequest, Rejection};
 use crate::domain::slice::SliceTask;
 use crate::domain::subject::ResolvedSubject;
+use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::BlobStoreExt;
 use crate::ports::bus::{queues, OutMessage};
 use crate::ports::directory::DirectoryError;
@@ -68,6 +69,10 @@ pub async fn run(
         });
     }
 
+    if let Some(r) = out_of_scope(&svc.scope, &request) {
+        return reject(svc, r, &sha, &archived, request.reply_to.clone()).await;
+    }
+
     let subject = match resolve(svc, &request).await {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -118,6 +123,40 @@ pub async fn run(
     Ok(IntakeOutcome::Planned {
         request_id: plan.request_id.to_string(),
         slices: plan.slices.len(),
+    })
+}
+
+/// Intake acts only on workspaces the service is configured for (`Services::scope`). An empty
+/// scope refuses every request: a privacy tool that acts on whatever its identity can reach,
+/// because nobody said otherwise, is the failure this guards against.
+fn out_of_scope(scope: &[WorkspaceId], request: &DsrRequest) -> Option<Rejection> {
+    let reason = if scope.is_empty() {
+        "no workspaces are configured for this service (setting DSR_WORKSPACES); every request is refused until an operator configures them".to_string()
+    } else {
+        // Workspace ids compare normalised (ARM ids are case-insensitive).
+        let outside: Vec<String> = request
+            .workspaces
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !scope.contains(w))
+            .map(|(i, w)| format!("scope.workspaces[{i}] ({w})"))
+            .collect();
+        if outside.is_empty() {
+            return None;
+        }
+        format!(
+            "{} not among the workspaces this service is configured for; nothing was done",
+            if outside.len() == 1 {
+                format!("{} is", outside[0])
+            } else {
+                format!("{} are", outside.join(", "))
+            }
+        )
+    };
+    Some(Rejection {
+        code: "workspace_out_of_scope".into(),
+        reason,
+        request_id: Some(request.request_id.to_string()),
     })
 }
 
