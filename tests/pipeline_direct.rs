@@ -651,6 +651,153 @@ fn results(e: &Env) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A second request reusing a requestId with other content is neither dropped by the bus nor
+/// replayed as the first: it reaches intake, which rejects it with a reason the sender can read,
+/// and both payloads stay archived.
+#[tokio::test]
+async fn a_reused_request_id_with_other_content_is_rejected_with_a_reason() {
+    let e = env(HoldSet::default(), 100).await;
+    let paths = LocalPaths::new(e._dir.path());
+    let first = request(&e, "TWICE-1", "export", "alice", false).to_string();
+    let second = request(&e, "TWICE-1", "delete", "bob", false).to_string();
+    azureml_dsr::cli::requests::enqueue(&paths, first.clone().into_bytes())
+        .await
+        .unwrap();
+    azureml_dsr::cli::requests::enqueue(&paths, second.clone().into_bytes())
+        .await
+        .unwrap();
+    // A resend of the very same bytes is still a duplicate for the bus.
+    azureml_dsr::cli::requests::enqueue(&paths, first.clone().into_bytes())
+        .await
+        .unwrap();
+    let queue = azureml_dsr::cli::local::open_queue(&paths).unwrap();
+    let queued: Vec<Vec<u8>> = queue
+        .peek(queues::INTAKE)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(
+        queued,
+        vec![first.clone().into_bytes(), second.clone().into_bytes()],
+        "the second request reaches intake; the resend of the first does not"
+    );
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    let out1 = intake::run(&e.svc, first.as_bytes(), &d).await.unwrap();
+    assert!(matches!(out1, intake::IntakeOutcome::Planned { .. }));
+    let out2 = intake::run(&e.svc, second.as_bytes(), &d).await.unwrap();
+    assert_eq!(
+        out2,
+        intake::IntakeOutcome::Rejected {
+            code: "request_conflict".into()
+        }
+    );
+    let rejected: Vec<_> = results(&e)
+        .into_iter()
+        .filter(|r| r["status"] == "rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["requestId"], "TWICE-1");
+    let reason = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("already used") && reason.contains("new requestId"),
+        "{reason}"
+    );
+    let archived = e
+        .store
+        .list_all("dsrstate", "dsr-intake-archive", "")
+        .await
+        .unwrap();
+    assert_eq!(archived.len(), 2, "both payloads are kept for audit");
+    // The first request is carried out as planned; only the export ran.
+    drive(&e, 1).await;
+    assert_eq!(report(&e, "TWICE-1").await.kind.as_str(), "export");
+}
+
+/// A store that answers "not found" to the first read of a plan: the window in which two
+/// deliveries race to create it.
+struct PlanRace {
+    inner: Arc<dyn BlobStore>,
+    hidden: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for PlanRace {
+    fn kind(&self) -> &'static str {
+        "plan-race"
+    }
+    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
+        self.inner.create_container(a, c).await
+    }
+    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
+        self.inner.list_containers(a, p).await
+    }
+    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
+        self.inner.delete_container(a, c).await
+    }
+    async fn list_page(
+        &self,
+        a: &str,
+        c: &str,
+        p: &str,
+        m: Option<String>,
+        n: u32,
+    ) -> StoreResult<ListPage> {
+        self.inner.list_page(a, c, p, m, n).await
+    }
+    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
+        if b.name.ends_with("/plan.json")
+            && !self.hidden.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(StoreError::NotFound(b.to_string()));
+        }
+        self.inner.open(b).await
+    }
+    async fn put(
+        &self,
+        b: &BlobRef,
+        body: bytes::Bytes,
+        ct: &str,
+        cond: Condition,
+        md: &BTreeMap<String, String>,
+    ) -> StoreResult<String> {
+        self.inner.put(b, body, ct, cond, md).await
+    }
+    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
+        self.inner.copy(s, d).await
+    }
+    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
+        self.inner.delete(b).await
+    }
+}
+
+/// The same holds when the second request loses the race to create the plan.
+#[tokio::test]
+async fn a_reused_request_id_that_loses_the_plan_race_is_rejected() {
+    let mut e = env(HoldSet::default(), 100).await;
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    let first = request(&e, "RACE-1", "export", "alice", false).to_string();
+    let second = request(&e, "RACE-1", "delete", "bob", false).to_string();
+    intake::run(&e.svc, first.as_bytes(), &d).await.unwrap();
+    e.svc.store = Arc::new(PlanRace {
+        inner: e.store.clone(),
+        hidden: Default::default(),
+    });
+    let out = intake::run(&e.svc, second.as_bytes(), &d).await.unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "request_conflict".into()
+        }
+    );
+}
+
 /// Intake acts only on the configured workspaces, compared as ARM compares ids (any case); an
 /// empty configuration refuses everything. Nothing is planned or sent for a refused request.
 #[tokio::test]
