@@ -1248,6 +1248,56 @@ mod pipeline {
         json!({"status": r.status, "counts": r.counts, "subject": r.subject_object_id, "results": results})
     }
 
+    /// Workspaces_Get decides what a deletion event may do: 200 is a live workspace, 200 with
+    /// `provisioningState: SoftDeleted` a recoverable one (and nothing else can be read from
+    /// it), 404 a purged one. The production adapter reads the three states from the local ARM
+    /// server as the local control plane holds them.
+    #[tokio::test]
+    async fn the_adapter_tells_live_soft_deleted_and_gone_workspaces_apart() {
+        use azureml_dsr::ports::control_plane::{ControlPlaneError, WorkspaceState};
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(&LocalPaths::new(dir.path()));
+        let opts = SeedOptions {
+            users: 1,
+            runs_per_user: 1,
+            ..Default::default()
+        };
+        let now = time::macros::datetime!(2026-11-01 12:00:00 UTC);
+        let truth = seed(&store, &opts, now).await.unwrap();
+        let lcp = LocalControlPlane::new(store.clone());
+        let srv = arm_server::start(store.clone(), server_options(), 0)
+            .await
+            .unwrap();
+        let arm = local_arm(&srv);
+        let ws = &truth.workspaces[0];
+        assert_eq!(
+            arm.workspace_state(ws).await.unwrap(),
+            WorkspaceState::Active
+        );
+        lcp.soft_delete_workspace(ws).await.unwrap();
+        assert_eq!(
+            arm.workspace_state(ws).await.unwrap(),
+            WorkspaceState::SoftDeleted
+        );
+        assert!(matches!(
+            arm.workspace(ws).await,
+            Err(ControlPlaneError::WorkspaceNotFound)
+        ));
+        lcp.recover_workspace(ws).await.unwrap();
+        assert_eq!(
+            arm.workspace_state(ws).await.unwrap(),
+            WorkspaceState::Active
+        );
+        store
+            .delete_container(
+                azureml_dsr::adapters::local::control_plane::ARM_ACCOUNT,
+                &LocalControlPlane::container(ws),
+            )
+            .await
+            .unwrap();
+        assert_eq!(arm.workspace_state(ws).await.unwrap(), WorkspaceState::Gone);
+    }
+
     /// The local ARM server serves what the local control plane holds, in ARM's shapes: the
     /// production adapter reads the same workspace, pages to the same resources, and sees
     /// deletes, repeated deletes, running jobs, archived items, missing `api-version` and a wrong

@@ -151,8 +151,18 @@ async fn jobs(
         .control
         .list(&task.workspace, ArmKind::Job, None)
         .await?;
+    // Every job's name, matched or not: once the workspace is deleted its run folders in the
+    // shared artifact container can only be found by them (see `workspace_deleted`).
+    let mut names = std::collections::BTreeSet::new();
     loop {
         let next = page.next_link.take();
+        names.extend(
+            page.value
+                .iter()
+                .filter_map(|d| d.get("name").and_then(Value::as_str))
+                .filter(|n| safe_segment(n))
+                .map(str::to_string),
+        );
         let matched: Vec<Value> = page
             .value
             .into_iter()
@@ -179,6 +189,7 @@ async fn jobs(
             None => break,
         }
     }
+    super::workspace_deleted::record_job_names(&svc.state(), &task.workspace, names).await?;
     Ok(Inventory { entries, notes })
 }
 

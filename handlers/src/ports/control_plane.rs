@@ -62,9 +62,32 @@ impl ControlPlaneError {
     }
 }
 
+/// What ARM says about a workspace, for acting on a deletion event: the event is only a hint,
+/// ARM is the authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceState {
+    /// The workspace exists (any provisioning state but soft-deleted).
+    Active,
+    /// Soft-deleted (`provisioningState: SoftDeleted`): recoverable until its retention ends.
+    SoftDeleted,
+    /// ARM answers 404: neither live nor recoverable (purged, or never existed).
+    Gone,
+}
+
 #[async_trait]
 pub trait ControlPlane: Send + Sync + 'static {
     async fn workspace(&self, ws: &WorkspaceId) -> Result<WorkspaceInfo, ControlPlaneError>;
+
+    /// Whether the workspace exists, is soft-deleted or is gone. The default, for adapters that
+    /// cannot tell soft-deleted from gone, answers `SoftDeleted` when the workspace cannot be
+    /// read: a clean-up then waits out the recovery window instead of acting at once.
+    async fn workspace_state(&self, ws: &WorkspaceId) -> Result<WorkspaceState, ControlPlaneError> {
+        match self.workspace(ws).await {
+            Ok(_) => Ok(WorkspaceState::Active),
+            Err(ControlPlaneError::WorkspaceNotFound) => Ok(WorkspaceState::SoftDeleted),
+            Err(e) => Err(e),
+        }
+    }
 
     /// One page of resources of `kind`, ARM-shaped (`id`, `name`, `systemData`, `properties`).
     /// Jobs carry the run-history `createdBy` object at `properties.runHistory.createdBy`

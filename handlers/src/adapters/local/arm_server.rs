@@ -35,7 +35,9 @@ use serde_json::{json, Value};
 use super::control_plane::{LocalControlPlane, ARM_ACCOUNT};
 use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, StoreError};
-use crate::ports::control_plane::{ArmKind, ControlPlane, ControlPlaneError, ResourceDelete};
+use crate::ports::control_plane::{
+    ArmKind, ControlPlane, ControlPlaneError, ResourceDelete, WorkspaceState,
+};
 
 /// The token the local runtime sends to a local ARM server (and the server expects) unless
 /// `DSR_ARM_TOKEN` says otherwise. It grants nothing anywhere else.
@@ -233,6 +235,23 @@ async fn handle(
     let rest: Vec<&str> = segs[8..].iter().map(String::as_str).collect();
     let info = match st.lcp.workspace(&ws).await {
         Ok(i) => i,
+        // ARM still returns a soft-deleted workspace itself (and nothing under it).
+        Err(ControlPlaneError::WorkspaceNotFound)
+            if method == Method::GET
+                && rest.is_empty()
+                && matches!(
+                    st.lcp.workspace_state(&ws).await,
+                    Ok(WorkspaceState::SoftDeleted)
+                ) =>
+        {
+            return reply(
+                200,
+                json!({
+                    "id": ws.to_string(), "name": ws.name(), "type": "Microsoft.MachineLearningServices/workspaces",
+                    "location": "local", "properties": {"provisioningState": "SoftDeleted"},
+                }),
+            );
+        }
         Err(e) => return cp_error(e),
     };
     let all_views = q("listViewType").is_some_and(|v| v.eq_ignore_ascii_case("All"));

@@ -98,6 +98,39 @@ impl LocalControlPlane {
             .map_err(map_err)
     }
 
+    /// Soft-delete a workspace, as Azure ML does by default: it stays readable to ARM as
+    /// `provisioningState: SoftDeleted` (and to nothing else) until it is purged or recovered.
+    pub async fn soft_delete_workspace(&self, ws: &WorkspaceId) -> Result<(), ControlPlaneError> {
+        let blob = Self::workspace_blob(ws);
+        let mut doc = self
+            .store
+            .read_json::<Value>(&blob)
+            .await
+            .map_err(map_err)?
+            .ok_or(ControlPlaneError::WorkspaceNotFound)?;
+        doc["provisioningState"] = Value::String(SOFT_DELETED.into());
+        self.store.write_json(&blob, &doc).await.map_err(map_err)
+    }
+
+    /// Recover a soft-deleted workspace.
+    pub async fn recover_workspace(&self, ws: &WorkspaceId) -> Result<(), ControlPlaneError> {
+        let blob = Self::workspace_blob(ws);
+        let mut doc = self
+            .store
+            .read_json::<Value>(&blob)
+            .await
+            .map_err(map_err)?
+            .ok_or(ControlPlaneError::WorkspaceNotFound)?;
+        if let Some(o) = doc.as_object_mut() {
+            o.remove("provisioningState");
+        }
+        self.store.write_json(&blob, &doc).await.map_err(map_err)
+    }
+
+    fn workspace_blob(ws: &WorkspaceId) -> BlobRef {
+        BlobRef::new(ARM_ACCOUNT, Self::container(ws), "workspace.json")
+    }
+
     pub async fn put_workspace(&self, info: &WorkspaceInfo) -> Result<(), ControlPlaneError> {
         self.store
             .create_container(ARM_ACCOUNT, &Self::container(&info.id))
@@ -121,18 +154,39 @@ fn map_err(e: StoreError) -> ControlPlaneError {
     }
 }
 
+/// The provisioning state ARM reports for a soft-deleted workspace.
+pub const SOFT_DELETED: &str = "SoftDeleted";
+
 #[async_trait]
 impl ControlPlane for LocalControlPlane {
     async fn workspace(&self, ws: &WorkspaceId) -> Result<WorkspaceInfo, ControlPlaneError> {
-        self.store
-            .read_json::<WorkspaceInfo>(&BlobRef::new(
-                ARM_ACCOUNT,
-                Self::container(ws),
-                "workspace.json",
-            ))
+        let doc = self
+            .store
+            .read_json::<Value>(&Self::workspace_blob(ws))
             .await
             .map_err(map_err)?
-            .ok_or(ControlPlaneError::WorkspaceNotFound)
+            .ok_or(ControlPlaneError::WorkspaceNotFound)?;
+        // A soft-deleted workspace refuses every operation, as in Azure.
+        if doc.get("provisioningState").and_then(Value::as_str) == Some(SOFT_DELETED) {
+            return Err(ControlPlaneError::WorkspaceNotFound);
+        }
+        serde_json::from_value(doc)
+            .map_err(|e| ControlPlaneError::Other(format!("workspace document: {e}")))
+    }
+
+    async fn workspace_state(&self, ws: &WorkspaceId) -> Result<WorkspaceState, ControlPlaneError> {
+        let doc = self
+            .store
+            .read_json::<Value>(&Self::workspace_blob(ws))
+            .await
+            .map_err(map_err)?;
+        Ok(match doc {
+            None => WorkspaceState::Gone,
+            Some(d) if d.get("provisioningState").and_then(Value::as_str) == Some(SOFT_DELETED) => {
+                WorkspaceState::SoftDeleted
+            }
+            Some(_) => WorkspaceState::Active,
+        })
     }
 
     async fn list(
