@@ -28,7 +28,7 @@ use azureml_dsr::domain::subject::{ResolvedSubject, Upn};
 use azureml_dsr::domain::workspace::WorkspaceId;
 use azureml_dsr::ports::bus::{MessageBus, OutMessage, SendOutcome};
 use azureml_dsr::ports::control_plane::{
-    ArmKind, ControlPlane, ControlPlaneError, ResourceDelete, WorkspaceInfo,
+    ArmKind, ControlPlane, ControlPlaneError, Datastore, ResourceDelete, WorkspaceInfo,
 };
 use azureml_dsr::ports::directory::Directory;
 use azureml_dsr::ports::telemetry::{PurgeStatus, TelemetryError, TelemetryStore};
@@ -351,6 +351,60 @@ async fn workspace_get_and_datastores_parse_into_workspace_info() {
     let missing = serve(ARM_SCOPE, |_| not_found()).await;
     assert!(matches!(
         arm(&missing).workspace(&ws()).await,
+        Err(ControlPlaneError::WorkspaceNotFound)
+    ));
+}
+
+/// Datastores_List, as the Datastore/list example answers it, every page followed: the asset
+/// URIs of a workspace are resolved against exactly these.
+#[tokio::test]
+async fn datastores_list_pages_into_datastores() {
+    let server = serve(ARM_SCOPE, |c| {
+        let p = c.req.path.as_str();
+        if p != format!("{WS}/datastores") {
+            return not_found();
+        }
+        let mut b = body("ml/datastore-list.json", "200");
+        if c.req.query.contains_key("page") {
+            // The second page: the example's item re-typed as a file datastore, no nextLink.
+            let item = &mut b["value"][0];
+            item["name"] = json!("workspaceworkingdirectory");
+            let props = item["properties"].as_object_mut().unwrap();
+            props.remove("containerName");
+            props.insert("datastoreType".into(), json!("AzureFile"));
+            props.insert("fileShareName".into(), json!("code-1"));
+            b.as_object_mut().unwrap().remove("nextLink");
+        } else {
+            b["nextLink"] = json!(format!(
+                "{}{WS}/datastores?api-version=2024-10-01&page=2",
+                c.base
+            ));
+        }
+        (200, vec![], b)
+    })
+    .await;
+    let ds = arm(&server).datastores(&ws()).await.unwrap();
+    assert_eq!(
+        ds,
+        vec![
+            Datastore {
+                name: "string".into(),
+                datastore_type: "AzureBlob".into(),
+                account: "string".into(),
+                container: "string".into(),
+            },
+            Datastore {
+                name: "workspaceworkingdirectory".into(),
+                datastore_type: "AzureFile".into(),
+                account: "string".into(),
+                container: "code-1".into(),
+            },
+        ]
+    );
+    assert!(ds[0].is_blob() && !ds[1].is_blob());
+    let missing = serve(ARM_SCOPE, |_| not_found()).await;
+    assert!(matches!(
+        arm(&missing).datastores(&ws()).await,
         Err(ControlPlaneError::WorkspaceNotFound)
     ));
 }
@@ -1274,6 +1328,17 @@ mod pipeline {
             arm.workspace_state(ws).await.unwrap(),
             WorkspaceState::Active
         );
+        // Datastores_List through the server: the defaults and a registered one.
+        lcp.put_datastore(
+            ws,
+            &json!({"name": "projectdata", "properties": {"datastoreType": "AzureBlob",
+                    "accountName": "datalake0", "containerName": "project"}}),
+        )
+        .await
+        .unwrap();
+        let listed = arm.datastores(ws).await.unwrap();
+        assert_eq!(listed, lcp.datastores(ws).await.unwrap());
+        assert_eq!(listed.len(), 4);
         lcp.soft_delete_workspace(ws).await.unwrap();
         assert_eq!(
             arm.workspace_state(ws).await.unwrap(),

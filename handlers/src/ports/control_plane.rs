@@ -28,6 +28,74 @@ pub struct WorkspaceInfo {
     pub tags: std::collections::BTreeMap<String, String>,
 }
 
+/// A datastore registered in a workspace (Datastores_List / Datastores_Get): what an asset URI
+/// `azureml://…/datastores/<name>/paths/…` points into. Asset files are only ever looked for in
+/// the workspace's own datastores.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Datastore {
+    pub name: String,
+    /// `AzureBlob`, `AzureFile`, `AzureDataLakeGen2`, …
+    pub datastore_type: String,
+    /// Storage account name, lower-case.
+    pub account: String,
+    /// Blob container or file share; empty when the type has neither.
+    pub container: String,
+}
+
+impl Datastore {
+    /// From an ARM datastore document (`name`, `properties.datastoreType`,
+    /// `properties.accountName`, `properties.containerName` or `fileShareName`).
+    pub fn from_arm(doc: &Value) -> Option<Datastore> {
+        let s = |p: &str| doc.pointer(p).and_then(Value::as_str);
+        let name = s("/name")?.to_string();
+        let account = s("/properties/accountName")?.to_ascii_lowercase();
+        let container = s("/properties/containerName")
+            .or_else(|| s("/properties/fileShareName"))
+            .unwrap_or_default()
+            .to_string();
+        Some(Datastore {
+            name,
+            datastore_type: s("/properties/datastoreType")
+                .unwrap_or_default()
+                .to_string(),
+            account,
+            container,
+        })
+    }
+
+    /// The datastores every workspace has, as its workspace document describes them.
+    pub fn defaults(info: &WorkspaceInfo) -> Vec<Datastore> {
+        let mut out = vec![
+            Datastore {
+                name: "workspaceblobstore".into(),
+                datastore_type: "AzureBlob".into(),
+                account: info.storage_account.clone(),
+                container: info.blobstore_container.clone(),
+            },
+            Datastore {
+                name: "workspaceartifactstore".into(),
+                datastore_type: "AzureBlob".into(),
+                account: info.storage_account.clone(),
+                container: info.artifact_container.clone(),
+            },
+        ];
+        if !info.file_share.is_empty() {
+            out.push(Datastore {
+                name: "workspaceworkingdirectory".into(),
+                datastore_type: "AzureFile".into(),
+                account: info.storage_account.clone(),
+                container: info.file_share.clone(),
+            });
+        }
+        out
+    }
+
+    pub fn is_blob(&self) -> bool {
+        self.datastore_type.eq_ignore_ascii_case("AzureBlob")
+    }
+}
+
 /// A kind of ARM child resource of a workspace (a domain type: it travels in inventories).
 pub use crate::domain::resource::ArmKind;
 
@@ -87,6 +155,12 @@ pub trait ControlPlane: Send + Sync + 'static {
             Err(ControlPlaneError::WorkspaceNotFound) => Ok(WorkspaceState::SoftDeleted),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every datastore registered in the workspace. The default, for adapters that cannot list
+    /// them, is the workspace's default datastores only.
+    async fn datastores(&self, ws: &WorkspaceId) -> Result<Vec<Datastore>, ControlPlaneError> {
+        Ok(Datastore::defaults(&self.workspace(ws).await?))
     }
 
     /// One page of resources of `kind`, ARM-shaped (`id`, `name`, `systemData`, `properties`).

@@ -461,6 +461,20 @@ impl ControlPlane for AzureMlControlPlane {
         })
     }
 
+    /// Datastores_List, every page (`nextLink` followed on this endpoint only).
+    async fn datastores(&self, ws: &WorkspaceId) -> Result<Vec<Datastore>, ControlPlaneError> {
+        let mut url = self.url(&format!("{ws}/datastores"), &[])?;
+        let mut out = Vec::new();
+        loop {
+            let page = self.page(&url).await?;
+            out.extend(page.value.iter().filter_map(Datastore::from_arm));
+            match page.next_link {
+                Some(link) => url = self.followable(&link)?,
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Workspaces_Get: 404 is gone; 200 with `provisioningState: SoftDeleted` is soft-deleted.
     async fn workspace_state(&self, ws: &WorkspaceId) -> Result<WorkspaceState, ControlPlaneError> {
         Ok(

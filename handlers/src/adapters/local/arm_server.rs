@@ -36,7 +36,7 @@ use super::control_plane::{LocalControlPlane, ARM_ACCOUNT};
 use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, StoreError};
 use crate::ports::control_plane::{
-    ArmKind, ControlPlane, ControlPlaneError, ResourceDelete, WorkspaceState,
+    ArmKind, ControlPlane, ControlPlaneError, Datastore, ResourceDelete, WorkspaceState,
 };
 
 /// The token the local runtime sends to a local ARM server (and the server expects) unless
@@ -287,12 +287,39 @@ async fn handle(
                 "workspaceworkingdirectory" if !info.file_share.is_empty() => {
                     json!({"datastoreType": "AzureFile", "accountName": info.storage_account, "fileShareName": info.file_share})
                 }
-                _ => return not_found(),
+                _ => {
+                    // A registered datastore beyond the defaults.
+                    return match st.lcp.datastore_documents(&ws).await {
+                        Ok(docs) => match docs.into_iter().find(|d| d["name"] == *name) {
+                            Some(d) => reply(200, d),
+                            None => not_found(),
+                        },
+                        Err(e) => cp_error(e),
+                    };
+                }
             };
             reply(
                 200,
                 json!({"id": format!("{ws}/datastores/{name}"), "name": name, "properties": props}),
             )
+        }
+        (Method::GET, ["datastores"]) => {
+            // Datastores_List: the defaults, then the registered ones (one page: a workspace
+            // has few).
+            let mut value: Vec<Value> = Datastore::defaults(&info)
+                .into_iter()
+                .map(|d| {
+                    let share = d.datastore_type.eq_ignore_ascii_case("AzureFile");
+                    let mut props = json!({"datastoreType": d.datastore_type, "accountName": d.account});
+                    props[if share { "fileShareName" } else { "containerName" }] = json!(d.container);
+                    json!({"id": format!("{ws}/datastores/{}", d.name), "name": d.name, "properties": props})
+                })
+                .collect();
+            match st.lcp.datastore_documents(&ws).await {
+                Ok(docs) => value.extend(docs),
+                Err(e) => return cp_error(e),
+            }
+            reply(200, json!({ "value": value }))
         }
         (Method::GET, [c]) if matches!(*c, "jobs" | "computes") => {
             // Computes are never archived; jobs honour listViewType.

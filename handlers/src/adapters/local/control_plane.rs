@@ -1,7 +1,8 @@
 //! Local Azure ML control plane: ARM-shaped documents (as in the Azure REST API spec examples)
 //! kept in the blob store under account `armlocal`, container `ws-<workspace key>`:
 //! `workspace.json`, `jobs/<name>.json`, `models/<name>/<version>.json`,
-//! `data/<name>/<version>.json`, `computes/<name>.json`. Paging mirrors ARM's `nextLink`.
+//! `data/<name>/<version>.json`, `computes/<name>.json`, and datastores beyond the three
+//! defaults as `datastores/<name>.json`. Paging mirrors ARM's `nextLink`.
 //! Keeping them in the blob store means the same control plane runs on the local store and on
 //! Azurite, and a before/after comparison of the store covers management-plane state too.
 
@@ -127,6 +128,61 @@ impl LocalControlPlane {
         self.store.write_json(&blob, &doc).await.map_err(map_err)
     }
 
+    /// Register (seed) a datastore beyond the defaults, ARM-shaped (`name`, `properties`).
+    pub async fn put_datastore(
+        &self,
+        ws: &WorkspaceId,
+        doc: &Value,
+    ) -> Result<(), ControlPlaneError> {
+        let name = doc
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| {
+                crate::adapters::local::fs_blob::validate_name(n).is_ok() && !n.contains('/')
+            })
+            .ok_or_else(|| ControlPlaneError::Other("datastore without a valid name".into()))?;
+        self.store
+            .write_json(
+                &BlobRef::new(
+                    ARM_ACCOUNT,
+                    Self::container(ws),
+                    format!("{DATASTORES}{name}.json"),
+                ),
+                doc,
+            )
+            .await
+            .map_err(map_err)
+    }
+
+    /// The registered (non-default) datastore documents of a workspace.
+    pub async fn datastore_documents(
+        &self,
+        ws: &WorkspaceId,
+    ) -> Result<Vec<Value>, ControlPlaneError> {
+        let container = Self::container(ws);
+        let items = match self
+            .store
+            .list_all(ARM_ACCOUNT, &container, DATASTORES)
+            .await
+        {
+            Ok(i) => i,
+            Err(StoreError::NotFound(_)) => return Ok(vec![]),
+            Err(e) => return Err(map_err(e)),
+        };
+        let mut out = Vec::new();
+        for i in items {
+            if let Some(doc) = self
+                .store
+                .read_json::<Value>(&BlobRef::new(ARM_ACCOUNT, container.clone(), i.name))
+                .await
+                .map_err(map_err)?
+            {
+                out.push(doc);
+            }
+        }
+        Ok(out)
+    }
+
     fn workspace_blob(ws: &WorkspaceId) -> BlobRef {
         BlobRef::new(ARM_ACCOUNT, Self::container(ws), "workspace.json")
     }
@@ -154,6 +210,9 @@ fn map_err(e: StoreError) -> ControlPlaneError {
     }
 }
 
+/// Where registered datastores beyond the defaults are kept in a workspace's container.
+const DATASTORES: &str = "datastores/";
+
 /// The provisioning state ARM reports for a soft-deleted workspace.
 pub const SOFT_DELETED: &str = "SoftDeleted";
 
@@ -172,6 +231,17 @@ impl ControlPlane for LocalControlPlane {
         }
         serde_json::from_value(doc)
             .map_err(|e| ControlPlaneError::Other(format!("workspace document: {e}")))
+    }
+
+    async fn datastores(&self, ws: &WorkspaceId) -> Result<Vec<Datastore>, ControlPlaneError> {
+        let mut out = Datastore::defaults(&self.workspace(ws).await?);
+        out.extend(
+            self.datastore_documents(ws)
+                .await?
+                .iter()
+                .filter_map(Datastore::from_arm),
+        );
+        Ok(out)
     }
 
     async fn workspace_state(&self, ws: &WorkspaceId) -> Result<WorkspaceState, ControlPlaneError> {
