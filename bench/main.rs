@@ -1198,7 +1198,10 @@ async fn spawn_handler(
         dir.join("directory.json"),
         serde_json::to_vec(&truth.directory())?,
     )?;
-    let app = azureml_dsr::app::App::with_services(services(store, dir));
+    let svc = services(store, dir);
+    // Intake acts only on configured workspaces.
+    svc.state().put_scope(&truth.workspaces).await?;
+    let app = azureml_dsr::app::App::with_services(svc);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(azureml_dsr::startup::serve(

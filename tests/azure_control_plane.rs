@@ -28,7 +28,7 @@ use azureml_dsr::domain::subject::{ResolvedSubject, Upn};
 use azureml_dsr::domain::workspace::WorkspaceId;
 use azureml_dsr::ports::bus::{MessageBus, OutMessage, SendOutcome};
 use azureml_dsr::ports::control_plane::{
-    ArmKind, ControlPlane, ControlPlaneError, ResourceDelete, WorkspaceInfo,
+    ArmKind, ControlPlane, ControlPlaneError, Datastore, ResourceDelete, WorkspaceInfo,
 };
 use azureml_dsr::ports::directory::Directory;
 use azureml_dsr::ports::telemetry::{PurgeStatus, TelemetryError, TelemetryStore};
@@ -351,6 +351,60 @@ async fn workspace_get_and_datastores_parse_into_workspace_info() {
     let missing = serve(ARM_SCOPE, |_| not_found()).await;
     assert!(matches!(
         arm(&missing).workspace(&ws()).await,
+        Err(ControlPlaneError::WorkspaceNotFound)
+    ));
+}
+
+/// Datastores_List, as the Datastore/list example answers it, every page followed: the asset
+/// URIs of a workspace are resolved against exactly these.
+#[tokio::test]
+async fn datastores_list_pages_into_datastores() {
+    let server = serve(ARM_SCOPE, |c| {
+        let p = c.req.path.as_str();
+        if p != format!("{WS}/datastores") {
+            return not_found();
+        }
+        let mut b = body("ml/datastore-list.json", "200");
+        if c.req.query.contains_key("page") {
+            // The second page: the example's item re-typed as a file datastore, no nextLink.
+            let item = &mut b["value"][0];
+            item["name"] = json!("workspaceworkingdirectory");
+            let props = item["properties"].as_object_mut().unwrap();
+            props.remove("containerName");
+            props.insert("datastoreType".into(), json!("AzureFile"));
+            props.insert("fileShareName".into(), json!("code-1"));
+            b.as_object_mut().unwrap().remove("nextLink");
+        } else {
+            b["nextLink"] = json!(format!(
+                "{}{WS}/datastores?api-version=2024-10-01&page=2",
+                c.base
+            ));
+        }
+        (200, vec![], b)
+    })
+    .await;
+    let ds = arm(&server).datastores(&ws()).await.unwrap();
+    assert_eq!(
+        ds,
+        vec![
+            Datastore {
+                name: "string".into(),
+                datastore_type: "AzureBlob".into(),
+                account: "string".into(),
+                container: "string".into(),
+            },
+            Datastore {
+                name: "workspaceworkingdirectory".into(),
+                datastore_type: "AzureFile".into(),
+                account: "string".into(),
+                container: "code-1".into(),
+            },
+        ]
+    );
+    assert!(ds[0].is_blob() && !ds[1].is_blob());
+    let missing = serve(ARM_SCOPE, |_| not_found()).await;
+    assert!(matches!(
+        arm(&missing).datastores(&ws()).await,
         Err(ControlPlaneError::WorkspaceNotFound)
     ));
 }
@@ -1156,6 +1210,7 @@ mod pipeline {
             ..Default::default()
         };
         let mut svc = local_services(&paths, store.clone(), bus.clone(), settings);
+        svc.state().put_scope(&truth.workspaces).await.unwrap();
         let mut servers = Vec::new();
         let mut arm_server = None;
         if production {
@@ -1244,6 +1299,67 @@ mod pipeline {
             .collect();
         results.sort_by_key(|v| v["key"].as_str().unwrap().to_string());
         json!({"status": r.status, "counts": r.counts, "subject": r.subject_object_id, "results": results})
+    }
+
+    /// Workspaces_Get decides what a deletion event may do: 200 is a live workspace, 200 with
+    /// `provisioningState: SoftDeleted` a recoverable one (and nothing else can be read from
+    /// it), 404 a purged one. The production adapter reads the three states from the local ARM
+    /// server as the local control plane holds them.
+    #[tokio::test]
+    async fn the_adapter_tells_live_soft_deleted_and_gone_workspaces_apart() {
+        use azureml_dsr::ports::control_plane::{ControlPlaneError, WorkspaceState};
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(&LocalPaths::new(dir.path()));
+        let opts = SeedOptions {
+            users: 1,
+            runs_per_user: 1,
+            ..Default::default()
+        };
+        let now = time::macros::datetime!(2026-11-01 12:00:00 UTC);
+        let truth = seed(&store, &opts, now).await.unwrap();
+        let lcp = LocalControlPlane::new(store.clone());
+        let srv = arm_server::start(store.clone(), server_options(), 0)
+            .await
+            .unwrap();
+        let arm = local_arm(&srv);
+        let ws = &truth.workspaces[0];
+        assert_eq!(
+            arm.workspace_state(ws).await.unwrap(),
+            WorkspaceState::Active
+        );
+        // Datastores_List through the server: the defaults and a registered one.
+        lcp.put_datastore(
+            ws,
+            &json!({"name": "projectdata", "properties": {"datastoreType": "AzureBlob",
+                    "accountName": "datalake0", "containerName": "project"}}),
+        )
+        .await
+        .unwrap();
+        let listed = arm.datastores(ws).await.unwrap();
+        assert_eq!(listed, lcp.datastores(ws).await.unwrap());
+        assert_eq!(listed.len(), 4);
+        lcp.soft_delete_workspace(ws).await.unwrap();
+        assert_eq!(
+            arm.workspace_state(ws).await.unwrap(),
+            WorkspaceState::SoftDeleted
+        );
+        assert!(matches!(
+            arm.workspace(ws).await,
+            Err(ControlPlaneError::WorkspaceNotFound)
+        ));
+        lcp.recover_workspace(ws).await.unwrap();
+        assert_eq!(
+            arm.workspace_state(ws).await.unwrap(),
+            WorkspaceState::Active
+        );
+        store
+            .delete_container(
+                azureml_dsr::adapters::local::control_plane::ARM_ACCOUNT,
+                &LocalControlPlane::container(ws),
+            )
+            .await
+            .unwrap();
+        assert_eq!(arm.workspace_state(ws).await.unwrap(), WorkspaceState::Gone);
     }
 
     /// The local ARM server serves what the local control plane holds, in ARM's shapes: the

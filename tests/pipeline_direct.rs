@@ -54,6 +54,8 @@ async fn env(holds: HoldSet, chunk_size: usize) -> Env {
     };
     let svc = local_services(&paths, store.clone(), bus.clone(), settings);
     svc.state().put_holds(&holds).await.unwrap();
+    // The workspaces this service may act on (intake refuses any other).
+    svc.state().put_scope(&truth.workspaces).await.unwrap();
     Env {
         _dir: dir,
         store,
@@ -395,10 +397,15 @@ async fn a_job_that_cannot_be_deleted_is_reported_and_the_request_ends_partially
         .await
         .unwrap();
     // Scope also names a workspace that does not exist: its slices fail, the request still ends.
+    let gone = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/gone";
+    let mut scope = e.svc.scope().await.unwrap();
+    scope.push(azureml_dsr::domain::workspace::WorkspaceId::parse(gone).unwrap());
+    e.svc.state().put_scope(&scope).await.unwrap();
     let mut req = request(&e, "DEL-PF", "delete", "carol", false);
-    req["scope"]["workspaces"].as_array_mut().unwrap().push(json!(
-        "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/gone"
-    ));
+    req["scope"]["workspaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(gone));
     submit(&e, req, 1).await;
     let r = report(&e, "DEL-PF").await;
     assert_eq!(r.status, FinalStatus::PartiallyFailed);
@@ -576,4 +583,398 @@ async fn dry_run_makes_zero_mutating_calls_to_workspace_storage() {
         "state (plan, inventory, report) is still written"
     );
     assert!(report(&e, "DRY-C").await.counts.would_delete > 0);
+}
+
+/// An inventory naming a resource kind the product does not know (here: a "datastore" whose id
+/// is another user's compute) is refused as a whole: the slice fails, nothing is deleted. It
+/// used to fall back to a compute delete.
+#[tokio::test]
+async fn an_unknown_resource_kind_in_an_inventory_deletes_nothing() {
+    let e = env(HoldSet::default(), 100).await;
+    let bob_compute = e
+        .truth
+        .resources_of("bob")
+        .into_iter()
+        .find(|id| id.contains("/computes/"))
+        .expect("bob has a compute instance")
+        .clone();
+    let body = request(&e, "KIND-1", "delete", "alice", false)
+        .to_string()
+        .into_bytes();
+    intake::run(
+        &e.svc,
+        &body,
+        &Delivery {
+            delivery_count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let task = sent_task(&e, "dsr-slice-jobs");
+    let state = e.svc.state();
+    state
+        .store
+        .write_json(
+            &state.inventory_ref(&task),
+            &json!({"entries": [{"item": {"kind": "resource", "resourceType": "datastore", "id": bob_compute}}], "notes": []}),
+        )
+        .await
+        .unwrap();
+    drive(&e, 1).await;
+    assert!(
+        arm_present(&snapshot(&e).await, &bob_compute),
+        "bob's compute instance is still there"
+    );
+    let r = report(&e, "KIND-1").await;
+    let jobs = r
+        .slices
+        .iter()
+        .find(|s| s.key == task.key)
+        .expect("the jobs slice is reported");
+    assert_eq!(jobs.status, azureml_dsr::domain::slice::SliceStatus::Failed);
+    assert_eq!(r.status, FinalStatus::PartiallyFailed);
+}
+
+/// The result messages sent so far, as JSON.
+fn results(e: &Env) -> Vec<serde_json::Value> {
+    e.bus
+        .sent()
+        .into_iter()
+        .filter(|m| m.queue == queues::RESULTS)
+        .map(|m| serde_json::from_slice(&m.body).unwrap())
+        .collect()
+}
+
+/// A second request reusing a requestId with other content is neither dropped by the bus nor
+/// replayed as the first: it reaches intake, which rejects it with a reason the sender can read,
+/// and both payloads stay archived.
+#[tokio::test]
+async fn a_reused_request_id_with_other_content_is_rejected_with_a_reason() {
+    let e = env(HoldSet::default(), 100).await;
+    let queue = azureml_dsr::wiring::open_local_queue(e._dir.path()).unwrap();
+    let first = request(&e, "TWICE-1", "export", "alice", false).to_string();
+    let second = request(&e, "TWICE-1", "delete", "bob", false).to_string();
+    azureml_dsr::cli::requests::enqueue(&queue, first.clone().into_bytes())
+        .await
+        .unwrap();
+    azureml_dsr::cli::requests::enqueue(&queue, second.clone().into_bytes())
+        .await
+        .unwrap();
+    // A resend of the very same bytes is still a duplicate for the bus.
+    azureml_dsr::cli::requests::enqueue(&queue, first.clone().into_bytes())
+        .await
+        .unwrap();
+    let queued: Vec<Vec<u8>> = queue
+        .peek(queues::INTAKE)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(
+        queued,
+        vec![first.clone().into_bytes(), second.clone().into_bytes()],
+        "the second request reaches intake; the resend of the first does not"
+    );
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    let out1 = intake::run(&e.svc, first.as_bytes(), &d).await.unwrap();
+    assert!(matches!(out1, intake::IntakeOutcome::Planned { .. }));
+    let out2 = intake::run(&e.svc, second.as_bytes(), &d).await.unwrap();
+    assert_eq!(
+        out2,
+        intake::IntakeOutcome::Rejected {
+            code: "request_conflict".into()
+        }
+    );
+    let rejected: Vec<_> = results(&e)
+        .into_iter()
+        .filter(|r| r["status"] == "rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["requestId"], "TWICE-1");
+    let reason = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("already used") && reason.contains("new requestId"),
+        "{reason}"
+    );
+    let archived = e
+        .store
+        .list_all("dsrstate", "dsr-intake-archive", "")
+        .await
+        .unwrap();
+    assert_eq!(archived.len(), 2, "both payloads are kept for audit");
+    // The first request is carried out as planned; only the export ran.
+    drive(&e, 1).await;
+    assert_eq!(report(&e, "TWICE-1").await.kind.as_str(), "export");
+}
+
+/// A store that answers "not found" to the first read of a plan: the window in which two
+/// deliveries race to create it.
+struct PlanRace {
+    inner: Arc<dyn BlobStore>,
+    hidden: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for PlanRace {
+    fn kind(&self) -> &'static str {
+        "plan-race"
+    }
+    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
+        self.inner.create_container(a, c).await
+    }
+    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
+        self.inner.list_containers(a, p).await
+    }
+    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
+        self.inner.delete_container(a, c).await
+    }
+    async fn list_page(
+        &self,
+        a: &str,
+        c: &str,
+        p: &str,
+        m: Option<String>,
+        n: u32,
+    ) -> StoreResult<ListPage> {
+        self.inner.list_page(a, c, p, m, n).await
+    }
+    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
+        if b.name.ends_with("/plan.json")
+            && !self.hidden.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(StoreError::NotFound(b.to_string()));
+        }
+        self.inner.open(b).await
+    }
+    async fn put(
+        &self,
+        b: &BlobRef,
+        body: bytes::Bytes,
+        ct: &str,
+        cond: Condition,
+        md: &BTreeMap<String, String>,
+    ) -> StoreResult<String> {
+        self.inner.put(b, body, ct, cond, md).await
+    }
+    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
+        self.inner.copy(s, d).await
+    }
+    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
+        self.inner.delete(b).await
+    }
+}
+
+/// The same holds when the second request loses the race to create the plan.
+#[tokio::test]
+async fn a_reused_request_id_that_loses_the_plan_race_is_rejected() {
+    let mut e = env(HoldSet::default(), 100).await;
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    let first = request(&e, "RACE-1", "export", "alice", false).to_string();
+    let second = request(&e, "RACE-1", "delete", "bob", false).to_string();
+    intake::run(&e.svc, first.as_bytes(), &d).await.unwrap();
+    e.svc.store = Arc::new(PlanRace {
+        inner: e.store.clone(),
+        hidden: Default::default(),
+    });
+    let out = intake::run(&e.svc, second.as_bytes(), &d).await.unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "request_conflict".into()
+        }
+    );
+}
+
+/// Intake acts only on the configured workspaces, compared as ARM compares ids (any case); an
+/// empty configuration refuses everything. Nothing is planned or sent for a refused request.
+#[tokio::test]
+async fn intake_refuses_workspaces_outside_the_configured_scope() {
+    let e = env(HoldSet::default(), 100).await;
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    let other = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/elsewhere";
+    let mut req = request(&e, "SCOPE-1", "delete", "alice", false);
+    req["scope"]["workspaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(other));
+    let out = intake::run(&e.svc, req.to_string().as_bytes(), &d)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "workspace_out_of_scope".into()
+        }
+    );
+    let r = results(&e);
+    let reason = r[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("scope.workspaces[1]") && reason.contains("elsewhere"),
+        "{reason}"
+    );
+    assert!(e
+        .svc
+        .state()
+        .plan(&RequestId::parse("SCOPE-1").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(e
+        .bus
+        .sent()
+        .iter()
+        .all(|m| !m.queue.starts_with("dsr-slice-")));
+
+    // The configured workspace, spelled in another case, is in scope.
+    let upper = e.truth.workspaces[0].to_string().to_uppercase();
+    let mut req = request(&e, "SCOPE-2", "export", "alice", true);
+    req["scope"]["workspaces"] = json!([upper]);
+    let out = intake::run(&e.svc, req.to_string().as_bytes(), &d)
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, intake::IntakeOutcome::Planned { .. }),
+        "{out:?}"
+    );
+
+    // No scope configured: every request is refused.
+    e.svc.state().put_scope(&[]).await.unwrap();
+    let req = request(&e, "SCOPE-3", "export", "alice", false);
+    let out = intake::run(&e.svc, req.to_string().as_bytes(), &d)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "workspace_out_of_scope".into()
+        }
+    );
+}
+
+/// Data assets of alice's that point beyond her workspace's own datastores, at the service's
+/// state account, at another workspace, or over other users' job folders: a delete follows none
+/// of them (the report says why), while a file in a datastore the workspace registered beyond
+/// the two defaults is found and deleted.
+#[tokio::test]
+async fn asset_uris_reach_only_the_workspaces_own_datastores() {
+    use azureml_dsr::adapters::local::control_plane::LocalControlPlane;
+    use azureml_dsr::ports::control_plane::{ArmKind, ControlPlane};
+    let e = env(HoldSet::default(), 100).await;
+    let ws = e.truth.workspaces[0].clone();
+    let info = e.truth.infos[0].clone();
+    let cp = LocalControlPlane::new(e.store.clone());
+    let put = |account: &str, container: &str, name: &str| {
+        let b = BlobRef::new(account, container, name);
+        let store = e.store.clone();
+        async move {
+            store
+                .create_container(&b.account, &b.container)
+                .await
+                .unwrap();
+            store
+                .write_json(&b, &json!({"not": "alice's"}))
+                .await
+                .unwrap();
+            b
+        }
+    };
+    // Unowned files the crafted URIs aim at.
+    let team = put(
+        &info.storage_account,
+        &info.blobstore_container,
+        "team/reference/lookup.csv",
+    )
+    .await;
+    let exported = put(
+        "dsrstate",
+        "dsr-exports",
+        "requests/OTHER-1/mlw-0/files/x.csv",
+    )
+    .await;
+    let elsewhere = put("otheracct", "data", "x.csv").await;
+    let bob_job = e
+        .truth
+        .blobs_of("bob")
+        .into_iter()
+        .find(|k| k.contains("/azureml/") && k.contains("/outputs/"))
+        .expect("bob has job outputs")
+        .clone();
+    // A datastore registered beyond the defaults, with a file of alice's in it.
+    cp.put_datastore(
+        &ws,
+        &json!({"name": "projectdata", "properties": {"datastoreType": "AzureBlob",
+                "accountName": info.storage_account, "containerName": "projectdata"}}),
+    )
+    .await
+    .unwrap();
+    let project = put(&info.storage_account, "projectdata", "alice/run.csv").await;
+
+    let template = cp
+        .list_all(&ws, ArmKind::DataVersion)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d["id"].as_str().unwrap().contains("/data/alice-data-0/"))
+        .unwrap();
+    let other_ws = format!(
+        "azureml://subscriptions/{}/resourcegroups/{}/workspaces/other-ws/datastores/workspaceblobstore/paths/team/reference/lookup.csv",
+        ws.subscription(),
+        ws.resource_group()
+    );
+    let uris = [
+        other_ws,
+        format!(
+            "https://dsrstate.blob.core.windows.net/dsr-exports/{}",
+            exported.name
+        ),
+        "https://otheracct.blob.core.windows.net/data/x.csv".to_string(),
+        "azureml://datastores/workspaceblobstore/paths/azureml/".to_string(),
+        "azureml://datastores/projectdata/paths/alice/run.csv".to_string(),
+    ];
+    for (i, uri) in uris.iter().enumerate() {
+        let mut doc = template.clone();
+        doc["id"] = json!(format!("{ws}/data/alice-crafted-{i}/versions/1"));
+        doc["properties"]["dataUri"] = json!(uri);
+        cp.put_resource(&ws, ArmKind::DataVersion, &doc)
+            .await
+            .unwrap();
+    }
+
+    submit(&e, request(&e, "URI-1", "delete", "alice", false), 1).await;
+    for b in [&team, &exported, &elsewhere] {
+        assert!(e.store.read_small(b).await.is_ok(), "{b} was left alone");
+    }
+    let (a, rest) = bob_job.split_once('/').unwrap();
+    let (c, n) = rest.split_once('/').unwrap();
+    assert!(
+        e.store.read_small(&BlobRef::new(a, c, n)).await.is_ok(),
+        "bob's job outputs were left alone"
+    );
+    assert!(
+        e.store.read_small(&project).await.is_err(),
+        "the file in the registered datastore was deleted"
+    );
+    let r = report(&e, "URI-1").await;
+    let notes: Vec<&String> = r.results.iter().flat_map(|s| &s.notes).collect();
+    for why in [
+        "another workspace",
+        "state account",
+        "not in one of this workspace's datastores",
+        "another user's assets or jobs",
+    ] {
+        assert!(
+            notes.iter().any(|n| n.contains(why)),
+            "a note says {why:?}: {notes:?}"
+        );
+    }
 }

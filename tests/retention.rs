@@ -284,11 +284,32 @@ fn delete_event(e: &Env, purge: bool, at: OffsetDateTime) -> GridEvent {
     GridEvent::from_value(&ev).unwrap()
 }
 
+/// Purge the workspace in the local ARM: it answers 404 from now on.
 async fn delete_workspace_resource(e: &Env) {
     let c = azureml_dsr::adapters::local::control_plane::LocalControlPlane::container(
         &e.truth.workspaces[0],
     );
     e.store.delete_container(ARM_ACCOUNT, &c).await.unwrap();
+}
+
+/// Soft-delete the workspace in the local ARM: recoverable, `provisioningState: SoftDeleted`.
+async fn soft_delete_workspace_resource(e: &Env) {
+    azureml_dsr::adapters::local::control_plane::LocalControlPlane::new(e.store.clone())
+        .soft_delete_workspace(&e.truth.workspaces[0])
+        .await
+        .unwrap();
+}
+
+/// The names of the blobs left in the workspace's artifact container (`azureml`).
+async fn artifact_blobs(e: &Env) -> Vec<String> {
+    let info = &e.truth.infos[0];
+    e.store
+        .list_all(&info.storage_account, &info.artifact_container, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect()
 }
 
 async fn containers(e: &Env) -> Vec<String> {
@@ -305,7 +326,7 @@ async fn soft_delete_is_cleaned_after_the_recovery_window_and_purge_at_once() {
     drive(&e).await;
     let before = containers(&e).await;
     assert_eq!(before.len(), 3);
-    delete_workspace_resource(&e).await;
+    soft_delete_workspace_resource(&e).await;
     let out = workspace_deleted::run(&e.svc, &delete_event(&e, false, e.now), e.now)
         .await
         .unwrap();
@@ -329,9 +350,14 @@ async fn soft_delete_is_cleaned_after_the_recovery_window_and_purge_at_once() {
     .await
     .unwrap();
     assert_eq!(cleaned.len(), 1);
+    assert_eq!(
+        containers(&e).await,
+        vec!["azureml".to_string()],
+        "the workspace's own containers are gone; the shared artifact container is kept"
+    );
     assert!(
-        containers(&e).await.is_empty(),
-        "the workspace's containers are gone"
+        artifact_blobs(&e).await.is_empty(),
+        "and emptied of the workspace's run folders"
     );
     assert!(
         e.store
@@ -357,7 +383,92 @@ async fn soft_delete_is_cleaned_after_the_recovery_window_and_purge_at_once() {
         .await
         .unwrap();
     assert!(matches!(out, EventOutcome::CleanedUp { .. }), "{out:?}");
-    assert!(containers(&e).await.is_empty());
+    assert_eq!(containers(&e).await, vec!["azureml".to_string()]);
+    assert!(artifact_blobs(&e).await.is_empty());
+}
+
+/// The event is a hint, ARM decides: a purge event for a workspace ARM still has (forged, or
+/// stale after a re-creation) deletes nothing, now or later.
+#[tokio::test]
+async fn a_forged_delete_event_for_a_live_workspace_deletes_nothing() {
+    let e = env(HoldSet::default(), false).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    let before = snapshot(&e).await;
+    let out = workspace_deleted::run(&e.svc, &delete_event(&e, true, e.now), e.now)
+        .await
+        .unwrap();
+    assert!(matches!(out, EventOutcome::Ignored(_)), "{out:?}");
+    assert!(
+        workspace_deleted::run_due_cleanups(&e.svc, e.now + Duration::days(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(snapshot(&e).await, before);
+}
+
+/// `forceToPurge` is read from ARM, not from the event: a purge claim for a workspace ARM holds
+/// as soft-deleted (recoverable) waits out the recovery window, and a recovery cancels it.
+#[tokio::test]
+async fn a_purge_claim_for_a_soft_deleted_workspace_waits_for_the_window() {
+    let e = env(HoldSet::default(), false).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    let before = snapshot(&e).await;
+    soft_delete_workspace_resource(&e).await;
+    let out = workspace_deleted::run(&e.svc, &delete_event(&e, true, e.now), e.now)
+        .await
+        .unwrap();
+    assert!(matches!(out, EventOutcome::Scheduled { .. }), "{out:?}");
+    let lcp = azureml_dsr::adapters::local::control_plane::LocalControlPlane::new(e.store.clone());
+    lcp.recover_workspace(&e.truth.workspaces[0]).await.unwrap();
+    assert!(
+        workspace_deleted::run_due_cleanups(&e.svc, e.now + Duration::days(15))
+            .await
+            .unwrap()
+            .is_empty(),
+        "recovered during the window: cancelled"
+    );
+    // Everything but the workspace document itself (soft-deleted, then recovered) is as before.
+    let unchanged = |s: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        s.into_iter()
+            .filter(|(k, _)| !k.ends_with("/workspace.json"))
+            .collect()
+    };
+    assert!(unchanged(snapshot(&e).await) == unchanged(before));
+}
+
+/// The artifact container (`azureml`) is shared by every workspace of a storage account,
+/// including workspaces this service does not know: a purge removes only the deleted
+/// workspace's run folders from it, never the container or anyone else's runs.
+#[tokio::test]
+async fn a_purge_keeps_the_shared_artifact_container_and_other_workspaces_runs() {
+    let e = env(HoldSet::default(), false).await;
+    retention::run(&e.svc, &timer(false), e.now).await.unwrap();
+    drive(&e).await;
+    let info = &e.truth.infos[0];
+    let foreign = BlobRef::new(
+        info.storage_account.clone(),
+        info.artifact_container.clone(),
+        "ExperimentRun/dcid.another-workspaces-run/logs/std_log.txt",
+    );
+    e.store
+        .write_json(&foreign, &json!({"not": "ours"}))
+        .await
+        .unwrap();
+    assert!(artifact_blobs(&e).await.len() > 1);
+    delete_workspace_resource(&e).await;
+    let out = workspace_deleted::run(&e.svc, &delete_event(&e, true, e.now), e.now)
+        .await
+        .unwrap();
+    assert!(matches!(out, EventOutcome::CleanedUp { .. }), "{out:?}");
+    assert_eq!(
+        artifact_blobs(&e).await,
+        vec![foreign.name.clone()],
+        "only the other workspace's run is left"
+    );
+    assert!(containers(&e).await.contains(&info.artifact_container));
 }
 
 #[tokio::test]

@@ -63,9 +63,12 @@ pub fn request_from_flags(paths: &LocalPaths, a: &SubmitArgs) -> anyhow::Result<
     }))
 }
 
-/// Enqueue raw request bytes on the intake queue (MessageId = requestId when readable, so a
-/// ticketing system re-sending the same ticket is de-duplicated by the bus).
+/// Enqueue raw request bytes on the intake queue. MessageId = `<requestId>:<content hash>`, so
+/// the bus drops only a resend of the same bytes; another request reusing a requestId reaches
+/// intake, which rejects it with a reason (a MessageId of the requestId alone made the bus drop
+/// it silently, and the sender saw the first request's result as if it were the second's).
 pub async fn enqueue(queue: &LocalQueue, body: Vec<u8>) -> anyhow::Result<String> {
+    let sha = crate::domain::ids::sha256_hex(&body);
     let id = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {
@@ -74,11 +77,18 @@ pub async fn enqueue(queue: &LocalQueue, body: Vec<u8>) -> anyhow::Result<String
                 .map(str::to_string)
         })
         .filter(|r| RequestId::parse(r).is_ok())
-        .unwrap_or_else(|| crate::domain::ids::sha256_hex(&body));
-    let mut msg = OutMessage::json(queues::INTAKE, id.clone(), &serde_json::Value::Null);
+        .unwrap_or_else(|| sha.clone());
+    let message_id = intake_message_id(&id, &sha);
+    let mut msg = OutMessage::json(queues::INTAKE, message_id, &serde_json::Value::Null);
     msg.body = body;
     queue.send(msg).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(id)
+}
+
+/// The intake MessageId for a request id and the SHA-256 of its bytes (at most 64 + 1 + 32
+/// characters, within Service Bus's 128).
+pub fn intake_message_id(request_id: &str, body_sha256: &str) -> String {
+    format!("{request_id}:{}", &body_sha256[..32.min(body_sha256.len())])
 }
 
 pub async fn submit(local: &LocalSettings, a: &SubmitArgs, json: bool) -> anyhow::Result<()> {

@@ -79,4 +79,24 @@ mod tests {
             .find(Uuid::from_u128(2), &ws, ResourceType::Models)
             .is_none());
     }
+
+    #[test]
+    fn a_hold_covers_its_workspace_in_any_case() {
+        // ARM ids are case-insensitive: a request naming the held workspace in another case
+        // must not slip past the hold.
+        let held = WorkspaceId::parse("/subscriptions/s/resourceGroups/RG/providers/Microsoft.MachineLearningServices/workspaces/Mlw-A").unwrap();
+        let asked = WorkspaceId::parse("/subscriptions/S/resourceGroups/rg/providers/microsoft.machinelearningservices/workspaces/mlw-a").unwrap();
+        let set = HoldSet {
+            holds: vec![LegalHold {
+                id: "H1".into(),
+                reason: "litigation".into(),
+                subject_object_id: None,
+                workspace: Some(held),
+                resource_types: vec![],
+            }],
+        };
+        assert!(set
+            .find(Uuid::from_u128(1), &asked, ResourceType::Jobs)
+            .is_some());
+    }
 }

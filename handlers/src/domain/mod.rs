@@ -7,6 +7,7 @@ pub mod ids;
 pub mod plan;
 pub mod report;
 pub mod request;
+pub mod resource;
 pub mod slice;
 pub mod subject;
 pub mod workspace;

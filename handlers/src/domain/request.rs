@@ -440,6 +440,15 @@ mod tests {
     }
 
     #[test]
+    fn a_workspace_named_twice_in_other_cases_is_one_workspace() {
+        // Two spellings of one ARM id would otherwise plan the same slice twice.
+        let mut v = valid();
+        v["scope"]["workspaces"] = json!([WS, WS.to_uppercase()]);
+        let r = DsrRequest::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(r.workspaces.len(), 1);
+    }
+
+    #[test]
     fn rejections_name_the_problem() {
         let mut v = valid();
         v["schemaVersion"] = json!("2.0");

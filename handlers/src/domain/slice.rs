@@ -77,9 +77,13 @@ pub enum Item {
         name: String,
         size: u64,
     },
-    /// A management-plane resource (job, model version, data version, compute).
+    /// A management-plane resource (job, model version, data version, compute). The kind is
+    /// parsed, not a string: an inventory naming an unknown kind does not load.
     #[serde(rename_all = "camelCase")]
-    Resource { resource_type: String, id: String },
+    Resource {
+        resource_type: super::resource::ArmKind,
+        id: String,
+    },
     /// Telemetry records of the subject in one table.
     #[serde(rename_all = "camelCase")]
     Telemetry { table: String, records: u64 },

@@ -6,9 +6,11 @@ use super::ids::short_hash;
 
 /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{name}`.
 /// Cannot hold anything else.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+///
+/// ARM ids are case-insensitive, so equality, ordering and hashing compare the normalised
+/// (lower-cased) id: a hold, a scope entry or a duplicate spelled in another case is the same
+/// workspace. The original spelling is kept for display and for calls to ARM.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct WorkspaceId {
     subscription: String,
@@ -70,6 +72,41 @@ impl WorkspaceId {
     pub fn key(&self) -> String {
         short_hash(&[&self.to_string().to_ascii_lowercase()], 12)
     }
+
+    /// What identifies the workspace, whatever the case it was written in.
+    fn normalised(&self) -> (String, String, String) {
+        (
+            self.subscription.to_ascii_lowercase(),
+            self.resource_group.to_ascii_lowercase(),
+            self.name.to_ascii_lowercase(),
+        )
+    }
+}
+
+impl PartialEq for WorkspaceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalised() == other.normalised()
+    }
+}
+
+impl Eq for WorkspaceId {}
+
+impl std::hash::Hash for WorkspaceId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.normalised().hash(state)
+    }
+}
+
+impl PartialOrd for WorkspaceId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for WorkspaceId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.normalised().cmp(&other.normalised())
+    }
 }
 
 impl fmt::Display for WorkspaceId {
@@ -106,6 +143,19 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.key(), b.key());
         assert_eq!(a.name(), "ws1");
+    }
+
+    #[test]
+    fn equality_ignores_case_as_arm_does() {
+        let a = WorkspaceId::parse("/subscriptions/s/resourceGroups/RG-ML/providers/Microsoft.MachineLearningServices/workspaces/MLW-0").unwrap();
+        let b = WorkspaceId::parse("/subscriptions/s/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-0").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.cmp(&b), std::cmp::Ordering::Equal);
+        let set: std::collections::HashSet<_> = [a.clone(), b].into_iter().collect();
+        assert_eq!(set.len(), 1);
+        // The spelling is kept for display.
+        assert!(a.to_string().ends_with("/workspaces/MLW-0"));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Discovery: what belongs to the subject in one workspace, per resource type. Pure decisions
 //! (who matches) live in `domain::subject`; this module walks the ports.
 //!
-//! Collateral protection: files behind a model or data asset are only taken when no asset of
-//! another user points into the same folder; a job's folders are named by the job's own name.
+//! Collateral protection: files behind a model or data asset are only looked for in the
+//! workspace's own blob datastores (never another workspace's, never the service's state
+//! account), and only taken when no asset or job of another user is in or over the same folder;
+//! a job's folders are named by the job's own name.
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
@@ -13,7 +15,7 @@ use crate::domain::plan::ResourceType;
 use crate::domain::request::RequestKind;
 use crate::domain::slice::{Item, SliceTask};
 use crate::ports::blob::BlobStoreExt;
-use crate::ports::control_plane::{ArmKind, ControlPlaneError, WorkspaceInfo};
+use crate::ports::control_plane::{ArmKind, ControlPlaneError, Datastore, WorkspaceInfo};
 use crate::state::{Inventory, InventoryEntry};
 
 impl From<ControlPlaneError> for FnError {
@@ -78,7 +80,7 @@ fn resource_entry(kind: ArmKind, doc: &Value) -> Option<InventoryEntry> {
     let id = doc.get("id")?.as_str()?.to_string();
     Some(InventoryEntry {
         item: Item::Resource {
-            resource_type: kind.as_str().to_string(),
+            resource_type: kind,
             id,
         },
         doc: Some(doc.clone()),
@@ -159,9 +161,19 @@ async fn jobs(
         .list(&task.workspace, ArmKind::Job, None)
         .await?;
     let (mut listed, mut matched_jobs) = (0usize, 0usize);
+    // Every job's name, matched or not: once the workspace is deleted its run folders in the
+    // shared artifact container can only be found by them (see `workspace_deleted`).
+    let mut names = std::collections::BTreeSet::new();
     loop {
         let next = page.next_link.take();
         listed += page.value.len();
+        names.extend(
+            page.value
+                .iter()
+                .filter_map(|d| d.get("name").and_then(Value::as_str))
+                .filter(|n| safe_segment(n))
+                .map(str::to_string),
+        );
         let matched: Vec<Value> = page
             .value
             .into_iter()
@@ -202,6 +214,7 @@ async fn jobs(
             }
         }
     }
+    super::workspace_deleted::record_job_names(&svc.state(), &task.workspace, names).await?;
     Ok(Inventory { entries, notes })
 }
 
@@ -297,31 +310,89 @@ fn creator_hold(
         })
 }
 
-/// Where an asset URI points: (account, container, path) in a datastore we can resolve.
-pub fn resolve_uri(ws: &WorkspaceInfo, uri: &str) -> Option<(String, String, String)> {
-    if let Some(rest) = uri.strip_prefix("azureml://") {
-        // azureml://[subscriptions/../resourcegroups/../workspaces/../]datastores/<ds>/paths/<path>
-        let idx = rest.find("datastores/")?;
-        let after = &rest[idx + "datastores/".len()..];
-        let (ds, path) = after.split_once("/paths/")?;
-        let container = match ds {
-            "workspaceblobstore" => ws.blobstore_container.clone(),
-            "workspaceartifactstore" => ws.artifact_container.clone(),
-            _ => return None,
+/// Where an asset's files are: (account, container, path).
+pub type Location = (String, String, String);
+
+/// Where an asset URI points, in one of `ws`'s own blob datastores, or why it is not searched.
+/// Accepted: `azureml://[subscriptions/<s>/resourcegroups/<rg>/workspaces/<w>/]datastores/<ds>/paths/<p>`
+/// where the workspace segments (if any) name `ws` and `<ds>` is one of its blob datastores;
+/// `https://<account>.blob.core.windows.net/<container>/<p>` where (account, container) is one of
+/// them. Never the service's own state account, whatever a datastore says. The reason names no
+/// path (paths can hold personal data).
+pub fn resolve_uri(
+    ws: &crate::domain::workspace::WorkspaceId,
+    datastores: &[Datastore],
+    state_account: &str,
+    uri: &str,
+) -> Result<Location, &'static str> {
+    let (account, container, path) = if let Some(rest) = uri.strip_prefix("azureml://") {
+        let (head, path) = rest
+            .split_once("/paths/")
+            .ok_or("an azureml URI without a datastore path")?;
+        let seg: Vec<&str> = head.split('/').collect();
+        let ds_name = match seg.as_slice() {
+            ["datastores", ds] => *ds,
+            [s, sub, r, rg, w, name, "datastores", ds]
+                if s.eq_ignore_ascii_case("subscriptions")
+                    && r.eq_ignore_ascii_case("resourcegroups")
+                    && w.eq_ignore_ascii_case("workspaces") =>
+            {
+                let named = crate::domain::workspace::WorkspaceId::parse(&format!(
+                    "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
+                ));
+                if named.as_ref() != Ok(ws) {
+                    return Err("it points into another workspace");
+                }
+                *ds
+            }
+            _ => return Err("an azureml URI of a form that is not a workspace datastore path"),
         };
-        return Some((ws.storage_account.clone(), container, path.to_string()));
+        let ds = datastores
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(ds_name))
+            .ok_or("it names a datastore this workspace does not have")?;
+        if !ds.is_blob() {
+            return Err("its datastore is not a blob datastore");
+        }
+        (ds.account.clone(), ds.container.clone(), path.to_string())
+    } else if let Some(rest) = uri.strip_prefix("https://") {
+        let (host, rest) = rest.split_once('/').ok_or("an https URI without a path")?;
+        let account = host
+            .to_ascii_lowercase()
+            .strip_suffix(".blob.core.windows.net")
+            .ok_or("an https URI that is not Azure Blob Storage")?
+            .to_string();
+        if account.eq_ignore_ascii_case(state_account) {
+            return Err("it points into this service's own state account");
+        }
+        let (container, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !datastores
+            .iter()
+            .any(|d| d.is_blob() && d.account == account && d.container == container)
+        {
+            return Err("it is not in one of this workspace's datastores");
+        }
+        (account, container.to_string(), path.to_string())
+    } else {
+        return Err("a URI scheme that is not searched");
+    };
+    if account.eq_ignore_ascii_case(state_account) {
+        return Err("it points into this service's own state account");
     }
-    if let Some(rest) = uri.strip_prefix("https://") {
-        let (host, path) = rest.split_once('/')?;
-        let account = host.strip_suffix(".blob.core.windows.net")?;
-        let (container, path) = path.split_once('/')?;
-        return Some((account.to_string(), container.to_string(), path.to_string()));
+    if container.is_empty()
+        || path.contains(['?', '#', '\\'])
+        || path.starts_with('/')
+        || path
+            .split('/')
+            .any(|seg| seg == "." || seg == ".." || seg.chars().any(char::is_control))
+    {
+        return Err("its path is not a plain blob path");
     }
-    None
+    Ok((account, container, path))
 }
 
 /// Two asset locations overlap when one is a folder containing the other (or they are equal).
-fn overlaps(a: &(String, String, String), b: &(String, String, String)) -> bool {
+fn overlaps(a: &Location, b: &Location) -> bool {
     if a.0 != b.0 || a.1 != b.1 {
         return false;
     }
@@ -348,24 +419,50 @@ async fn assets(
         ArmKind::ModelVersion
     };
     let others_of_other_kind = svc.control.list_all(&task.workspace, other_kind).await?;
+    let datastores = svc.control.datastores(&task.workspace).await?;
+    let state_account = svc.settings.state_account.as_str();
     let mine = |d: &Value| {
         d.get("systemData")
             .is_some_and(|sd| task.subject.matches_system_data(sd))
     };
-    let location = |d: &Value| -> Option<(String, String, String)> {
+    let location = |d: &Value| -> Result<Location, &'static str> {
         let uri = d
             .pointer(uri_ptr)
             .or_else(|| d.pointer("/properties/dataUri"))
-            .or_else(|| d.pointer("/properties/modelUri"))?
-            .as_str()?;
-        resolve_uri(ws, uri)
+            .or_else(|| d.pointer("/properties/modelUri"))
+            .and_then(Value::as_str)
+            .ok_or("it has no URI")?;
+        resolve_uri(&task.workspace, &datastores, state_account, uri)
     };
-    let foreign: Vec<_> = all
+    let mut foreign: Vec<Location> = all
         .iter()
         .chain(others_of_other_kind.iter())
         .filter(|d| !mine(d))
-        .filter_map(location)
+        .filter_map(|d| location(d).ok())
         .collect();
+    // Job folders belong to the job's creator: an asset reaching over or into another user's
+    // job folders leaves them alone. Jobs are only listed when an asset of the subject's lies in
+    // or over a job area.
+    let job_areas: [Location; 2] = [
+        (
+            ws.storage_account.clone(),
+            ws.blobstore_container.clone(),
+            "azureml/".into(),
+        ),
+        (
+            ws.storage_account.clone(),
+            ws.artifact_container.clone(),
+            "ExperimentRun/".into(),
+        ),
+    ];
+    if all
+        .iter()
+        .filter(|d| mine(d))
+        .filter_map(|d| location(d).ok())
+        .any(|l| job_areas.iter().any(|a| overlaps(&l, a)))
+    {
+        foreign.extend(others_job_folders(svc, task, ws).await?);
+    }
 
     let mut entries = Vec::new();
     let mut notes = Vec::new();
@@ -375,12 +472,14 @@ async fn assets(
         };
         let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
         match location(doc) {
-            Some(loc) if foreign.iter().any(|f| overlaps(&loc, f)) => {
-                notes.push(format!("{} {id}: its files are shared with another user's assets and were left in place", kind.as_str()));
+            Ok(loc) if foreign.iter().any(|f| overlaps(&loc, f)) => {
+                notes.push(format!("{} {id}: its files are shared with another user's assets or jobs and were left in place", kind.as_str()));
             }
-            Some((account, container, path)) => {
+            Ok((account, container, path)) => {
                 if path.ends_with('/') || path.is_empty() {
-                    if !path.is_empty() {
+                    if path.is_empty() {
+                        notes.push(format!("{} {id}: it names a whole container, whose files are not provably the subject's; they were left in place", kind.as_str()));
+                    } else {
                         blobs_under(svc, &account, &container, &path, &mut entries).await?;
                     }
                 } else {
@@ -388,16 +487,49 @@ async fn assets(
                     let mut found = Vec::new();
                     blobs_under(svc, &account, &container, &path, &mut found).await?;
                     entries.extend(found.into_iter().filter(|e| match &e.item {
-                        Item::Blob { name, .. } => name == &path || name.starts_with(&format!("{path}/")),
+                        Item::Blob { name, .. } => {
+                            name == &path || name.starts_with(&format!("{path}/"))
+                        }
                         _ => false,
                     }));
                 }
             }
-            None => notes.push(format!("{} {id}: files are outside the workspace's default datastores and were not searched", kind.as_str())),
+            Err(why) => notes.push(format!(
+                "{} {id}: its files were not searched and were left in place: {why}",
+                kind.as_str()
+            )),
         }
         entries.push(entry);
     }
     Ok(Inventory { entries, notes })
+}
+
+/// The folders of every job the subject did not create. A job whose name cannot be a folder
+/// claims the whole job area (its folders cannot be told apart).
+async fn others_job_folders(
+    svc: &Services,
+    task: &SliceTask,
+    ws: &WorkspaceInfo,
+) -> Result<Vec<Location>, DiscoveryError> {
+    let acct = ws.storage_account.clone();
+    let mut out = Vec::new();
+    for doc in svc.control.list_all(&task.workspace, ArmKind::Job).await? {
+        if job_matches(task, &doc) {
+            continue;
+        }
+        let name = doc.get("name").and_then(Value::as_str).unwrap_or_default();
+        let (run, outputs) = if safe_segment(name) {
+            (
+                format!("ExperimentRun/dcid.{name}/"),
+                format!("azureml/{name}/"),
+            )
+        } else {
+            ("ExperimentRun/".into(), "azureml/".into())
+        };
+        out.push((acct.clone(), ws.artifact_container.clone(), run));
+        out.push((acct.clone(), ws.blobstore_container.clone(), outputs));
+    }
+    Ok(out)
 }
 
 async fn compute(svc: &Services, task: &SliceTask) -> Result<Inventory, DiscoveryError> {
@@ -467,4 +599,94 @@ async fn telemetry(
         entries,
         notes: vec![],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::workspace::WorkspaceId;
+
+    const WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-0";
+
+    fn stores() -> Vec<Datastore> {
+        let blob = |name: &str, account: &str, container: &str| Datastore {
+            name: name.into(),
+            datastore_type: "AzureBlob".into(),
+            account: account.into(),
+            container: container.into(),
+        };
+        vec![
+            blob("workspaceblobstore", "mlwstore0", "azureml-blobstore-1"),
+            blob("workspaceartifactstore", "mlwstore0", "azureml"),
+            blob("projectdata", "datalake0", "project"),
+            // A datastore someone registered on the service's own account: never followed.
+            blob("sneaky", "dsrstate", "dsr-exports"),
+            Datastore {
+                name: "workspaceworkingdirectory".into(),
+                datastore_type: "AzureFile".into(),
+                account: "mlwstore0".into(),
+                container: "code-1".into(),
+            },
+        ]
+    }
+
+    fn resolve(uri: &str) -> Result<Location, &'static str> {
+        resolve_uri(&WorkspaceId::parse(WS).unwrap(), &stores(), "dsrstate", uri)
+    }
+
+    #[test]
+    fn asset_uris_resolve_only_into_the_workspaces_own_blob_datastores() {
+        let loc = |a: &str, c: &str, p: &str| Ok((a.to_string(), c.to_string(), p.to_string()));
+        assert_eq!(
+            resolve("azureml://datastores/workspaceblobstore/paths/UI/x/data.csv"),
+            loc("mlwstore0", "azureml-blobstore-1", "UI/x/data.csv")
+        );
+        assert_eq!(
+            resolve("azureml://subscriptions/00000000-1111-2222-3333-444444444444/resourcegroups/RG-ML/workspaces/MLW-0/datastores/workspaceblobstore/paths/m/"),
+            loc("mlwstore0", "azureml-blobstore-1", "m/")
+        );
+        // Any registered blob datastore, not only the two defaults.
+        assert_eq!(
+            resolve("azureml://datastores/projectdata/paths/a/b.csv"),
+            loc("datalake0", "project", "a/b.csv")
+        );
+        assert_eq!(
+            resolve("https://mlwstore0.blob.core.windows.net/azureml-blobstore-1/UI/x.csv"),
+            loc("mlwstore0", "azureml-blobstore-1", "UI/x.csv")
+        );
+        for bad in [
+            // Another workspace, subscription or resource group.
+            "azureml://subscriptions/00000000-1111-2222-3333-444444444444/resourcegroups/rg-ml/workspaces/mlw-1/datastores/workspaceblobstore/paths/m/",
+            "azureml://subscriptions/99999999-1111-2222-3333-444444444444/resourcegroups/rg-ml/workspaces/mlw-0/datastores/workspaceblobstore/paths/m/",
+            "azureml://subscriptions/00000000-1111-2222-3333-444444444444/resourcegroups/other/workspaces/mlw-0/datastores/workspaceblobstore/paths/m/",
+            // A datastore the workspace does not have, a file datastore, the state account.
+            "azureml://datastores/elsewhere/paths/a",
+            "azureml://datastores/workspaceworkingdirectory/paths/Users/alice/",
+            "azureml://datastores/sneaky/paths/requests/",
+            "https://dsrstate.blob.core.windows.net/dsr-exports/requests/T-1/x",
+            // Storage that is no datastore of the workspace.
+            "https://otheraccount.blob.core.windows.net/data/x.csv",
+            "https://mlwstore0.blob.core.windows.net/other-container/x.csv",
+            // Malformed or unsupported.
+            "azureml://datastores/workspaceblobstore/paths/a/../../b",
+            "azureml://datastores/workspaceblobstore/paths//etc",
+            "azureml://locations/westeurope/workspaces/x/data/y/versions/1",
+            "azureml://datastores/workspaceblobstore",
+            "https://mlwstore0.blob.core.windows.net/azureml-blobstore-1/x.csv?sig=abc",
+            "wasbs://data@mlwstore0.blob.core.windows.net/x.csv",
+            "",
+        ] {
+            assert!(resolve(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn resolution_never_panics_and_never_leaves_the_datastores(uri in "\\PC{0,120}") {
+            if let Ok((account, container, _)) = resolve(&uri) {
+                proptest::prop_assert!(account != "dsrstate");
+                proptest::prop_assert!(stores().iter().any(|d| d.is_blob() && d.account == account && d.container == container));
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@ use crate::domain::report::{FinalStatus, ResultMessage};
 use crate::domain::request::{DsrRequest, Rejection};
 use crate::domain::slice::SliceTask;
 use crate::domain::subject::ResolvedSubject;
+use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::BlobStoreExt;
 use crate::ports::bus::{queues, OutMessage};
 use crate::ports::directory::DirectoryError;
@@ -50,22 +51,11 @@ pub async fn run(
 
     // Idempotency: the plan is the record that this requestId was accepted.
     if let Some(plan) = state.plan(&request.request_id).await? {
-        if plan.request_sha256 != sha {
-            let r = Rejection {
-                code: "request_conflict".into(),
-                reason: format!(
-                    "requestId {} was already used for a different request; use a new ticket id",
-                    request.request_id
-                ),
-                request_id: Some(request.request_id.to_string()),
-            };
-            return reject(svc, r, &sha, &archived, request.reply_to.clone()).await;
-        }
-        fan_out(svc, &plan).await?;
-        info!(request = %plan.request_id, subject = %plan.subject_log_id, "intake: duplicate delivery, fan-out replayed");
-        return Ok(IntakeOutcome::Replayed {
-            request_id: plan.request_id.to_string(),
-        });
+        return replay_or_conflict(svc, &request, &plan, &sha, &archived).await;
+    }
+
+    if let Some(r) = out_of_scope(&svc.scope().await?, &request) {
+        return reject(svc, r, &sha, &archived, request.reply_to.clone()).await;
     }
 
     let subject = match resolve(svc, &request).await {
@@ -96,15 +86,13 @@ pub async fn run(
         .create_json(&state.plan_ref(&plan.request_id), &plan)
         .await?
     {
-        // Lost a race with a concurrent delivery of the same message; theirs is identical.
+        // Lost a race with a concurrent delivery: the same message, or another request that
+        // reuses this id. Only the same content is replayed.
         let existing = state
             .plan(&plan.request_id)
             .await?
             .ok_or_else(|| FnError::Transient("plan vanished".into()))?;
-        fan_out(svc, &existing).await?;
-        return Ok(IntakeOutcome::Replayed {
-            request_id: existing.request_id.to_string(),
-        });
+        return replay_or_conflict(svc, &request, &existing, &plan.request_sha256, &archived).await;
     }
     fan_out(svc, &plan).await?;
     info!(
@@ -119,6 +107,68 @@ pub async fn run(
     Ok(IntakeOutcome::Planned {
         request_id: plan.request_id.to_string(),
         slices: plan.slices.len(),
+    })
+}
+
+/// A request whose id already has a plan: the same content is a redelivery (fan-out
+/// repeated, duplicates dropped by MessageId); other content reusing the id is rejected, so the
+/// sender learns that the second request was not carried out (the original stays archived).
+async fn replay_or_conflict(
+    svc: &Services,
+    request: &DsrRequest,
+    plan: &Plan,
+    sha: &str,
+    archived: &str,
+) -> Result<IntakeOutcome, FnError> {
+    if plan.request_sha256 != sha {
+        let r = Rejection {
+            code: "request_conflict".into(),
+            reason: format!(
+                "requestId {} was already used for a different request, which is being or has been carried out; this request was not carried out: send it again with a new requestId",
+                request.request_id
+            ),
+            request_id: Some(request.request_id.to_string()),
+        };
+        return reject(svc, r, sha, archived, request.reply_to.clone()).await;
+    }
+    fan_out(svc, plan).await?;
+    info!(request = %plan.request_id, subject = %plan.subject_log_id, "intake: duplicate delivery, fan-out replayed");
+    Ok(IntakeOutcome::Replayed {
+        request_id: plan.request_id.to_string(),
+    })
+}
+
+/// Intake acts only on workspaces the service is configured for (`Services::scope`). An empty
+/// scope refuses every request: a privacy tool that acts on whatever its identity can reach,
+/// because nobody said otherwise, is the failure this guards against.
+fn out_of_scope(scope: &[WorkspaceId], request: &DsrRequest) -> Option<Rejection> {
+    let reason = if scope.is_empty() {
+        "no workspaces are configured for this service (azureml-dsr workspace add); every request is refused until an operator configures them".to_string()
+    } else {
+        // Workspace ids compare normalised (ARM ids are case-insensitive).
+        let outside: Vec<String> = request
+            .workspaces
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !scope.contains(w))
+            .map(|(i, w)| format!("scope.workspaces[{i}] ({w})"))
+            .collect();
+        if outside.is_empty() {
+            return None;
+        }
+        format!(
+            "{} not among the workspaces this service is configured for; nothing was done",
+            if outside.len() == 1 {
+                format!("{} is", outside[0])
+            } else {
+                format!("{} are", outside.join(", "))
+            }
+        )
+    };
+    Some(Rejection {
+        code: "workspace_out_of_scope".into(),
+        reason,
+        request_id: Some(request.request_id.to_string()),
     })
 }
 

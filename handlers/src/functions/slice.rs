@@ -19,7 +19,7 @@ use crate::domain::slice::{
 };
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, DeleteOutcome, StoreResult};
 use crate::ports::bus::{queues, OutMessage};
-use crate::ports::control_plane::{ArmKind, ResourceDelete};
+use crate::ports::control_plane::ResourceDelete;
 use crate::ports::telemetry::PurgeStatus;
 use crate::state::{InventoryEntry, StateStore, EXPORTS};
 
@@ -143,7 +143,18 @@ async fn step(
     state: &StateStore,
     task: &SliceTask,
 ) -> Result<SliceStep, DiscoveryError> {
-    let inventory = match state.inventory(task).await? {
+    let stored = match state.inventory(task).await {
+        Ok(inv) => inv,
+        // An inventory that does not parse (an unknown resource kind, a damaged document) is
+        // refused as a whole: the slice fails and nothing in it is touched.
+        Err(e) if !e.is_transient() => {
+            return Err(DiscoveryError::Permanent(
+                "the slice's stored inventory cannot be read (unknown resource kind or damaged document); nothing was changed".into(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let inventory = match stored {
         Some(inv) => inv,
         None => {
             let inv = discover(svc, task).await?;
@@ -558,18 +569,19 @@ async fn delete(
     for (i, e) in entries.iter().enumerate() {
         match &e.item {
             Item::Resource { resource_type, id } => {
-                let kind = match resource_type.as_str() {
-                    "job" => ArmKind::Job,
-                    "modelVersion" => ArmKind::ModelVersion,
-                    "dataVersion" => ArmKind::DataVersion,
-                    _ => ArmKind::Compute,
-                };
-                statuses[i] = Some(match svc.control.delete(&task.workspace, kind, id).await? {
-                    ResourceDelete::Deleted | ResourceDelete::NotFound => {
-                        ItemStatus::Deleted { verified: false }
-                    }
-                    ResourceDelete::Refused(reason) => ItemStatus::Failed { reason },
-                });
+                // The kind was parsed with the inventory: there is no fallback kind to guess.
+                statuses[i] = Some(
+                    match svc
+                        .control
+                        .delete(&task.workspace, *resource_type, id)
+                        .await?
+                    {
+                        ResourceDelete::Deleted | ResourceDelete::NotFound => {
+                            ItemStatus::Deleted { verified: false }
+                        }
+                        ResourceDelete::Refused(reason) => ItemStatus::Failed { reason },
+                    },
+                );
             }
             Item::Telemetry { .. } => {}
             Item::Blob { .. } => {}

@@ -2,22 +2,31 @@
 //! (`Microsoft.Resources.ResourceDeleteSuccess`, operation
 //! `Microsoft.MachineLearningServices/workspaces/delete`), record it in the audit trail and clean
 //! up what survives the workspace: its containers in the storage account and its telemetry.
-//! A purge (`forceToPurge=true`) is cleaned at once; a soft delete only after the workspace's
-//! soft-delete window, because it can be recovered until then (the retention sweep runs due
-//! clean-ups, and cancels one if the workspace came back). A deleted workspace can no longer be
-//! read, so the clean-up works from the inventory recorded on every DSR and sweep.
-//! Containers another known workspace also uses are never deleted.
+//!
+//! The event is a hint, ARM is the authority: before anything is scheduled the workspace is read
+//! from ARM. Still there: the event is forged or stale and nothing is deleted. Soft-deleted
+//! (`provisioningState: SoftDeleted`): it can be recovered, so the clean-up waits out the
+//! soft-delete window (the retention sweep runs due clean-ups, and cancels one if the workspace
+//! came back). Gone (404): purged, cleaned at once. The event's own `forceToPurge` is recorded,
+//! never trusted. A deleted workspace can no longer be read, so the clean-up works from what was
+//! recorded on every DSR and sweep: the workspace's containers and the names of its jobs.
+//!
+//! Containers another known workspace also uses are never deleted; the artifact container
+//! (`azureml` by default) is shared by every workspace of the storage account, known or not, so
+//! it is never deleted either: only this workspace's run folders in it are.
 
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
+use std::collections::BTreeSet;
+
 use super::{FnError, Services};
 use crate::domain::ids::short_hash;
 use crate::domain::workspace::WorkspaceId;
-use crate::ports::blob::{BlobStoreExt, DeleteOutcome};
-use crate::ports::control_plane::{ControlPlaneError, WorkspaceInfo};
+use crate::ports::blob::{BlobStoreExt, DeleteOutcome, StoreError};
+use crate::ports::control_plane::{WorkspaceInfo, WorkspaceState};
 use crate::protocol::eventgrid::{GridEvent, RESOURCE_DELETE_SUCCESS};
-use crate::state::AUDIT;
+use crate::state::{StateStore, AUDIT, STATE};
 
 pub const WORKSPACE_DELETE: &str = "Microsoft.MachineLearningServices/workspaces/delete";
 
@@ -85,15 +94,32 @@ pub async fn run(
     let Ok(ws) = WorkspaceId::parse(&data.resource_uri) else {
         return Ok(EventOutcome::Ignored("resource is not a workspace".into()));
     };
-    let purge = data
+    // Recorded for the audit trail only: an event body can be forged or replayed.
+    let event_purge = data
         .http_request_url
         .as_deref()
         .is_some_and(|u| u.to_ascii_lowercase().contains("forcetopurge=true"));
+    let arm = svc
+        .control
+        .workspace_state(&ws)
+        .await
+        .map_err(|e| FnError::Transient(e.to_string()))?;
+    let purge = match arm {
+        WorkspaceState::Active => {
+            warn!(workspace = %ws.key(), "workspace-deleted: ARM reports the workspace exists; the event is not acted on");
+            return Ok(EventOutcome::Ignored(
+                "ARM reports the workspace still exists; nothing was deleted".into(),
+            ));
+        }
+        WorkspaceState::SoftDeleted => false,
+        WorkspaceState::Gone => true,
+    };
     let state = svc.state();
     state.ensure_containers().await?;
     let at = event.time.unwrap_or(now);
     let audit = serde_json::json!({
         "event": "workspace_deleted", "workspace": ws.to_string(), "eventId": event.id, "purge": purge,
+        "armState": format!("{arm:?}"), "eventSaysPurge": event_purge,
         "deletedAt": at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     });
     let audit_name = format!(
@@ -167,18 +193,17 @@ pub async fn run_due_cleanups(svc: &Services, now: OffsetDateTime) -> Result<Vec
         if c.done || c.due_at > now {
             continue;
         }
-        if !c.purge {
-            // Recovered during the window? Then its data is live again: cancel.
-            match svc.control.workspace(&c.workspace).await {
-                Ok(_) => {
-                    c.done = true;
-                    c.outcome = vec!["cancelled: the workspace was recovered".into()];
-                    state.store.write_json(&blob, &c).await?;
-                    continue;
-                }
-                Err(ControlPlaneError::WorkspaceNotFound) => {}
-                Err(e) => return Err(FnError::Transient(e.to_string())),
+        // Recovered (or re-created) meanwhile? Then its data is live again: cancel. Asked for
+        // purges too: ARM, not the record, decides.
+        match svc.control.workspace_state(&c.workspace).await {
+            Ok(WorkspaceState::Active) => {
+                c.done = true;
+                c.outcome = vec!["cancelled: the workspace exists again".into()];
+                state.store.write_json(&blob, &c).await?;
+                continue;
             }
+            Ok(WorkspaceState::SoftDeleted | WorkspaceState::Gone) => {}
+            Err(e) => return Err(FnError::Transient(e.to_string())),
         }
         c.outcome = clean(svc, &c.info).await?;
         c.done = true;
@@ -199,6 +224,40 @@ pub async fn run_due_cleanups(svc: &Services, now: OffsetDateTime) -> Result<Vec
     Ok(done)
 }
 
+/// Where the names of a workspace's jobs are kept: its run folders in the shared artifact
+/// container can only be told apart by them once the workspace is gone.
+fn job_names_ref(state: &StateStore, ws: &WorkspaceId) -> crate::ports::blob::BlobRef {
+    state.blob(STATE, format!("inventory/workspace-jobs/{}.json", ws.key()))
+}
+
+/// The job names recorded for `ws` (empty when none were).
+pub async fn job_names(state: &StateStore, ws: &WorkspaceId) -> Result<BTreeSet<String>, FnError> {
+    Ok(state
+        .store
+        .read_json::<BTreeSet<String>>(&job_names_ref(state, ws))
+        .await?
+        .unwrap_or_default())
+}
+
+/// Add `names` to the job names recorded for `ws` (every job discovery lists all of a
+/// workspace's jobs). A lost concurrent update only means fewer names, so less deleted later.
+pub async fn record_job_names(
+    state: &StateStore,
+    ws: &WorkspaceId,
+    names: BTreeSet<String>,
+) -> Result<(), FnError> {
+    let mut known = job_names(state, ws).await?;
+    let before = known.len();
+    known.extend(names);
+    if known.len() != before {
+        state
+            .store
+            .write_json(&job_names_ref(state, ws), &known)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn clean(svc: &Services, info: &WorkspaceInfo) -> Result<Vec<String>, FnError> {
     let state = svc.state();
     let others: Vec<WorkspaceInfo> = state
@@ -207,32 +266,84 @@ async fn clean(svc: &Services, info: &WorkspaceInfo) -> Result<Vec<String>, FnEr
         .into_iter()
         .filter(|o| o.id != info.id)
         .collect();
+    let acct = &info.storage_account;
     let mut notes = Vec::new();
-    let mut containers = vec![
-        info.artifact_container.clone(),
-        info.blobstore_container.clone(),
-        info.file_share.clone(),
-    ];
+
+    // The artifact container: shared by every workspace of the storage account, including ones
+    // this service never saw, so only this workspace's run folders go.
+    let artifact = info.artifact_container.clone();
+    let mine = job_names(&state, &info.id).await?;
+    let mut theirs = BTreeSet::new();
+    for o in others.iter().filter(|o| &o.storage_account == acct) {
+        theirs.extend(job_names(&state, &o.id).await?);
+    }
+    let (mut folders, mut blobs, mut failed, mut ambiguous) = (0usize, 0usize, 0usize, 0usize);
+    for job in &mine {
+        if theirs.contains(job) {
+            ambiguous += 1;
+            continue;
+        }
+        let names: Vec<String> = match svc
+            .store
+            .list_all(acct, &artifact, &format!("ExperimentRun/dcid.{job}/"))
+            .await
+        {
+            Ok(items) => items.into_iter().map(|b| b.name).collect(),
+            Err(StoreError::NotFound(_)) => vec![],
+            Err(e) => return Err(e.into()),
+        };
+        if names.is_empty() {
+            continue;
+        }
+        folders += 1;
+        for r in super::slice::delete_blobs(
+            &svc.store,
+            acct,
+            &artifact,
+            &names,
+            svc.settings.concurrency,
+        )
+        .await?
+        {
+            match r {
+                Ok(_) => blobs += 1,
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    let mut note = format!(
+        "{acct}/{artifact}: kept, shared by the workspaces of this storage account; {folders} run folders of this workspace deleted ({blobs} blobs)"
+    );
+    if failed > 0 {
+        note.push_str(&format!(", {failed} blobs could not be deleted"));
+    }
+    if ambiguous > 0 {
+        note.push_str(&format!(
+            ", {ambiguous} left in place because another workspace has jobs of the same name"
+        ));
+    }
+    notes.push(note);
+
+    // The workspace's own containers (named after its id): deleted unless another known
+    // workspace uses them. The artifact container is never among them.
+    let mut containers = vec![info.blobstore_container.clone(), info.file_share.clone()];
+    containers.retain(|c| !c.is_empty() && *c != artifact && c != "azureml");
     containers.dedup();
-    for c in containers {
+    for c in &containers {
         let shared = others.iter().any(|o| {
-            o.storage_account == info.storage_account
-                && (o.artifact_container == c || o.blobstore_container == c || o.file_share == c)
+            &o.storage_account == acct
+                && (&o.artifact_container == c || &o.blobstore_container == c || &o.file_share == c)
         });
         if shared {
             notes.push(format!(
-                "{}/{c}: left in place, another workspace uses it",
-                info.storage_account
+                "{acct}/{c}: left in place, another workspace uses it"
             ));
             continue;
         }
-        let outcome = svc
-            .store
-            .delete_container(&info.storage_account, &c)
-            .await?;
+        let outcome = svc.store.delete_container(acct, c).await?;
         notes.push(format!(
-            "{}/{c}: {}",
-            info.storage_account,
+            "{acct}/{c}: {}",
             match outcome {
                 DeleteOutcome::Deleted => "deleted".to_string(),
                 DeleteOutcome::NotFound => "already gone".to_string(),
@@ -241,14 +352,12 @@ async fn clean(svc: &Services, info: &WorkspaceInfo) -> Result<Vec<String>, FnEr
         ));
     }
     // Any other azureml* container is reported, not deleted: nothing ties it to this workspace.
-    for c in svc
-        .store
-        .list_containers(&info.storage_account, "azureml")
-        .await?
-    {
+    for c in svc.store.list_containers(acct, "azureml").await? {
+        if c == artifact || containers.contains(&c) {
+            continue;
+        }
         notes.push(format!(
-            "{}/{c}: left in place, not known to belong to this workspace",
-            info.storage_account
+            "{acct}/{c}: left in place, not known to belong to this workspace"
         ));
     }
     match svc.telemetry.purge_workspace(info).await {

@@ -28,25 +28,76 @@ pub struct WorkspaceInfo {
     pub tags: std::collections::BTreeMap<String, String>,
 }
 
-/// A kind of ARM child resource of a workspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ArmKind {
-    Job,
-    ModelVersion,
-    DataVersion,
-    Compute,
+/// A datastore registered in a workspace (Datastores_List / Datastores_Get): what an asset URI
+/// `azureml://…/datastores/<name>/paths/…` points into. Asset files are only ever looked for in
+/// the workspace's own datastores.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Datastore {
+    pub name: String,
+    /// `AzureBlob`, `AzureFile`, `AzureDataLakeGen2`, …
+    pub datastore_type: String,
+    /// Storage account name, lower-case.
+    pub account: String,
+    /// Blob container or file share; empty when the type has neither.
+    pub container: String,
 }
 
-impl ArmKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ArmKind::Job => "job",
-            ArmKind::ModelVersion => "modelVersion",
-            ArmKind::DataVersion => "dataVersion",
-            ArmKind::Compute => "compute",
+impl Datastore {
+    /// From an ARM datastore document (`name`, `properties.datastoreType`,
+    /// `properties.accountName`, `properties.containerName` or `fileShareName`).
+    pub fn from_arm(doc: &Value) -> Option<Datastore> {
+        let s = |p: &str| doc.pointer(p).and_then(Value::as_str);
+        let name = s("/name")?.to_string();
+        let account = s("/properties/accountName")?.to_ascii_lowercase();
+        let container = s("/properties/containerName")
+            .or_else(|| s("/properties/fileShareName"))
+            .unwrap_or_default()
+            .to_string();
+        Some(Datastore {
+            name,
+            datastore_type: s("/properties/datastoreType")
+                .unwrap_or_default()
+                .to_string(),
+            account,
+            container,
+        })
+    }
+
+    /// The datastores every workspace has, as its workspace document describes them.
+    pub fn defaults(info: &WorkspaceInfo) -> Vec<Datastore> {
+        let mut out = vec![
+            Datastore {
+                name: "workspaceblobstore".into(),
+                datastore_type: "AzureBlob".into(),
+                account: info.storage_account.clone(),
+                container: info.blobstore_container.clone(),
+            },
+            Datastore {
+                name: "workspaceartifactstore".into(),
+                datastore_type: "AzureBlob".into(),
+                account: info.storage_account.clone(),
+                container: info.artifact_container.clone(),
+            },
+        ];
+        if !info.file_share.is_empty() {
+            out.push(Datastore {
+                name: "workspaceworkingdirectory".into(),
+                datastore_type: "AzureFile".into(),
+                account: info.storage_account.clone(),
+                container: info.file_share.clone(),
+            });
         }
+        out
+    }
+
+    pub fn is_blob(&self) -> bool {
+        self.datastore_type.eq_ignore_ascii_case("AzureBlob")
     }
 }
+
+/// A kind of ARM child resource of a workspace (a domain type: it travels in inventories).
+pub use crate::domain::resource::ArmKind;
 
 /// One page of resources (ARM `value` + `nextLink`).
 #[derive(Debug, Clone, Default)]
@@ -79,9 +130,38 @@ impl ControlPlaneError {
     }
 }
 
+/// What ARM says about a workspace, for acting on a deletion event: the event is only a hint,
+/// ARM is the authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceState {
+    /// The workspace exists (any provisioning state but soft-deleted).
+    Active,
+    /// Soft-deleted (`provisioningState: SoftDeleted`): recoverable until its retention ends.
+    SoftDeleted,
+    /// ARM answers 404: neither live nor recoverable (purged, or never existed).
+    Gone,
+}
+
 #[async_trait]
 pub trait ControlPlane: Send + Sync + 'static {
     async fn workspace(&self, ws: &WorkspaceId) -> Result<WorkspaceInfo, ControlPlaneError>;
+
+    /// Whether the workspace exists, is soft-deleted or is gone. The default, for adapters that
+    /// cannot tell soft-deleted from gone, answers `SoftDeleted` when the workspace cannot be
+    /// read: a clean-up then waits out the recovery window instead of acting at once.
+    async fn workspace_state(&self, ws: &WorkspaceId) -> Result<WorkspaceState, ControlPlaneError> {
+        match self.workspace(ws).await {
+            Ok(_) => Ok(WorkspaceState::Active),
+            Err(ControlPlaneError::WorkspaceNotFound) => Ok(WorkspaceState::SoftDeleted),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every datastore registered in the workspace. The default, for adapters that cannot list
+    /// them, is the workspace's default datastores only.
+    async fn datastores(&self, ws: &WorkspaceId) -> Result<Vec<Datastore>, ControlPlaneError> {
+        Ok(Datastore::defaults(&self.workspace(ws).await?))
+    }
 
     /// One page of resources of `kind`, ARM-shaped (`id`, `name`, `systemData`, `properties`).
     /// Jobs carry the run-history `createdBy` object at `properties.runHistory.createdBy`

@@ -389,6 +389,14 @@ impl AzureMlControlPlane {
     }
 }
 
+/// `properties.provisioningState` of a soft-deleted workspace.
+const SOFT_DELETED: &str = "SoftDeleted";
+
+fn soft_deleted(doc: &Value) -> bool {
+    str_at(doc, "/properties/provisioningState")
+        .is_some_and(|s| s.eq_ignore_ascii_case(SOFT_DELETED))
+}
+
 #[async_trait]
 impl ControlPlane for AzureMlControlPlane {
     async fn workspace(&self, ws: &WorkspaceId) -> Result<WorkspaceInfo, ControlPlaneError> {
@@ -396,6 +404,10 @@ impl ControlPlane for AzureMlControlPlane {
             .get_json(&self.url(&ws.to_string(), &[])?)
             .await?
             .ok_or(ControlPlaneError::WorkspaceNotFound)?;
+        // A soft-deleted workspace has nothing to act on until it is recovered.
+        if soft_deleted(&doc) {
+            return Err(ControlPlaneError::WorkspaceNotFound);
+        }
         let storage_account = str_at(&doc, "/properties/storageAccount")
             .and_then(last_segment)
             // Account names are lower-case; ARM ids are case-insensitive.
@@ -447,6 +459,31 @@ impl ControlPlane for AzureMlControlPlane {
             key_vault: str_at(&doc, "/properties/keyVault").map(str::to_string),
             tags,
         })
+    }
+
+    /// Datastores_List, every page (`nextLink` followed on this endpoint only).
+    async fn datastores(&self, ws: &WorkspaceId) -> Result<Vec<Datastore>, ControlPlaneError> {
+        let mut url = self.url(&format!("{ws}/datastores"), &[])?;
+        let mut out = Vec::new();
+        loop {
+            let page = self.page(&url).await?;
+            out.extend(page.value.iter().filter_map(Datastore::from_arm));
+            match page.next_link {
+                Some(link) => url = self.followable(&link)?,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Workspaces_Get: 404 is gone; 200 with `provisioningState: SoftDeleted` is soft-deleted.
+    async fn workspace_state(&self, ws: &WorkspaceId) -> Result<WorkspaceState, ControlPlaneError> {
+        Ok(
+            match self.get_json(&self.url(&ws.to_string(), &[])?).await? {
+                None => WorkspaceState::Gone,
+                Some(doc) if soft_deleted(&doc) => WorkspaceState::SoftDeleted,
+                Some(_) => WorkspaceState::Active,
+            },
+        )
     }
 
     async fn list(

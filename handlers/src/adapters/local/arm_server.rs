@@ -35,7 +35,9 @@ use serde_json::{json, Value};
 use super::control_plane::{LocalControlPlane, ARM_ACCOUNT};
 use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, StoreError};
-use crate::ports::control_plane::{ArmKind, ControlPlane, ControlPlaneError, ResourceDelete};
+use crate::ports::control_plane::{
+    ArmKind, ControlPlane, ControlPlaneError, Datastore, ResourceDelete, WorkspaceState,
+};
 
 /// The token the local runtime sends to a local ARM server (and the server expects) unless
 /// `DSR_ARM_TOKEN` says otherwise. It grants nothing anywhere else.
@@ -233,6 +235,23 @@ async fn handle(
     let rest: Vec<&str> = segs[8..].iter().map(String::as_str).collect();
     let info = match st.lcp.workspace(&ws).await {
         Ok(i) => i,
+        // ARM still returns a soft-deleted workspace itself (and nothing under it).
+        Err(ControlPlaneError::WorkspaceNotFound)
+            if method == Method::GET
+                && rest.is_empty()
+                && matches!(
+                    st.lcp.workspace_state(&ws).await,
+                    Ok(WorkspaceState::SoftDeleted)
+                ) =>
+        {
+            return reply(
+                200,
+                json!({
+                    "id": ws.to_string(), "name": ws.name(), "type": "Microsoft.MachineLearningServices/workspaces",
+                    "location": "local", "properties": {"provisioningState": "SoftDeleted"},
+                }),
+            );
+        }
         Err(e) => return cp_error(e),
     };
     let all_views = q("listViewType").is_some_and(|v| v.eq_ignore_ascii_case("All"));
@@ -268,12 +287,39 @@ async fn handle(
                 "workspaceworkingdirectory" if !info.file_share.is_empty() => {
                     json!({"datastoreType": "AzureFile", "accountName": info.storage_account, "fileShareName": info.file_share})
                 }
-                _ => return not_found(),
+                _ => {
+                    // A registered datastore beyond the defaults.
+                    return match st.lcp.datastore_documents(&ws).await {
+                        Ok(docs) => match docs.into_iter().find(|d| d["name"] == *name) {
+                            Some(d) => reply(200, d),
+                            None => not_found(),
+                        },
+                        Err(e) => cp_error(e),
+                    };
+                }
             };
             reply(
                 200,
                 json!({"id": format!("{ws}/datastores/{name}"), "name": name, "properties": props}),
             )
+        }
+        (Method::GET, ["datastores"]) => {
+            // Datastores_List: the defaults, then the registered ones (one page: a workspace
+            // has few).
+            let mut value: Vec<Value> = Datastore::defaults(&info)
+                .into_iter()
+                .map(|d| {
+                    let share = d.datastore_type.eq_ignore_ascii_case("AzureFile");
+                    let mut props = json!({"datastoreType": d.datastore_type, "accountName": d.account});
+                    props[if share { "fileShareName" } else { "containerName" }] = json!(d.container);
+                    json!({"id": format!("{ws}/datastores/{}", d.name), "name": d.name, "properties": props})
+                })
+                .collect();
+            match st.lcp.datastore_documents(&ws).await {
+                Ok(docs) => value.extend(docs),
+                Err(e) => return cp_error(e),
+            }
+            reply(200, json!({ "value": value }))
         }
         (Method::GET, [c]) if matches!(*c, "jobs" | "computes") => {
             // Computes are never archived; jobs honour listViewType.

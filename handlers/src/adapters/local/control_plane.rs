@@ -1,7 +1,8 @@
 //! Local Azure ML control plane: ARM-shaped documents (as in the Azure REST API spec examples)
 //! kept in the blob store under account `armlocal`, container `ws-<workspace key>`:
 //! `workspace.json`, `jobs/<name>.json`, `models/<name>/<version>.json`,
-//! `data/<name>/<version>.json`, `computes/<name>.json`. Paging mirrors ARM's `nextLink`.
+//! `data/<name>/<version>.json`, `computes/<name>.json`, and datastores beyond the three
+//! defaults as `datastores/<name>.json`. Paging mirrors ARM's `nextLink`.
 //! Keeping them in the blob store means the same control plane runs on the local store and on
 //! Azurite, and a before/after comparison of the store covers management-plane state too.
 
@@ -98,6 +99,94 @@ impl LocalControlPlane {
             .map_err(map_err)
     }
 
+    /// Soft-delete a workspace, as Azure ML does by default: it stays readable to ARM as
+    /// `provisioningState: SoftDeleted` (and to nothing else) until it is purged or recovered.
+    pub async fn soft_delete_workspace(&self, ws: &WorkspaceId) -> Result<(), ControlPlaneError> {
+        let blob = Self::workspace_blob(ws);
+        let mut doc = self
+            .store
+            .read_json::<Value>(&blob)
+            .await
+            .map_err(map_err)?
+            .ok_or(ControlPlaneError::WorkspaceNotFound)?;
+        doc["provisioningState"] = Value::String(SOFT_DELETED.into());
+        self.store.write_json(&blob, &doc).await.map_err(map_err)
+    }
+
+    /// Recover a soft-deleted workspace.
+    pub async fn recover_workspace(&self, ws: &WorkspaceId) -> Result<(), ControlPlaneError> {
+        let blob = Self::workspace_blob(ws);
+        let mut doc = self
+            .store
+            .read_json::<Value>(&blob)
+            .await
+            .map_err(map_err)?
+            .ok_or(ControlPlaneError::WorkspaceNotFound)?;
+        if let Some(o) = doc.as_object_mut() {
+            o.remove("provisioningState");
+        }
+        self.store.write_json(&blob, &doc).await.map_err(map_err)
+    }
+
+    /// Register (seed) a datastore beyond the defaults, ARM-shaped (`name`, `properties`).
+    pub async fn put_datastore(
+        &self,
+        ws: &WorkspaceId,
+        doc: &Value,
+    ) -> Result<(), ControlPlaneError> {
+        let name = doc
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| {
+                crate::adapters::local::fs_blob::validate_name(n).is_ok() && !n.contains('/')
+            })
+            .ok_or_else(|| ControlPlaneError::Other("datastore without a valid name".into()))?;
+        self.store
+            .write_json(
+                &BlobRef::new(
+                    ARM_ACCOUNT,
+                    Self::container(ws),
+                    format!("{DATASTORES}{name}.json"),
+                ),
+                doc,
+            )
+            .await
+            .map_err(map_err)
+    }
+
+    /// The registered (non-default) datastore documents of a workspace.
+    pub async fn datastore_documents(
+        &self,
+        ws: &WorkspaceId,
+    ) -> Result<Vec<Value>, ControlPlaneError> {
+        let container = Self::container(ws);
+        let items = match self
+            .store
+            .list_all(ARM_ACCOUNT, &container, DATASTORES)
+            .await
+        {
+            Ok(i) => i,
+            Err(StoreError::NotFound(_)) => return Ok(vec![]),
+            Err(e) => return Err(map_err(e)),
+        };
+        let mut out = Vec::new();
+        for i in items {
+            if let Some(doc) = self
+                .store
+                .read_json::<Value>(&BlobRef::new(ARM_ACCOUNT, container.clone(), i.name))
+                .await
+                .map_err(map_err)?
+            {
+                out.push(doc);
+            }
+        }
+        Ok(out)
+    }
+
+    fn workspace_blob(ws: &WorkspaceId) -> BlobRef {
+        BlobRef::new(ARM_ACCOUNT, Self::container(ws), "workspace.json")
+    }
+
     pub async fn put_workspace(&self, info: &WorkspaceInfo) -> Result<(), ControlPlaneError> {
         self.store
             .create_container(ARM_ACCOUNT, &Self::container(&info.id))
@@ -121,18 +210,53 @@ fn map_err(e: StoreError) -> ControlPlaneError {
     }
 }
 
+/// Where registered datastores beyond the defaults are kept in a workspace's container.
+const DATASTORES: &str = "datastores/";
+
+/// The provisioning state ARM reports for a soft-deleted workspace.
+pub const SOFT_DELETED: &str = "SoftDeleted";
+
 #[async_trait]
 impl ControlPlane for LocalControlPlane {
     async fn workspace(&self, ws: &WorkspaceId) -> Result<WorkspaceInfo, ControlPlaneError> {
-        self.store
-            .read_json::<WorkspaceInfo>(&BlobRef::new(
-                ARM_ACCOUNT,
-                Self::container(ws),
-                "workspace.json",
-            ))
+        let doc = self
+            .store
+            .read_json::<Value>(&Self::workspace_blob(ws))
             .await
             .map_err(map_err)?
-            .ok_or(ControlPlaneError::WorkspaceNotFound)
+            .ok_or(ControlPlaneError::WorkspaceNotFound)?;
+        // A soft-deleted workspace refuses every operation, as in Azure.
+        if doc.get("provisioningState").and_then(Value::as_str) == Some(SOFT_DELETED) {
+            return Err(ControlPlaneError::WorkspaceNotFound);
+        }
+        serde_json::from_value(doc)
+            .map_err(|e| ControlPlaneError::Other(format!("workspace document: {e}")))
+    }
+
+    async fn datastores(&self, ws: &WorkspaceId) -> Result<Vec<Datastore>, ControlPlaneError> {
+        let mut out = Datastore::defaults(&self.workspace(ws).await?);
+        out.extend(
+            self.datastore_documents(ws)
+                .await?
+                .iter()
+                .filter_map(Datastore::from_arm),
+        );
+        Ok(out)
+    }
+
+    async fn workspace_state(&self, ws: &WorkspaceId) -> Result<WorkspaceState, ControlPlaneError> {
+        let doc = self
+            .store
+            .read_json::<Value>(&Self::workspace_blob(ws))
+            .await
+            .map_err(map_err)?;
+        Ok(match doc {
+            None => WorkspaceState::Gone,
+            Some(d) if d.get("provisioningState").and_then(Value::as_str) == Some(SOFT_DELETED) => {
+                WorkspaceState::SoftDeleted
+            }
+            Some(_) => WorkspaceState::Active,
+        })
     }
 
     async fn list(

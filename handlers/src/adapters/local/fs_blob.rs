@@ -6,6 +6,9 @@
 //!
 //! Names are validated before they touch the file system: no `..`, no absolute paths, no empty
 //! segments, no backslashes or control characters — a hostile blob name can never escape the root.
+//! Nor can the file system: symbolic links below the root are never followed (listing skips
+//! them, reading, writing, copying and deleting through one is refused), because a linked folder
+//! would let a listing or a delete reach files outside the store.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -103,6 +106,34 @@ impl FsBlobStore {
 
 fn io_err(e: std::io::Error) -> StoreError {
     StoreError::Other(format!("local store I/O: {e}"))
+}
+
+/// Refuse `path` if it, or any folder between the store's root and it, is a symbolic link.
+/// The root itself may be a link (the operator chose it); nothing the store holds may be. The
+/// error names no path: blob names can be personal data.
+fn no_links_below(root: &Path, path: &Path) -> StoreResult<()> {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return Err(StoreError::InvalidName(
+            "path outside the local store".into(),
+        ));
+    };
+    let mut at = root.to_path_buf();
+    for c in rel.components() {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(md) if md.file_type().is_symlink() => {
+                return Err(StoreError::InvalidName(
+                    "the local store does not follow symbolic links".into(),
+                ))
+            }
+            Ok(_) => {}
+            // Nothing further down exists yet, so nothing further down can be a link.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Blobs up to this size are read whole by `open` (one blocking hop); larger ones stream.
@@ -285,6 +316,10 @@ fn select_page(
         if name.starts_with(".dsr-") {
             continue;
         }
+        // A link is neither a blob nor a folder of blobs (DirEntry::file_type does not follow).
+        if entry.file_type()?.is_symlink() {
+            continue;
+        }
         let full = if rel.is_empty() {
             name
         } else {
@@ -346,6 +381,7 @@ impl BlobStore for FsBlobStore {
     async fn delete_container(&self, account: &str, container: &str) -> StoreResult<DeleteOutcome> {
         let dir = self.container_dir(account, container)?;
         let _g = self.write_lock.lock().await;
+        no_links_below(&self.root, &dir)?;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(DeleteOutcome::Deleted),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeleteOutcome::NotFound),
@@ -370,6 +406,7 @@ impl BlobStore for FsBlobStore {
         if !base_rel.is_empty() && validate_name(base_rel).is_err() {
             return Ok(ListPage::default());
         }
+        no_links_below(&self.root, &cdir.join(base_rel))?;
         let prefix = prefix.to_string();
         let base_rel = base_rel.to_string();
         let meta_root = cdir.join(META_DIR);
@@ -395,7 +432,7 @@ impl BlobStore for FsBlobStore {
             let mut found = Vec::with_capacity(names.len());
             for name in names {
                 // A blob deleted since the walk is left out, as a later listing would.
-                match std::fs::metadata(cdir.join(&name)) {
+                match std::fs::symlink_metadata(cdir.join(&name)) {
                     Ok(md) if md.is_file() => found.push((name, md)),
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -429,6 +466,7 @@ impl BlobStore for FsBlobStore {
 
     async fn open(&self, blob: &BlobRef) -> StoreResult<BlobReader> {
         let path = self.blob_path(blob)?;
+        no_links_below(&self.root, &path)?;
         // Open, stat and (for small blobs, the common case: documents, manifests) read in one
         // hop to the blocking pool; each tokio::fs call would be a hop of its own.
         let opened = blocking(
@@ -500,8 +538,11 @@ impl BlobStore for FsBlobStore {
         let name = blob.name.clone();
         let display = blob.to_string();
         let _g = self.write_lock.lock().await;
+        let root = self.root.clone();
         // The whole check-then-act runs in one blocking hop, under the process's write lock.
         blocking(move || {
+            no_links_below(&root, &path)?;
+            no_links_below(&root, &meta_path)?;
             put_sync(
                 &path, &meta_path, &parent, &tmp, &body, &condition, &metadata, &name, &display,
             )
@@ -512,6 +553,8 @@ impl BlobStore for FsBlobStore {
     async fn copy(&self, src: &BlobRef, dst: &BlobRef) -> StoreResult<()> {
         let from = self.blob_path(src)?;
         let to = self.blob_path(dst)?;
+        no_links_below(&self.root, &from)?;
+        no_links_below(&self.root, &to)?;
         if !from.is_file() {
             return Err(StoreError::NotFound(src.to_string()));
         }
@@ -529,6 +572,7 @@ impl BlobStore for FsBlobStore {
         let path = self.blob_path(blob)?;
         let settings = self.account_settings(&blob.account);
         let _g = self.write_lock.lock().await;
+        no_links_below(&self.root, &path)?;
         if !path.is_file() {
             return Ok(DeleteOutcome::NotFound);
         }
@@ -541,6 +585,7 @@ impl BlobStore for FsBlobStore {
                 .join(DELETED_DIR)
                 .join(&blob.container)
                 .join(format!("{}@{}", blob.name, now.unix_timestamp_nanos()));
+            no_links_below(&self.root, &keep)?;
             if let Some(p) = keep.parent() {
                 std::fs::create_dir_all(p).map_err(io_err)?;
             }
@@ -552,7 +597,10 @@ impl BlobStore for FsBlobStore {
             std::fs::remove_file(&path).map_err(io_err)?;
             DeleteOutcome::Deleted
         };
-        let _ = std::fs::remove_file(self.meta_path(blob)?);
+        let meta = self.meta_path(blob)?;
+        if no_links_below(&self.root, &meta).is_ok() {
+            let _ = std::fs::remove_file(meta);
+        }
         // Remove now-empty folders so the tree shows what is left.
         let stop = self.container_dir(&blob.account, &blob.container)?;
         let mut dir = path.parent().map(Path::to_path_buf);
@@ -647,6 +695,83 @@ mod tests {
             }
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    /// A folder inside the store that is a link to somewhere else: nothing reaches through it.
+    #[tokio::test]
+    async fn symbolic_links_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), b"not the store's").unwrap();
+        let s = FsBlobStore::new(dir.path());
+        s.create_container("acct", "cont").await.unwrap();
+        let cont = dir.path().join("acct").join("cont");
+        std::fs::create_dir_all(cont.join("Users")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), cont.join("Users").join("alice")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.txt"), cont.join("file.txt"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("acct").join("linked")).unwrap();
+
+        // Listing: the linked folder is not listed into, nor is the linked file a blob.
+        assert!(s
+            .list_all("acct", "cont", "Users/alice/")
+            .await
+            .map_or(true, |l| l.is_empty()));
+        assert!(s.list_all("acct", "cont", "").await.unwrap().is_empty());
+        assert!(s
+            .list_all("acct", "linked", "")
+            .await
+            .map_or(true, |l| l.is_empty()));
+        // Reading, through a linked folder or of a linked file.
+        let inside = BlobRef::new("acct", "cont", "Users/alice/secret.txt");
+        assert!(s.read_small(&inside).await.is_err());
+        assert!(s
+            .read_small(&BlobRef::new("acct", "cont", "file.txt"))
+            .await
+            .is_err());
+        // Writing and copying into the linked folder.
+        assert!(s
+            .put(
+                &BlobRef::new("acct", "cont", "Users/alice/new.txt"),
+                Bytes::from_static(b"x"),
+                "text/plain",
+                Condition::None,
+                &BTreeMap::new(),
+            )
+            .await
+            .is_err());
+        s.put(
+            &BlobRef::new("acct", "cont", "real.txt"),
+            Bytes::from_static(b"x"),
+            "text/plain",
+            Condition::None,
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+        assert!(s
+            .copy(
+                &BlobRef::new("acct", "cont", "real.txt"),
+                &BlobRef::new("acct", "cont", "Users/alice/copied.txt"),
+            )
+            .await
+            .is_err());
+        assert!(!outside.path().join("new.txt").exists());
+        assert!(!outside.path().join("copied.txt").exists());
+        // Deleting through the linked folder, one by one or in a batch, or the linked container.
+        assert!(s.delete(&inside).await.is_err());
+        let many = s
+            .delete_many("acct", "cont", &["Users/alice/secret.txt".to_string()])
+            .await;
+        assert!(many.map_or(true, |r| r.iter().all(|o| o.is_err())));
+        let _ = s.delete_container("acct", "linked").await;
+        assert!(
+            outside.path().join("secret.txt").exists(),
+            "the file outside the store is untouched"
+        );
+        // Errors name no blob (names can be personal data).
+        let e = s.read_small(&inside).await.unwrap_err().to_string();
+        assert!(!e.contains("alice"), "{e}");
     }
 
     #[tokio::test]
