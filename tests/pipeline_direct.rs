@@ -978,3 +978,62 @@ async fn asset_uris_reach_only_the_workspaces_own_datastores() {
         );
     }
 }
+
+/// A hold placed after the request was planned, before its slices ran, still stops the
+/// deletion; and a hold list that cannot be read is never taken as "no holds".
+#[tokio::test]
+async fn a_hold_placed_after_planning_or_an_unreadable_hold_list_deletes_nothing() {
+    for corrupt in [false, true] {
+        let e = env(HoldSet::default(), 50).await;
+        let alice = e.truth.user("alice").unwrap().object_id;
+        let before = snapshot(&e).await;
+        let body = request(&e, "LATE-HOLD", "delete", "alice", false).to_string();
+        let out = intake::run(
+            &e.svc,
+            body.as_bytes(),
+            &Delivery {
+                delivery_count: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(out, intake::IntakeOutcome::Planned { .. }),
+            "{out:?}"
+        );
+        let state = e.svc.state();
+        if corrupt {
+            state
+                .store
+                .put(
+                    &state.blob("dsr-state", azureml_dsr::state::HOLDS_DOC),
+                    bytes::Bytes::from_static(b"{not json"),
+                    "application/json",
+                    azureml_dsr::ports::blob::Condition::None,
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+        } else {
+            state
+                .put_holds(&HoldSet {
+                    holds: vec![LegalHold {
+                        id: "LATE".into(),
+                        reason: "litigation filed after the request".into(),
+                        subject_object_id: Some(alice),
+                        workspace: None,
+                        resource_types: vec![],
+                    }],
+                })
+                .await
+                .unwrap();
+        }
+        drive(&e, 1).await;
+        let r = report(&e, "LATE-HOLD").await;
+        assert_eq!(r.counts.deleted, 0, "corrupt={corrupt}: {:?}", r.counts);
+        assert!(r.counts.held > 0, "corrupt={corrupt}: {:?}", r.counts);
+        let after = snapshot(&e).await;
+        assert_eq!(after, before, "corrupt={corrupt}: something was deleted");
+    }
+}

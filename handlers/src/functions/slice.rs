@@ -289,7 +289,12 @@ async fn process(
             })
             .collect());
     }
-    if let (Some(hold), true) = (&task.hold, task.kind.mutates()) {
+    let hold = match (&task.hold, task.kind.mutates()) {
+        (Some(h), true) => Some(h.clone()),
+        (None, true) => current_hold(svc, task).await?,
+        _ => None,
+    };
+    if let Some(hold) = &hold {
         return Ok(entries
             .iter()
             .map(|e| ItemOutcome {
@@ -330,6 +335,29 @@ async fn process(
         });
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+/// A legal hold placed after the request was planned still stops its deletions: the holds are
+/// read again before every chunk that would change something. A hold list that cannot be read
+/// never means "no holds": a transient failure retries the invocation (nothing deleted), one
+/// that will not go away (a corrupt list) holds the slice and says so.
+async fn current_hold(
+    svc: &Services,
+    task: &SliceTask,
+) -> Result<Option<crate::domain::holds::HoldRef>, FnError> {
+    match svc.state().holds().await {
+        Ok(holds) => Ok(holds.find(task.subject.object_id, &task.workspace, task.resource_type)),
+        Err(e) if e.is_transient() => Err(FnError::Transient(format!(
+            "legal holds unreadable, nothing deleted: {e}"
+        ))),
+        Err(e) => Ok(Some(crate::domain::holds::HoldRef {
+            id: "legal-holds-unreadable".into(),
+            reason: format!(
+                "the legal-hold list could not be read ({}); nothing was deleted",
+                crate::logging::redact(&e.to_string())
+            ),
+        })),
+    }
 }
 
 fn export_name(task: &SliceTask, rest: &str) -> String {
