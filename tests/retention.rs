@@ -271,6 +271,25 @@ async fn delete_workspace_resource(e: &Env) {
     e.store.delete_container(ARM_ACCOUNT, &c).await.unwrap();
 }
 
+/// The workspace's blob containers are gone; its notebooks share (modelled locally as a
+/// container) is emptied through the file-share port and left in place, as in Azure.
+async fn assert_emptied(e: &Env) {
+    let info = &e.truth.infos[0];
+    assert_eq!(
+        containers(e).await,
+        vec![info.file_share.clone()],
+        "the workspace's containers are gone, the share is left"
+    );
+    assert!(
+        e.store
+            .list_all(&info.storage_account, &info.file_share, "")
+            .await
+            .unwrap()
+            .is_empty(),
+        "and the share holds no file"
+    );
+}
+
 async fn containers(e: &Env) -> Vec<String> {
     e.store
         .list_containers(&e.truth.infos[0].storage_account, "")
@@ -309,10 +328,7 @@ async fn soft_delete_is_cleaned_after_the_recovery_window_and_purge_at_once() {
     .await
     .unwrap();
     assert_eq!(cleaned.len(), 1);
-    assert!(
-        containers(&e).await.is_empty(),
-        "the workspace's containers are gone"
-    );
+    assert_emptied(&e).await;
     assert!(
         e.store
             .list_containers("telemetrylocal", "")
@@ -337,7 +353,7 @@ async fn soft_delete_is_cleaned_after_the_recovery_window_and_purge_at_once() {
         .await
         .unwrap();
     assert!(matches!(out, EventOutcome::CleanedUp { .. }), "{out:?}");
-    assert!(containers(&e).await.is_empty());
+    assert_emptied(&e).await;
 }
 
 #[tokio::test]
