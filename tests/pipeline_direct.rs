@@ -493,9 +493,8 @@ async fn a_slice_that_keeps_failing_is_recorded_failed_on_its_last_delivery() {
         container_prefix: "code-",
     });
     // The notebooks share is reached through the file-share port (locally: over the store).
-    e.svc.files = Arc::new(
-        azureml_dsr::adapters::local::blob_share::BlobFileShare::new(e.svc.store.clone()),
-    );
+    e.svc.files =
+        Arc::new(azureml_dsr::adapters::local::blob_share::BlobFileShare::new(e.svc.store.clone()));
     let req = request(&e, "EXP-T", "export", "carol", false);
     intake::run(&e.svc, req.to_string().as_bytes(), &Delivery::default())
         .await
@@ -600,7 +599,10 @@ async fn notebooks_delete_removes_the_subjects_folder_and_nothing_else() {
     let alias = e.truth.user("alice").unwrap().key.clone();
     let mine = format!("Users/{alias}/");
     assert!(before.keys().any(|p| p.starts_with(&mine)), "seeded");
-    assert!(before.keys().any(|p| !p.starts_with(&mine)), "others seeded");
+    assert!(
+        before.keys().any(|p| !p.starts_with(&mine)),
+        "others seeded"
+    );
     submit(&e, request(&e, "NB-DEL", "delete", "alice", false), 1).await;
     let r = report(&e, "NB-DEL").await;
     let nb = r

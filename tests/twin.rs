@@ -913,7 +913,10 @@ mod files {
     async fn lists_recursively_across_pages_with_the_oauth_headers() {
         let f = seeded();
         f.set_page_cap(2);
-        let tree = adapter(&f).list_tree(ACCT, SHARE, "Users/alice/").await.unwrap();
+        let tree = adapter(&f)
+            .list_tree(ACCT, SHARE, "Users/alice/")
+            .await
+            .unwrap();
         let paths: Vec<&str> = tree.files.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -937,14 +940,21 @@ mod files {
             .filter(|s| s.query("comp") == Some("list"))
             .collect();
         // Users/alice has 4 entries: two pages of 2, the second asked for with the marker.
-        assert!(lists.iter().any(|s| s.query("marker").is_some()), "{lists:?}");
+        assert!(
+            lists.iter().any(|s| s.query("marker").is_some()),
+            "{lists:?}"
+        );
         assert!(lists.len() >= 4, "{}", lists.len());
         for s in f.seen() {
             assert_eq!(s.header("x-ms-file-request-intent"), Some("backup"));
             assert_eq!(s.header("x-ms-version"), Some(FILE_API_VERSION));
             assert!(s.header("x-ms-version").unwrap() >= "2022-11-02");
             assert_eq!(s.query("restype"), Some("directory"));
-            let token = s.header("authorization").unwrap().strip_prefix("Bearer ").unwrap();
+            let token = s
+                .header("authorization")
+                .unwrap()
+                .strip_prefix("Bearer ")
+                .unwrap();
             assert_eq!(claims(token)["aud"], "https://storage.azure.com");
         }
     }
@@ -1001,7 +1011,9 @@ mod files {
         assert_eq!(f.dirs(ACCT, SHARE), ["Users", "Users/alice2", "Users/bob"]);
         // Again (a redelivery): already gone, not an error.
         assert_eq!(
-            a.delete_file(ACCT, SHARE, "Users/alice/a.ipynb").await.unwrap(),
+            a.delete_file(ACCT, SHARE, "Users/alice/a.ipynb")
+                .await
+                .unwrap(),
             DeleteOutcome::NotFound
         );
         assert!(matches!(
@@ -1024,7 +1036,8 @@ mod files {
             other => panic!("expected ShareNotFound, got {:?}", other.map(|t| t.files)),
         }
         assert!(matches!(
-            a.delete_file(ACCT, "code-missing", "Users/alice/a.ipynb").await,
+            a.delete_file(ACCT, "code-missing", "Users/alice/a.ipynb")
+                .await,
             Err(ShareError::ShareNotFound(_))
         ));
         assert!(matches!(
@@ -1032,7 +1045,10 @@ mod files {
             Err(ShareError::DirectoryNotFound(_))
         ));
         let seen = f.seen();
-        let miss = seen.iter().find(|s| s.path.contains("code-missing")).unwrap();
+        let miss = seen
+            .iter()
+            .find(|s| s.path.contains("code-missing"))
+            .unwrap();
         assert_eq!(miss.status, 404);
     }
 
@@ -1042,7 +1058,9 @@ mod files {
         // A token for another audience.
         let wrong = AzureFileShare::new(rest(GRAPH_SCOPE), f.template());
         match wrong.list_tree(ACCT, SHARE, "Users/alice").await {
-            Err(ShareError::Forbidden(m)) => assert!(m.contains("InvalidAuthenticationInfo"), "{m}"),
+            Err(ShareError::Forbidden(m)) => {
+                assert!(m.contains("InvalidAuthenticationInfo"), "{m}")
+            }
             other => panic!("expected Forbidden, got {:?}", other.map(|t| t.files)),
         }
         // Without the intent header the service refuses, as the docs say.
@@ -1074,12 +1092,19 @@ mod files {
         let f = seeded();
         f.set_busy(2);
         let started = Instant::now();
-        let tree = adapter(&f).list_tree(ACCT, SHARE, "Users/bob").await.unwrap();
+        let tree = adapter(&f)
+            .list_tree(ACCT, SHARE, "Users/bob")
+            .await
+            .unwrap();
         assert_eq!(tree.files.len(), 1);
         let statuses: Vec<u16> = f.seen().iter().map(|s| s.status).collect();
         assert_eq!(statuses, [503, 503, 200]);
         // Retry-After: 1 twice, not the 20 ms backoff of the test's retry settings.
-        assert!(started.elapsed() >= Duration::from_millis(1900), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(1900),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
@@ -1092,16 +1117,30 @@ mod files {
         assert_eq!(r.snapshots.len(), 1);
         assert!(r.note(SHARE).unwrap().contains("2026-11-28T20:00:00Z"));
 
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/azure-rest/files/");
-        let list = parse(&std::fs::read(format!("{dir}list-directories-and-files.xml")).unwrap()).unwrap();
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/azure-rest/files/"
+        );
+        let list =
+            parse(&std::fs::read(format!("{dir}list-directories-and-files.xml")).unwrap()).unwrap();
         let entries = &list.child("Entries").unwrap().children;
         assert_eq!(entries[0].name, "File");
-        assert_eq!(entries[0].text_at(&["Properties", "Content-Length"]).as_deref(), Some("1024"));
+        assert_eq!(
+            entries[0]
+                .text_at(&["Properties", "Content-Length"])
+                .as_deref(),
+            Some("1024")
+        );
         assert_eq!(entries[1].name, "Directory");
-        assert_eq!(list.text_at(&["NextMarker"]).as_deref(), Some("2!44!Users/alice/zz"));
-        let shares = parse(&std::fs::read(format!("{dir}list-shares-snapshots.xml")).unwrap()).unwrap();
+        assert_eq!(
+            list.text_at(&["NextMarker"]).as_deref(),
+            Some("2!44!Users/alice/zz")
+        );
+        let shares =
+            parse(&std::fs::read(format!("{dir}list-shares-snapshots.xml")).unwrap()).unwrap();
         assert_eq!(shares.child("Shares").unwrap().children.len(), 3);
-        let err = parse(&std::fs::read(format!("{dir}error-share-not-found.xml")).unwrap()).unwrap();
+        let err =
+            parse(&std::fs::read(format!("{dir}error-share-not-found.xml")).unwrap()).unwrap();
         assert_eq!(err.text_at(&["Code"]).as_deref(), Some("ShareNotFound"));
     }
 
@@ -1145,8 +1184,18 @@ mod files {
         for p in ["a.ipynb", "sub/b.ipynb", "sub/deeper/c.txt"] {
             f.put_file(acct, share, &format!("Users/{}/{p}", alice.key), b"{}");
         }
-        f.put_file(acct, share, &format!("Users/{}/keep.ipynb", other.key), b"{}");
-        f.put_file(acct, share, &format!("Users/{}x/keep.ipynb", alice.key), b"{}");
+        f.put_file(
+            acct,
+            share,
+            &format!("Users/{}/keep.ipynb", other.key),
+            b"{}",
+        );
+        f.put_file(
+            acct,
+            share,
+            &format!("Users/{}x/keep.ipynb", alice.key),
+            b"{}",
+        );
         f.set_page_cap(2);
         let bus = Arc::new(MemoryBus::new());
         let mut svc = local_services(&paths, store, bus.clone(), Settings::default());
@@ -1168,7 +1217,9 @@ mod files {
         let nb = report
             .results
             .iter()
-            .find(|s| s.resource_type == ResourceType::Notebooks && s.workspace == truth.workspaces[0])
+            .find(|s| {
+                s.resource_type == ResourceType::Notebooks && s.workspace == truth.workspaces[0]
+            })
             .unwrap();
         assert_eq!(nb.items.len(), 3, "{:?}", nb.items);
         for o in &nb.items {
@@ -1184,8 +1235,10 @@ mod files {
         want.sort();
         assert_eq!(left, want);
         assert!(
-            !f.dirs(acct, share).iter().any(|d| d == &format!("Users/{}", alice.key)
-                || d.starts_with(&format!("Users/{}/", alice.key))),
+            !f.dirs(acct, share)
+                .iter()
+                .any(|d| d == &format!("Users/{}", alice.key)
+                    || d.starts_with(&format!("Users/{}/", alice.key))),
             "the subject's folders are removed once emptied: {:?}",
             f.dirs(acct, share)
         );

@@ -268,6 +268,8 @@ pub struct AzureSettings {
     pub client_id: Option<String>,
 }
 
+// One value per process, built once at start-up: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Adapters {
     Local(LocalSettings),
@@ -466,7 +468,9 @@ impl AppSettings {
                     )
                 })?;
                 let file_template = match env.get("DSR_FILE_ENDPOINT") {
-                    Some(v) => file_endpoint_template(v).map_err(|r| err("DSR_FILE_ENDPOINT", r))?,
+                    Some(v) => {
+                        file_endpoint_template(v).map_err(|r| err("DSR_FILE_ENDPOINT", r))?
+                    }
                     None => derived_file_template(&template),
                 };
                 let azure = AzureSettings {
@@ -633,8 +637,8 @@ pub fn file_endpoint_template(raw: &str) -> Result<String, String> {
     if raw.matches("{account}").count() != 1 {
         return Err("must contain {account} exactly once".into());
     }
-    let probe = Url::parse(&raw.replace("{account}", "account0"))
-        .map_err(|e| format!("not a URL: {e}"))?;
+    let probe =
+        Url::parse(&raw.replace("{account}", "account0")).map_err(|e| format!("not a URL: {e}"))?;
     let loopback = match probe.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

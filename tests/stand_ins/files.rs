@@ -23,7 +23,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::identity::{check_bearer, TokenProblem};
-use super::server::{header_pairs, percent_decode, query_pairs, request_id, BackgroundServer, Faults, Log, Seen};
+use super::server::{
+    header_pairs, percent_decode, query_pairs, request_id, BackgroundServer, Faults, Log, Seen,
+};
 
 pub const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
 const MIN_OAUTH_VERSION: &str = "2022-11-02";
@@ -203,7 +205,12 @@ fn handle(st: &State, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
 fn answer(st: &State, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
     let head = method == Method::HEAD;
     if st.busy.take() {
-        return error(503, "ServerBusy", "The server is currently unable to receive requests. Please retry your request.", head);
+        return error(
+            503,
+            "ServerBusy",
+            "The server is currently unable to receive requests. Please retry your request.",
+            head,
+        );
     }
     match check_bearer(headers, &[STORAGE_AUDIENCE]) {
         Ok(_) => {}
@@ -211,13 +218,28 @@ fn answer(st: &State, method: &Method, uri: &Uri, headers: &HeaderMap) -> Respon
             return error(401, "InvalidAuthenticationInfo", "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.", head)
         }
     }
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
     let version = h("x-ms-version");
     if version.is_empty() || version < MIN_OAUTH_VERSION {
-        return error(400, "InvalidHeaderValue", "The value for one of the HTTP headers is not in the correct format.", head);
+        return error(
+            400,
+            "InvalidHeaderValue",
+            "The value for one of the HTTP headers is not in the correct format.",
+            head,
+        );
     }
     if h("x-ms-file-request-intent") != "backup" {
-        return error(403, "AuthorizationPermissionMismatch", "This request is not authorized to perform this operation using this permission.", head);
+        return error(
+            403,
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+            head,
+        );
     }
     let q = query_pairs(uri.query());
     let qv = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
@@ -225,23 +247,50 @@ fn answer(st: &State, method: &Method, uri: &Uri, headers: &HeaderMap) -> Respon
     for s in uri.path().split('/').filter(|s| !s.is_empty()) {
         match percent_decode(s) {
             Some(s) => segs.push(s),
-            None => return error(400, "InvalidUri", "The requested URI does not represent any resource on the server.", head),
+            None => {
+                return error(
+                    400,
+                    "InvalidUri",
+                    "The requested URI does not represent any resource on the server.",
+                    head,
+                )
+            }
         }
     }
     let Some(account) = segs.first().cloned() else {
-        return error(400, "InvalidUri", "The requested URI does not represent any resource on the server.", head);
+        return error(
+            400,
+            "InvalidUri",
+            "The requested URI does not represent any resource on the server.",
+            head,
+        );
     };
     let mut shares = lock(&st.shares);
     if segs.len() == 1 {
         if method == Method::GET && qv("comp") == Some("list") {
-            return list_shares(&shares, &account, qv("prefix").unwrap_or_default(), qv("include").unwrap_or_default());
+            return list_shares(
+                &shares,
+                &account,
+                qv("prefix").unwrap_or_default(),
+                qv("include").unwrap_or_default(),
+            );
         }
-        return error(400, "InvalidQueryParameterValue", "Value for one of the query parameters specified in the request URI is invalid.", head);
+        return error(
+            400,
+            "InvalidQueryParameterValue",
+            "Value for one of the query parameters specified in the request URI is invalid.",
+            head,
+        );
     }
     let share_name = segs[1].clone();
     let path = segs[2..].join("/");
     let Some(share) = shares.get_mut(&(account.clone(), share_name.clone())) else {
-        return error(404, "ShareNotFound", "The specified share does not exist.", head);
+        return error(
+            404,
+            "ShareNotFound",
+            "The specified share does not exist.",
+            head,
+        );
     };
     let is_dir = qv("restype") == Some("directory");
     let parent_missing = |s: &Share, p: &str| {
@@ -252,9 +301,19 @@ fn answer(st: &State, method: &Method, uri: &Uri, headers: &HeaderMap) -> Respon
         (Method::GET, true) if qv("comp") == Some("list") => {
             if !path.is_empty() && !share.dirs.contains(&path) {
                 if parent_missing(share, &path) {
-                    return error(404, "ParentNotFound", "The specified parent path does not exist.", false);
+                    return error(
+                        404,
+                        "ParentNotFound",
+                        "The specified parent path does not exist.",
+                        false,
+                    );
                 }
-                return error(404, "ResourceNotFound", "The specified resource does not exist.", false);
+                return error(
+                    404,
+                    "ResourceNotFound",
+                    "The specified resource does not exist.",
+                    false,
+                );
             }
             let max = match qv("maxresults").map(str::parse::<i64>) {
                 None => 5000,
@@ -267,9 +326,19 @@ fn answer(st: &State, method: &Method, uri: &Uri, headers: &HeaderMap) -> Respon
         (Method::HEAD, false) | (Method::GET, false) => {
             let Some(content) = share.files.get(&path) else {
                 if parent_missing(share, &path) {
-                    return error(404, "ParentNotFound", "The specified parent path does not exist.", head);
+                    return error(
+                        404,
+                        "ParentNotFound",
+                        "The specified parent path does not exist.",
+                        head,
+                    );
                 }
-                return error(404, "ResourceNotFound", "The specified resource does not exist.", head);
+                return error(
+                    404,
+                    "ResourceNotFound",
+                    "The specified resource does not exist.",
+                    head,
+                );
             };
             let len = content.len();
             let base = vec![
@@ -280,7 +349,8 @@ fn answer(st: &State, method: &Method, uri: &Uri, headers: &HeaderMap) -> Respon
             if head {
                 let mut r = reply(200, &base, Vec::new());
                 if let Ok(v) = axum::http::HeaderValue::from_str(&len.to_string()) {
-                    r.headers_mut().insert(axum::http::header::CONTENT_LENGTH, v);
+                    r.headers_mut()
+                        .insert(axum::http::header::CONTENT_LENGTH, v);
                 }
                 return r;
             }
@@ -299,49 +369,105 @@ fn answer(st: &State, method: &Method, uri: &Uri, headers: &HeaderMap) -> Respon
                     hs.push(("content-range", format!("bytes {a}-{b}/{len}")));
                     reply(206, &hs, content[a..=b].to_vec())
                 }
-                Some(_) => error(416, "InvalidRange", "The range specified is invalid for the current size of the resource.", false),
+                Some(_) => error(
+                    416,
+                    "InvalidRange",
+                    "The range specified is invalid for the current size of the resource.",
+                    false,
+                ),
             }
         }
         (Method::DELETE, false) => {
             if share.files.remove(&path).is_some() {
                 reply(202, &[], Vec::new())
             } else if parent_missing(share, &path) {
-                error(404, "ParentNotFound", "The specified parent path does not exist.", false)
+                error(
+                    404,
+                    "ParentNotFound",
+                    "The specified parent path does not exist.",
+                    false,
+                )
             } else {
-                error(404, "ResourceNotFound", "The specified resource does not exist.", false)
+                error(
+                    404,
+                    "ResourceNotFound",
+                    "The specified resource does not exist.",
+                    false,
+                )
             }
         }
         (Method::DELETE, true) => {
             if path.is_empty() || !share.dirs.contains(&path) {
-                return error(404, "ResourceNotFound", "The specified resource does not exist.", false);
+                return error(
+                    404,
+                    "ResourceNotFound",
+                    "The specified resource does not exist.",
+                    false,
+                );
             }
             let prefix = format!("{path}/");
             let occupied = share.files.keys().any(|f| f.starts_with(&prefix))
                 || share.dirs.iter().any(|d| d.starts_with(&prefix));
             if occupied {
-                return error(409, "DirectoryNotEmpty", "The specified directory is not empty.", false);
+                return error(
+                    409,
+                    "DirectoryNotEmpty",
+                    "The specified directory is not empty.",
+                    false,
+                );
             }
             share.dirs.remove(&path);
             reply(202, &[], Vec::new())
         }
-        _ => error(400, "UnsupportedHttpVerb", "The resource doesn't support the specified HTTP verb.", head),
+        _ => error(
+            400,
+            "UnsupportedHttpVerb",
+            "The resource doesn't support the specified HTTP verb.",
+            head,
+        ),
     }
 }
 
-fn list_dir(share: &Share, account: &str, share_name: &str, dir: &str, marker: Option<&str>, cap: usize) -> Response {
-    let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-    let direct = |p: &String| p.starts_with(&prefix) && !p[prefix.len()..].contains('/') && p.len() > prefix.len();
+fn list_dir(
+    share: &Share,
+    account: &str,
+    share_name: &str,
+    dir: &str,
+    marker: Option<&str>,
+    cap: usize,
+) -> Response {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let direct = |p: &String| {
+        p.starts_with(&prefix) && !p[prefix.len()..].contains('/') && p.len() > prefix.len()
+    };
     // (name, Some(size) for a file)
     let mut entries: Vec<(String, Option<usize>)> = share
         .files
         .iter()
         .filter(|(p, _)| direct(p))
         .map(|(p, c)| (p[prefix.len()..].to_string(), Some(c.len())))
-        .chain(share.dirs.iter().filter(|d| direct(d)).map(|d| (d[prefix.len()..].to_string(), None)))
+        .chain(
+            share
+                .dirs
+                .iter()
+                .filter(|d| direct(d))
+                .map(|d| (d[prefix.len()..].to_string(), None)),
+        )
         .collect();
     entries.sort();
     // The marker is opaque to clients; here it is the first name of the next page.
-    let start = marker.map(|m| entries.iter().position(|(n, _)| n.as_str() >= m).unwrap_or(entries.len())).unwrap_or(0);
+    let start = marker
+        .map(|m| {
+            entries
+                .iter()
+                .position(|(n, _)| n.as_str() >= m)
+                .unwrap_or(entries.len())
+        })
+        .unwrap_or(0);
     let page = &entries[start..(start + cap).min(entries.len())];
     let next = entries.get(start + cap).map(|(n, _)| n.clone());
     let mut xml = format!(
@@ -367,10 +493,19 @@ fn list_dir(share: &Share, account: &str, share_name: &str, dir: &str, marker: O
         None => xml.push_str("<NextMarker />"),
     }
     xml.push_str("</EnumerationResults>");
-    reply(200, &[("content-type", "application/xml".to_string())], xml.into_bytes())
+    reply(
+        200,
+        &[("content-type", "application/xml".to_string())],
+        xml.into_bytes(),
+    )
 }
 
-fn list_shares(shares: &BTreeMap<(String, String), Share>, account: &str, prefix: &str, include: &str) -> Response {
+fn list_shares(
+    shares: &BTreeMap<(String, String), Share>,
+    account: &str,
+    prefix: &str,
+    include: &str,
+) -> Response {
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"http://127.0.0.1/{}/\"><Prefix>{}</Prefix><Shares>",
         esc(account),
@@ -386,8 +521,15 @@ fn list_shares(shares: &BTreeMap<(String, String), Share>, account: &str, prefix
                 xml.push_str(&format!("<Share><Name>{}</Name><Snapshot>{}</Snapshot><Properties><Quota>5120</Quota></Properties></Share>", esc(name), esc(snap)));
             }
         }
-        xml.push_str(&format!("<Share><Name>{}</Name><Properties><Quota>5120</Quota></Properties></Share>", esc(name)));
+        xml.push_str(&format!(
+            "<Share><Name>{}</Name><Properties><Quota>5120</Quota></Properties></Share>",
+            esc(name)
+        ));
     }
     xml.push_str("</Shares><NextMarker /></EnumerationResults>");
-    reply(200, &[("content-type", "application/xml".to_string())], xml.into_bytes())
+    reply(
+        200,
+        &[("content-type", "application/xml".to_string())],
+        xml.into_bytes(),
+    )
 }

@@ -215,9 +215,9 @@ async fn clean(svc: &Services, info: &WorkspaceInfo) -> Result<Vec<String>, FnEr
     containers.dedup();
     // The notebooks share is Azure Files, not a blob container: emptied through the file port.
     if !info.file_share.is_empty() {
-        let shared = others.iter().any(|o| {
-            o.storage_account == info.storage_account && o.file_share == info.file_share
-        });
+        let shared = others
+            .iter()
+            .any(|o| o.storage_account == info.storage_account && o.file_share == info.file_share);
         notes.push(if shared {
             format!(
                 "{}/{} (file share): left in place, another workspace uses it",

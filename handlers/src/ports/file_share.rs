@@ -134,8 +134,12 @@ pub trait FileShare: Send + Sync + 'static {
     async fn open(&self, account: &str, share: &str, path: &str) -> ShareResult<FileReader>;
 
     /// Delete one file; [`DeleteOutcome::NotFound`] when it was already gone.
-    async fn delete_file(&self, account: &str, share: &str, path: &str)
-        -> ShareResult<DeleteOutcome>;
+    async fn delete_file(
+        &self,
+        account: &str,
+        share: &str,
+        path: &str,
+    ) -> ShareResult<DeleteOutcome>;
 
     /// Delete an empty directory; [`ShareError::DirectoryNotEmpty`] otherwise.
     async fn delete_directory(

@@ -228,7 +228,9 @@ impl FileShare for AzureFileShare {
             return Err(classify(&reply, Target::Directory, &at));
         }
         let doc = parse(&reply.body).map_err(|e| {
-            ShareError::Other(format!("{at}: unreadable List Directories and Files body: {e}"))
+            ShareError::Other(format!(
+                "{at}: unreadable List Directories and Files body: {e}"
+            ))
         })?;
         if doc.name != "EnumerationResults" {
             return Err(ShareError::Other(format!(
@@ -244,13 +246,19 @@ impl FileShare for AzureFileShare {
             }
         };
         let mut page = FilePage::default();
-        for e in doc.child("Entries").map(|e| e.children.as_slice()).unwrap_or(&[]) {
+        for e in doc
+            .child("Entries")
+            .map(|e| e.children.as_slice())
+            .unwrap_or(&[])
+        {
             let Some(name) = e.child("Name").map(Node::entry_name) else {
                 continue;
             };
             // A name that could climb out of the listed directory is refused, not followed.
             if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-                return Err(ShareError::Other(format!("{at}: listing returned an invalid name")));
+                return Err(ShareError::Other(format!(
+                    "{at}: listing returned an invalid name"
+                )));
             }
             match e.name.as_str() {
                 "File" => {
@@ -343,7 +351,11 @@ impl FileShare for AzureFileShare {
         let reply = self.send(Method::Delete, &url, &[]).await?;
         match reply.status {
             200..=299 => Ok(DeleteOutcome::Deleted),
-            _ => match classify(&reply, Target::File, &format!("{share}/{}", redact_path(path))) {
+            _ => match classify(
+                &reply,
+                Target::File,
+                &format!("{share}/{}", redact_path(path)),
+            ) {
                 // Already gone (an earlier delivery deleted it).
                 ShareError::FileNotFound(_) => Ok(DeleteOutcome::NotFound),
                 e => Err(e),
@@ -359,15 +371,20 @@ impl FileShare for AzureFileShare {
     ) -> ShareResult<DeleteOutcome> {
         let dir = dir.trim_matches('/');
         if dir.is_empty() {
-            return Err(ShareError::Other("the share root is not a directory to delete".into()));
+            return Err(ShareError::Other(
+                "the share root is not a directory to delete".into(),
+            ));
         }
         let mut url = self.url(account, share, dir)?;
         url.query_pairs_mut().append_pair("restype", "directory");
         let reply = self.send(Method::Delete, &url, &[]).await?;
         match reply.status {
             200..=299 => Ok(DeleteOutcome::Deleted),
-            _ => match classify(&reply, Target::Directory, &format!("{share}/{}", redact_path(dir)))
-            {
+            _ => match classify(
+                &reply,
+                Target::Directory,
+                &format!("{share}/{}", redact_path(dir)),
+            ) {
                 ShareError::DirectoryNotFound(_) => Ok(DeleteOutcome::NotFound),
                 e => Err(e),
             },
@@ -392,9 +409,14 @@ impl FileShare for AzureFileShare {
             if reply.status != 200 {
                 return Err(classify(&reply, Target::Directory, share));
             }
-            let doc = parse(&reply.body)
-                .map_err(|e| ShareError::Other(format!("{share}: unreadable List Shares body: {e}")))?;
-            for s in doc.child("Shares").map(|e| e.children.as_slice()).unwrap_or(&[]) {
+            let doc = parse(&reply.body).map_err(|e| {
+                ShareError::Other(format!("{share}: unreadable List Shares body: {e}"))
+            })?;
+            for s in doc
+                .child("Shares")
+                .map(|e| e.children.as_slice())
+                .unwrap_or(&[])
+            {
                 if s.name != "Share" || s.text_at(&["Name"]).as_deref() != Some(share) {
                     continue;
                 }
@@ -404,7 +426,9 @@ impl FileShare for AzureFileShare {
                         &time::format_description::well_known::Rfc3339,
                     )
                     .map_err(|e| {
-                        ShareError::Other(format!("{share}: unreadable snapshot time {snap:?}: {e}"))
+                        ShareError::Other(format!(
+                            "{share}: unreadable snapshot time {snap:?}: {e}"
+                        ))
                     })?;
                     out.snapshots.push(t);
                 }
@@ -450,7 +474,10 @@ impl Node {
     /// A list entry's `Name`: `Encoded="true"` names are percent-encoded (characters XML
     /// cannot carry).
     fn entry_name(&self) -> String {
-        if self.attr("Encoded").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        if self
+            .attr("Encoded")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
             percent_decode(&self.text)
         } else {
             self.text.clone()
@@ -555,7 +582,9 @@ mod tests {
         let entries = &n.child("Entries").unwrap().children;
         assert_eq!(entries[0].child("Name").unwrap().entry_name(), "a & b.txt");
         assert_eq!(
-            entries[0].text_at(&["Properties", "Content-Length"]).as_deref(),
+            entries[0]
+                .text_at(&["Properties", "Content-Length"])
+                .as_deref(),
             Some("12")
         );
         assert_eq!(entries[1].child("Name").unwrap().entry_name(), "x y");
@@ -567,9 +596,15 @@ mod tests {
 
     #[test]
     fn urls_and_errors_hide_user_paths() {
-        let u = Url::parse("https://a.file.core.windows.net/code-1/Users/alice/x%20y.ipynb?restype=directory").unwrap();
+        let u = Url::parse(
+            "https://a.file.core.windows.net/code-1/Users/alice/x%20y.ipynb?restype=directory",
+        )
+        .unwrap();
         let shown = show_url(&u);
-        assert!(!shown.contains("alice") && shown.contains("code-1/Users/"), "{shown}");
+        assert!(
+            !shown.contains("alice") && shown.contains("code-1/Users/"),
+            "{shown}"
+        );
         assert_eq!(
             redact_text("GET https://h/s/Users/alice/n.ipynb: reset"),
             "GET https://h/s/Users/…/…: reset"
