@@ -89,7 +89,9 @@ fn redact_text(s: &str) -> String {
     s.split(' ')
         .map(|w| {
             if w.contains("Users/") || w.contains("Users%2F") {
-                redact_path(&percent_decode(w))
+                // Keep the sentence's punctuation after the path.
+                let core = w.trim_end_matches([':', ',', ';', ')']);
+                format!("{}{}", redact_path(&percent_decode(core)), &w[core.len()..])
             } else {
                 w.to_string()
             }
