@@ -719,6 +719,9 @@ fn bench_ws(runs: usize) -> WorkspaceId {
 fn services(store: Arc<dyn BlobStore>, dir: &Path) -> Services {
     Services {
         control: Arc::new(LocalControlPlane::new(store.clone())),
+        files: Arc::new(
+            azureml_dsr::adapters::local::blob_share::BlobFileShare::new(store.clone()),
+        ),
         telemetry: Arc::new(LocalTelemetry::new(store.clone())),
         directory: Arc::new(FileDirectory::new(dir.join("directory.json"))),
         bus: Arc::new(MemoryBus::new()),

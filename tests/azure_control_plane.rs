@@ -1121,6 +1121,11 @@ async fn azure_services_wires_production_adapters_from_the_environment() {
     let wired = azureml_dsr::wiring::build(&app).unwrap();
     assert!(wired.queue.is_none(), "Azure mode opens no local queue");
     assert_eq!(wired.services.store.kind(), "azure-blob");
+    assert_eq!(
+        wired.services.files.kind(),
+        "Azure Files (REST, Entra ID)",
+        "notebooks go through the File API, not Blob"
+    );
     let svc = wired.services;
     let info = svc.control.workspace(&ws()).await.unwrap();
     assert_eq!(info.storage_account, "teststorageaccount");

@@ -499,6 +499,9 @@ async fn a_slice_that_keeps_failing_is_recorded_failed_on_its_last_delivery() {
         inner: e.store.clone(),
         container_prefix: "code-",
     });
+    // The notebooks share is reached through the file-share port (locally: over the store).
+    e.svc.files =
+        Arc::new(azureml_dsr::adapters::local::blob_share::BlobFileShare::new(e.svc.store.clone()));
     let req = request(&e, "EXP-T", "export", "carol", false);
     intake::run(&e.svc, req.to_string().as_bytes(), &Delivery::default())
         .await
@@ -1036,4 +1039,89 @@ async fn a_hold_placed_after_planning_or_an_unreadable_hold_list_deletes_nothing
         let after = snapshot(&e).await;
         assert_eq!(after, before, "corrupt={corrupt}: something was deleted");
     }
+}
+
+/// Every file of the workspace's notebooks share, `path -> sha256`.
+async fn share_files(e: &Env) -> BTreeMap<String, String> {
+    let info = &e.truth.infos[0];
+    let prefix = format!("{}/{}/", info.storage_account, info.file_share);
+    snapshot(e)
+        .await
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|p| (p.to_string(), v)))
+        .collect()
+}
+
+#[tokio::test]
+async fn notebooks_delete_removes_the_subjects_folder_and_nothing_else() {
+    let e = env(HoldSet::default(), 2).await;
+    let before = share_files(&e).await;
+    let alias = e.truth.user("alice").unwrap().key.clone();
+    let mine = format!("Users/{alias}/");
+    assert!(before.keys().any(|p| p.starts_with(&mine)), "seeded");
+    assert!(
+        before.keys().any(|p| !p.starts_with(&mine)),
+        "others seeded"
+    );
+    submit(&e, request(&e, "NB-DEL", "delete", "alice", false), 1).await;
+    let r = report(&e, "NB-DEL").await;
+    let nb = r
+        .results
+        .iter()
+        .find(|s| s.resource_type == ResourceType::Notebooks)
+        .unwrap();
+    assert!(!nb.items.is_empty());
+    for o in &nb.items {
+        assert!(
+            matches!(&o.item, Item::File { path, .. } if path.starts_with(&mine)),
+            "{:?}",
+            o.item
+        );
+        assert_eq!(o.status, ItemStatus::Deleted { verified: true });
+    }
+    let after = share_files(&e).await;
+    let expected: BTreeMap<String, String> = before
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(&mine))
+        .collect();
+    assert_eq!(after, expected, "only the subject's folder went");
+}
+
+/// A share that cannot be listed is a failure with its reason, never "no notebooks" (before
+/// the file-share port, a 404 from the share read as an empty folder and the slice completed).
+#[tokio::test]
+async fn a_missing_notebooks_share_fails_the_slice_instead_of_finding_nothing() {
+    let e = env(HoldSet::default(), 50).await;
+    let info = e.truth.infos[0].clone();
+    for b in e
+        .store
+        .list_all(&info.storage_account, &info.file_share, "")
+        .await
+        .unwrap()
+    {
+        e.store
+            .delete(&BlobRef::new(
+                info.storage_account.clone(),
+                info.file_share.clone(),
+                b.name,
+            ))
+            .await
+            .unwrap();
+    }
+    e.store
+        .delete_container(&info.storage_account, &info.file_share)
+        .await
+        .unwrap();
+    submit(&e, request(&e, "NB-GONE", "delete", "alice", false), 1).await;
+    let r = report(&e, "NB-GONE").await;
+    let nb = r
+        .results
+        .iter()
+        .find(|s| s.resource_type == ResourceType::Notebooks)
+        .unwrap();
+    assert_eq!(nb.status, azureml_dsr::domain::slice::SliceStatus::Failed);
+    let reason = nb.reason.clone().unwrap_or_default();
+    assert!(reason.contains("file share not found"), "{reason}");
+    assert!(!reason.contains("alice"), "no personal data: {reason}");
+    assert_eq!(r.status, FinalStatus::PartiallyFailed);
 }

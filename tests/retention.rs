@@ -312,6 +312,33 @@ async fn artifact_blobs(e: &Env) -> Vec<String> {
         .collect()
 }
 
+/// The workspace's own blob containers are gone; the shared artifact container stays, emptied
+/// of the workspace's run folders; its notebooks share (modelled locally as a container) is
+/// emptied through the file-share port and left in place, as in Azure.
+async fn assert_emptied(e: &Env) {
+    let info = &e.truth.infos[0];
+    let mut left = containers(e).await;
+    left.sort();
+    let mut kept = vec![info.artifact_container.clone(), info.file_share.clone()];
+    kept.sort();
+    assert_eq!(
+        left, kept,
+        "the workspace's containers are gone; the shared artifact container and the share are left"
+    );
+    assert!(
+        artifact_blobs(e).await.is_empty(),
+        "the artifact container holds none of the workspace's run folders"
+    );
+    assert!(
+        e.store
+            .list_all(&info.storage_account, &info.file_share, "")
+            .await
+            .unwrap()
+            .is_empty(),
+        "and the share holds no file"
+    );
+}
+
 async fn containers(e: &Env) -> Vec<String> {
     e.store
         .list_containers(&e.truth.infos[0].storage_account, "")
@@ -350,15 +377,7 @@ async fn soft_delete_is_cleaned_after_the_recovery_window_and_purge_at_once() {
     .await
     .unwrap();
     assert_eq!(cleaned.len(), 1);
-    assert_eq!(
-        containers(&e).await,
-        vec!["azureml".to_string()],
-        "the workspace's own containers are gone; the shared artifact container is kept"
-    );
-    assert!(
-        artifact_blobs(&e).await.is_empty(),
-        "and emptied of the workspace's run folders"
-    );
+    assert_emptied(&e).await;
     assert!(
         e.store
             .list_containers("telemetrylocal", "")
@@ -383,8 +402,7 @@ async fn soft_delete_is_cleaned_after_the_recovery_window_and_purge_at_once() {
         .await
         .unwrap();
     assert!(matches!(out, EventOutcome::CleanedUp { .. }), "{out:?}");
-    assert_eq!(containers(&e).await, vec!["azureml".to_string()]);
-    assert!(artifact_blobs(&e).await.is_empty());
+    assert_emptied(&e).await;
 }
 
 /// The event is a hint, ARM decides: a purge event for a workspace ARM still has (forged, or

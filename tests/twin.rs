@@ -879,7 +879,7 @@ mod as_deployed {
     //! `infra/app-settings.json` plus endpoint overrides to loopback stand-ins and the platform's
     //! managed-identity variables: Azurite over https with bearer tokens for every storage
     //! account, the local ARM server (behind the Log Analytics purge routes) for ARM, and the
-    //! Graph, Log Analytics and Service Bus stand-ins. The test side plays the Functions host:
+    //! Graph, Log Analytics, Azure Files (notebooks) and Service Bus stand-ins. The test side plays the Functions host:
     //! the Service Bus stand-in feeds a queue the local dispatcher delivers from, over HTTP, to
     //! the child process. Everything is asserted from Azurite's and the stand-ins' state, never
     //! from the handler's own word — and the app folder must hold nothing new afterwards.
@@ -902,6 +902,7 @@ mod as_deployed {
     use azureml_dsr::state::StateStore;
 
     use super::*;
+    use crate::stand_ins::files::FilesStandIn;
     use crate::stand_ins::server::BackgroundServer;
     use crate::support::azurite::{trust_test_ca, Azurite};
 
@@ -955,11 +956,22 @@ mod as_deployed {
 
     /// Every seeded blob -> hash of its content (absent: deleted). (Listing an account's
     /// containers is refused by Azurite's OAuth mode with Shared Key, so go by the seed.)
-    async fn blobs(store: &dyn BlobStore, truth: &SeedTruth) -> BTreeMap<String, String> {
+    /// Notebooks live in the Files stand-in (their presence is recorded, as `file`).
+    async fn blobs(
+        store: &dyn BlobStore,
+        files: &FilesStandIn,
+        truth: &SeedTruth,
+    ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for key in truth.blobs.keys() {
             let mut p = key.splitn(3, '/');
             let b = BlobRef::new(p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+            if is_share(truth, &b) {
+                if files.files(&b.account, &b.container).contains(&b.name) {
+                    out.insert(key.clone(), "file".into());
+                }
+                continue;
+            }
             match store.read_small(&b).await {
                 Ok((bytes, _)) => {
                     out.insert(key.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
@@ -969,6 +981,13 @@ mod as_deployed {
             }
         }
         out
+    }
+
+    fn is_share(truth: &SeedTruth, b: &BlobRef) -> bool {
+        truth
+            .infos
+            .iter()
+            .any(|i| i.storage_account == b.account && i.file_share == b.container)
     }
 
     /// ARM id of every seeded resource -> hash of its document (absent: deleted).
@@ -1023,6 +1042,24 @@ mod as_deployed {
         )
         .await
         .unwrap();
+        // Notebooks live in an Azure Files share: move the seeded ones into the Files stand-in.
+        let files = FilesStandIn::start();
+        for info in &truth.infos {
+            files.create_share(&info.storage_account, &info.file_share);
+            for item in admin
+                .list_all(&info.storage_account, &info.file_share, "")
+                .await
+                .unwrap()
+            {
+                let b = BlobRef::new(&info.storage_account, &info.file_share, &item.name);
+                let (bytes, _) = admin.read_small(&b).await.unwrap();
+                files.put_file(&info.storage_account, &info.file_share, &item.name, &bytes);
+            }
+            admin
+                .delete_container(&info.storage_account, &info.file_share)
+                .await
+                .unwrap();
+        }
         // The state account holds the scope (as `azureml-dsr workspace add` writes it).
         StateStore::new(admin.clone(), STATE)
             .put_scope(&truth.workspaces)
@@ -1104,12 +1141,14 @@ mod as_deployed {
         // The environment of the deployed app: its settings, endpoint overrides to the stand-ins
         // (production defaults otherwise), the platform's managed-identity variables, and the
         // test CA (Azurite's certificate) trusted as a machine trusts Azure's.
+        let files_template = files.template();
         let mut deployed_env: Vec<(String, String)> = settings.clone();
         deployed_env.extend(
             [
                 ("DSR_ARM_ENDPOINT", arm.base_url.as_str()),
                 ("DSR_GRAPH_ENDPOINT", graph.base_url()),
                 ("DSR_LOGANALYTICS_ENDPOINT", la.query_url()),
+                ("DSR_FILE_ENDPOINT", files_template.as_str()),
                 ("DSR_ARM_POLL_MS", "20"),
                 ("SSL_CERT_FILE", ca.to_str().unwrap()),
                 ("DSR_LOG", "warn"),
@@ -1172,7 +1211,7 @@ mod as_deployed {
         .unwrap();
 
         let alice = truth.user("alice").unwrap().clone();
-        let before_blobs = blobs(admin.as_ref(), &truth).await;
+        let before_blobs = blobs(admin.as_ref(), &files, &truth).await;
         let before_resources = resources(admin.as_ref(), &truth).await;
         let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
         let scope = cli(&["workspace", "list"]);
@@ -1295,7 +1334,7 @@ mod as_deployed {
         }
 
         // Delete: the subject's blobs and resources are gone, everyone else's unchanged.
-        let after_blobs = blobs(admin.as_ref(), &truth).await;
+        let after_blobs = blobs(admin.as_ref(), &files, &truth).await;
         let after_resources = resources(admin.as_ref(), &truth).await;
         let theirs: BTreeSet<String> = truth.blobs_of(&alice.key).into_iter().cloned().collect();
         assert!(!theirs.is_empty());
@@ -1335,5 +1374,378 @@ mod as_deployed {
             .requested()
             .iter()
             .any(|r| r.contains("storage.azure.com")));
+    }
+}
+
+// ---------------------------------------------------------------- Azure Files
+
+/// The Azure Files stand-in against the production adapter (`AzureFileShare`), and a notebooks
+/// delete through the pipeline with that adapter wired.
+mod files {
+    use super::*;
+    use azureml_dsr::adapters::azure::files::{
+        parse, AzureFileShare, FILES_SCOPE, FILE_API_VERSION, READ_CHUNK,
+    };
+    use azureml_dsr::ports::file_share::{FileShare, FileShareExt, ShareError};
+    use stand_ins::files::FilesStandIn;
+
+    const ACCT: &str = "mlwstore0";
+    const SHARE: &str = "code-391ff5ac-6576-460f-ba4d-7e03433c68b6";
+
+    fn adapter(f: &FilesStandIn) -> AzureFileShare {
+        AzureFileShare::new(rest(FILES_SCOPE), f.template())
+    }
+
+    fn seeded() -> FilesStandIn {
+        let f = FilesStandIn::start();
+        f.create_share(ACCT, SHARE);
+        for p in [
+            "Users/alice/a.ipynb",
+            "Users/alice/b.ipynb",
+            "Users/alice/c.py",
+            "Users/alice/nb/d.ipynb",
+            "Users/alice/nb/deep/e.txt",
+            "Users/alice/nb/deep/f.txt",
+            "Users/alice2/x.ipynb",
+            "Users/bob/y.ipynb",
+        ] {
+            f.put_file(ACCT, SHARE, p, format!("{{\"path\": \"{p}\"}}").as_bytes());
+        }
+        f
+    }
+
+    #[tokio::test]
+    async fn lists_recursively_across_pages_with_the_oauth_headers() {
+        let f = seeded();
+        f.set_page_cap(2);
+        let tree = adapter(&f)
+            .list_tree(ACCT, SHARE, "Users/alice/")
+            .await
+            .unwrap();
+        let paths: Vec<&str> = tree.files.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "Users/alice/a.ipynb",
+                "Users/alice/b.ipynb",
+                "Users/alice/c.py",
+                "Users/alice/nb/d.ipynb",
+                "Users/alice/nb/deep/e.txt",
+                "Users/alice/nb/deep/f.txt",
+            ]
+        );
+        assert_eq!(
+            tree.directories,
+            ["Users/alice/nb/deep", "Users/alice/nb", "Users/alice"],
+            "deepest first"
+        );
+        let lists: Vec<_> = f
+            .seen()
+            .into_iter()
+            .filter(|s| s.query("comp") == Some("list"))
+            .collect();
+        // Users/alice has 4 entries: two pages of 2, the second asked for with the marker.
+        assert!(
+            lists.iter().any(|s| s.query("marker").is_some()),
+            "{lists:?}"
+        );
+        assert!(lists.len() >= 4, "{}", lists.len());
+        for s in f.seen() {
+            assert_eq!(s.header("x-ms-file-request-intent"), Some("backup"));
+            assert_eq!(s.header("x-ms-version"), Some(FILE_API_VERSION));
+            assert!(s.header("x-ms-version").unwrap() >= "2022-11-02");
+            assert_eq!(s.query("restype"), Some("directory"));
+            let token = s
+                .header("authorization")
+                .unwrap()
+                .strip_prefix("Bearer ")
+                .unwrap();
+            assert_eq!(claims(token)["aud"], "https://storage.azure.com");
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_in_ranges_then_deletes_files_and_the_emptied_directories() {
+        let f = seeded();
+        // Larger than one ranged read, so the stream is stitched from two 206 replies.
+        let big: Vec<u8> = (0..READ_CHUNK + 10).map(|i| (i % 251) as u8).collect();
+        f.put_file(ACCT, SHARE, "Users/alice/nb/big.bin", &big);
+        let a = adapter(&f);
+        let mut r = a.open(ACCT, SHARE, "Users/alice/nb/big.bin").await.unwrap();
+        assert_eq!(r.size, big.len() as u64);
+        let mut got = Vec::new();
+        while let Some(c) = r.body.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, big);
+        let ranges: Vec<String> = f
+            .seen()
+            .iter()
+            .filter_map(|s| s.header("x-ms-range").map(str::to_string))
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                format!("bytes=0-{}", READ_CHUNK - 1),
+                format!("bytes={READ_CHUNK}-{}", READ_CHUNK + 9)
+            ]
+        );
+
+        let tree = a.list_tree(ACCT, SHARE, "Users/alice").await.unwrap();
+        // A directory with files in it is refused.
+        assert!(matches!(
+            a.delete_directory(ACCT, SHARE, "Users/alice/nb").await,
+            Err(ShareError::DirectoryNotEmpty(_))
+        ));
+        for file in &tree.files {
+            assert_eq!(
+                a.delete_file(ACCT, SHARE, &file.path).await.unwrap(),
+                DeleteOutcome::Deleted
+            );
+        }
+        for d in &tree.directories {
+            assert_eq!(
+                a.delete_directory(ACCT, SHARE, d).await.unwrap(),
+                DeleteOutcome::Deleted
+            );
+        }
+        assert_eq!(
+            f.files(ACCT, SHARE),
+            ["Users/alice2/x.ipynb", "Users/bob/y.ipynb"]
+        );
+        assert_eq!(f.dirs(ACCT, SHARE), ["Users", "Users/alice2", "Users/bob"]);
+        // Again (a redelivery): already gone, not an error.
+        assert_eq!(
+            a.delete_file(ACCT, SHARE, "Users/alice/a.ipynb")
+                .await
+                .unwrap(),
+            DeleteOutcome::NotFound
+        );
+        assert!(matches!(
+            a.open(ACCT, SHARE, "Users/alice/a.ipynb").await,
+            Err(ShareError::FileNotFound(_))
+        ));
+    }
+
+    /// The safety property: a share the API says is missing is an error, never "no files";
+    /// a missing folder of an existing share is the one "nothing there".
+    #[tokio::test]
+    async fn a_missing_share_is_an_error_and_a_missing_folder_is_empty() {
+        let f = seeded();
+        let a = adapter(&f);
+        match a.list_tree(ACCT, "code-missing", "Users/alice").await {
+            Err(ShareError::ShareNotFound(m)) => {
+                assert!(m.contains("ShareNotFound"), "{m}");
+                assert!(!m.contains("alice"), "path redacted: {m}");
+            }
+            other => panic!("expected ShareNotFound, got {:?}", other.map(|t| t.files)),
+        }
+        assert!(matches!(
+            a.delete_file(ACCT, "code-missing", "Users/alice/a.ipynb")
+                .await,
+            Err(ShareError::ShareNotFound(_))
+        ));
+        assert!(matches!(
+            a.list_tree(ACCT, SHARE, "Users/carol").await,
+            Err(ShareError::DirectoryNotFound(_))
+        ));
+        let seen = f.seen();
+        let miss = seen
+            .iter()
+            .find(|s| s.path.contains("code-missing"))
+            .unwrap();
+        assert_eq!(miss.status, 404);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_errors_with_their_reason() {
+        let f = seeded();
+        // A token for another audience.
+        let wrong = AzureFileShare::new(rest(GRAPH_SCOPE), f.template());
+        match wrong.list_tree(ACCT, SHARE, "Users/alice").await {
+            Err(ShareError::Forbidden(m)) => {
+                assert!(m.contains("InvalidAuthenticationInfo"), "{m}")
+            }
+            other => panic!("expected Forbidden, got {:?}", other.map(|t| t.files)),
+        }
+        // Without the intent header the service refuses, as the docs say.
+        let token = IdentityStandIn::shared().token_for("https://storage.azure.com");
+        let r = http()
+            .get(format!(
+                "{}/{SHARE}/Users?restype=directory&comp=list",
+                f.template().replace("{account}", ACCT)
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-ms-version", FILE_API_VERSION)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.headers()["x-ms-error-code"],
+            "AuthorizationPermissionMismatch"
+        );
+        let body = r.bytes().await.unwrap();
+        assert_eq!(
+            parse(&body).unwrap().text_at(&["Code"]).as_deref(),
+            Some("AuthorizationPermissionMismatch")
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_is_waited_out_as_retry_after_says() {
+        let f = seeded();
+        f.set_busy(2);
+        let started = Instant::now();
+        let tree = adapter(&f)
+            .list_tree(ACCT, SHARE, "Users/bob")
+            .await
+            .unwrap();
+        assert_eq!(tree.files.len(), 1);
+        let statuses: Vec<u16> = f.seen().iter().map(|s| s.status).collect();
+        assert_eq!(statuses, [503, 503, 200]);
+        // Retry-After: 1 twice, not the 20 ms backoff of the test's retry settings.
+        assert!(
+            started.elapsed() >= Duration::from_millis(1900),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn share_snapshots_are_reported_and_the_fixtures_parse() {
+        let f = seeded();
+        let a = adapter(&f);
+        assert!(a.retention(ACCT, SHARE).await.unwrap().snapshots.is_empty());
+        f.add_snapshot(ACCT, SHARE, "2026-11-28T20:00:00.0000000Z");
+        let r = a.retention(ACCT, SHARE).await.unwrap();
+        assert_eq!(r.snapshots.len(), 1);
+        assert!(r.note(SHARE).unwrap().contains("2026-11-28T20:00:00Z"));
+
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/azure-rest/files/"
+        );
+        let list =
+            parse(&std::fs::read(format!("{dir}list-directories-and-files.xml")).unwrap()).unwrap();
+        let entries = &list.child("Entries").unwrap().children;
+        assert_eq!(entries[0].name, "File");
+        assert_eq!(
+            entries[0]
+                .text_at(&["Properties", "Content-Length"])
+                .as_deref(),
+            Some("1024")
+        );
+        assert_eq!(entries[1].name, "Directory");
+        assert_eq!(
+            list.text_at(&["NextMarker"]).as_deref(),
+            Some("2!44!Users/alice/zz")
+        );
+        let shares =
+            parse(&std::fs::read(format!("{dir}list-shares-snapshots.xml")).unwrap()).unwrap();
+        assert_eq!(shares.child("Shares").unwrap().children.len(), 3);
+        let err =
+            parse(&std::fs::read(format!("{dir}error-share-not-found.xml")).unwrap()).unwrap();
+        assert_eq!(err.text_at(&["Code"]).as_deref(), Some("ShareNotFound"));
+    }
+
+    /// A notebooks delete through the pipeline with the Azure Files adapter wired: the
+    /// subject's folder goes, `Users/<other>/` (including a longer name starting with the
+    /// subject's) stays.
+    #[tokio::test]
+    async fn a_notebooks_delete_through_the_pipeline_leaves_other_users_untouched() {
+        use azureml_dsr::adapters::local::memory_bus::MemoryBus;
+        use azureml_dsr::domain::plan::ResourceType;
+        use azureml_dsr::domain::slice::{Item, ItemStatus};
+        use azureml_dsr::functions::{intake, Delivery, Settings};
+        use azureml_dsr::seed::{seed, SeedOptions};
+        use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
+
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LocalPaths::new(dir.path());
+        let store = local_store(&paths);
+        let truth = seed(
+            &store,
+            &SeedOptions {
+                users: 2,
+                runs_per_user: 1,
+                ..Default::default()
+            },
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+        std::fs::write(
+            paths.directory(),
+            serde_json::to_vec(&truth.directory()).unwrap(),
+        )
+        .unwrap();
+        let info = truth.infos[0].clone();
+        let alice = truth.users[0].clone();
+        let other = truth.users[1].clone();
+        let f = FilesStandIn::start();
+        let (acct, share) = (info.storage_account.as_str(), info.file_share.as_str());
+        f.create_share(acct, share);
+        for p in ["a.ipynb", "sub/b.ipynb", "sub/deeper/c.txt"] {
+            f.put_file(acct, share, &format!("Users/{}/{p}", alice.key), b"{}");
+        }
+        f.put_file(
+            acct,
+            share,
+            &format!("Users/{}/keep.ipynb", other.key),
+            b"{}",
+        );
+        f.put_file(
+            acct,
+            share,
+            &format!("Users/{}x/keep.ipynb", alice.key),
+            b"{}",
+        );
+        f.set_page_cap(2);
+        let bus = Arc::new(MemoryBus::new());
+        let mut svc = local_services(&paths, store, bus.clone(), Settings::default());
+        svc.files = Arc::new(AzureFileShare::new(rest(FILES_SCOPE), f.template()));
+        let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
+        let req = json!({"schemaVersion": "1.0", "requestId": "NB-TWIN", "type": "delete",
+            "dryRun": false, "subject": {"upn": alice.upn}, "scope": {"workspaces": ws}});
+        intake::run(&svc, req.to_string().as_bytes(), &Delivery::default())
+            .await
+            .unwrap();
+        support::pipeline::drive(&svc, &bus, 1).await;
+
+        let report = svc
+            .state()
+            .report(&azureml_dsr::domain::request::RequestId::parse("NB-TWIN").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let nb = report
+            .results
+            .iter()
+            .find(|s| {
+                s.resource_type == ResourceType::Notebooks && s.workspace == truth.workspaces[0]
+            })
+            .unwrap();
+        assert_eq!(nb.items.len(), 3, "{:?}", nb.items);
+        for o in &nb.items {
+            assert!(matches!(o.item, Item::File { .. }));
+            assert_eq!(o.status, ItemStatus::Deleted { verified: true });
+        }
+        let mut left = f.files(acct, share);
+        left.sort();
+        let mut want = vec![
+            format!("Users/{}/keep.ipynb", other.key),
+            format!("Users/{}x/keep.ipynb", alice.key),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(
+            !f.dirs(acct, share)
+                .iter()
+                .any(|d| d == &format!("Users/{}", alice.key)
+                    || d.starts_with(&format!("Users/{}/", alice.key))),
+            "the subject's folders are removed once emptied: {:?}",
+            f.dirs(acct, share)
+        );
     }
 }

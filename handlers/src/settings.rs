@@ -81,6 +81,7 @@ pub const SPECS: &[Spec] = &[
     spec("DSR_CHAOS_SHUFFLE", L, false, "0", "reliability tests: out-of-order delivery"),
     spec("DSR_CHAOS_REDELIVER", L, false, "0", "reliability tests: every message delivered twice"),
     spec("DSR_STATE_ACCOUNT_URL", A, true, "", "blob endpoint of the state account (https); workspace accounts use the same endpoint form"),
+    spec("DSR_FILE_ENDPOINT", A, false, "https://{account}.file.<suffix of DSR_STATE_ACCOUNT_URL>", "Azure Files endpoint of the workspaces' notebook shares, `{account}` in place of the account name (https; http only on a loopback host, for tests)"),
     spec("DSR_SERVICEBUS_NAMESPACE", A, true, "", "Service Bus namespace (FQDN or https URL)"),
     spec("DSR_ARM_ENDPOINT", B, false, "https://management.azure.com", "Azure Resource Manager (local mode: only a loopback ARM server)"),
     spec("DSR_ARM_POLL_MS", B, false, "5000", "poll interval of long-running ARM deletes when ARM does not say"),
@@ -263,6 +264,9 @@ pub struct AzureSettings {
     pub state_account_url: Url,
     /// `{account}` in place of the account name, same form as the state account's URL.
     pub blob_endpoint_template: String,
+    /// Azure Files endpoint, `{account}` in place of the account name (`DSR_FILE_ENDPOINT`, else
+    /// derived from the blob form: `https://{account}.file.<suffix>`).
+    pub file_endpoint_template: String,
     pub servicebus_namespace: String,
     pub arm_endpoint: Url,
     pub graph_endpoint: Url,
@@ -270,6 +274,8 @@ pub struct AzureSettings {
     pub client_id: Option<String>,
 }
 
+// One value per process, built once at start-up: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Adapters {
     Local(LocalSettings),
@@ -484,9 +490,16 @@ impl AppSettings {
                         "required in Azure mode (the Service Bus namespace FQDN)",
                     )
                 })?;
+                let file_template = match env.get("DSR_FILE_ENDPOINT") {
+                    Some(v) => {
+                        file_endpoint_template(v).map_err(|r| err("DSR_FILE_ENDPOINT", r))?
+                    }
+                    None => derived_file_template(&template),
+                };
                 let azure = AzureSettings {
                     state_account_url: state_url,
                     blob_endpoint_template: template,
+                    file_endpoint_template: file_template,
                     servicebus_namespace: ns.to_string(),
                     arm_endpoint: env.url("DSR_ARM_ENDPOINT", "https://management.azure.com")?,
                     graph_endpoint: env.url("DSR_GRAPH_ENDPOINT", "https://graph.microsoft.com")?,
@@ -629,6 +642,46 @@ pub fn account_and_template(url: &Url) -> Result<(String, String), String> {
         account.to_string(),
         format!("https://{{account}}.{rest}{port}"),
     ))
+}
+
+/// The Files endpoint form from the blob one: `https://{account}.blob.<suffix>` becomes
+/// `https://{account}.file.<suffix>`. A path-style (emulator) endpoint has no Files service at
+/// the same address; it is kept as it is, so a request fails with the emulator's reason unless
+/// `DSR_FILE_ENDPOINT` names one.
+pub fn derived_file_template(blob_template: &str) -> String {
+    blob_template.replacen("{account}.blob.", "{account}.file.", 1)
+}
+
+/// Validate a `DSR_FILE_ENDPOINT` value: a URL with `{account}` in its host or first path
+/// segment, https (http only on a loopback host: tokens never cross a network in clear text),
+/// no query.
+pub fn file_endpoint_template(raw: &str) -> Result<String, String> {
+    let raw = raw.trim().trim_end_matches('/');
+    if raw.matches("{account}").count() != 1 {
+        return Err("must contain {account} exactly once".into());
+    }
+    let probe =
+        Url::parse(&raw.replace("{account}", "account0")).map_err(|e| format!("not a URL: {e}"))?;
+    let loopback = match probe.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match probe.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err("must be https (http only on a loopback host)".into()),
+    }
+    if probe.query().is_some() || probe.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    let host = probe.host_str().unwrap_or_default();
+    let in_path = probe.path().trim_start_matches('/') == "account0";
+    if !(host.contains("account0") || in_path) {
+        return Err("{account} must be in the host name or be the whole path".into());
+    }
+    Ok(raw.to_string())
 }
 
 #[cfg(test)]
@@ -922,6 +975,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.tunables.chunk_size, 7);
+    }
+
+    #[test]
+    fn file_endpoint_forms() {
+        assert_eq!(
+            derived_file_template("https://{account}.blob.core.chinacloudapi.cn"),
+            "https://{account}.file.core.chinacloudapi.cn"
+        );
+        assert_eq!(
+            file_endpoint_template("http://127.0.0.1:8080/{account}/").unwrap(),
+            "http://127.0.0.1:8080/{account}"
+        );
+        assert!(file_endpoint_template("https://{account}.file.core.windows.net").is_ok());
+        for bad in [
+            "http://{account}.file.core.windows.net",
+            "https://acct.file.core.windows.net",
+            "https://{account}.file.core.windows.net?x=1",
+            "https://h/{account}/{account}",
+            "https://h/x/{account}",
+        ] {
+            assert!(file_endpoint_template(bad).is_err(), "{bad}");
+        }
+        let mut env = Env::from_pairs([
+            ("DSR_MODE", "azure"),
+            ("DSR_LOG_SALT", "0123456789abcdef-salt"),
+            ("DSR_STATE_ACCOUNT_URL", "https://st1.blob.core.windows.net"),
+            ("DSR_SERVICEBUS_NAMESPACE", "sb.servicebus.windows.net"),
+        ]);
+        let a = |env: &Env| match AppSettings::load(env, &Overrides::default()) {
+            Ok(AppSettings {
+                adapters: Adapters::Azure(a),
+                ..
+            }) => Ok(a.file_endpoint_template),
+            Ok(_) => Err("not azure".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(a(&env).unwrap(), "https://{account}.file.core.windows.net");
+        env.set("DSR_FILE_ENDPOINT", "http://127.0.0.1:9/{account}");
+        assert_eq!(a(&env).unwrap(), "http://127.0.0.1:9/{account}");
+        env.set("DSR_FILE_ENDPOINT", "http://files.example/{account}");
+        assert!(a(&env).unwrap_err().contains("DSR_FILE_ENDPOINT"));
     }
 
     #[test]

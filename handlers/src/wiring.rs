@@ -1,6 +1,6 @@
 //! The composition root: builds [`Services`] for each mode from [`AppSettings`], and nothing
 //! else does. Local mode wires the embedded adapters (file store or Azurite, SQLite queue, file
-//! directory); Azure mode wires only production adapters (Blob with Entra tokens, Service Bus,
+//! directory); Azure mode wires only production adapters (Blob and Files with Entra tokens, Service Bus,
 //! ARM, Graph, Log Analytics) and touches no local file. Nothing connects here.
 
 use std::path::PathBuf;
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::adapters::azure::blob::{AzureBlobConfig, AzureBlobStore, Endpoints};
-use crate::adapters::azure::{arm, graph, purge, rest::RestClient, servicebus};
+use crate::adapters::azure::{arm, files, graph, purge, rest::RestClient, servicebus};
+use crate::adapters::local::blob_share::BlobFileShare;
 use crate::adapters::local::control_plane::LocalControlPlane;
 use crate::adapters::local::directory::FileDirectory;
 use crate::adapters::local::fs_blob::FsBlobStore;
@@ -150,6 +151,7 @@ pub fn local_services(
 ) -> Services {
     Services {
         control: Arc::new(LocalControlPlane::new(store.clone())),
+        files: Arc::new(BlobFileShare::new(store.clone())),
         telemetry: Arc::new(LocalTelemetry::new(store.clone())),
         directory: Arc::new(FileDirectory::new(paths.directory())),
         store,
@@ -177,7 +179,7 @@ fn local_arm_control(
 }
 
 /// Production adapters only: Blob through Entra tokens at the state account's endpoint form,
-/// Service Bus, ARM, Graph and Log Analytics.
+/// Azure Files (REST, Entra tokens) at its file form, Service Bus, ARM, Graph and Log Analytics.
 pub fn azure_services(app: &AppSettings, az: &AzureSettings) -> anyhow::Result<Services> {
     let cred = azure_credential(az.client_id.as_deref())?;
     let store = azure_store_with(az, cred.clone());
@@ -191,6 +193,10 @@ pub fn azure_services(app: &AppSettings, az: &AzureSettings) -> anyhow::Result<S
     .map_err(|e| anyhow::anyhow!("DSR_SERVICEBUS_NAMESPACE: {e}"))?;
     Ok(Services {
         control: Arc::new(arm::AzureMlControlPlane::new(arm_rest.clone(), arm_cfg)),
+        files: Arc::new(files::AzureFileShare::new(
+            RestClient::new(cred.clone(), files::FILES_SCOPE),
+            az.file_endpoint_template.clone(),
+        )),
         telemetry: Arc::new(purge::LogAnalyticsTelemetry::new(
             arm_rest,
             RestClient::new(cred.clone(), purge::LOG_ANALYTICS_SCOPE),

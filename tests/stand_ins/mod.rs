@@ -8,11 +8,13 @@
 //!   and the bearer-audience check the others use;
 //! - [`graph`]: Microsoft Graph `users`;
 //! - [`log_analytics`]: Log Analytics query API + ARM workspace purge API;
-//! - [`service_bus`]: Service Bus REST Send Message into a `LocalQueue`.
+//! - [`service_bus`]: Service Bus REST Send Message into a `LocalQueue`;
+//! - [`files`]: Azure Files REST (list, read, delete files and directories, share snapshots).
 //!
 //! Azurite over HTTPS with OAuth lives in `tests/support/azurite.rs`.
 #![allow(dead_code)]
 
+pub mod files;
 pub mod graph;
 pub mod identity;
 pub mod log_analytics;

@@ -77,6 +77,15 @@ pub enum Item {
         name: String,
         size: u64,
     },
+    /// A file in the workspace's Azure Files share (notebooks and user files), by its path
+    /// from the share root.
+    #[serde(rename_all = "camelCase")]
+    File {
+        account: String,
+        share: String,
+        path: String,
+        size: u64,
+    },
     /// A management-plane resource (job, model version, data version, compute). The kind is
     /// parsed, not a string: an inventory naming an unknown kind does not load.
     #[serde(rename_all = "camelCase")]
@@ -90,9 +99,16 @@ pub enum Item {
 }
 
 impl Item {
-    /// `account/container/name` of a blob item: how blobs are keyed in manifests and checks.
+    /// `account/container/name` of a blob item (`account/share/path` of a file): how stored
+    /// files are keyed in manifests and checks.
     pub fn blob_key(&self) -> Option<String> {
         match self {
+            Item::File {
+                account,
+                share,
+                path,
+                ..
+            } => Some(format!("{account}/{share}/{path}")),
             Item::Blob {
                 account,
                 container,
@@ -111,6 +127,12 @@ impl Item {
                 name,
                 ..
             } => format!("blob {account}/{container}/{name}"),
+            Item::File {
+                account,
+                share,
+                path,
+                ..
+            } => format!("file {account}/{share}/{path}"),
             Item::Resource { resource_type, id } => format!("{resource_type} {id}"),
             Item::Telemetry { table, records } => format!("telemetry {table} ({records} records)"),
         }

@@ -557,19 +557,52 @@ async fn compute(svc: &Services, task: &SliceTask) -> Result<Inventory, Discover
     })
 }
 
+/// The subject's folders in the workspace's Azure Files share (`Users/<alias>/`, from
+/// [`crate::domain::subject::ResolvedSubject::notebook_prefixes`]): every file below them. A
+/// folder that does not exist holds nothing; a missing share or a refused listing fails the
+/// slice with its reason (never "no files").
 async fn notebooks(
     svc: &Services,
     task: &SliceTask,
     ws: &WorkspaceInfo,
 ) -> Result<Inventory, DiscoveryError> {
+    use crate::ports::file_share::{FileShareExt, ShareError};
     let prefixes = task.subject.notebook_prefixes();
     let mut entries = Vec::new();
     let mut notes = Vec::new();
     if prefixes.is_empty() {
         notes.push("no notebooks folder name is known for the subject (no UPN or alias); user files were not searched".into());
+        return Ok(Inventory { entries, notes });
     }
+    let (account, share) = (&ws.storage_account, &ws.file_share);
     for p in prefixes {
-        blobs_under(svc, &ws.storage_account, &ws.file_share, &p, &mut entries).await?;
+        match svc.files.list_tree(account, share, &p).await {
+            Ok(tree) => entries.extend(tree.files.into_iter().map(|f| InventoryEntry {
+                item: Item::File {
+                    account: account.clone(),
+                    share: share.clone(),
+                    path: f.path,
+                    size: f.size,
+                },
+                doc: None,
+                hold: None,
+            })),
+            Err(ShareError::DirectoryNotFound(_)) => {}
+            Err(e @ (ShareError::ShareNotFound(_) | ShareError::Forbidden(_))) => {
+                return Err(DiscoveryError::Permanent(format!(
+                    "notebooks share {account}/{share}: {e}"
+                )))
+            }
+            Err(e) => return Err(DiscoveryError::Retry(FnError::Transient(e.to_string()))),
+        }
+    }
+    if task.kind.mutates() {
+        match svc.files.retention(account, share).await {
+            Ok(r) => notes.extend(r.note(share)),
+            Err(e) => notes.push(format!(
+                "share snapshots of {share} could not be checked ({e}): deleted files may remain in them"
+            )),
+        }
     }
     Ok(Inventory { entries, notes })
 }

@@ -16,6 +16,7 @@ use crate::ports::blob::BlobStore;
 use crate::ports::bus::MessageBus;
 use crate::ports::control_plane::ControlPlane;
 use crate::ports::directory::Directory;
+use crate::ports::file_share::FileShare;
 use crate::ports::telemetry::TelemetryStore;
 use crate::state::StateStore;
 
@@ -73,6 +74,8 @@ impl Default for Settings {
 #[derive(Clone)]
 pub struct Services {
     pub store: Arc<dyn BlobStore>,
+    /// The workspaces' Azure Files shares (notebooks and user files).
+    pub files: Arc<dyn FileShare>,
     pub bus: Arc<dyn MessageBus>,
     pub directory: Arc<dyn Directory>,
     pub control: Arc<dyn ControlPlane>,

@@ -209,6 +209,9 @@ async fn step(
         );
     }
     if task.kind.mutates() && !task.dry_run && task.hold.is_none() {
+        if task.resource_type == crate::domain::plan::ResourceType::Notebooks {
+            remove_emptied_folders(svc, task).await?;
+        }
         verify(svc, task, &mut items).await?;
     }
     let result = SliceResult {
@@ -239,6 +242,12 @@ fn identity(item: &Item) -> String {
             name,
             ..
         } => format!("blob\u{1f}{account}\u{1f}{container}\u{1f}{name}"),
+        Item::File {
+            account,
+            share,
+            path,
+            ..
+        } => format!("file\u{1f}{account}\u{1f}{share}\u{1f}{path}"),
         Item::Resource { id, .. } => format!("res\u{1f}{}", id.to_ascii_lowercase()),
         Item::Telemetry { table, .. } => format!("tel\u{1f}{table}"),
     }
@@ -393,6 +402,18 @@ async fn export(
                         );
                         export_blob(svc.store.as_ref(), &src, &dst).await?
                     }
+                    Item::File {
+                        account,
+                        share,
+                        path,
+                        ..
+                    } => {
+                        let dst = state.blob(
+                            EXPORTS,
+                            export_name(task, &format!("files/{account}/{share}/{path}")),
+                        );
+                        export_file(svc, account, share, path, &dst).await?
+                    }
                     Item::Resource { resource_type, id } => {
                         let leaf = id
                             .rsplit('/')
@@ -504,6 +525,107 @@ async fn write_doc(
     })
 }
 
+/// Largest notebook-share file exported (read into memory to be written to the export area).
+pub const EXPORT_FILE_MAX: u64 = 256 * 1024 * 1024;
+
+/// Export one file of the share: read it through the file-share port (bounded), write it to
+/// `dst`, hash what was written.
+async fn export_file(
+    svc: &Services,
+    account: &str,
+    share: &str,
+    path: &str,
+    dst: &BlobRef,
+) -> Result<ItemStatus, FnError> {
+    use crate::ports::file_share::ShareError;
+    let mut reader = match svc.files.open(account, share, path).await {
+        Ok(r) => r,
+        Err(ShareError::FileNotFound(_)) => {
+            return Ok(ItemStatus::Skipped {
+                reason: "deleted before it could be exported".into(),
+            })
+        }
+        Err(e) if e.is_transient() => return Err(FnError::Transient(e.to_string())),
+        Err(e) => {
+            return Ok(ItemStatus::Failed {
+                reason: e.to_string(),
+            })
+        }
+    };
+    if reader.size > EXPORT_FILE_MAX {
+        return Ok(ItemStatus::Failed {
+            reason: format!(
+                "file of {} bytes is larger than the {EXPORT_FILE_MAX}-byte export limit for share files",
+                reader.size
+            ),
+        });
+    }
+    let mut buf = Vec::with_capacity(reader.size as usize);
+    while let Some(chunk) = reader.body.try_next().await? {
+        if (buf.len() + chunk.len()) as u64 > EXPORT_FILE_MAX {
+            return Ok(ItemStatus::Failed {
+                reason: "file grew beyond the export limit while being read".into(),
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let sha256 = crate::domain::ids::sha256_hex(&buf);
+    let size = buf.len() as u64;
+    let content_type = reader
+        .content_type
+        .unwrap_or_else(|| "application/octet-stream".into());
+    svc.store
+        .put(
+            dst,
+            bytes::Bytes::from(buf),
+            &content_type,
+            crate::ports::blob::Condition::None,
+            &BTreeMap::new(),
+        )
+        .await?;
+    Ok(ItemStatus::Exported {
+        path: dst.name.clone(),
+        sha256,
+        size,
+        content_type,
+    })
+}
+
+/// After the subject's files are deleted: their folders under the notebook prefixes, deepest
+/// first, the `Users/<alias>` folder itself last. A folder something is left in (a held or
+/// failed file, a file written meanwhile) stays; verification reports what is left.
+async fn remove_emptied_folders(svc: &Services, task: &SliceTask) -> Result<(), DiscoveryError> {
+    use crate::ports::file_share::{FileShareExt, ShareError};
+    let ws = svc.control.workspace(&task.workspace).await?;
+    for prefix in task.subject.notebook_prefixes() {
+        let tree = match svc
+            .files
+            .list_tree(&ws.storage_account, &ws.file_share, &prefix)
+            .await
+        {
+            Ok(t) => t,
+            Err(ShareError::DirectoryNotFound(_)) => continue,
+            Err(e) => return Err(DiscoveryError::Retry(FnError::Transient(e.to_string()))),
+        };
+        for dir in tree.directories {
+            match svc
+                .files
+                .delete_directory(&ws.storage_account, &ws.file_share, &dir)
+                .await
+            {
+                Ok(_) | Err(ShareError::DirectoryNotEmpty(_)) => {}
+                Err(e) if e.is_transient() => {
+                    return Err(DiscoveryError::Retry(FnError::Transient(e.to_string())))
+                }
+                Err(e) => {
+                    warn!(request = %task.request_id, slice = %task.key, error = %e, "slice: a notebooks folder could not be removed");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn delete_status(o: DeleteOutcome) -> ItemStatus {
     match o {
         // Already gone (an earlier delivery deleted it): verification confirms.
@@ -593,6 +715,37 @@ async fn delete(
             });
         }
     }
+    // Files of the workspace's share (notebooks), one request each (the File API has no batch).
+    let files: Vec<(usize, String, String, String)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match &e.item {
+            Item::File {
+                account,
+                share,
+                path,
+                ..
+            } => Some((i, account.clone(), share.clone(), path.clone())),
+            _ => None,
+        })
+        .collect();
+    let done: Vec<(usize, ItemStatus)> = futures::stream::iter(files)
+        .map(|(i, account, share, path)| async move {
+            let status = match svc.files.delete_file(&account, &share, &path).await {
+                Ok(o) => delete_status(o),
+                Err(e) if e.is_transient() => return Err(FnError::Transient(e.to_string())),
+                Err(e) => ItemStatus::Failed {
+                    reason: e.to_string(),
+                },
+            };
+            Ok((i, status))
+        })
+        .buffer_unordered(svc.settings.concurrency.max(1))
+        .try_collect()
+        .await?;
+    for (i, status) in done {
+        statuses[i] = Some(status);
+    }
     // Management-plane resources after their files, so a retry still finds the files' owner.
     for (i, e) in entries.iter().enumerate() {
         match &e.item {
@@ -612,7 +765,7 @@ async fn delete(
                 );
             }
             Item::Telemetry { .. } => {}
-            Item::Blob { .. } => {}
+            Item::Blob { .. } | Item::File { .. } => {}
         }
     }
     let has_telemetry = entries

@@ -325,15 +325,30 @@ async fn clean(svc: &Services, info: &WorkspaceInfo) -> Result<Vec<String>, FnEr
     }
     notes.push(note);
 
+    // The notebooks share is Azure Files, not a blob container: emptied through the file port.
+    if !info.file_share.is_empty() {
+        let shared = others
+            .iter()
+            .any(|o| o.storage_account == info.storage_account && o.file_share == info.file_share);
+        notes.push(if shared {
+            format!(
+                "{}/{} (file share): left in place, another workspace uses it",
+                info.storage_account, info.file_share
+            )
+        } else {
+            empty_share(svc, &info.storage_account, &info.file_share).await?
+        });
+    }
+
     // The workspace's own containers (named after its id): deleted unless another known
     // workspace uses them. The artifact container is never among them.
-    let mut containers = vec![info.blobstore_container.clone(), info.file_share.clone()];
+    let mut containers = vec![info.blobstore_container.clone()];
     containers.retain(|c| !c.is_empty() && *c != artifact && c != "azureml");
     containers.dedup();
     for c in &containers {
         let shared = others.iter().any(|o| {
             &o.storage_account == acct
-                && (&o.artifact_container == c || &o.blobstore_container == c || &o.file_share == c)
+                && (&o.artifact_container == c || &o.blobstore_container == c)
         });
         if shared {
             notes.push(format!(
@@ -365,4 +380,46 @@ async fn clean(svc: &Services, info: &WorkspaceInfo) -> Result<Vec<String>, FnEr
         Err(e) => return Err(FnError::Transient(e.to_string())),
     }
     Ok(notes)
+}
+
+/// Delete every file of a workspace's notebooks share, then its emptied directories, deepest
+/// first. The share itself stays (empty): deleting a share is a control-plane operation this
+/// clean-up does not do. A missing share is reported as such; any other error fails the run so
+/// it is retried, never reported as done.
+async fn empty_share(svc: &Services, account: &str, share: &str) -> Result<String, FnError> {
+    use crate::ports::file_share::{FileShareExt, ShareError};
+    let fail = |e: ShareError| FnError::Transient(format!("{account}/{share} (file share): {e}"));
+    let tree = match svc.files.list_tree(account, share, "").await {
+        Ok(t) => t,
+        Err(ShareError::ShareNotFound(_)) => {
+            return Ok(format!(
+                "{account}/{share} (file share): already gone (ShareNotFound)"
+            ))
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    for f in &tree.files {
+        svc.files
+            .delete_file(account, share, &f.path)
+            .await
+            .map_err(fail)?;
+    }
+    for d in &tree.directories {
+        svc.files
+            .delete_directory(account, share, d)
+            .await
+            .map_err(fail)?;
+    }
+    let retained = svc
+        .files
+        .retention(account, share)
+        .await
+        .map(|r| r.note(share))
+        .unwrap_or_else(|e| Some(format!("share snapshots could not be checked: {e}")));
+    Ok(format!(
+        "{account}/{share} (file share): {} file(s) and {} folder(s) deleted, the empty share left in place{}",
+        tree.files.len(),
+        tree.directories.len(),
+        retained.map(|n| format!("; {n}")).unwrap_or_default()
+    ))
 }

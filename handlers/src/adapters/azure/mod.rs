@@ -2,6 +2,7 @@
 
 pub mod arm;
 pub mod blob;
+pub mod files;
 pub mod graph;
 pub mod purge;
 pub mod rest;

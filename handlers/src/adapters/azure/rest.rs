@@ -115,6 +115,12 @@ pub struct RestClient {
     credential: Arc<dyn TokenCredential>,
     scope: String,
     retry: RetryConfig,
+    /// How a URL appears in logs and errors (the Files adapter hides paths under `Users/`).
+    show_url: fn(&Url) -> String,
+}
+
+fn url_as_is(url: &Url) -> String {
+    url.to_string()
 }
 
 impl RestClient {
@@ -124,7 +130,14 @@ impl RestClient {
             credential,
             scope: scope.into(),
             retry: RetryConfig::default(),
+            show_url: url_as_is,
         }
+    }
+
+    /// Show URLs through `show` in logs and errors (for paths that are personal data).
+    pub fn with_url_display(mut self, show: fn(&Url) -> String) -> Self {
+        self.show_url = show;
+        self
     }
 
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
@@ -192,7 +205,8 @@ impl RestClient {
                 Err(e) => (
                     None,
                     Err(RestError::Transient(crate::logging::redact(&format!(
-                        "{method} {url}: {e}"
+                        "{method} {}: {e}",
+                        (self.show_url)(url)
                     )))),
                 ),
             };
@@ -201,7 +215,7 @@ impl RestClient {
             if attempt > self.retry.max_retries || start.elapsed() + delay > self.retry.max_total {
                 return last;
             }
-            tracing::debug!(url = %crate::logging::redact(url.as_str()), attempt, ?delay, "throttled or server error, retrying");
+            tracing::debug!(url = %crate::logging::redact(&(self.show_url)(url)), attempt, ?delay, "throttled or server error, retrying");
             tokio::time::sleep(delay).await;
         }
     }

@@ -1,6 +1,7 @@
 //! Local adapters: the embedded default.
 
 pub mod arm_server;
+pub mod blob_share;
 pub mod control_plane;
 pub mod directory;
 pub mod fs_blob;
