@@ -32,6 +32,11 @@ param retentionSweepSchedule string = '0 30 2 * * *'
 @description('Job-history retention: when true, the nightly sweep deletes EVERY user\'s jobs (and their files) older than jobRetentionDays in every workspace in scope. Off by default; the first sweep after enabling only reports (dry run). DSR_JOB_RETENTION_ENABLED.')
 param jobRetentionEnabled bool = false
 
+@minValue(1)
+@maxValue(3650)
+@description('A finished request\'s working state (plan, inventories, chunks) and the raw intake archive are removed after this many days; reports, certificates and audit records stay. DSR_STATE_RETENTION_DAYS.')
+param stateRetentionDays int = 90
+
 @minValue(30)
 @description('Job history older than this many days is deleted by the sweep when jobRetentionEnabled (at least 30; a workspace tag dsr-retention-days may lengthen it, never shorten it). DSR_JOB_RETENTION_DAYS.')
 param jobRetentionDays int = 365
@@ -147,6 +152,7 @@ module stateStorage 'modules/storage-state.bicep' = {
     appPrincipalId: identity.outputs.principalId
     exportLinkDays: exportLinkDays
     auditRetentionDays: auditRetentionDays
+    stateRetentionDays: stateRetentionDays
   }
 }
 
@@ -186,6 +192,7 @@ module functionApp 'modules/functionapp.bicep' = {
     retentionSweepSchedule: retentionSweepSchedule
     jobRetentionEnabled: jobRetentionEnabled
     jobRetentionDays: jobRetentionDays
+    stateRetentionDays: stateRetentionDays
     telemetryPurgeEnabled: telemetryPurgeEnabled
     exportLinkDays: exportLinkDays
     maxDeliveryCount: sliceMaxDeliveryCount

@@ -288,6 +288,7 @@ mod as_deployed {
                     "retentionSweepSchedule" => "0 30 2 * * *",
                     "jobRetentionEnabled" => "False",
                     "jobRetentionDays" => "365",
+                    "stateRetentionDays" => "90",
                     "telemetryPurgeEnabled" => "False",
                     "exportLinkDays" => "7",
                     "maxDeliveryCount" => "10",

@@ -1125,3 +1125,49 @@ async fn a_missing_notebooks_share_fails_the_slice_instead_of_finding_nothing() 
     assert!(!reason.contains("alice"), "no personal data: {reason}");
     assert_eq!(r.status, FinalStatus::PartiallyFailed);
 }
+
+/// A delete keeps no copy of what it erases: its frozen inventories hold the SHA-256 of each ARM
+/// document and telemetry record set, never the document; an export keeps the documents (they
+/// are what it exports).
+#[tokio::test]
+async fn a_delete_keeps_hashes_not_copies_of_what_it_erases() {
+    let e = env(HoldSet::default(), 100).await;
+    submit(&e, request(&e, "COPY-DEL", "delete", "alice", false), 1).await;
+    submit(&e, request(&e, "COPY-EXP", "export", "bob", false), 1).await;
+    let state = e.svc.state();
+    for (id, export) in [("COPY-DEL", false), ("COPY-EXP", true)] {
+        let docs = state
+            .store
+            .list_all("dsrstate", "dsr-state", &format!("requests/{id}/slices/"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.name.ends_with("/inventory.json"))
+            .collect::<Vec<_>>();
+        assert!(!docs.is_empty());
+        let (mut with_doc, mut with_hash) = (0, 0);
+        for i in docs {
+            let inv: serde_json::Value = state
+                .store
+                .read_json(&BlobRef::new("dsrstate", "dsr-state", i.name))
+                .await
+                .unwrap()
+                .unwrap();
+            for entry in inv["entries"].as_array().unwrap() {
+                with_doc += entry.get("doc").is_some() as usize;
+                with_hash += entry.get("docSha256").is_some() as usize;
+            }
+        }
+        if export {
+            assert!(
+                with_doc > 0 && with_hash == 0,
+                "{id}: {with_doc}/{with_hash}"
+            );
+        } else {
+            assert!(
+                with_doc == 0 && with_hash > 0,
+                "{id}: {with_doc}/{with_hash}"
+            );
+        }
+    }
+}

@@ -10,7 +10,7 @@ use azureml_dsr::adapters::local::memory_bus::MemoryBus;
 use azureml_dsr::domain::holds::{HoldSet, LegalHold};
 use azureml_dsr::domain::report::FinalStatus;
 use azureml_dsr::functions::workspace_deleted::{self, EventOutcome};
-use azureml_dsr::functions::{retention, Services, Settings};
+use azureml_dsr::functions::{intake, retention, Delivery, Services, Settings};
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
 use azureml_dsr::protocol::eventgrid::GridEvent;
 use azureml_dsr::protocol::timer::TimerInfo;
@@ -695,5 +695,102 @@ async fn a_sweep_that_would_delete_too_large_a_share_deletes_nothing() {
             .iter()
             .any(|n| n.contains("DSR_JOB_RETENTION_MAX_SHARE"))),
         "the report does not say why"
+    );
+}
+
+// ---------------------------------------------------------------- request state expiry
+
+/// A finished request's working state (plan, inventories, chunks, completions) and the intake
+/// archive go `state_retention_days` after the request finished; the report, the certificate
+/// and the audit record stay; a request still in progress is kept however old it is.
+#[tokio::test]
+async fn finished_request_state_and_archived_payloads_expire_reports_and_audit_stay() {
+    let e = env(HoldSet::default(), false).await;
+    // The identity directory intake resolves subjects in.
+    std::fs::write(
+        LocalPaths::new(e._dir.path()).directory(),
+        serde_json::to_vec(&e.truth.directory()).unwrap(),
+    )
+    .unwrap();
+    let ws: Vec<String> = e.truth.workspaces.iter().map(|w| w.to_string()).collect();
+    let upn = |u: &str| e.truth.user(u).unwrap().upn.clone();
+    let d = Delivery {
+        delivery_count: 1,
+        ..Default::default()
+    };
+    let done = json!({"schemaVersion": "1.0", "requestId": "OLD-1", "type": "delete",
+        "subject": {"upn": upn("alice")}, "scope": {"workspaces": ws}});
+    intake::run(&e.svc, done.to_string().as_bytes(), &d)
+        .await
+        .unwrap();
+    drive(&e).await;
+    // Planned, never driven: in progress.
+    let open = json!({"schemaVersion": "1.0", "requestId": "OPEN-1", "type": "export",
+        "subject": {"upn": upn("bob")}, "scope": {"workspaces": ws}});
+    intake::run(&e.svc, open.to_string().as_bytes(), &d)
+        .await
+        .unwrap();
+    let state = e.svc.state();
+    let under = |prefix: &'static str| {
+        let state = state.clone();
+        async move {
+            state
+                .store
+                .list_all("dsrstate", "dsr-state", prefix)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert!(under("requests/OLD-1/").await > 2);
+    let days = i64::from(e.svc.settings.state_retention_days);
+
+    // Not yet due: nothing goes.
+    let out = retention::run(&e.svc, &timer(false), e.now + Duration::days(days - 1))
+        .await
+        .unwrap();
+    assert_eq!(out.expired_state, retention::ExpiredState::default());
+
+    let out = retention::run(&e.svc, &timer(false), e.now + Duration::days(days + 1))
+        .await
+        .unwrap();
+    assert_eq!(out.expired_state.requests, 1, "{out:?}");
+    assert!(out.expired_state.archived_payloads >= 2, "{out:?}");
+    assert_eq!(
+        under("requests/OLD-1/").await,
+        0,
+        "the finished request's state is gone"
+    );
+    assert!(
+        under("requests/OPEN-1/").await > 0,
+        "a request in progress is kept"
+    );
+    let archive = state
+        .store
+        .list_all("dsrstate", "dsr-intake-archive", "")
+        .await
+        .unwrap();
+    assert!(
+        archive.is_empty(),
+        "archived payloads are gone: {archive:?}"
+    );
+    for (container, name) in [("dsr-audit", "requests/OLD-1.json")] {
+        assert!(
+            state
+                .store
+                .read_small(&BlobRef::new("dsrstate", container, name))
+                .await
+                .is_ok(),
+            "{container}/{name} must stay"
+        );
+    }
+    assert!(
+        !state
+            .store
+            .list_all("dsrstate", "dsr-reports", "OLD-1/")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the deletion certificate stays"
     );
 }

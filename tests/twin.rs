@@ -1124,6 +1124,7 @@ mod as_deployed {
                 "retentionSweepSchedule" => "0 30 2 * * *".into(),
                 "jobRetentionEnabled" => "False".into(),
                 "jobRetentionDays" => "365".into(),
+                "stateRetentionDays" => "90".into(),
                 "telemetryPurgeEnabled" => "True".into(),
                 "exportLinkDays" => "7".into(),
                 "maxDeliveryCount" => "10".into(),
@@ -1705,6 +1706,7 @@ mod files {
         let bus = Arc::new(MemoryBus::new());
         let mut svc = local_services(&paths, store, bus.clone(), Settings::default());
         svc.files = Arc::new(AzureFileShare::new(rest(FILES_SCOPE), f.template()));
+        svc.state().put_scope(&truth.workspaces).await.unwrap();
         let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
         let req = json!({"schemaVersion": "1.0", "requestId": "NB-TWIN", "type": "delete",
             "dryRun": false, "subject": {"upn": alice.upn}, "scope": {"workspaces": ws}});

@@ -67,6 +67,7 @@ pub const SPECS: &[Spec] = &[
     spec("DSR_JOB_RETENTION_MAX_SHARE", B, false, "20", "blast-radius guard: percent of a workspace's jobs one sweep may delete (1-100)"),
     spec("DSR_RETENTION_DAYS", B, false, "(removed)", "removed (it meant two things): DSR_JOB_RETENTION_DAYS; refused when set"),
     spec("DSR_RETENTION_DRY_RUN", B, false, "false", "retention sweeps only report"),
+    spec("DSR_STATE_RETENTION_DAYS", B, false, "90", "days after which a finished request's working state and the intake archive are removed (reports, certificates and audit records stay) (1-3650)"),
     spec("DSR_WORKSPACE_SOFT_DELETE_DAYS", B, false, "14", "Azure ML workspace soft-delete window, days (0-14)"),
     spec("DSR_TELEMETRY_PURGE_ENABLED", B, false, "true", "request Log Analytics purges on delete (false: telemetry is reported as not purged)"),
     spec("DSR_TELEMETRY_TABLES", B, false, "AmlRunEvent", "Log Analytics tables searched, comma-separated"),
@@ -336,6 +337,11 @@ impl AppSettings {
                 1..=100,
             )?,
             retention_dry_run: env.flag("DSR_RETENTION_DRY_RUN", false)?,
+            state_retention_days: env.parse(
+                "DSR_STATE_RETENTION_DAYS",
+                defaults.state_retention_days,
+                1..=3650,
+            )?,
             workspace_soft_delete_days: env.parse(
                 "DSR_WORKSPACE_SOFT_DELETE_DAYS",
                 defaults.workspace_soft_delete_days,
@@ -713,6 +719,7 @@ mod infra_tests {
                 "retentionSweepSchedule" => "0 30 2 * * *",
                 "jobRetentionEnabled" => "False",
                 "jobRetentionDays" => "365",
+                "stateRetentionDays" => "90",
                 "telemetryPurgeEnabled" => "False",
                 "exportLinkDays" => "7",
                 "maxDeliveryCount" => "10",

@@ -32,9 +32,27 @@ pub struct InventoryEntry {
     pub item: crate::domain::slice::Item,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<serde_json::Value>,
+    /// For deletes, the SHA-256 of `doc` instead of the document: the product keeps no copy of
+    /// what it erases, only proof of what it saw.
+    #[serde(default, rename = "docSha256", skip_serializing_if = "Option::is_none")]
+    pub doc_sha256: Option<String>,
     /// A legal hold on this one item (retention sweeps: a held person's jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<crate::domain::holds::HoldRef>,
+}
+
+impl Inventory {
+    /// What is stored for a request that does not export: every document (ARM resources,
+    /// telemetry rows) replaced by its SHA-256, so the state account holds no copy of the
+    /// personal data being erased.
+    pub fn without_copies(mut self) -> Self {
+        for e in &mut self.entries {
+            if let Some(doc) = e.doc.take() {
+                e.doc_sha256 = Some(crate::domain::ids::sha256_hex(doc.to_string().as_bytes()));
+            }
+        }
+        self
+    }
 }
 
 /// The frozen list of what a slice found, written once before anything is changed.

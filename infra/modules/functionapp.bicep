@@ -15,6 +15,9 @@ param stateBlobEndpoint string
 param appInsightsConnectionString string
 param retentionSweepSchedule string
 param jobRetentionEnabled bool
+@minValue(1)
+@maxValue(3650)
+param stateRetentionDays int
 @minValue(30)
 param jobRetentionDays int
 param telemetryPurgeEnabled bool
@@ -44,6 +47,7 @@ var paramValues = {
   stateBlobEndpoint: stateBlobEndpoint
   retentionSweepSchedule: retentionSweepSchedule
   jobRetentionEnabled: jobRetentionEnabled
+  stateRetentionDays: stateRetentionDays
   jobRetentionDays: jobRetentionDays
   telemetryPurgeEnabled: telemetryPurgeEnabled
   exportLinkDays: exportLinkDays

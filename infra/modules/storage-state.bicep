@@ -23,6 +23,10 @@ param exportLinkDays int = 7
 @description('Time-based retention of dsr-audit, in days (730 = CCPA 24-month record keeping).')
 param auditRetentionDays int = 730
 @minValue(1)
+@maxValue(3650)
+@description('Days after which a finished request\'s working state and the intake archive are removed (DSR_STATE_RETENTION_DAYS).')
+param stateRetentionDays int = 90
+@minValue(1)
 @description('Days after which Event Grid dead-letter blobs are deleted.')
 param deadLetterRetentionDays int = 30
 
@@ -155,6 +159,32 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
               snapshot: {
                 delete: {
                   daysAfterCreationGreaterThan: exportLinkDays
+                }
+              }
+            }
+          }
+        }
+        {
+          // Raw intake payloads (UPNs, names) are personal data: gone after stateRetentionDays
+          // (the retention-sweep timer does the same; the timer alone removes finished requests'
+          // working state under dsr-state/requests/, because a lifecycle rule cannot tell a
+          // finished request from one still in progress).
+          name: 'delete-old-intake-archive'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                'dsr-intake-archive/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: stateRetentionDays
                 }
               }
             }

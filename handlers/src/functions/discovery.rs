@@ -84,6 +84,7 @@ fn resource_entry(kind: ArmKind, doc: &Value) -> Option<InventoryEntry> {
             id,
         },
         doc: Some(doc.clone()),
+        doc_sha256: None,
         hold: None,
     })
 }
@@ -105,6 +106,7 @@ async fn blobs_under(
                     size: b.size,
                 },
                 doc: None,
+                doc_sha256: None,
                 hold: None,
             }));
             Ok(())
@@ -585,6 +587,7 @@ async fn notebooks(
                     size: f.size,
                 },
                 doc: None,
+                doc_sha256: None,
                 hold: None,
             })),
             Err(ShareError::DirectoryNotFound(_)) => {}
@@ -625,6 +628,7 @@ async fn telemetry(
                 records: rows.len() as u64,
             },
             doc: Some(Value::Array(rows)),
+            doc_sha256: None,
             hold: None,
         })
         .collect();

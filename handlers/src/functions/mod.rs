@@ -45,6 +45,10 @@ pub struct Settings {
     pub job_retention_max_share_pct: u32,
     /// Retention sweeps report what they would delete and change nothing.
     pub retention_dry_run: bool,
+    /// A finished request's working state (plan, inventories, chunks, completions) and every
+    /// intake archive entry are removed this many days later; the report, the certificate and
+    /// the audit record stay.
+    pub state_retention_days: u32,
     /// Azure ML keeps a soft-deleted workspace recoverable this long (1-14 days, default 14):
     /// its leftovers are cleaned only after that.
     pub workspace_soft_delete_days: u32,
@@ -64,6 +68,7 @@ impl Default for Settings {
             retention_days: 365,
             job_retention_max_share_pct: 20,
             retention_dry_run: false,
+            state_retention_days: 90,
             workspace_soft_delete_days: 14,
             telemetry_purge_enabled: true,
         }

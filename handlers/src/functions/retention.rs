@@ -22,6 +22,12 @@ use crate::ports::control_plane::ControlPlaneError;
 use crate::protocol::timer::TimerInfo;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiredState {
+    pub requests: usize,
+    pub archived_payloads: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepOutcome {
     pub planned: Vec<String>,
     pub resumed: Vec<String>,
@@ -31,6 +37,8 @@ pub struct SweepOutcome {
     pub cleanups: Vec<String>,
     /// Export-area blobs deleted (or, in a dry run, that would be) because their links expired.
     pub expired_exports: usize,
+    /// Finished requests whose working state was removed, and intake archive entries removed.
+    pub expired_state: ExpiredState,
 }
 
 /// Retention for one workspace: the app's setting, or its `dsr-retention-days` tag when that is
@@ -153,6 +161,118 @@ pub async fn run(
     out.job_history_disabled = !enabled;
     out.cleanups = workspace_deleted::run_due_cleanups(svc, now).await?;
     out.expired_exports = expire_exports(svc, now).await?;
+    out.expired_state = expire_request_state(svc, now).await?;
+    Ok(out)
+}
+
+/// The working state of a request holds what its slices found; once the request is finished
+/// (its `report.json` exists) and `state_retention_days` have passed, it goes — the report in
+/// `dsr-reports`, the certificate and the audit record stay. A request without a report is in
+/// progress and is never touched, however old. The intake archive (raw payloads, with UPNs and
+/// names) goes after the same number of days. A retention dry run counts without deleting.
+pub async fn expire_request_state(
+    svc: &Services,
+    now: OffsetDateTime,
+) -> Result<ExpiredState, FnError> {
+    let state = svc.state();
+    let cutoff = now - time::Duration::days(svc.settings.state_retention_days.into());
+    let dry = svc.settings.retention_dry_run;
+    let mut out = ExpiredState::default();
+    // Finished before the cutoff: the report is written once, when the request finishes.
+    let mut expired = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = state
+            .store
+            .list_page(
+                &state.account,
+                crate::state::STATE,
+                "requests/",
+                marker,
+                1000,
+            )
+            .await?;
+        for item in page.items {
+            if let Some(id) = item
+                .name
+                .strip_prefix("requests/")
+                .and_then(|r| r.strip_suffix("/report.json"))
+            {
+                if !id.contains('/') && item.last_modified.is_some_and(|m| m < cutoff) {
+                    expired.push(id.to_string());
+                }
+            }
+        }
+        match page.next {
+            Some(n) => marker = Some(n),
+            None => break,
+        }
+    }
+    for id in &expired {
+        let names: Vec<String> = state
+            .store
+            .list_all(
+                &state.account,
+                crate::state::STATE,
+                &format!("requests/{id}/"),
+            )
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        if !dry {
+            for chunk in names.chunks(256) {
+                for outcome in state
+                    .store
+                    .delete_many(&state.account, crate::state::STATE, chunk)
+                    .await?
+                {
+                    // Gone already (a concurrent sweep) is what this wants.
+                    match outcome {
+                        Ok(_) | Err(crate::ports::blob::StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        out.requests += 1;
+    }
+    let mut marker = None;
+    loop {
+        let page = state
+            .store
+            .list_page(&state.account, crate::state::ARCHIVE, "", marker, 1000)
+            .await?;
+        let names: Vec<String> = page
+            .items
+            .into_iter()
+            .filter(|i| i.last_modified.is_some_and(|m| m < cutoff))
+            .map(|i| i.name)
+            .collect();
+        out.archived_payloads += names.len();
+        if !dry && !names.is_empty() {
+            for outcome in state
+                .store
+                .delete_many(&state.account, crate::state::ARCHIVE, &names)
+                .await?
+            {
+                outcome?;
+            }
+        }
+        match page.next {
+            Some(n) => marker = Some(n),
+            None => break,
+        }
+    }
+    if out != ExpiredState::default() {
+        info!(
+            requests = out.requests,
+            archived = out.archived_payloads,
+            days = svc.settings.state_retention_days,
+            dry_run = dry,
+            "retention-sweep: expired request state removed"
+        );
+    }
     Ok(out)
 }
 

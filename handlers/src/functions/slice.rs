@@ -157,7 +157,10 @@ async fn step(
     let inventory = match stored {
         Some(inv) => inv,
         None => {
-            let inv = discover(svc, task).await?;
+            let mut inv = discover(svc, task).await?;
+            if task.kind != RequestKind::Export {
+                inv = inv.without_copies();
+            }
             if !state
                 .store
                 .create_json(&state.inventory_ref(task), &inv)
