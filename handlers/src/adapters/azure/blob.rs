@@ -1026,7 +1026,8 @@ impl BlobStore for AzureBlobStore {
     async fn list_containers(&self, account: &str, prefix: &str) -> StoreResult<Vec<String>> {
         let acct = self.account(account)?;
         let options = BlobServiceClientListContainersOptions {
-            prefix: Some(prefix.to_string()),
+            // An empty `prefix=` is signed differently by Shared Key and the service: leave it out.
+            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
             ..Default::default()
         };
         let what = format!("list containers of {account}");
