@@ -657,7 +657,7 @@ async fn retries_are_bounded_and_transient() {
     cfg.versioning = Versioning::Off;
     let store = AzureBlobStore::new(cfg);
     let r = store.create_container("acct", "c").await;
-    assert!(matches!(r, Err(StoreError::Transient(_))), "{r:?}");
+    assert!(matches!(r, Err(StoreError::RetriesSpent { .. })), "{r:?}");
     assert_eq!(hits.load(Ordering::SeqCst), 3);
 
     // A refused connection is transient too.
@@ -673,7 +673,77 @@ async fn retries_are_bounded_and_transient() {
         ..RetryConfig::default()
     };
     let r = AzureBlobStore::new(cfg).create_container("acct", "c").await;
-    assert!(matches!(r, Err(StoreError::Transient(_))), "{r:?}");
+    assert!(matches!(r, Err(StoreError::RetriesSpent { .. })), "{r:?}");
+}
+
+/// A local server that always answers 503, counting requests.
+async fn always_503() -> (String, Arc<AtomicU32>) {
+    let hits = Arc::new(AtomicU32::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), hits)
+}
+
+/// Each blob operation against a server that always answers 503 is sent exactly the stated
+/// budget of times (`TRANSPORT_ATTEMPTS`, the default `max_retries` + 1), whatever retry
+/// layers it passes through — also through the chaos suite's retrying wrapper — and fails
+/// transient. (A whole-operation retry around a pipeline that already retried made it 49
+/// for a listing and hundreds for a delete.)
+#[tokio::test]
+async fn retry_budget() {
+    use azureml_dsr::adapters::azure::retry::TRANSPORT_ATTEMPTS;
+    use azureml_dsr::adapters::chaos::RetryingStore;
+    let b = BlobRef::new("acct", "c", "users/a.json");
+    let names = vec!["users/a.json".to_string(), "users/b.json".to_string()];
+    for wrapped in [false, true] {
+        for op in ["list_page", "put", "delete", "delete_many"] {
+            let (base, hits) = always_503().await;
+            let mut cfg = AzureBlobStore::azurite_config(&base);
+            // The default budget, with short waits.
+            cfg.retry = RetryConfig {
+                initial_delay: StdDuration::from_millis(1),
+                max_delay: StdDuration::from_millis(5),
+                ..RetryConfig::default()
+            };
+            let azure: Arc<dyn BlobStore> = Arc::new(AzureBlobStore::new(cfg));
+            let store: Arc<dyn BlobStore> = if wrapped {
+                Arc::new(RetryingStore::new(azure, 4))
+            } else {
+                azure
+            };
+            let err = match op {
+                "list_page" => store.list_page("acct", "c", "", None, 10).await.err(),
+                "put" => store
+                    .put(
+                        &b,
+                        Bytes::from_static(b"{}"),
+                        "application/json",
+                        Condition::None,
+                        &no_meta(),
+                    )
+                    .await
+                    .err(),
+                "delete" => store.delete(&b).await.err(),
+                _ => store.delete_many("acct", "c", &names).await.err(),
+            };
+            let err = err.unwrap_or_else(|| panic!("{op} succeeded against 503"));
+            assert!(err.is_transient(), "{op}: {err:?}");
+            assert_eq!(
+                hits.load(Ordering::SeqCst),
+                TRANSPORT_ATTEMPTS,
+                "{op} (wrapped: {wrapped}) attempts"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -722,4 +792,83 @@ async fn batch_item_statuses_are_mapped() {
         4,
         "each sub-request signed"
     );
+}
+
+/// The `BlobStore` conformance suite (`support::blob_conformance`) on every store, directly and
+/// through every decorator: one place per store.
+mod conformance {
+    use std::sync::Arc;
+
+    use azureml_dsr::adapters::azure::blob::AzureBlobStore;
+    use azureml_dsr::adapters::chaos::{FaultyStore, RetryingStore};
+    use azureml_dsr::adapters::counting::CountingStore;
+    use azureml_dsr::adapters::local::fs_blob::FsBlobStore;
+    use azureml_dsr::adapters::local::memory_blob::MemoryBlobStore;
+    use azureml_dsr::ports::blob::BlobStore;
+
+    use crate::support::azurite::Azurite;
+    use crate::support::blob_conformance::{forwarding, run_all, Target};
+
+    /// Each decorator of the product around `inner` (the chaos pair with no faults injected).
+    fn decorated(inner: Arc<dyn BlobStore>) -> Vec<(&'static str, Arc<dyn BlobStore>)> {
+        vec![
+            ("counting", Arc::new(CountingStore::new(inner.clone()))),
+            (
+                "chaos",
+                Arc::new(RetryingStore::new(
+                    Arc::new(FaultyStore::new(inner, 0.0, 1)),
+                    4,
+                )),
+            ),
+        ]
+    }
+
+    async fn direct_and_decorated(inner: Arc<dyn BlobStore>, account: &str, links: bool) {
+        run_all(&Target {
+            store: inner.as_ref(),
+            account,
+            container: "conf-direct",
+            links,
+        })
+        .await;
+        for (name, store) in decorated(inner) {
+            let container = format!("conf-{name}");
+            run_all(&Target {
+                store: store.as_ref(),
+                account,
+                container: &container,
+                links,
+            })
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn file_store() {
+        let dir = tempfile::tempdir().unwrap();
+        direct_and_decorated(Arc::new(FsBlobStore::new(dir.path())), "confacct", false).await;
+    }
+
+    #[tokio::test]
+    async fn memory_store() {
+        direct_and_decorated(Arc::new(MemoryBlobStore::new()), "confacct", false).await;
+    }
+
+    #[tokio::test]
+    async fn azure_store_on_azurite() {
+        let az = Azurite::start(&["confacct"]);
+        direct_and_decorated(
+            Arc::new(AzureBlobStore::azurite(&az.base_url)),
+            "confacct",
+            true,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn decorators_forward_every_method() {
+        forwarding("counting", |s| Arc::new(CountingStore::new(s))).await;
+        forwarding("faulty", |s| Arc::new(FaultyStore::new(s, 0.0, 1))).await;
+        forwarding("retrying", |s| Arc::new(RetryingStore::new(s, 4))).await;
+    }
 }

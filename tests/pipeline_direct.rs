@@ -490,6 +490,17 @@ impl BlobStore for Flaky {
     async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
         self.inner.delete(b).await
     }
+    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
+        self.inner.read_link(b, e).await
+    }
+    async fn delete_many(
+        &self,
+        a: &str,
+        c: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
+        self.inner.delete_many(a, c, names).await
+    }
 }
 
 #[tokio::test]
@@ -768,6 +779,17 @@ impl BlobStore for PlanRace {
     }
     async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
         self.inner.delete(b).await
+    }
+    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
+        self.inner.read_link(b, e).await
+    }
+    async fn delete_many(
+        &self,
+        a: &str,
+        c: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
+        self.inner.delete_many(a, c, names).await
     }
 }
 

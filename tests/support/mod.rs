@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod blob_conformance;
 pub mod fault_proxy;
 pub mod pipeline;

@@ -1,11 +1,22 @@
 //! Test mode for the reliability suite: a [`BlobStore`] that fails a seeded fraction of calls
 //! (429/500/503-like transient errors), sometimes AFTER the call took effect (a response lost
-//! mid-body), and a retrying wrapper with backoff standing in for the retry policy the Azure SDK
-//! pipeline applies in production. Enabled only by `DSR_CHAOS_FAULT_RATE`.
+//! mid-body), and a retrying wrapper standing in for the retry policy the Azure SDK pipeline
+//! applies in production. Enabled only by `DSR_CHAOS_FAULT_RATE`.
+//!
+//! The retrying wrapper is [`with_retries`], the one whole-operation retry layer: it retries the
+//! injected faults ([`StoreError::Transient`], which no transport saw) and never a failure the
+//! inner store's transport already retried ([`StoreError::RetriesSpent`]), so over the Azure
+//! store attempts do not multiply.
+//!
+//! Both wrappers implement every [`BlobStore`] method by hand: the trait has no default
+//! methods, so a wrapper that forgot one (`delete_many`, `read_link`) would not compile, and the
+//! conformance suite (`tests/support/blob_conformance.rs`) runs through each wrapper.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::adapters::azure::retry::{with_retries, RetryConfig};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -114,6 +125,17 @@ impl BlobStore for FaultyStore {
     async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
         faulty!(self, true, self.inner.delete(b))
     }
+    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
+        faulty!(self, false, self.inner.read_link(b, e))
+    }
+    async fn delete_many(
+        &self,
+        a: &str,
+        c: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
+        faulty!(self, true, self.inner.delete_many(a, c, names))
+    }
 }
 
 /// Retries transient errors with exponential backoff (what the SDK pipeline does in Azure).
@@ -121,31 +143,22 @@ impl BlobStore for FaultyStore {
 /// retried delete reports `NotFound`: callers treat both as success, which is the point.
 pub struct RetryingStore {
     inner: Arc<dyn BlobStore>,
-    attempts: u32,
+    retry: RetryConfig,
 }
 
 impl RetryingStore {
+    /// At most `attempts` tries per call (short waits: the faults are injected, not real load).
     pub fn new(inner: Arc<dyn BlobStore>, attempts: u32) -> Self {
         Self {
             inner,
-            attempts: attempts.max(1),
+            retry: RetryConfig {
+                max_retries: attempts.max(1) - 1,
+                initial_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(80),
+                max_total: Duration::from_secs(60),
+            },
         }
     }
-}
-
-macro_rules! retrying {
-    ($self:ident, $call:expr) => {{
-        let mut n = 0;
-        loop {
-            match $call.await {
-                Err(e) if e.is_transient() && n + 1 < $self.attempts => {
-                    n += 1;
-                    tokio::time::sleep(Duration::from_millis(5 << n)).await;
-                }
-                other => break other,
-            }
-        }
-    }};
 }
 
 #[async_trait]
@@ -154,13 +167,22 @@ impl BlobStore for RetryingStore {
         self.inner.kind()
     }
     async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
-        retrying!(self, self.inner.create_container(a, c))
+        with_retries(&self.retry, "create container", || {
+            self.inner.create_container(a, c)
+        })
+        .await
     }
     async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
-        retrying!(self, self.inner.list_containers(a, p))
+        with_retries(&self.retry, "list containers", || {
+            self.inner.list_containers(a, p)
+        })
+        .await
     }
     async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
-        retrying!(self, self.inner.delete_container(a, c))
+        with_retries(&self.retry, "delete container", || {
+            self.inner.delete_container(a, c)
+        })
+        .await
     }
     async fn list_page(
         &self,
@@ -170,10 +192,13 @@ impl BlobStore for RetryingStore {
         m: Option<String>,
         n: u32,
     ) -> StoreResult<ListPage> {
-        retrying!(self, self.inner.list_page(a, c, p, m.clone(), n))
+        with_retries(&self.retry, "list", || {
+            self.inner.list_page(a, c, p, m.clone(), n)
+        })
+        .await
     }
     async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
-        retrying!(self, self.inner.open(b))
+        with_retries(&self.retry, "open", || self.inner.open(b)).await
     }
     async fn put(
         &self,
@@ -183,12 +208,29 @@ impl BlobStore for RetryingStore {
         cond: Condition,
         md: &BTreeMap<String, String>,
     ) -> StoreResult<String> {
-        retrying!(self, self.inner.put(b, body.clone(), ct, cond.clone(), md))
+        with_retries(&self.retry, "put", || {
+            self.inner.put(b, body.clone(), ct, cond.clone(), md)
+        })
+        .await
     }
     async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
-        retrying!(self, self.inner.copy(s, d))
+        with_retries(&self.retry, "copy", || self.inner.copy(s, d)).await
     }
     async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
-        retrying!(self, self.inner.delete(b))
+        with_retries(&self.retry, "delete", || self.inner.delete(b)).await
+    }
+    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
+        with_retries(&self.retry, "read link", || self.inner.read_link(b, e)).await
+    }
+    async fn delete_many(
+        &self,
+        a: &str,
+        c: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
+        with_retries(&self.retry, "delete many", || {
+            self.inner.delete_many(a, c, names)
+        })
+        .await
     }
 }

@@ -18,12 +18,6 @@ use crate::ports::blob::BlobStoreExt;
 use crate::ports::control_plane::{ArmKind, ControlPlaneError, Datastore, WorkspaceInfo};
 use crate::state::{Inventory, InventoryEntry};
 
-impl From<ControlPlaneError> for FnError {
-    fn from(e: ControlPlaneError) -> Self {
-        FnError::Transient(e.to_string())
-    }
-}
-
 /// A discovery failure that retrying cannot fix (the slice fails with this reason).
 #[derive(Debug)]
 pub enum DiscoveryError {
@@ -33,7 +27,11 @@ pub enum DiscoveryError {
 
 impl From<FnError> for DiscoveryError {
     fn from(e: FnError) -> Self {
-        DiscoveryError::Retry(e)
+        match e {
+            // A fault every delivery would repeat: fail the slice now (see `FnError`'s mappings).
+            FnError::BadRequest(m) => DiscoveryError::Permanent(m),
+            e => DiscoveryError::Retry(e),
+        }
     }
 }
 impl From<crate::ports::blob::StoreError> for DiscoveryError {

@@ -137,13 +137,122 @@ pub enum FnError {
     Transient(String),
 }
 
-impl From<crate::ports::blob::StoreError> for FnError {
-    fn from(e: crate::ports::blob::StoreError) -> Self {
-        FnError::Transient(e.to_string())
+impl FnError {
+    /// Whether retrying (a redelivery) cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, FnError::BadRequest(_))
     }
 }
+
+// Each port error maps to the host's two outcomes deliberately: permanent where the fault is
+// known to repeat on every delivery, transient where a later delivery can succeed, and
+// transient for unclassified faults (`Other`: a 403 while a role assignment propagates heals;
+// redelivery is bounded by maxDeliveryCount, and a slice records failure on its last one).
+
+impl From<crate::ports::blob::StoreError> for FnError {
+    fn from(e: crate::ports::blob::StoreError) -> Self {
+        use crate::ports::blob::StoreError as E;
+        match e {
+            // A name the store refuses is refused on every delivery.
+            E::InvalidName(_) => FnError::BadRequest(e.to_string()),
+            // Compare-and-swap loops (`StateStore::update_config`) and create-if-absent helpers
+            // handle these; one that reaches a function is a write that will lose again.
+            E::ConditionFailed(_) | E::AlreadyExists(_) => FnError::BadRequest(e.to_string()),
+            // A document another function writes may not be there yet (a message overtaking
+            // the write it follows); expected absences are handled where they occur.
+            E::NotFound(_) => FnError::Transient(e.to_string()),
+            E::Transient(_) | E::RetriesSpent { .. } => FnError::Transient(e.to_string()),
+            E::Other(_) => FnError::Transient(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::ports::bus::BusError> for FnError {
     fn from(e: crate::ports::bus::BusError) -> Self {
-        FnError::Transient(e.to_string())
+        use crate::ports::bus::BusError as E;
+        match e {
+            // The message itself is malformed (id, schedule): the same message fails again.
+            E::Invalid(_) => FnError::BadRequest(e.to_string()),
+            E::Transient(_) | E::Other(_) => FnError::Transient(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::ports::control_plane::ControlPlaneError> for FnError {
+    fn from(e: crate::ports::control_plane::ControlPlaneError) -> Self {
+        use crate::ports::control_plane::ControlPlaneError as E;
+        match e {
+            // A deleted workspace stays deleted for longer than the delivery window.
+            E::WorkspaceNotFound => FnError::BadRequest(e.to_string()),
+            E::Transient(_) | E::Other(_) => FnError::Transient(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::blob::StoreError;
+    use crate::ports::bus::BusError;
+    use crate::ports::control_plane::ControlPlaneError;
+
+    fn permanent(e: impl Into<FnError>) -> bool {
+        e.into().is_permanent()
+    }
+
+    #[test]
+    fn store_invalid_name_is_permanent() {
+        assert!(permanent(StoreError::InvalidName("a/../b".into())));
+    }
+    #[test]
+    fn store_condition_failed_is_permanent() {
+        assert!(permanent(StoreError::ConditionFailed("x".into())));
+    }
+    #[test]
+    fn store_already_exists_is_permanent() {
+        assert!(permanent(StoreError::AlreadyExists("x".into())));
+    }
+    #[test]
+    fn store_not_found_is_transient() {
+        assert!(!permanent(StoreError::NotFound("x".into())));
+    }
+    #[test]
+    fn store_transient_is_transient() {
+        assert!(!permanent(StoreError::Transient("503".into())));
+    }
+    #[test]
+    fn store_retries_spent_is_transient_and_keeps_its_cause() {
+        let e = StoreError::RetriesSpent {
+            what: "put a/b/c: HTTP 503".into(),
+            source: "Server Busy".into(),
+        };
+        assert!(e.is_transient());
+        assert_eq!(
+            std::error::Error::source(&e).map(|s| s.to_string()),
+            Some("Server Busy".to_string())
+        );
+        assert!(!permanent(e));
+    }
+    #[test]
+    fn store_other_is_transient() {
+        assert!(!permanent(StoreError::Other("403".into())));
+    }
+    #[test]
+    fn bus_invalid_is_permanent() {
+        assert!(permanent(BusError::Invalid("MessageId too long".into())));
+    }
+    #[test]
+    fn bus_transient_and_other_are_transient() {
+        assert!(!permanent(BusError::Transient("503".into())));
+        assert!(!permanent(BusError::Other("401".into())));
+    }
+    #[test]
+    fn control_plane_workspace_not_found_is_permanent() {
+        assert!(permanent(ControlPlaneError::WorkspaceNotFound));
+    }
+    #[test]
+    fn control_plane_transient_and_other_are_transient() {
+        assert!(!permanent(ControlPlaneError::Transient("429".into())));
+        assert!(!permanent(ControlPlaneError::Other("403".into())));
     }
 }

@@ -103,6 +103,20 @@ pub struct BlobReader {
     pub body: ByteStream,
 }
 
+/// A cause kept for the error chain (`std::error::Error::source`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Storage failures, by what the caller can do about them. Permanent: [`NotFound`],
+/// [`AlreadyExists`], [`ConditionFailed`] and [`InvalidName`] repeat on every try; transient:
+/// [`Transient`] and [`RetriesSpent`]; [`Other`] is unclassified (see `FnError`'s mapping).
+///
+/// [`NotFound`]: StoreError::NotFound
+/// [`AlreadyExists`]: StoreError::AlreadyExists
+/// [`ConditionFailed`]: StoreError::ConditionFailed
+/// [`InvalidName`]: StoreError::InvalidName
+/// [`Transient`]: StoreError::Transient
+/// [`RetriesSpent`]: StoreError::RetriesSpent
+/// [`Other`]: StoreError::Other
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found: {0}")]
@@ -113,16 +127,29 @@ pub enum StoreError {
     ConditionFailed(String),
     #[error("invalid blob name: {0}")]
     InvalidName(String),
-    /// Worth retrying (408/429/5xx, dropped connection).
+    /// Worth retrying at once (a fault no retry layer has seen yet: an injected fault, a batch
+    /// response missing an item); the whole-operation layer retries it.
     #[error("transient storage error: {0}")]
     Transient(String),
+    /// Transient (408/429/5xx, dropped connection), and the transport already retried it up to
+    /// its budget (`adapters::azure::retry::TRANSPORT_ATTEMPTS`): worth retrying later, by a
+    /// redelivery, never again at once.
+    #[error("transient storage error, retries spent: {what}")]
+    RetriesSpent {
+        what: String,
+        #[source]
+        source: Cause,
+    },
     #[error("storage error: {0}")]
     Other(String),
 }
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Transient(_))
+        matches!(
+            self,
+            StoreError::Transient(_) | StoreError::RetriesSpent { .. }
+        )
     }
 }
 
@@ -174,30 +201,40 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// A time-limited, read-only link to a blob (export bundles), where the store can issue
     /// one: a user delegation SAS in Azure, a service SAS on Azurite; `None` locally.
+    /// Required, like every method here: a wrapper cannot inherit a default and drop the link.
     async fn read_link(
         &self,
-        _blob: &BlobRef,
-        _expiry: time::Duration,
-    ) -> StoreResult<Option<String>> {
-        Ok(None)
-    }
+        blob: &BlobRef,
+        expiry: time::Duration,
+    ) -> StoreResult<Option<String>>;
 
     /// Erase many blobs of one container (Blob Batch in Azure). One result per name, same order.
+    /// Required: a wrapper that inherited a one-by-one default would silently turn a batch into
+    /// N requests. Stores without a batch API call [`delete_one_by_one`].
     async fn delete_many(
         &self,
         account: &str,
         container: &str,
         names: &[String],
-    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            out.push(
-                self.delete(&BlobRef::new(account, container, name.clone()))
-                    .await,
-            );
-        }
-        Ok(out)
+    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>>;
+}
+
+/// [`BlobStore::delete_many`] for stores without a batch API: one [`BlobStore::delete`] per name.
+pub async fn delete_one_by_one<S: BlobStore + ?Sized>(
+    store: &S,
+    account: &str,
+    container: &str,
+    names: &[String],
+) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        out.push(
+            store
+                .delete(&BlobRef::new(account, container, name.clone()))
+                .await,
+        );
     }
+    Ok(out)
 }
 
 /// Convenience helpers on top of any [`BlobStore`].

@@ -60,6 +60,9 @@ pub enum SendOutcome {
 pub enum BusError {
     #[error("transient bus error: {0}")]
     Transient(String),
+    /// The message cannot be sent as it is (MessageId, schedule): sending it again fails too.
+    #[error("invalid message: {0}")]
+    Invalid(String),
     #[error("bus error: {0}")]
     Other(String),
 }

@@ -318,15 +318,14 @@ impl AzureBlobStore {
             }
         }
         let acct = self.account(account)?;
-        let props = with_retries(&self.cfg.retry, "get service properties", || async {
-            acct.service
-                .get_properties(None)
-                .await
-                .map_err(|e| map_err(e, &format!("service properties of {account}")))?
-                .into_model()
-                .map_err(|e| StoreError::Other(format!("service properties of {account}: {e}")))
-        })
-        .await?;
+        // One request, retried by the pipeline alone (see `super::retry`).
+        let props = acct
+            .service
+            .get_properties(None)
+            .await
+            .map_err(|e| map_err(e, &format!("service properties of {account}")))?
+            .into_model()
+            .map_err(|e| StoreError::Other(format!("service properties of {account}: {e}")))?;
         let policy = match props.delete_retention_policy {
             Some(r) if r.enabled == Some(true) => RetentionPolicy {
                 enabled: true,
@@ -919,18 +918,31 @@ fn status_of(e: &azure_core::Error) -> Option<u16> {
     }
 }
 
-/// Map an SDK error. `what` names the operation and blob (names only, no payload).
+/// Map an SDK error from a request the pipeline sent (and retried, if it was worth it). `what`
+/// names the operation and blob (names only, no payload).
 fn map_err(e: azure_core::Error, what: &str) -> StoreError {
+    match map_err_unretried(&e, what) {
+        // The pipeline retried it up to its budget: not again at once, by any layer.
+        StoreError::Transient(what) => StoreError::RetriesSpent {
+            what,
+            source: Box::new(e),
+        },
+        other => other,
+    }
+}
+
+/// Map an SDK error no retry layer has seen (a body stream that broke mid-way).
+fn map_err_unretried(e: &azure_core::Error, what: &str) -> StoreError {
     match e.kind() {
         ErrorKind::HttpResponse {
             status, error_code, ..
         } => map_status(u16::from(*status), error_code.as_deref(), what),
         ErrorKind::Io | ErrorKind::Connection => StoreError::Transient(crate::logging::redact(
-            &format!("{what}: {}", with_causes(&e)),
+            &format!("{what}: {}", with_causes(e)),
         )),
         _ => StoreError::Other(crate::logging::redact(&format!(
             "{what}: {}",
-            with_causes(&e)
+            with_causes(e)
         ))),
     }
 }
@@ -1014,7 +1026,8 @@ impl BlobStore for AzureBlobStore {
     async fn list_containers(&self, account: &str, prefix: &str) -> StoreResult<Vec<String>> {
         let acct = self.account(account)?;
         let options = BlobServiceClientListContainersOptions {
-            prefix: Some(prefix.to_string()),
+            // An empty `prefix=` is signed differently by Shared Key and the service: leave it out.
+            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
             ..Default::default()
         };
         let what = format!("list containers of {account}");
@@ -1071,19 +1084,17 @@ impl BlobStore for AzureBlobStore {
             ..Default::default()
         };
         let container_client = acct.service.blob_container_client(container);
-        let page = with_retries(&self.cfg.retry, "list blobs", || async {
-            let mut pages = container_client
-                .list_blobs(Some(options.clone()))
-                .map_err(|e| map_err(e, &what))?
-                .into_pages();
-            match pages.try_next().await.map_err(|e| map_err(e, &what))? {
-                Some(p) => p
-                    .into_model()
-                    .map_err(|e| StoreError::Other(format!("{what}: {e}"))),
-                None => Ok(Default::default()),
-            }
-        })
-        .await?;
+        // One request, retried by the pipeline alone (see `super::retry`).
+        let mut pages = container_client
+            .list_blobs(Some(options))
+            .map_err(|e| map_err(e, &what))?
+            .into_pages();
+        let page = match pages.try_next().await.map_err(|e| map_err(e, &what))? {
+            Some(p) => p
+                .into_model()
+                .map_err(|e| StoreError::Other(format!("{what}: {e}")))?,
+            None => Default::default(),
+        };
         let items = page
             .blob_items
             .into_iter()
@@ -1139,7 +1150,7 @@ impl BlobStore for AzureBlobStore {
             etag: etag_string(result.properties.etag.clone()),
             content_type: result.properties.content_type.clone(),
         };
-        let body = result.body.map_err(move |e| map_err(e, &what));
+        let body = result.body.map_err(move |e| map_err_unretried(&e, &what));
         Ok(BlobReader {
             props,
             body: Box::pin(body),
@@ -1232,11 +1243,9 @@ impl BlobStore for AzureBlobStore {
     }
 
     async fn delete(&self, blob: &BlobRef) -> StoreResult<DeleteOutcome> {
-        let deleted_earlier = AtomicBool::new(false);
-        with_retries(&self.cfg.retry, "delete", || {
-            self.delete_once(blob, &deleted_earlier)
-        })
-        .await
+        // Each request of the delete is retried by the pipeline; a failure that spent those
+        // retries is not worth repeating the whole delete for at once (see `super::retry`).
+        self.delete_once(blob, &AtomicBool::new(false)).await
     }
 
     async fn delete_many(
@@ -1249,6 +1258,7 @@ impl BlobStore for AzureBlobStore {
         let acct = self.account(account)?;
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(BATCH_MAX) {
+            // Retries a response missing items; the request itself is the pipeline's to retry.
             let statuses = with_retries(&self.cfg.retry, "blob batch", || {
                 self.batch_delete(&acct, container, chunk)
             })

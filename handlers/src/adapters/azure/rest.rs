@@ -1,24 +1,29 @@
 //! Shared HTTP plumbing for the Azure REST adapters (ARM, Microsoft Graph, Log Analytics,
 //! Service Bus): one request with an Entra bearer token, retried on throttling and server errors.
 //!
-//! Why not `azure_core`'s full `Pipeline`: its bearer-token policy insists on `https`, and the
-//! tests replay the official response bodies from a plain-HTTP server on 127.0.0.1. We still go
-//! through `azure_core`'s transport (`new_http_client`: reqwest 0.13 with rustls — our own
-//! reqwest 0.12 is built without TLS) and take tokens from any `azure_identity` 1.x credential,
+//! Requests go through an `azure_core` [`Pipeline`] — the same transport-retry layer as the blob
+//! SDK clients (see [`super::retry`]), with [`BearerPolicy`] in place of the SDK's bearer-token
+//! policy, which insists on `https` (the tests replay the official response bodies from a
+//! plain-HTTP server on 127.0.0.1). Transport is `azure_core`'s (reqwest 0.13 with rustls — our
+//! own reqwest 0.12 is built without TLS), tokens come from any `azure_identity` 1.x credential,
 //! so production traffic is `https` with the SDK's TLS stack and token cache.
 //!
-//! Retries: 408, 429 and 5xx (except 501/505) and dropped connections, at most
-//! `RetryConfig::max_retries` times and within `max_total`. The wait is what the service asked for
-//! (`Retry-After` seconds or HTTP date, `retry-after-ms`, `x-ms-retry-after-ms`), else
-//! exponential backoff with jitter. When the budget is spent the last response is returned and
-//! the caller classifies it as transient, so the message is redelivered later instead of the
-//! function blocking for minutes.
+//! Retries: the pipeline's — 408, 429, 500, 502, 503, 504 and dropped connections, at most
+//! `RetryConfig::max_retries` times (one request is sent at most
+//! [`super::retry::TRANSPORT_ATTEMPTS`] times by default) and within `max_total`, waiting at
+//! least what the service asked for (`Retry-After`, `retry-after-ms`, `x-ms-retry-after-ms`).
+//! When the budget is spent the last response is returned and the caller classifies it as
+//! transient, so the message is redelivered later instead of the function blocking for minutes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{new_http_client, HttpClient, Method, Request, Url};
+use azure_core::error::ErrorKind;
+use azure_core::http::{
+    policies::{Policy, PolicyResult},
+    ClientOptions, Context, Method, Pipeline, PipelineSendOptions, Request, Url,
+};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -111,10 +116,9 @@ impl RestError {
 /// A token-carrying HTTP client for one audience (scope).
 #[derive(Clone)]
 pub struct RestClient {
-    http: Arc<dyn HttpClient>,
+    pipeline: Pipeline,
     credential: Arc<dyn TokenCredential>,
     scope: String,
-    retry: RetryConfig,
     /// How a URL appears in logs and errors (the Files adapter hides paths under `Users/`).
     show_url: fn(&Url) -> String,
 }
@@ -125,11 +129,11 @@ fn url_as_is(url: &Url) -> String {
 
 impl RestClient {
     pub fn new(credential: Arc<dyn TokenCredential>, scope: impl Into<String>) -> Self {
+        let scope = scope.into();
         Self {
-            http: new_http_client(None),
+            pipeline: pipeline(&credential, &scope, &RetryConfig::default()),
             credential,
-            scope: scope.into(),
-            retry: RetryConfig::default(),
+            scope,
             show_url: url_as_is,
         }
     }
@@ -141,22 +145,13 @@ impl RestClient {
     }
 
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = retry;
+        self.pipeline = pipeline(&self.credential, &self.scope, &retry);
         self
     }
 
-    async fn bearer(&self) -> Result<String, RestError> {
-        // The credential caches tokens and refreshes them before expiry.
-        let token = self
-            .credential
-            .get_token(&[self.scope.as_str()], None)
-            .await
-            .map_err(|e| RestError::Other(format!("no token for {}: {e}", self.scope)))?;
-        Ok(format!("Bearer {}", token.token.secret()))
-    }
-
-    /// Send one request, retrying throttling and server errors. Non-2xx statuses are returned
-    /// as replies (the caller knows what 404 or 409 means for its operation).
+    /// Send one request, retrying throttling and server errors (in the pipeline). Non-2xx
+    /// statuses are returned as replies (the caller knows what 404 or 409 means for its
+    /// operation).
     pub async fn send(
         &self,
         method: Method,
@@ -164,65 +159,123 @@ impl RestClient {
         body: Option<Bytes>,
         headers: &[(&str, String)],
     ) -> Result<Reply, RestError> {
-        let start = Instant::now();
-        let mut attempt = 0u32;
-        loop {
-            let mut req = Request::new(url.clone(), method);
-            req.insert_header("authorization", self.bearer().await?);
-            req.insert_header("accept", "application/json");
-            for (k, v) in headers {
-                req.insert_header(k.to_ascii_lowercase(), v.clone());
-            }
-            if let Some(b) = &body {
-                if !headers
-                    .iter()
-                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-                {
-                    req.insert_header("content-type", "application/json");
-                }
-                req.set_body(b.clone());
-            }
-            let outcome = match self.http.execute_request(&req).await {
-                Ok(rsp) => match rsp.try_into_raw_response().await {
-                    Ok(raw) => {
-                        let (status, hdrs, body) = raw.deconstruct();
-                        Ok(Reply {
-                            status: u16::from(status),
-                            headers: hdrs
-                                .iter()
-                                .map(|(k, v)| (k.as_str().to_string(), v.as_str().to_string()))
-                                .collect(),
-                            body: Bytes::copy_from_slice(body.as_ref()),
-                        })
-                    }
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            let (wait, last) = match outcome {
-                Ok(reply) if !is_retryable(reply.status) => return Ok(reply),
-                Ok(reply) => (reply.retry_after(), Ok(reply)),
-                Err(e) => (
-                    None,
-                    Err(RestError::Transient(crate::logging::redact(&format!(
-                        "{method} {}: {e}",
-                        (self.show_url)(url)
-                    )))),
-                ),
-            };
-            attempt += 1;
-            let delay = wait.unwrap_or_else(|| self.retry.backoff(attempt));
-            if attempt > self.retry.max_retries || start.elapsed() + delay > self.retry.max_total {
-                return last;
-            }
-            tracing::debug!(url = %crate::logging::redact(&(self.show_url)(url)), attempt, ?delay, "throttled or server error, retrying");
-            tokio::time::sleep(delay).await;
+        let mut req = Request::new(url.clone(), method);
+        req.insert_header("accept", "application/json");
+        for (k, v) in headers {
+            req.insert_header(k.to_ascii_lowercase(), v.clone());
         }
+        if let Some(b) = &body {
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                req.insert_header("content-type", "application/json");
+            }
+            req.set_body(b.clone());
+        }
+        let options = PipelineSendOptions {
+            // Statuses are the caller's to interpret.
+            skip_checks: true,
+            ..Default::default()
+        };
+        let raw = self
+            .pipeline
+            .send(&Context::new(), &mut req, Some(options))
+            .await
+            .map_err(|e| {
+                let text = crate::logging::redact(&format!(
+                    "{method} {}: {}",
+                    (self.show_url)(url),
+                    causes(&e)
+                ));
+                match e.kind() {
+                    // The pipeline already retried these up to its budget.
+                    ErrorKind::Io | ErrorKind::Connection => RestError::Transient(text),
+                    _ => RestError::Other(text),
+                }
+            })?;
+        let (status, hdrs, body) = raw.deconstruct();
+        Ok(Reply {
+            status: u16::from(status),
+            headers: hdrs
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.as_str().to_string()))
+                .collect(),
+            body: Bytes::copy_from_slice(body.as_ref()),
+        })
     }
 
     pub async fn get(&self, url: &Url) -> Result<Reply, RestError> {
         self.send(Method::Get, url, None, &[]).await
     }
+}
+
+/// The transport-retry pipeline of one [`RestClient`].
+fn pipeline(credential: &Arc<dyn TokenCredential>, scope: &str, retry: &RetryConfig) -> Pipeline {
+    let options = ClientOptions {
+        retry: retry.to_options(),
+        ..Default::default()
+    };
+    let bearer: Arc<dyn Policy> = Arc::new(BearerPolicy {
+        credential: credential.clone(),
+        scope: scope.to_string(),
+    });
+    Pipeline::new(
+        Some(env!("CARGO_PKG_NAME")),
+        Some(env!("CARGO_PKG_VERSION")),
+        options,
+        Vec::new(),
+        vec![bearer],
+        None,
+    )
+}
+
+/// Adds `Authorization: Bearer` on every try (so a retry after a token expired gets a fresh
+/// one). Unlike the SDK's bearer-token policy it allows `http`, for the loopback test servers;
+/// tokens are only sent to the configured origin (callers check [`same_origin`]).
+#[derive(Debug)]
+struct BearerPolicy {
+    credential: Arc<dyn TokenCredential>,
+    scope: String,
+}
+
+#[async_trait::async_trait]
+impl Policy for BearerPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        // The credential caches tokens and refreshes them before expiry.
+        let token = self
+            .credential
+            .get_token(&[self.scope.as_str()], None)
+            .await
+            .map_err(|e| {
+                azure_core::Error::with_message(
+                    ErrorKind::Credential,
+                    format!("no token for {}: {e}", self.scope),
+                )
+            })?;
+        request.insert_header("authorization", format!("Bearer {}", token.token.secret()));
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+/// An error with its causes (the pipeline wraps the transport's error in context).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// `base` + `path` (an ARM id or a path starting with '/'), keeping any path prefix of `base`.

@@ -1,13 +1,17 @@
-//! Retries for storage calls.
+//! Retries, in two layers that never multiply.
 //!
-//! Two layers, deliberately:
-//! - **In the pipeline** ([`RetryConfig::to_options`]): `azure_core`'s exponential policy already
-//!   retries 408/429/500/502/503/504 and dropped connections, adds jitter, and for 429/503
-//!   waits at least what `Retry-After` says (seconds or HTTP date). We only bound it.
-//! - **Around whole operations** ([`with_retries`]): for what the pipeline cannot replay —
-//!   a body stream that breaks mid-way, a multi-step operation (copy + poll), or a batch whose
-//!   outer request succeeded but some items came back 5xx. It retries only
-//!   [`StoreError::Transient`], with exponential backoff and full jitter, a bounded number of times.
+//! - **Transport** ([`RetryConfig::to_options`]): one request is retried by the `azure_core`
+//!   pipeline's exponential policy and by nothing else — the blob SDK clients, the Blob Batch
+//!   pipeline and the REST adapters ([`super::rest::RestClient`]) all send through such a
+//!   pipeline. It retries 408/429/500/502/503/504 and dropped connections, adds jitter, and for
+//!   429/503 waits at least what `Retry-After` says. One request is sent at most
+//!   `1 + max_retries` times: [`TRANSPORT_ATTEMPTS`] (7) with the default configuration.
+//! - **Whole operation** ([`with_retries`]): for faults the pipeline never saw — a batch
+//!   response missing an item, an injected fault in the reliability suite. It retries only
+//!   [`StoreError::Transient`]; a transient failure the pipeline already retried comes back as
+//!   [`StoreError::RetriesSpent`] and is not retried again (the message is redelivered later
+//!   instead), so a request that keeps failing is still sent at most [`TRANSPORT_ATTEMPTS`]
+//!   times, however the calls are nested.
 
 use std::future::Future;
 use std::time::Duration as StdDuration;
@@ -18,10 +22,19 @@ use time::{Duration, OffsetDateTime};
 
 use crate::ports::blob::{StoreError, StoreResult};
 
+/// Retries after the first attempt, by default (transport layer, per request).
+pub const DEFAULT_MAX_RETRIES: u32 = 6;
+
+/// The attempt budget: with the default [`RetryConfig`] one request (a blob call or a REST call)
+/// is sent at most this many times in total (1 + [`DEFAULT_MAX_RETRIES`]), and a failure that
+/// spent it is never retried by an outer layer. Proved against an always-503 server by
+/// `tests/azure_blob.rs::retry_budget` and `tests/azure_control_plane.rs::rest_retry_budget`.
+pub const TRANSPORT_ATTEMPTS: u32 = DEFAULT_MAX_RETRIES + 1;
+
 /// Bounds for both retry layers.
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
-    /// Retries after the first attempt.
+    /// Retries after the first attempt: a request is sent at most `1 + max_retries` times.
     pub max_retries: u32,
     pub initial_delay: StdDuration,
     pub max_delay: StdDuration,
@@ -32,7 +45,7 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            max_retries: 6,
+            max_retries: DEFAULT_MAX_RETRIES,
             initial_delay: StdDuration::from_millis(300),
             max_delay: StdDuration::from_secs(30),
             max_total: StdDuration::from_secs(120),
@@ -82,7 +95,8 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<StdDuration
     Some(StdDuration::try_from(when - now).unwrap_or(StdDuration::ZERO))
 }
 
-/// Run `op` until it succeeds, fails with a non-transient error, or the bounds are reached.
+/// Run `op` until it succeeds, fails with anything but [`StoreError::Transient`] (including
+/// [`StoreError::RetriesSpent`]: the transport already retried that), or the bounds are reached.
 pub async fn with_retries<T, F, Fut>(cfg: &RetryConfig, what: &str, mut op: F) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
@@ -159,5 +173,31 @@ mod tests {
         .await;
         assert!(matches!(r, Err(StoreError::ConditionFailed(_))));
         assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_whose_retries_are_spent_is_not_retried_again() {
+        let cfg = RetryConfig {
+            max_retries: 3,
+            initial_delay: StdDuration::from_millis(1),
+            max_delay: StdDuration::from_millis(2),
+            max_total: StdDuration::from_secs(5),
+        };
+        let n = AtomicU32::new(0);
+        let r: StoreResult<()> = with_retries(&cfg, "t", || async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::RetriesSpent {
+                what: "x".into(),
+                source: "503".into(),
+            })
+        })
+        .await;
+        assert!(r.unwrap_err().is_transient());
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_stated_budget_is_the_default() {
+        assert_eq!(RetryConfig::default().max_retries + 1, TRANSPORT_ATTEMPTS);
     }
 }

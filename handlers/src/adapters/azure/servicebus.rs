@@ -82,7 +82,7 @@ impl ServiceBusSender {
             let at = at
                 .to_offset(time::UtcOffset::UTC)
                 .format(&time::format_description::well_known::Rfc2822)
-                .map_err(|e| BusError::Other(format!("scheduled time: {e}")))?;
+                .map_err(|e| BusError::Invalid(format!("scheduled time: {e}")))?;
             // RFC 2822 prints "+0000"; the REST API's examples use RFC 1123 "GMT".
             p.insert(
                 "ScheduledEnqueueTimeUtc".into(),
@@ -97,13 +97,15 @@ impl ServiceBusSender {
 impl MessageBus for ServiceBusSender {
     async fn send(&self, message: OutMessage) -> Result<SendOutcome, BusError> {
         if !valid_queue(&message.queue) {
-            return Err(BusError::Other(format!(
+            return Err(BusError::Invalid(format!(
                 "invalid queue name {:?}",
                 message.queue
             )));
         }
         if message.message_id.is_empty() || message.message_id.len() > 128 {
-            return Err(BusError::Other("MessageId must be 1-128 characters".into()));
+            return Err(BusError::Invalid(
+                "MessageId must be 1-128 characters".into(),
+            ));
         }
         let url = join(&self.endpoint, &format!("{}/messages", message.queue)).map_err(map)?;
         let mut headers = vec![
@@ -112,7 +114,7 @@ impl MessageBus for ServiceBusSender {
         ];
         for (k, v) in &message.application_properties {
             if !valid_property_name(k) {
-                return Err(BusError::Other(format!(
+                return Err(BusError::Invalid(format!(
                     "application property {k:?} cannot be a header"
                 )));
             }

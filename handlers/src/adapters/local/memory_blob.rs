@@ -212,6 +212,25 @@ impl BlobStore for MemoryBlobStore {
             },
         )
     }
+
+    /// No links locally: the export is read from the store directly.
+    async fn read_link(
+        &self,
+        _blob: &BlobRef,
+        _expiry: time::Duration,
+    ) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
+
+    /// No batch API: one delete per name.
+    async fn delete_many(
+        &self,
+        account: &str,
+        container: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
+        delete_one_by_one(self, account, container, names).await
+    }
 }
 
 #[cfg(test)]
