@@ -1193,3 +1193,126 @@ async fn a_delete_keeps_hashes_not_copies_of_what_it_erases() {
         }
     }
 }
+
+/// A store whose deletes of one job's run folder report success and do nothing (a silently
+/// failing delete).
+struct SilentDeletes {
+    inner: Arc<dyn BlobStore>,
+    marker: String,
+}
+
+impl SilentDeletes {
+    fn lies_about(&self, name: &str) -> bool {
+        name.contains(&self.marker)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for SilentDeletes {
+    fn kind(&self) -> &'static str {
+        "silent-deletes"
+    }
+    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
+        self.inner.create_container(a, c).await
+    }
+    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
+        self.inner.list_containers(a, p).await
+    }
+    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
+        self.inner.delete_container(a, c).await
+    }
+    async fn list_page(
+        &self,
+        a: &str,
+        c: &str,
+        p: &str,
+        m: Option<String>,
+        n: u32,
+    ) -> StoreResult<ListPage> {
+        self.inner.list_page(a, c, p, m, n).await
+    }
+    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
+        self.inner.open(b).await
+    }
+    async fn put(
+        &self,
+        b: &BlobRef,
+        body: bytes::Bytes,
+        ct: &str,
+        cond: Condition,
+        md: &BTreeMap<String, String>,
+    ) -> StoreResult<String> {
+        self.inner.put(b, body, ct, cond, md).await
+    }
+    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
+        self.inner.copy(s, d).await
+    }
+    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
+        if self.lies_about(&b.name) {
+            return Ok(DeleteOutcome::Deleted);
+        }
+        self.inner.delete(b).await
+    }
+    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
+        self.inner.read_link(b, e).await
+    }
+    async fn delete_many(
+        &self,
+        a: &str,
+        c: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.delete(&BlobRef::new(a, c, n.clone())).await);
+        }
+        Ok(out)
+    }
+}
+
+/// "Verified gone" means each item was checked directly: a blob whose delete silently did
+/// nothing is reported failed, even though its job resource is gone and discovery would no
+/// longer find its folder.
+#[tokio::test]
+async fn a_blob_that_survived_its_delete_is_reported_failed_not_verified() {
+    let mut e = env(HoldSet::default(), 100).await;
+    let alice = e.truth.user("alice").unwrap().key.clone();
+    let job = e
+        .truth
+        .resources_of(&alice)
+        .into_iter()
+        .find(|id| id.contains("/jobs/"))
+        .expect("alice has a job")
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    e.svc.store = Arc::new(SilentDeletes {
+        inner: e.store.clone(),
+        marker: format!("dcid.{job}/"),
+    });
+    submit(&e, request(&e, "VERIFY-1", "delete", "alice", false), 1).await;
+    let r = report(&e, "VERIFY-1").await;
+    let survivors: Vec<_> = r
+        .results
+        .iter()
+        .flat_map(|s| s.items.iter())
+        .filter(|o| {
+            o.item
+                .blob_key()
+                .is_some_and(|k| k.contains(&format!("dcid.{job}/")))
+        })
+        .collect();
+    assert!(!survivors.is_empty(), "the job has run-history files");
+    for o in survivors {
+        assert!(
+            matches!(&o.status, ItemStatus::Failed { reason } if reason.contains("still listed")),
+            "{:?} {:?}",
+            o.item,
+            o.status
+        );
+    }
+    assert_eq!(r.status, FinalStatus::PartiallyFailed);
+    // Everything else of hers was checked and is gone.
+    assert!(r.counts.verified_gone > 0);
+}

@@ -236,48 +236,80 @@ async fn step(
     Ok(SliceStep::Finished { items: n })
 }
 
-/// What makes two items the same thing, whatever their size or record count.
-fn identity(item: &Item) -> String {
-    match item {
-        Item::Blob {
-            account,
-            container,
-            name,
-            ..
-        } => format!("blob\u{1f}{account}\u{1f}{container}\u{1f}{name}"),
-        Item::File {
-            account,
-            share,
-            path,
-            ..
-        } => format!("file\u{1f}{account}\u{1f}{share}\u{1f}{path}"),
-        Item::Resource { id, .. } => format!("res\u{1f}{}", id.to_ascii_lowercase()),
-        Item::Telemetry { table, .. } => format!("tel\u{1f}{table}"),
-    }
-}
-
-/// Re-discover after deleting: whatever is still there was not erased.
+/// Check every item this slice deleted, directly, and record what the check saw: a blob by
+/// name in a listing of its own folder, a share file by reading it, a resource by ARM GET.
+/// (Running discovery again cannot do this: once a job resource is deleted its folders are no
+/// longer discovered, so files that survived would pass as gone.) Telemetry purges are
+/// verified by their operation, not here.
 async fn verify(
     svc: &Services,
     task: &SliceTask,
     items: &mut [ItemOutcome],
 ) -> Result<(), DiscoveryError> {
-    let again = discover(svc, task).await?;
-    let still: std::collections::HashSet<String> =
-        again.entries.iter().map(|e| identity(&e.item)).collect();
+    use std::collections::{BTreeMap, HashSet};
+    let mut listed: BTreeMap<(String, String, String), HashSet<String>> = BTreeMap::new();
     for o in items.iter_mut() {
-        let present = still.contains(&identity(&o.item));
-        match (&o.status, present) {
-            (ItemStatus::Deleted { .. }, false) => {
-                o.status = ItemStatus::Deleted { verified: true }
+        if !matches!(o.status, ItemStatus::Deleted { .. }) {
+            continue;
+        }
+        let seen: Option<&str> = match &o.item {
+            Item::Blob {
+                account,
+                container,
+                name,
+                ..
+            } => {
+                let folder = name
+                    .rsplit_once('/')
+                    .map(|(f, _)| format!("{f}/"))
+                    .unwrap_or_default();
+                let key = (account.clone(), container.clone(), folder);
+                if !listed.contains_key(&key) {
+                    let names = match svc.store.list_all(&key.0, &key.1, &key.2).await {
+                        Ok(items) => items.into_iter().map(|b| b.name).collect(),
+                        Err(crate::ports::blob::StoreError::NotFound(_)) => HashSet::new(),
+                        Err(e) => return Err(e.into()),
+                    };
+                    listed.insert(key.clone(), names);
+                }
+                listed[&key]
+                    .contains(name)
+                    .then_some("still listed in its folder after the delete")
             }
-            (ItemStatus::Deleted { .. }, true) => {
-                o.status = ItemStatus::Failed {
-                    reason: "still present after delete".into(),
+            Item::File {
+                account,
+                share,
+                path,
+                ..
+            } => {
+                use crate::ports::file_share::ShareError;
+                match svc.files.open(account, share, path).await {
+                    Ok(_) => Some("still readable in the share after the delete"),
+                    Err(
+                        ShareError::FileNotFound(_)
+                        | ShareError::DirectoryNotFound(_)
+                        | ShareError::ShareNotFound(_),
+                    ) => None,
+                    Err(e) => {
+                        return Err(
+                            FnError::Transient(format!("verifying a share file: {e}")).into()
+                        )
+                    }
                 }
             }
-            _ => {}
-        }
+            Item::Resource { resource_type, id } => svc
+                .control
+                .exists(&task.workspace, *resource_type, id)
+                .await?
+                .then_some("ARM still returns it after the delete"),
+            Item::Telemetry { .. } => continue,
+        };
+        o.status = match seen {
+            None => ItemStatus::Deleted { verified: true },
+            Some(reason) => ItemStatus::Failed {
+                reason: reason.into(),
+            },
+        };
     }
     Ok(())
 }

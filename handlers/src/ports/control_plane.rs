@@ -173,6 +173,15 @@ pub trait ControlPlane: Send + Sync + 'static {
         next_link: Option<String>,
     ) -> Result<ResourcePage, ControlPlaneError>;
 
+    /// Whether one resource still exists (ARM: GET answers 200, or 404), to verify a delete
+    /// directly rather than by listing again.
+    async fn exists(
+        &self,
+        ws: &WorkspaceId,
+        kind: ArmKind,
+        id: &str,
+    ) -> Result<bool, ControlPlaneError>;
+
     /// Delete one resource by its ARM id (long-running operations are awaited).
     async fn delete(
         &self,

@@ -506,6 +506,21 @@ impl ControlPlane for AzureMlControlPlane {
         self.page(&url).await
     }
 
+    async fn exists(
+        &self,
+        ws: &WorkspaceId,
+        kind: ArmKind,
+        id: &str,
+    ) -> Result<bool, ControlPlaneError> {
+        if !Self::owned(ws, kind, id) {
+            return Err(ControlPlaneError::Other(format!(
+                "not a {} of this workspace",
+                kind.as_str()
+            )));
+        }
+        Ok(self.get_json(&self.url(id, &[])?).await?.is_some())
+    }
+
     async fn delete(
         &self,
         ws: &WorkspaceId,

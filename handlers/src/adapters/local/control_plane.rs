@@ -294,6 +294,27 @@ impl ControlPlane for LocalControlPlane {
         })
     }
 
+    async fn exists(
+        &self,
+        ws: &WorkspaceId,
+        kind: ArmKind,
+        id: &str,
+    ) -> Result<bool, ControlPlaneError> {
+        let Some(name) = Self::blob_name(ws, kind, id) else {
+            return Err(ControlPlaneError::Other(format!(
+                "not a {} of this workspace",
+                kind.as_str()
+            )));
+        };
+        let blob = BlobRef::new(ARM_ACCOUNT, Self::container(ws), name);
+        Ok(self
+            .store
+            .read_json::<Value>(&blob)
+            .await
+            .map_err(map_err)?
+            .is_some())
+    }
+
     async fn delete(
         &self,
         ws: &WorkspaceId,
