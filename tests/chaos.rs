@@ -26,7 +26,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use azureml_dsr::adapters::local::arm_server::{self, ArmServerOptions};
-use azureml_dsr::adapters::local::control_plane::{LocalControlPlane, ARM_ACCOUNT};
 use azureml_dsr::cli::local::StorageChoice;
 use azureml_dsr::cli::requests::enqueue;
 use azureml_dsr::cli::seed::{seed_into, SeedArgs};
@@ -34,7 +33,6 @@ use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::Item;
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
-use azureml_dsr::ports::control_plane::ArmKind;
 use azureml_dsr::wiring::LocalPaths;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -84,32 +82,6 @@ async fn blobs(
         let b = BlobRef::new(p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
         if let Ok((bytes, _)) = store.read_small(&b).await {
             out.insert(key.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
-        }
-    }
-    out
-}
-
-/// ARM id of every seeded resource -> hash of its document (absent: deleted).
-async fn resources(
-    store: &dyn BlobStore,
-    truth: &azureml_dsr::seed::SeedTruth,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for id in truth.resources.keys() {
-        let found = truth.workspaces.iter().find_map(|ws| {
-            [
-                ArmKind::Job,
-                ArmKind::ModelVersion,
-                ArmKind::DataVersion,
-                ArmKind::Compute,
-            ]
-            .into_iter()
-            .find_map(|k| LocalControlPlane::blob_name(ws, k, id))
-            .map(|name| BlobRef::new(ARM_ACCOUNT, LocalControlPlane::container(ws), name))
-        });
-        let b = found.unwrap_or_else(|| panic!("seeded resource {id} maps to no document"));
-        if let Ok((bytes, _)) = store.read_small(&b).await {
-            out.insert(id.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
         }
     }
     out
@@ -170,7 +142,7 @@ async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
     let paths = LocalPaths::new(dir.path());
     let store = azureml_dsr::wiring::store_at(&paths.root, &direct);
     let before = blobs(store.as_ref(), &truth).await;
-    let resources_before = resources(store.as_ref(), &truth).await;
+    let resources_before = support::pipeline::seeded_resources(store.as_ref(), &truth).await;
     // The local ARM server reads the documents directly; the runtime reaches it through a second
     // proxy with its own seed (always a short throttling burst, so every trial meets one).
     let arm = if mode == Mode::Local {
@@ -304,7 +276,7 @@ async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
             return Err(format!("collateral change to {k} ({owner})"));
         }
     }
-    let resources_after = resources(store.as_ref(), &truth).await;
+    let resources_after = support::pipeline::seeded_resources(store.as_ref(), &truth).await;
     for (id, owner) in &truth.resources {
         if owner == deleted {
             if resources_after.contains_key(id) {

@@ -890,12 +890,11 @@ mod as_deployed {
     use azureml_dsr::adapters::azure::blob::SharedKeys;
     use azureml_dsr::adapters::azure::shared_key::DEV_KEY;
     use azureml_dsr::adapters::local::arm_server::{self, ArmServerOptions};
-    use azureml_dsr::adapters::local::control_plane::{LocalControlPlane, ARM_ACCOUNT};
+    use azureml_dsr::adapters::local::control_plane::ARM_ACCOUNT;
     use azureml_dsr::domain::report::{FinalReport, FinalStatus};
     use azureml_dsr::domain::request::RequestId;
     use azureml_dsr::ports::blob::BlobStoreExt;
     use azureml_dsr::ports::bus::queues;
-    use azureml_dsr::ports::control_plane::ArmKind;
     use azureml_dsr::runtime::dispatcher::{Dispatcher, DispatcherOptions};
     use azureml_dsr::runtime::host_config::HostConfig;
     use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
@@ -988,32 +987,6 @@ mod as_deployed {
             .infos
             .iter()
             .any(|i| i.storage_account == b.account && i.file_share == b.container)
-    }
-
-    /// ARM id of every seeded resource -> hash of its document (absent: deleted).
-    async fn resources(store: &dyn BlobStore, truth: &SeedTruth) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for id in truth.resources.keys() {
-            let blob = truth
-                .workspaces
-                .iter()
-                .find_map(|ws| {
-                    [
-                        ArmKind::Job,
-                        ArmKind::ModelVersion,
-                        ArmKind::DataVersion,
-                        ArmKind::Compute,
-                    ]
-                    .into_iter()
-                    .find_map(|k| LocalControlPlane::blob_name(ws, k, id))
-                    .map(|n| BlobRef::new(ARM_ACCOUNT, LocalControlPlane::container(ws), n))
-                })
-                .unwrap();
-            if let Ok((bytes, _)) = store.read_small(&blob).await {
-                out.insert(id.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
-            }
-        }
-        out
     }
 
     struct Handler(Child);
@@ -1213,7 +1186,8 @@ mod as_deployed {
 
         let alice = truth.user("alice").unwrap().clone();
         let before_blobs = blobs(admin.as_ref(), &files, &truth).await;
-        let before_resources = resources(admin.as_ref(), &truth).await;
+        let before_resources =
+            crate::support::pipeline::seeded_resources(admin.as_ref(), &truth).await;
         let ws: Vec<String> = truth.workspaces.iter().map(|w| w.to_string()).collect();
         let scope = cli(&["workspace", "list"]);
         assert_eq!(
@@ -1336,7 +1310,8 @@ mod as_deployed {
 
         // Delete: the subject's blobs and resources are gone, everyone else's unchanged.
         let after_blobs = blobs(admin.as_ref(), &files, &truth).await;
-        let after_resources = resources(admin.as_ref(), &truth).await;
+        let after_resources =
+            crate::support::pipeline::seeded_resources(admin.as_ref(), &truth).await;
         let theirs: BTreeSet<String> = truth.blobs_of(&alice.key).into_iter().cloned().collect();
         assert!(!theirs.is_empty());
         for key in &theirs {

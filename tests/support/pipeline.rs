@@ -56,3 +56,35 @@ pub async fn snapshot(store: &dyn BlobStore, accounts: &[&str]) -> BTreeMap<Stri
     }
     out
 }
+
+/// ARM id of every seeded resource -> hash of its document in the local control plane's store
+/// (absent: deleted).
+pub async fn seeded_resources(
+    store: &dyn BlobStore,
+    truth: &azureml_dsr::seed::SeedTruth,
+) -> BTreeMap<String, String> {
+    use azureml_dsr::adapters::local::control_plane::{LocalControlPlane, ARM_ACCOUNT};
+    use azureml_dsr::ports::control_plane::ArmKind;
+    let mut out = BTreeMap::new();
+    for id in truth.resources.keys() {
+        let blob = truth
+            .workspaces
+            .iter()
+            .find_map(|ws| {
+                [
+                    ArmKind::Job,
+                    ArmKind::ModelVersion,
+                    ArmKind::DataVersion,
+                    ArmKind::Compute,
+                ]
+                .into_iter()
+                .find_map(|k| LocalControlPlane::blob_name(ws, k, id))
+                .map(|n| BlobRef::new(ARM_ACCOUNT, LocalControlPlane::container(ws), n))
+            })
+            .unwrap_or_else(|| panic!("seeded resource {id} maps to no document"));
+        if let Ok((bytes, _)) = store.read_small(&blob).await {
+            out.insert(id.clone(), azureml_dsr::domain::ids::sha256_hex(&bytes));
+        }
+    }
+    out
+}
