@@ -264,6 +264,7 @@ fn info() -> WorkspaceInfo {
         log_analytics_workspace: Some(LA_WS.into()),
         key_vault: None,
         tags: Default::default(),
+        location: None,
     }
 }
 

@@ -5,4 +5,5 @@ pub mod blob;
 pub mod bus;
 pub mod control_plane;
 pub mod directory;
+pub mod run_history;
 pub mod telemetry;
