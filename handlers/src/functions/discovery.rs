@@ -161,6 +161,31 @@ async fn job_run(
     }
 }
 
+/// Job types whose runs have child runs (pipeline steps, sweep trials, AutoML children).
+fn has_children(doc: &Value) -> bool {
+    doc.pointer("/properties/jobType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| ["pipeline", "sweep", "automl"].contains(&t.to_ascii_lowercase().as_str()))
+}
+
+/// The names a run's folders in the artifact container carry (`dcid.<name>/`), for the record
+/// a purged workspace is cleaned by: the run itself and, for a `dcid.<run>` container, its
+/// `_setup` folder.
+fn folder_names(r: &RunRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(run) = r
+        .data_container_id
+        .as_deref()
+        .and_then(|d| d.strip_prefix("dcid."))
+    {
+        out.push(run.to_string());
+        out.push(format!("{run}_setup"));
+    }
+    out.push(r.run_id.clone());
+    out.retain(|n| safe_segment(n));
+    out
+}
+
 /// The note that makes a report say `needs_review`: a job nobody can attribute is left alone.
 fn unattributed_note(name: &str, why: &str) -> String {
     format!(
@@ -204,6 +229,12 @@ async fn jobs(
         );
         // Retention takes jobs by age; a request by who created them, which only run history
         // knows (ARM's systemData.createdBy is a display name).
+        let listed_docs: Vec<String> = page
+            .value
+            .iter()
+            .filter(|d| has_children(d))
+            .filter_map(|d| d.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect();
         let candidates: Vec<Value> = page
             .value
             .into_iter()
@@ -218,6 +249,15 @@ async fn jobs(
             .buffered(svc.settings.concurrency.max(1))
             .try_collect()
             .await?;
+        if task.kind == RequestKind::Retention {
+            // The nightly sweep keeps the record of run folder names fresh: child runs too, so
+            // a purged workspace's pipeline steps and trials are cleaned with it.
+            for name in &listed_docs {
+                if let Ok(children) = svc.run_history.descendants(ws, name).await {
+                    names.extend(children.iter().flat_map(folder_names));
+                }
+            }
+        }
         let mut matched = Vec::new();
         for (doc, run) in looked_up {
             let name = doc.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -240,7 +280,7 @@ async fn jobs(
         let found = futures::stream::iter(matched)
             .map(|(doc, run)| job_entries(svc, task, ws, &holds, doc, run))
             .buffered(svc.settings.concurrency.max(1))
-            .try_collect::<Vec<(Vec<InventoryEntry>, Vec<String>)>>();
+            .try_collect::<Vec<(Vec<InventoryEntry>, Vec<String>, Vec<String>)>>();
         let (found, next_page) = match next {
             Some(n) => {
                 let fetch = svc.control.list(&task.workspace, ArmKind::Job, Some(n));
@@ -249,9 +289,10 @@ async fn jobs(
             }
             None => (found.await?, None),
         };
-        for (e, note) in found {
+        for (e, note, runs) in found {
             entries.extend(e);
             notes.extend(note);
+            names.extend(runs);
         }
         match next_page {
             Some(p) => page = p,
@@ -300,7 +341,7 @@ async fn job_entries(
     holds: &HoldSet,
     doc: Value,
     run: Option<RunRecord>,
-) -> Result<(Vec<InventoryEntry>, Vec<String>), DiscoveryError> {
+) -> Result<(Vec<InventoryEntry>, Vec<String>, Vec<String>), DiscoveryError> {
     let mut entries = Vec::new();
     let mut notes = Vec::new();
     let name = doc
@@ -309,7 +350,7 @@ async fn job_entries(
         .unwrap_or_default()
         .to_string();
     let Some(mut entry) = resource_entry(ArmKind::Job, &doc) else {
-        return Ok((entries, notes));
+        return Ok((entries, notes, vec![]));
     };
     let children = match &run {
         None => Vec::new(),
@@ -402,7 +443,12 @@ async fn job_entries(
         }
     }
     entries.push(entry);
-    Ok((entries, notes))
+    let runs = run
+        .iter()
+        .chain(children.iter())
+        .flat_map(folder_names)
+        .collect();
+    Ok((entries, notes, runs))
 }
 
 /// Where an asset's files are: (account, container, path).
