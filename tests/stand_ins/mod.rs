@@ -8,7 +8,8 @@
 //!   and the bearer-audience check the others use;
 //! - [`graph`]: Microsoft Graph `users`;
 //! - [`log_analytics`]: Log Analytics query API + ARM workspace purge API;
-//! - [`service_bus`]: Service Bus REST Send Message into a `LocalQueue`.
+//! - [`service_bus`]: Service Bus REST Send Message into a `LocalQueue`;
+//! - [`run_history`]: Azure ML run history (a run, its children, paged).
 //!
 //! Azurite over HTTPS with OAuth lives in `tests/support/azurite.rs`.
 #![allow(dead_code)]
@@ -16,5 +17,6 @@
 pub mod graph;
 pub mod identity;
 pub mod log_analytics;
+pub mod run_history;
 pub mod server;
 pub mod service_bus;
