@@ -201,9 +201,7 @@ fn run_record(
     u: &SeedUser,
     upn: &Value,
     puid: u64,
-    run: &str,
-    parent: Option<&str>,
-    root: &str,
+    (run, parent, root): (&str, Option<&str>, &str),
     run_type: &str,
     at: OffsetDateTime,
 ) -> Value {
@@ -324,9 +322,7 @@ pub async fn seed(
                             u,
                             &upn,
                             puid,
-                            &job,
-                            None,
-                            &job,
+                            (&job, None, &job),
                             "azureml.scriptrun",
                             created,
                         ),
@@ -543,7 +539,7 @@ async fn seed_hierarchies(
         s.runs
             .put_run(
                 ws,
-                &run_record(u, &upn, puid, &job, None, &job, run_type, created),
+                &run_record(u, &upn, puid, (&job, None, &job), run_type, created),
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -564,9 +560,7 @@ async fn seed_hierarchies(
                         u,
                         &upn,
                         puid,
-                        &child,
-                        Some(&job),
-                        &job,
+                        (&child, Some(&job), &job),
                         "azureml.StepRun",
                         created,
                     ),

@@ -292,6 +292,8 @@ pub struct AzureSettings {
 }
 
 #[derive(Debug, Clone)]
+// Built once at start-up: the variants' size difference costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub enum Adapters {
     Local(LocalSettings),
     Azure(AzureSettings),
