@@ -907,7 +907,13 @@ mod as_deployed {
     use crate::support::azurite::{trust_test_ca, Azurite};
 
     const STATE: &str = "dsrstate";
-    const ACCOUNTS: [&str; 4] = ["mlwstore0", ARM_ACCOUNT, "telemetrylocal", STATE];
+    const ACCOUNTS: [&str; 5] = [
+        "mlwstore0",
+        ARM_ACCOUNT,
+        "telemetrylocal",
+        STATE,
+        "runhistorylocal",
+    ];
     const ARM_RESOURCE: &str = "https://management.azure.com";
 
     /// The test's own view of Azurite: Shared Key over the same https endpoint.
@@ -1045,6 +1051,25 @@ mod as_deployed {
                 .collect(),
         );
         let la = LogAnalyticsStandIn::start();
+        // Run history answers with the seed's run records (who created each job, its children).
+        let mut run_docs = Vec::new();
+        for ws in &truth.workspaces {
+            let c = azureml_dsr::adapters::local::run_history::LocalRunHistory::container(ws);
+            for b in admin
+                .list_all("runhistorylocal", &c, "runs/")
+                .await
+                .unwrap()
+            {
+                let doc: Value = admin
+                    .read_json(&BlobRef::new("runhistorylocal", c.clone(), b.name))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                run_docs.push(doc);
+            }
+        }
+        assert!(!run_docs.is_empty());
+        let run_history = stand_ins::run_history::RunHistoryStandIn::start(run_docs, 2);
         let arm = BackgroundServer::start(
             "arm",
             la.arm_router(Some(arm_server::router(
@@ -1111,6 +1136,7 @@ mod as_deployed {
                 ("DSR_ARM_ENDPOINT", arm.base_url.as_str()),
                 ("DSR_GRAPH_ENDPOINT", graph.base_url()),
                 ("DSR_LOGANALYTICS_ENDPOINT", la.query_url()),
+                ("DSR_RUN_HISTORY_ENDPOINT", run_history.base_url()),
                 ("DSR_ARM_POLL_MS", "20"),
                 ("SSL_CERT_FILE", ca.to_str().unwrap()),
                 ("DSR_LOG", "warn"),
