@@ -727,6 +727,9 @@ fn services(store: Arc<dyn BlobStore>, dir: &Path) -> Services {
         bus: Arc::new(MemoryBus::new()),
         settings: Settings::default(),
         state_containers: Default::default(),
+        run_history: Arc::new(
+            azureml_dsr::adapters::local::run_history::LocalRunHistory::new(store.clone()),
+        ),
         store,
     }
 }
@@ -751,8 +754,10 @@ fn jobs_task(ws: &WorkspaceId) -> SliceTask {
     }
 }
 
-/// Run `i`'s job document for the local control plane: the subject's when `i % every == 0`.
-fn run_doc(ws: &WorkspaceId, i: usize, every: usize) -> (String, Bytes) {
+/// Run `i`'s job document for the local control plane (a display name in `systemData`, as ARM
+/// returns jobs) and its run-history record (the creator's object id): the subject's when
+/// `i % every == 0`.
+fn run_doc(ws: &WorkspaceId, i: usize, every: usize) -> (String, Bytes, Bytes) {
     let oid = if i.is_multiple_of(every) {
         SUBJECT_OID.to_string()
     } else {
@@ -762,11 +767,16 @@ fn run_doc(ws: &WorkspaceId, i: usize, every: usize) -> (String, Bytes) {
     let doc = json!({
         "id": format!("{ws}/jobs/{job}"), "name": job,
         "type": "Microsoft.MachineLearningServices/workspaces/jobs",
-        "properties": {"jobType": "Command", "status": "Completed",
-            "runHistory": {"createdBy": {"userObjectId": oid, "userName": "someone"}}},
-        "systemData": {"createdAt": "2026-01-01T00:00:00Z", "createdBy": "someone@contoso.com", "createdByType": "User"}
+        "properties": {"jobType": "Command", "status": "Completed"},
+        "systemData": {"createdAt": "2026-01-01T00:00:00Z", "createdBy": "Someone", "createdByType": "User"}
     });
-    (format!("jobs/{job}.json"), Bytes::from(doc.to_string()))
+    let run = json!({"runId": job, "dataContainerId": format!("dcid.{job}"),
+        "createdBy": {"userObjectId": oid, "userName": "Someone", "upn": null}});
+    (
+        job,
+        Bytes::from(doc.to_string()),
+        Bytes::from(run.to_string()),
+    )
 }
 
 /// A workspace with `runs` job documents in the local control plane (on the blob store); every
@@ -784,11 +794,18 @@ async fn seed_runs(
     for c in ["azureml", "azureml-blobstore-bench"] {
         raw.create_container(WS_ACCOUNT, c).await?;
     }
-    let docs: Vec<(String, Bytes)> = (0..runs).map(|i| run_doc(&ws, i, 10)).collect();
+    let rh = azureml_dsr::adapters::local::run_history::RUN_HISTORY_ACCOUNT;
+    raw.create_container(rh, &container).await?;
+    let docs: Vec<(String, Bytes, Bytes)> = (0..runs).map(|i| run_doc(&ws, i, 10)).collect();
     futures::stream::iter(docs)
-        .map(|(n, b)| {
+        .map(|(job, b, run)| {
             let container = &container;
-            async move { raw.put("armlocal", container, &n, b).await }
+            async move {
+                raw.put("armlocal", container, &format!("jobs/{job}.json"), b)
+                    .await?;
+                raw.put(rh, container, &format!("runs/{job}.json"), run)
+                    .await
+            }
         })
         .buffer_unordered(RAW_CONCURRENCY)
         .try_collect::<Vec<()>>()
@@ -965,23 +982,38 @@ async fn bench_memory_fs(o: &Opts) -> anyhow::Result<Vec<Row>> {
         let ws = bench_ws(runs);
         seed_workspace_info(&store, &ws).await?;
         let container = LocalControlPlane::container(&ws);
+        store
+            .create_container(
+                azureml_dsr::adapters::local::run_history::RUN_HISTORY_ACCOUNT,
+                &container,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let every = (runs / FS_SUBJECT_RUNS).max(1);
         futures::stream::iter(0..runs)
             .map(|i| {
-                let (name, body) = run_doc(&ws, i, every);
+                let (job, body, run) = run_doc(&ws, i, every);
                 let store = &store;
-                let blob = BlobRef::new("armlocal", container.clone(), name);
+                let blob = BlobRef::new("armlocal", container.clone(), format!("jobs/{job}.json"));
+                let run_blob = BlobRef::new(
+                    azureml_dsr::adapters::local::run_history::RUN_HISTORY_ACCOUNT,
+                    container.clone(),
+                    format!("runs/{job}.json"),
+                );
                 async move {
-                    store
-                        .put(
-                            &blob,
-                            body,
-                            "application/json",
-                            azureml_dsr::ports::blob::Condition::None,
-                            &BTreeMap::new(),
-                        )
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))
+                    for (b, body) in [(blob, body), (run_blob, run)] {
+                        store
+                            .put(
+                                &b,
+                                body,
+                                "application/json",
+                                azureml_dsr::ports::blob::Condition::None,
+                                &BTreeMap::new(),
+                            )
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    }
+                    Ok::<(), anyhow::Error>(())
                 }
             })
             .buffer_unordered(16)
@@ -1026,6 +1058,7 @@ async fn seed_workspace_info(store: &Arc<dyn BlobStore>, ws: &WorkspaceId) -> an
         log_analytics_workspace: None,
         key_vault: None,
         tags: BTreeMap::new(),
+        location: None,
     };
     LocalControlPlane::new(store.clone())
         .put_workspace(&info)

@@ -904,6 +904,7 @@ fn info_with_la() -> WorkspaceInfo {
         log_analytics_workspace: Some(LA.into()),
         key_vault: None,
         tags: Default::default(),
+        location: None,
     }
 }
 

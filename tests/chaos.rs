@@ -87,7 +87,13 @@ async fn blobs(
     out
 }
 
-const ACCOUNTS: [&str; 4] = ["mlwstore0", "armlocal", "telemetrylocal", "dsrstate"];
+const ACCOUNTS: [&str; 5] = [
+    "mlwstore0",
+    "armlocal",
+    "telemetrylocal",
+    "dsrstate",
+    "runhistorylocal",
+];
 
 /// Where the trial's storage and management plane live.
 #[derive(Clone, Copy, PartialEq)]

@@ -20,7 +20,13 @@ use azureml_dsr::seed::SeedTruth;
 use azureml_dsr::wiring::LocalPaths;
 use serde_json::json;
 
-const ACCOUNTS: [&str; 4] = ["mlwstore0", "armlocal", "telemetrylocal", "dsrstate"];
+const ACCOUNTS: [&str; 5] = [
+    "mlwstore0",
+    "armlocal",
+    "telemetrylocal",
+    "dsrstate",
+    "runhistorylocal",
+];
 
 struct Env {
     dir: tempfile::TempDir,

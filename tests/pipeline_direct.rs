@@ -1316,3 +1316,113 @@ async fn a_blob_that_survived_its_delete_is_reported_failed_not_verified() {
     // Everything else of hers was checked and is gone.
     assert!(r.counts.verified_gone > 0);
 }
+
+/// Issue 14's done-when: ARM holds only display names (as Azure returns jobs), and two people
+/// share one. Deleting Alice removes her jobs, their pipeline steps and sweep trials (child runs
+/// ARM does not list) with every folder they own; her namesake's jobs and children are
+/// untouched; a job run history cannot attribute is left in place and the report says
+/// `needs_review` instead of `completed`.
+#[tokio::test]
+async fn jobs_are_attributed_by_run_history_never_by_display_name() {
+    use azureml_dsr::adapters::local::control_plane::LocalControlPlane;
+    use azureml_dsr::ports::control_plane::{ArmKind, ControlPlane};
+    let e = env(HoldSet::default(), 50).await;
+    let alice = e.truth.user("alice").unwrap().clone();
+    let ali = e.truth.user("ali").unwrap().clone();
+    assert_eq!(alice.display_name, ali.display_name, "the seed's namesakes");
+    let ws = &e.truth.workspaces[0];
+    let info = &e.truth.infos[0];
+    // ARM job documents carry display names only, and no run history.
+    let jobs = LocalControlPlane::new(e.store.clone())
+        .list_all(ws, ArmKind::Job)
+        .await
+        .unwrap();
+    assert!(!jobs.is_empty());
+    for j in &jobs {
+        assert!(j.pointer("/properties/runHistory").is_none(), "{j}");
+        let by = j["systemData"]["createdBy"].as_str().unwrap();
+        assert!(
+            e.truth.users.iter().any(|u| u.display_name == by),
+            "not a display name: {by}"
+        );
+    }
+    // Alice's child runs exist only in run history, with their own folders.
+    let child_folder = |owner: &str| {
+        e.truth
+            .blobs_of(owner)
+            .into_iter()
+            .filter(|k| {
+                k.contains("/ExperimentRun/dcid.")
+                    && (k.contains("_pipeline_") || k.contains("_sweep_"))
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (alice_children, ali_children) = (child_folder("alice"), child_folder("ali"));
+    assert!(alice_children.iter().any(|k| k.contains("_setup/")));
+    assert!(alice_children.len() >= 3 + 5 + 2, "{alice_children:?}");
+    assert!(!ali_children.is_empty());
+    // A job nobody can attribute (no run record), under Alice's display name.
+    let orphan = "orphan_job_1";
+    LocalControlPlane::new(e.store.clone())
+        .put_resource(
+            ws,
+            ArmKind::Job,
+            &json!({"id": format!("{ws}/jobs/{orphan}"), "name": orphan,
+                    "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+                    "properties": {"jobType": "Command", "status": "Completed"},
+                    "systemData": {"createdAt": "2026-11-01T00:00:00Z", "createdBy": alice.display_name, "createdByType": "User"}}),
+        )
+        .await
+        .unwrap();
+    let orphan_blob = BlobRef::new(
+        info.storage_account.clone(),
+        info.artifact_container.clone(),
+        format!("ExperimentRun/dcid.{orphan}/logs/std_log.txt"),
+    );
+    e.store
+        .write_json(&orphan_blob, &json!({"by": "unknown"}))
+        .await
+        .unwrap();
+
+    let before = snapshot(&e).await;
+    submit(&e, request(&e, "ATTR-1", "delete", "alice", false), 1).await;
+    let r = report(&e, "ATTR-1").await;
+    let after = snapshot(&e).await;
+    for b in e.truth.blobs_of("alice") {
+        assert!(!after.contains_key(b), "alice's blob survived: {b}");
+    }
+    for (k, v) in &before {
+        if e.truth.blobs.get(k).map(String::as_str) == Some("alice")
+            || k.starts_with("armlocal/")
+            || k.starts_with("telemetrylocal/")
+        {
+            continue;
+        }
+        assert_eq!(after.get(k), Some(v), "collateral change to {k}");
+    }
+    for k in &ali_children {
+        assert!(
+            after.contains_key(k),
+            "the namesake's child run folder went: {k}"
+        );
+    }
+    for (id, owner) in &e.truth.resources {
+        assert_eq!(
+            arm_present(&after, id),
+            owner != "alice",
+            "{id} owned by {owner}"
+        );
+    }
+    assert!(
+        arm_present(&after, &format!("{ws}/jobs/{orphan}")),
+        "the unattributed job stays"
+    );
+    assert_eq!(r.counts.failed, 0);
+    assert_eq!(r.status, FinalStatus::NeedsReview, "{:#?}", r.slices);
+    assert!(r
+        .results
+        .iter()
+        .flat_map(|s| s.notes.iter())
+        .any(|n| n.starts_with("unattributed:") && n.contains(orphan)));
+}

@@ -1,8 +1,12 @@
 //! Synthetic Azure ML workspaces for the demo, tests and benchmarks: several users with jobs
-//! (ARM-shaped, with run-history `createdBy` like Azure ML's), run logs and outputs, models, data
-//! assets and their files, personal compute, notebooks and telemetry — plus the traps a careless
-//! eraser falls into: a data folder shared between two users, a user whose notebooks alias is a
-//! prefix of another's, a shared cluster created by a user, run documents without a UPN.
+//! (ARM documents as ARM returns them: the creator's display name in `systemData.createdBy`, and
+//! the creator's object id only in the run-history record, kept by the local run-history
+//! service), pipeline jobs with child steps and sweep jobs with trials (child runs ARM does not
+//! list, each with its own `dcid.<run>` folder, some with `dcid.<run>_setup`), run logs and
+//! outputs, models, data assets and their files, personal compute, notebooks and telemetry —
+//! plus the traps a careless eraser falls into: a data folder shared between two users, a user
+//! whose notebooks alias is a prefix of another's, two users with the same display name, a
+//! shared cluster created by a user, run records without a UPN.
 //! Every item is recorded in a [`SeedTruth`] (who owns what), which tests compare against.
 
 use std::collections::BTreeMap;
@@ -15,6 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::adapters::local::control_plane::LocalControlPlane;
+use crate::adapters::local::run_history::LocalRunHistory;
 use crate::adapters::local::telemetry::{LocalTelemetry, TELEMETRY_ACCOUNT};
 use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::{BlobRef, BlobStore, Condition, StoreResult};
@@ -112,9 +117,12 @@ impl SeedTruth {
     }
 }
 
+/// `ali` shares Alice's display name: a display name never identifies anyone.
+pub const NAMESAKE_DISPLAY_NAME: &str = "Alice Example";
+
 const NAMES: [(&str, &str); 10] = [
-    ("alice", "Alice Example"),
-    ("ali", "Ali Prefix"),
+    ("alice", NAMESAKE_DISPLAY_NAME),
+    ("ali", NAMESAKE_DISPLAY_NAME),
     ("bob", "Bob Builder"),
     ("carol", "Carol Data"),
     ("dave", "Dave Ops"),
@@ -133,6 +141,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 struct Seeder<'a> {
     store: &'a Arc<dyn BlobStore>,
     control: LocalControlPlane,
+    runs: LocalRunHistory,
     truth: SeedTruth,
     rng: rand::rngs::StdRng,
 }
@@ -181,6 +190,34 @@ impl Seeder<'_> {
     }
 }
 
+/// ARM `systemData` of a job as Azure ML returns it: `createdBy` is the display name.
+fn job_system_data(u: &SeedUser, at: OffsetDateTime) -> Value {
+    json!({"createdAt": rfc3339(at), "createdBy": u.display_name, "createdByType": "User",
+           "lastModifiedAt": rfc3339(at), "lastModifiedBy": u.display_name, "lastModifiedByType": "User"})
+}
+
+/// A run-history `Run` record (azure-ai-ml `_restclient/runhistory/models`, `Run` and `User`).
+fn run_record(
+    u: &SeedUser,
+    upn: &Value,
+    puid: u64,
+    (run, parent, root): (&str, Option<&str>, &str),
+    run_type: &str,
+    at: OffsetDateTime,
+) -> Value {
+    json!({
+        "runId": run, "runUuid": Uuid::from_u128(puid as u128 | (1u128 << 100)).to_string(),
+        "parentRunId": parent, "rootRunId": root, "experimentId": "00000000-0000-0000-0000-00000000e0e0",
+        "status": "Completed", "runType": run_type, "dataContainerId": format!("dcid.{run}"),
+        "createdUtc": rfc3339(at), "startTimeUtc": rfc3339(at),
+        "createdBy": {
+            "userObjectId": u.object_id.to_string(), "userPuId": format!("{puid:016X}"),
+            "userIdp": null, "userAltSecId": null, "userIss": format!("https://sts.windows.net/{TENANT}/"),
+            "userTenantId": TENANT, "userName": u.display_name, "upn": upn
+        }
+    })
+}
+
 fn system_data(u: &SeedUser, at: OffsetDateTime) -> Value {
     json!({"createdAt": rfc3339(at), "createdBy": u.upn, "createdByType": "User",
            "lastModifiedAt": rfc3339(at), "lastModifiedBy": u.upn, "lastModifiedByType": "User"})
@@ -195,6 +232,7 @@ pub async fn seed(
     let mut s = Seeder {
         store,
         control: LocalControlPlane::new(store.clone()),
+        runs: LocalRunHistory::new(store.clone()),
         truth: SeedTruth::default(),
         rng: rand::rngs::StdRng::seed_from_u64(opts.seed),
     };
@@ -233,6 +271,7 @@ pub async fn seed(
             log_analytics_workspace: None,
             key_vault: Some(format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml/providers/Microsoft.KeyVault/vaults/mlw-{w}-kv")),
             tags: BTreeMap::new(),
+            location: Some("westeurope".into()),
         };
         s.control.put_workspace(&info).await?;
         for c in [
@@ -272,13 +311,24 @@ pub async fn seed(
                         "experimentName": format!("exp-{}", r % 3),
                         "status": "Completed",
                         "computeId": format!("{ws}/computes/cpu-cluster"),
-                        "runHistory": {"createdBy": {
-                            "userObjectId": u.object_id.to_string(), "userPuId": format!("{:016X}", s.rng.gen::<u64>()),
-                            "userIdp": null, "userAltSecId": null, "userIss": format!("https://sts.windows.net/{tenant}/"),
-                            "userTenantId": tenant, "userName": u.display_name, "upn": upn}}
                     },
-                    "systemData": system_data(u, created)
+                    "systemData": job_system_data(u, created)
                 });
+                let puid = s.rng.gen::<u64>();
+                s.runs
+                    .put_run(
+                        &ws,
+                        &run_record(
+                            u,
+                            &upn,
+                            puid,
+                            (&job, None, &job),
+                            "azureml.scriptrun",
+                            created,
+                        ),
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 s.truth
                     .job_created
                     .insert(format!("{ws}/jobs/{job}"), rfc3339(created));
@@ -315,6 +365,9 @@ pub async fn seed(
                 telemetry.push_str(&json!({"TimeGenerated": rfc3339(created), "Identity": u.object_id.to_string(), "RunId": job, "EventType": "RunCompleted"}).to_string());
                 telemetry.push('\n');
                 *s.truth.telemetry_rows.entry(u.key.clone()).or_default() += 1;
+            }
+            if opts.runs_per_user > 0 {
+                seed_hierarchies(&mut s, &ws, &info, u, ui, now).await?;
             }
             for m in 0..2 {
                 let folder = format!("LocalUpload/{:x}/model-{m}", s.rng.gen::<u64>());
@@ -440,4 +493,108 @@ pub async fn seed(
         s.truth.infos.push(info);
     }
     Ok(s.truth)
+}
+
+/// A pipeline job with three child steps and a sweep job with five trials for `u`: the parents
+/// are ARM jobs, the children exist only in run history, each with its own `dcid.<run>` folder
+/// (trials 0 and 3 and the first step also with `dcid.<run>_setup`) and outputs.
+async fn seed_hierarchies(
+    s: &mut Seeder<'_>,
+    ws: &WorkspaceId,
+    info: &WorkspaceInfo,
+    u: &SeedUser,
+    ui: usize,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let acct = info.storage_account.clone();
+    let created = now - time::Duration::days(5);
+    let upn = if ui % 3 == 2 {
+        Value::Null
+    } else {
+        json!(u.upn)
+    };
+    for (kind, job_type, run_type, n, setup) in [
+        (
+            "pipeline",
+            "Pipeline",
+            "azureml.PipelineRun",
+            3usize,
+            &[0usize][..],
+        ),
+        ("sweep", "Sweep", "hyperdrive", 5, &[0, 3][..]),
+    ] {
+        let job = format!("{}_{kind}_{:x}", u.key, s.rng.gen::<u32>());
+        let doc = json!({
+            "id": format!("{ws}/jobs/{job}"), "name": job,
+            "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+            "properties": {"jobType": job_type, "displayName": format!("{kind}-run"),
+                "experimentName": format!("exp-{kind}"), "status": "Completed"},
+            "systemData": job_system_data(u, created)
+        });
+        s.truth
+            .job_created
+            .insert(format!("{ws}/jobs/{job}"), rfc3339(created));
+        s.resource(ws, ArmKind::Job, doc, &u.key).await?;
+        let puid = s.rng.gen::<u64>();
+        s.runs
+            .put_run(
+                ws,
+                &run_record(u, &upn, puid, (&job, None, &job), run_type, created),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        s.blob(
+            &acct,
+            &info.artifact_container,
+            &format!("ExperimentRun/dcid.{job}/logs/azureml/executionlogs.txt"),
+            format!("{kind} {job}\n").into_bytes(),
+            &u.key,
+        )
+        .await?;
+        for i in 0..n {
+            let child = format!("{job}_{i}");
+            s.runs
+                .put_run(
+                    ws,
+                    &run_record(
+                        u,
+                        &upn,
+                        puid,
+                        (&child, Some(&job), &job),
+                        "azureml.StepRun",
+                        created,
+                    ),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            s.blob(
+                &acct,
+                &info.artifact_container,
+                &format!("ExperimentRun/dcid.{child}/user_logs/std_log.txt"),
+                format!("step {i} by {}\n", u.display_name).into_bytes(),
+                &u.key,
+            )
+            .await?;
+            if setup.contains(&i) {
+                s.blob(
+                    &acct,
+                    &info.artifact_container,
+                    &format!("ExperimentRun/dcid.{child}_setup/azureml-setup/setup.txt"),
+                    b"setup".to_vec(),
+                    &u.key,
+                )
+                .await?;
+            }
+            let body = s.bytes(256);
+            s.blob(
+                &acct,
+                &info.blobstore_container,
+                &format!("azureml/{child}/outputs/result.bin"),
+                body,
+                &u.key,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }

@@ -88,6 +88,7 @@ pub const SPECS: &[Spec] = &[
     spec("DSR_ARM_POLL_MS", B, false, "5000", "poll interval of long-running ARM deletes when ARM does not say"),
     spec("DSR_GRAPH_ENDPOINT", A, false, "https://graph.microsoft.com", "Microsoft Graph"),
     spec("DSR_LOGANALYTICS_ENDPOINT", A, false, "https://api.loganalytics.io", "Log Analytics query API"),
+    spec("DSR_RUN_HISTORY_ENDPOINT", A, false, "https://{region}.api.azureml.ms", "Azure ML run-history data plane; `{region}` is replaced by the workspace's ARM location (tests: one fixed URL)"),
     spec("AZURE_CLIENT_ID", A, false, "", "client id of the user-assigned managed identity"),
     spec("FUNCTIONS_CUSTOMHANDLER_PORT", B, false, "7071", "port the Functions host assigns (legacy FUNCTIONS_HTTPWORKER_PORT too)"),
     spec("FUNCTIONS_HTTPWORKER_PORT", B, false, "", "legacy name of FUNCTIONS_CUSTOMHANDLER_PORT"),
@@ -97,6 +98,24 @@ pub use crate::domain::subject::LOCAL_LOG_SALT;
 
 /// Job history younger than this is never swept: a shorter setting is refused at start-up.
 pub const MIN_JOB_RETENTION_DAYS: u32 = 30;
+
+/// `DSR_RUN_HISTORY_ENDPOINT`: an http(s) URL once `{region}` is filled in, with `{region}`
+/// (if any) only in the host, so a region can never reach a path or another setting's host.
+fn run_history_template(v: &str) -> Result<String, SettingError> {
+    const NAME: &str = "DSR_RUN_HISTORY_ENDPOINT";
+    let filled = v.replace("{region}", "westeurope");
+    let u = Url::parse(&filled).map_err(|e| err(NAME, format!("{v:?} is not a URL: {e}")))?;
+    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
+        return Err(err(NAME, "must be an http(s) URL with a host"));
+    }
+    if v.contains("{region}") && !u.host_str().unwrap_or_default().contains("westeurope") {
+        return Err(err(NAME, "{region} may only appear in the host"));
+    }
+    if u.query().is_some() || u.fragment().is_some() || v.matches("{region}").count() > 1 {
+        return Err(err(NAME, "no query, fragment or second {region}"));
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
 
 /// A configuration error: names the setting and says what is wrong (never echoes a secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -272,12 +291,16 @@ pub struct AzureSettings {
     pub arm_endpoint: Url,
     pub graph_endpoint: Url,
     pub loganalytics_endpoint: Url,
+    /// Run-history endpoint template: `{region}` becomes the workspace's ARM location.
+    pub run_history_endpoint: String,
     pub client_id: Option<String>,
 }
 
 // One value per process, built once at start-up: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
+// Built once at start-up: the variants' size difference costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub enum Adapters {
     Local(LocalSettings),
     Azure(AzureSettings),
@@ -511,6 +534,10 @@ impl AppSettings {
                     graph_endpoint: env.url("DSR_GRAPH_ENDPOINT", "https://graph.microsoft.com")?,
                     loganalytics_endpoint: env
                         .url("DSR_LOGANALYTICS_ENDPOINT", "https://api.loganalytics.io")?,
+                    run_history_endpoint: run_history_template(
+                        env.get("DSR_RUN_HISTORY_ENDPOINT")
+                            .unwrap_or("https://{region}.api.azureml.ms"),
+                    )?,
                     client_id: env.get("AZURE_CLIENT_ID").map(str::to_string),
                 };
                 (Adapters::Azure(azure), salt)

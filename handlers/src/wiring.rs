@@ -9,11 +9,12 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::adapters::azure::blob::{AzureBlobConfig, AzureBlobStore, Endpoints};
-use crate::adapters::azure::{arm, files, graph, purge, rest::RestClient, servicebus};
+use crate::adapters::azure::{arm, files, graph, purge, rest::RestClient, run_history, servicebus};
 use crate::adapters::local::blob_share::BlobFileShare;
 use crate::adapters::local::control_plane::LocalControlPlane;
 use crate::adapters::local::directory::FileDirectory;
 use crate::adapters::local::fs_blob::FsBlobStore;
+use crate::adapters::local::run_history::LocalRunHistory;
 use crate::adapters::local::sqlite_queue::{LocalQueue, LocalQueueOptions};
 use crate::adapters::local::telemetry::LocalTelemetry;
 use crate::functions::{Services, Settings};
@@ -153,6 +154,7 @@ pub fn local_services(
         control: Arc::new(LocalControlPlane::new(store.clone())),
         files: Arc::new(BlobFileShare::new(store.clone())),
         telemetry: Arc::new(LocalTelemetry::new(store.clone())),
+        run_history: Arc::new(LocalRunHistory::new(store.clone())),
         directory: Arc::new(FileDirectory::new(paths.directory())),
         store,
         bus,
@@ -196,6 +198,11 @@ pub fn azure_services(app: &AppSettings, az: &AzureSettings) -> anyhow::Result<S
         files: Arc::new(files::AzureFileShare::new(
             RestClient::new(cred.clone(), files::FILES_SCOPE),
             az.file_endpoint_template.clone(),
+        )),
+        // Same credential; the run-history client's audience is ARM's.
+        run_history: Arc::new(run_history::AzureRunHistory::new(
+            RestClient::new(cred.clone(), run_history::RUN_HISTORY_SCOPE),
+            az.run_history_endpoint.clone(),
         )),
         telemetry: Arc::new(purge::LogAnalyticsTelemetry::new(
             arm_rest,

@@ -10,6 +10,7 @@
 //! - [`log_analytics`]: Log Analytics query API + ARM workspace purge API;
 //! - [`service_bus`]: Service Bus REST Send Message into a `LocalQueue`;
 //! - [`files`]: Azure Files REST (list, read, delete files and directories, share snapshots).
+//! - [`run_history`]: Azure ML run history (a run, its children, paged).
 //!
 //! Azurite over HTTPS with OAuth lives in `tests/support/azurite.rs`.
 #![allow(dead_code)]
@@ -18,5 +19,6 @@ pub mod files;
 pub mod graph;
 pub mod identity;
 pub mod log_analytics;
+pub mod run_history;
 pub mod server;
 pub mod service_bus;

@@ -16,6 +16,10 @@ use super::workspace::WorkspaceId;
 pub enum FinalStatus {
     Completed,
     PartiallyFailed,
+    /// Every slice finished and nothing failed, but something that may be the subject's could
+    /// not be attributed (a job whose creator run history cannot tell) and was left untouched:
+    /// the report's notes list it for a person to decide.
+    NeedsReview,
     Rejected,
 }
 
@@ -154,11 +158,18 @@ pub fn build_report(
         });
     }
     let any_failed = results.iter().any(|r| r.status == SliceStatus::Failed) || total.failed > 0;
+    let any_unattributed = results.iter().any(|r| {
+        r.notes
+            .iter()
+            .any(|n| n.starts_with(super::attribution::UNATTRIBUTED_NOTE))
+    });
     FinalReport {
         request_id: plan.request_id.clone(),
         kind: plan.kind,
         status: if any_failed {
             FinalStatus::PartiallyFailed
+        } else if any_unattributed {
+            FinalStatus::NeedsReview
         } else {
             FinalStatus::Completed
         },

@@ -4,18 +4,26 @@
 //! Collateral protection: files behind a model or data asset are only looked for in the
 //! workspace's own blob datastores (never another workspace's, never the service's state
 //! account), and only taken when no asset or job of another user is in or over the same folder;
-//! a job's folders are named by the job's own name.
+//! a job's folders are named by the job's and its child runs' names and data container ids.
+//!
+//! Attribution: a job is the subject's only when its run-history record names the subject's
+//! object id (`domain::attribution`); ARM's `systemData.createdBy` of a job is a display name
+//! and is never used. A job whose creator cannot be established is left untouched and listed.
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::{FnError, Services};
+use crate::domain::attribution::{
+    attribute, retention_hold, Attribution, RunRecord, UNATTRIBUTED_NOTE,
+};
 use crate::domain::holds::HoldSet;
 use crate::domain::plan::ResourceType;
 use crate::domain::request::RequestKind;
 use crate::domain::slice::{Item, SliceTask};
 use crate::ports::blob::BlobStoreExt;
 use crate::ports::control_plane::{ArmKind, ControlPlaneError, Datastore, WorkspaceInfo};
+use crate::ports::run_history::RunHistoryError;
 use crate::state::{Inventory, InventoryEntry};
 
 /// A discovery failure that retrying cannot fix (the slice fails with this reason).
@@ -119,25 +127,70 @@ fn safe_segment(n: &str) -> bool {
     crate::domain::subject::valid_alias(n) && !n.contains('/')
 }
 
-fn job_matches(task: &SliceTask, doc: &Value) -> bool {
-    if task.kind == RequestKind::Retention {
-        let Some(cutoff) = task.cutoff else {
-            return false;
-        };
-        let created = doc
-            .pointer("/systemData/createdAt")
-            .and_then(Value::as_str)
-            .and_then(|s| {
-                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-            });
-        return matches!(created, Some(c) if c < cutoff);
+/// Whether a listed job is old enough for a retention sweep (retention only; who created a
+/// job is decided from run history, see [`attribute_job`]).
+fn older_than_cutoff(task: &SliceTask, doc: &Value) -> bool {
+    let Some(cutoff) = task.cutoff else {
+        return false;
+    };
+    let created = doc
+        .pointer("/systemData/createdAt")
+        .and_then(Value::as_str)
+        .and_then(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        });
+    matches!(created, Some(c) if c < cutoff)
+}
+
+/// What run history says about one listed job: its record, or why it has none (404, or an
+/// answer that is not one). A throttled or failing service is a retry, never "nobody's".
+async fn job_run(
+    svc: &Services,
+    ws: &WorkspaceInfo,
+    name: &str,
+) -> Result<Result<RunRecord, String>, DiscoveryError> {
+    match svc.run_history.run(ws, name).await {
+        Ok(Some(r)) => Ok(Ok(r)),
+        Ok(None) => Ok(Err("run history has no record of it".into())),
+        Err(RunHistoryError::Transient(m)) => Err(DiscoveryError::Retry(FnError::Transient(
+            crate::logging::redact(&format!("run history: {m}")),
+        ))),
+        Err(RunHistoryError::Other(m)) => Ok(Err(crate::logging::redact(&format!(
+            "run history could not be read: {m}"
+        )))),
     }
-    match doc.pointer("/properties/runHistory/createdBy") {
-        Some(created_by) => task.subject.matches_run_creator(created_by),
-        None => doc
-            .get("systemData")
-            .is_some_and(|sd| task.subject.matches_system_data(sd)),
+}
+
+/// Job types whose runs have child runs (pipeline steps, sweep trials, AutoML children).
+fn has_children(doc: &Value) -> bool {
+    doc.pointer("/properties/jobType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| ["pipeline", "sweep", "automl"].contains(&t.to_ascii_lowercase().as_str()))
+}
+
+/// The names a run's folders in the artifact container carry (`dcid.<name>/`), for the record
+/// a purged workspace is cleaned by: the run itself and, for a `dcid.<run>` container, its
+/// `_setup` folder.
+fn folder_names(r: &RunRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(run) = r
+        .data_container_id
+        .as_deref()
+        .and_then(|d| d.strip_prefix("dcid."))
+    {
+        out.push(run.to_string());
+        out.push(format!("{run}_setup"));
     }
+    out.push(r.run_id.clone());
+    out.retain(|n| safe_segment(n));
+    out
+}
+
+/// The note that makes a report say `needs_review`: a job nobody can attribute is left alone.
+fn unattributed_note(name: &str, why: &str) -> String {
+    format!(
+        "{UNATTRIBUTED_NOTE} job {name:?} was left untouched: its creator cannot be established ({why})"
+    )
 }
 
 async fn jobs(
@@ -174,16 +227,60 @@ async fn jobs(
                 .filter(|n| safe_segment(n))
                 .map(str::to_string),
         );
-        let matched: Vec<Value> = page
+        // Retention takes jobs by age; a request by who created them, which only run history
+        // knows (ARM's systemData.createdBy is a display name).
+        let listed_docs: Vec<String> = page
+            .value
+            .iter()
+            .filter(|d| has_children(d))
+            .filter_map(|d| d.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let candidates: Vec<Value> = page
             .value
             .into_iter()
-            .filter(|doc| job_matches(task, doc))
+            .filter(|doc| task.kind != RequestKind::Retention || older_than_cutoff(task, doc))
             .collect();
+        let looked_up: Vec<(Value, Result<RunRecord, String>)> = futures::stream::iter(candidates)
+            .map(|doc| async move {
+                let name = doc.get("name").and_then(Value::as_str).unwrap_or_default();
+                let run = job_run(svc, ws, name).await?;
+                Ok::<_, DiscoveryError>((doc, run))
+            })
+            .buffered(svc.settings.concurrency.max(1))
+            .try_collect()
+            .await?;
+        if task.kind == RequestKind::Retention {
+            // The nightly sweep keeps the record of run folder names fresh: child runs too, so
+            // a purged workspace's pipeline steps and trials are cleaned with it.
+            for name in &listed_docs {
+                if let Ok(children) = svc.run_history.descendants(ws, name).await {
+                    names.extend(children.iter().flat_map(folder_names));
+                }
+            }
+        }
+        let mut matched = Vec::new();
+        for (doc, run) in looked_up {
+            let name = doc.get("name").and_then(Value::as_str).unwrap_or_default();
+            if task.kind == RequestKind::Retention {
+                matched.push((doc, run.ok()));
+                continue;
+            }
+            match run {
+                Ok(r) => match attribute(&task.subject, r.creator.as_ref()) {
+                    Attribution::Subject => matched.push((doc, Some(r))),
+                    Attribution::Other => {}
+                    Attribution::Unknown => {
+                        notes.push(unattributed_note(name, "its run record names no object id"))
+                    }
+                },
+                Err(why) => notes.push(unattributed_note(name, &why)),
+            }
+        }
         matched_jobs += matched.len();
         let found = futures::stream::iter(matched)
-            .map(|doc| job_entries(svc, task, ws, &holds, doc))
+            .map(|(doc, run)| job_entries(svc, task, ws, &holds, doc, run))
             .buffered(svc.settings.concurrency.max(1))
-            .try_collect::<Vec<(Vec<InventoryEntry>, Option<String>)>>();
+            .try_collect::<Vec<(Vec<InventoryEntry>, Vec<String>, Vec<String>)>>();
         let (found, next_page) = match next {
             Some(n) => {
                 let fetch = svc.control.list(&task.workspace, ArmKind::Job, Some(n));
@@ -192,9 +289,10 @@ async fn jobs(
             }
             None => (found.await?, None),
         };
-        for (e, note) in found {
+        for (e, note, runs) in found {
             entries.extend(e);
             notes.extend(note);
+            names.extend(runs);
         }
         match next_page {
             Some(p) => page = p,
@@ -233,52 +331,111 @@ pub fn blast_radius_guard(
     })
 }
 
-/// One matched job: its run-history and output blobs, then the job itself (the order the
-/// inventory has always had), with a creator's legal hold applied to all of them.
+/// One matched job: its folders and those of every descendant run (pipeline steps, sweep
+/// trials, AutoML children: Jobs_List does not return them), then the job itself (exported with
+/// its run records), with a creator's legal hold applied to all of them in a retention sweep.
 async fn job_entries(
     svc: &Services,
     task: &SliceTask,
     ws: &WorkspaceInfo,
     holds: &HoldSet,
     doc: Value,
-) -> Result<(Vec<InventoryEntry>, Option<String>), DiscoveryError> {
+    run: Option<RunRecord>,
+) -> Result<(Vec<InventoryEntry>, Vec<String>, Vec<String>), DiscoveryError> {
     let mut entries = Vec::new();
-    let mut note = None;
+    let mut notes = Vec::new();
     let name = doc
         .get("name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
     let Some(mut entry) = resource_entry(ArmKind::Job, &doc) else {
-        return Ok((entries, note));
+        return Ok((entries, notes, vec![]));
+    };
+    let children = match &run {
+        None => Vec::new(),
+        Some(_) => match svc.run_history.descendants(ws, &name).await {
+            Ok(c) => c,
+            Err(RunHistoryError::Transient(m)) => {
+                return Err(DiscoveryError::Retry(FnError::Transient(
+                    crate::logging::redact(&format!("run history: {m}")),
+                )))
+            }
+            Err(RunHistoryError::Other(m)) => {
+                notes.push(format!(
+                    "{UNATTRIBUTED_NOTE} job {name:?}: its child runs could not be listed ({}); only the job's own folders were taken",
+                    crate::logging::redact(&m)
+                ));
+                Vec::new()
+            }
+        },
+    };
+    // (container, prefix) of every folder the job and its descendants own.
+    let mut folders: Vec<(String, String)> = Vec::new();
+    let mut own = |container: &str, prefix: String| {
+        if !folders.iter().any(|(c, p)| c == container && *p == prefix) {
+            folders.push((container.to_string(), prefix));
+        }
     };
     if safe_segment(&name) {
-        // Run history artifacts and the job's outputs in the default datastore.
-        blobs_under(
-            svc,
-            &ws.storage_account,
+        own(
             &ws.artifact_container,
-            &format!("ExperimentRun/dcid.{name}/"),
-            &mut entries,
-        )
-        .await?;
-        blobs_under(
-            svc,
-            &ws.storage_account,
-            &ws.blobstore_container,
-            &format!("azureml/{name}/"),
-            &mut entries,
-        )
-        .await?;
+            format!("ExperimentRun/dcid.{name}/"),
+        );
+        own(&ws.blobstore_container, format!("azureml/{name}/"));
     } else {
-        note = Some(format!(
+        notes.push(format!(
             "job {name:?} has a name that cannot be a folder; its files were not searched"
         ));
     }
+    for r in run.iter().chain(children.iter()) {
+        if r.run_id != name {
+            if safe_segment(&r.run_id) {
+                own(&ws.blobstore_container, format!("azureml/{}/", r.run_id));
+            } else {
+                notes.push(format!(
+                    "job {name:?}: a child run has a name that cannot be a folder; its outputs were not searched"
+                ));
+            }
+        }
+        match r.artifact_prefixes() {
+            Some([dcid, setup]) => {
+                own(&ws.artifact_container, dcid);
+                // `dcid.<run>_setup` is the run's, unless a run of that name exists.
+                let setup_run = r
+                    .data_container_id
+                    .as_deref()
+                    .and_then(|d| d.strip_prefix("dcid."))
+                    .map(|run| format!("{run}_setup"));
+                if let Some(setup_run) = setup_run {
+                    match job_run(svc, ws, &setup_run).await? {
+                        Err(_) => own(&ws.artifact_container, setup),
+                        Ok(_) => notes.push(format!(
+                            "job {name:?}: a setup folder is also the folder of another run; it was left in place"
+                        )),
+                    }
+                }
+            }
+            None if r.data_container_id.is_some() => notes.push(format!(
+                "job {name:?}: a run's data container id cannot be a folder; its run files were not searched"
+            )),
+            None => {}
+        }
+    }
+    for (container, prefix) in &folders {
+        blobs_under(svc, &ws.storage_account, container, prefix, &mut entries).await?;
+    }
+    // The export carries the run records: they are the subject's run history.
+    entry.doc = Some(serde_json::json!({
+        "job": doc,
+        "runHistory": run.as_ref().map(|r| r.doc.clone()),
+        "childRuns": children.iter().map(|c| c.doc.clone()).collect::<Vec<_>>(),
+    }));
     if task.kind == RequestKind::Retention {
-        // A retention sweep has no subject of its own: a person under legal hold keeps
-        // their job history.
-        if let Some(hold) = creator_hold(holds, task, &doc) {
+        // A retention sweep has no subject of its own: a person under legal hold keeps their
+        // job history, and a job nobody can attribute is kept while anyone is held here.
+        let creator = run.as_ref().and_then(|r| r.creator.as_ref());
+        if let Some(hold) = retention_hold(holds, &task.workspace, creator) {
             for e in &mut entries {
                 e.hold = Some(hold.clone());
             }
@@ -286,28 +443,12 @@ async fn job_entries(
         }
     }
     entries.push(entry);
-    Ok((entries, note))
-}
-
-fn creator_hold(
-    holds: &HoldSet,
-    task: &SliceTask,
-    doc: &Value,
-) -> Option<crate::domain::holds::HoldRef> {
-    let oid = doc
-        .pointer("/properties/runHistory/createdBy/userObjectId")
-        .and_then(Value::as_str)?;
-    let oid = uuid::Uuid::parse_str(oid).ok()?;
-    holds
-        .holds
+    let runs = run
         .iter()
-        .filter(|h| h.subject_object_id == Some(oid))
-        .filter(|h| h.workspace.as_ref().is_none_or(|w| *w == task.workspace))
-        .find(|h| h.resource_types.is_empty() || h.resource_types.contains(&ResourceType::Jobs))
-        .map(|h| crate::domain::holds::HoldRef {
-            id: h.id.clone(),
-            reason: h.reason.clone(),
-        })
+        .chain(children.iter())
+        .flat_map(folder_names)
+        .collect();
+    Ok((entries, notes, runs))
 }
 
 /// Where an asset's files are: (account, container, path).
@@ -440,9 +581,8 @@ async fn assets(
         .filter(|d| !mine(d))
         .filter_map(|d| location(d).ok())
         .collect();
-    // Job folders belong to the job's creator: an asset reaching over or into another user's
-    // job folders leaves them alone. Jobs are only listed when an asset of the subject's lies in
-    // or over a job area.
+    // Job folders belong to the job's creator (and its child runs'): an asset reaching over or
+    // into a job area leaves it alone.
     let job_areas: [Location; 2] = [
         (
             ws.storage_account.clone(),
@@ -461,7 +601,7 @@ async fn assets(
         .filter_map(|d| location(d).ok())
         .any(|l| job_areas.iter().any(|a| overlaps(&l, a)))
     {
-        foreign.extend(others_job_folders(svc, task, ws).await?);
+        foreign.extend(others_job_folders(ws));
     }
 
     let mut entries = Vec::new();
@@ -504,32 +644,22 @@ async fn assets(
     Ok(Inventory { entries, notes })
 }
 
-/// The folders of every job the subject did not create. A job whose name cannot be a folder
-/// claims the whole job area (its folders cannot be told apart).
-async fn others_job_folders(
-    svc: &Services,
-    task: &SliceTask,
-    ws: &WorkspaceInfo,
-) -> Result<Vec<Location>, DiscoveryError> {
-    let acct = ws.storage_account.clone();
-    let mut out = Vec::new();
-    for doc in svc.control.list_all(&task.workspace, ArmKind::Job).await? {
-        if job_matches(task, &doc) {
-            continue;
-        }
-        let name = doc.get("name").and_then(Value::as_str).unwrap_or_default();
-        let (run, outputs) = if safe_segment(name) {
-            (
-                format!("ExperimentRun/dcid.{name}/"),
-                format!("azureml/{name}/"),
-            )
-        } else {
-            ("ExperimentRun/".into(), "azureml/".into())
-        };
-        out.push((acct.clone(), ws.artifact_container.clone(), run));
-        out.push((acct.clone(), ws.blobstore_container.clone(), outputs));
-    }
-    Ok(out)
+/// The job areas, claimed as a whole for everyone: which job or child run a folder belongs
+/// to is only known from run history, and other people's child runs are not listed by ARM, so
+/// an asset of the subject's reaching into a job area leaves its files in place.
+fn others_job_folders(ws: &WorkspaceInfo) -> Vec<Location> {
+    vec![
+        (
+            ws.storage_account.clone(),
+            ws.blobstore_container.clone(),
+            "azureml/".into(),
+        ),
+        (
+            ws.storage_account.clone(),
+            ws.artifact_container.clone(),
+            "ExperimentRun/".into(),
+        ),
+    ]
 }
 
 async fn compute(svc: &Services, task: &SliceTask) -> Result<Inventory, DiscoveryError> {

@@ -17,6 +17,7 @@ use crate::ports::bus::MessageBus;
 use crate::ports::control_plane::ControlPlane;
 use crate::ports::directory::Directory;
 use crate::ports::file_share::FileShare;
+use crate::ports::run_history::RunHistory;
 use crate::ports::telemetry::TelemetryStore;
 use crate::state::StateStore;
 
@@ -85,6 +86,8 @@ pub struct Services {
     pub directory: Arc<dyn Directory>,
     pub control: Arc<dyn ControlPlane>,
     pub telemetry: Arc<dyn TelemetryStore>,
+    /// Who created each job, and its child runs (ARM knows neither).
+    pub run_history: Arc<dyn RunHistory>,
     pub settings: Settings,
     /// Whether the state containers exist yet, shared by every [`StateStore`] this hands out so a
     /// process creates them once (`Default::default()` when building `Services`).

@@ -26,6 +26,9 @@ pub struct WorkspaceInfo {
     /// ARM tags; `dsr-retention-days` overrides the job-history retention for this workspace.
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// ARM `location` (the region): where the workspace's run-history data plane is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// A datastore registered in a workspace (Datastores_List / Datastores_Get): what an asset URI
@@ -163,9 +166,9 @@ pub trait ControlPlane: Send + Sync + 'static {
         Ok(Datastore::defaults(&self.workspace(ws).await?))
     }
 
-    /// One page of resources of `kind`, ARM-shaped (`id`, `name`, `systemData`, `properties`).
-    /// Jobs carry the run-history `createdBy` object at `properties.runHistory.createdBy`
-    /// where the adapter could read it.
+    /// One page of resources of `kind`, ARM-shaped (`id`, `name`, `systemData`, `properties`),
+    /// as ARM returns them: a job's `systemData.createdBy` is a display name, and who created
+    /// it is only in run history (`ports::run_history`).
     async fn list(
         &self,
         ws: &WorkspaceId,

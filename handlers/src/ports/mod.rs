@@ -6,4 +6,5 @@ pub mod bus;
 pub mod control_plane;
 pub mod directory;
 pub mod file_share;
+pub mod run_history;
 pub mod telemetry;

@@ -6,9 +6,8 @@
 //! - **Everything is listed with `listViewType=All`**: archived jobs and assets still hold
 //!   personal data; archiving is never an erasure.
 //! - **Jobs are filtered client-side** (ARM has no creator filter) by `functions::discovery`.
-//!   The run-history `createdBy` object lives in the Azure ML run-history data plane, not in
-//!   ARM, so this adapter leaves `properties.runHistory` absent and discovery falls back to
-//!   `systemData`.
+//!   A job's `systemData.createdBy` is a display name; who created it is in the run-history
+//!   data plane (`adapters::azure::run_history`), which discovery asks.
 //! - **Model and data versions** are two-level (containers, then versions per container). The
 //!   port pages with one opaque `next_link`, so for these kinds it is a small cursor
 //!   (`dsr-cursor:` + JSON) carrying the containers' nextLink, the containers still to visit
@@ -458,6 +457,7 @@ impl ControlPlane for AzureMlControlPlane {
             log_analytics_workspace,
             key_vault: str_at(&doc, "/properties/keyVault").map(str::to_string),
             tags,
+            location: str_at(&doc, "/location").map(str::to_string),
         })
     }
 

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod purge;
 pub mod rest;
 pub mod retry;
+pub mod run_history;
 pub mod sas;
 pub mod servicebus;
 pub mod shared_key;

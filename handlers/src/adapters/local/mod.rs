@@ -7,5 +7,6 @@ pub mod directory;
 pub mod fs_blob;
 pub mod memory_blob;
 pub mod memory_bus;
+pub mod run_history;
 pub mod sqlite_queue;
 pub mod telemetry;
