@@ -296,8 +296,6 @@ pub struct AzureSettings {
     pub client_id: Option<String>,
 }
 
-// One value per process, built once at start-up: its size does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 // Built once at start-up: the variants' size difference costs nothing worth a Box.
 #[allow(clippy::large_enum_variant)]

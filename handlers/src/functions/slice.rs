@@ -239,8 +239,8 @@ async fn step(
 /// Check every item this slice deleted, directly, and record what the check saw: a blob by
 /// name in a listing of its own folder, a share file by reading it, a resource by ARM GET.
 /// (Running discovery again cannot do this: once a job resource is deleted its folders are no
-/// longer discovered, so files that survived would pass as gone.) Telemetry purges are
-/// verified by their operation, not here.
+/// longer discovered, so files that survived would pass as gone.) Telemetry deleted at once is
+/// checked by querying the subject's records again; a pending purge is not "deleted" yet.
 async fn verify(
     svc: &Services,
     task: &SliceTask,
@@ -248,6 +248,7 @@ async fn verify(
 ) -> Result<(), DiscoveryError> {
     use std::collections::{BTreeMap, HashSet};
     let mut listed: BTreeMap<(String, String, String), HashSet<String>> = BTreeMap::new();
+    let mut telemetry_left: Option<HashSet<String>> = None;
     for o in items.iter_mut() {
         if !matches!(o.status, ItemStatus::Deleted { .. }) {
             continue;
@@ -302,7 +303,25 @@ async fn verify(
                 .exists(&task.workspace, *resource_type, id)
                 .await?
                 .then_some("ARM still returns it after the delete"),
-            Item::Telemetry { .. } => continue,
+            Item::Telemetry { table, .. } => {
+                if telemetry_left.is_none() {
+                    let ws = svc.control.workspace(&task.workspace).await?;
+                    let left = svc
+                        .telemetry
+                        .query(&ws, &task.subject)
+                        .await
+                        .map_err(|e| FnError::Transient(e.to_string()))?
+                        .into_iter()
+                        .filter(|(_, rows)| !rows.is_empty())
+                        .map(|(t, _)| t)
+                        .collect();
+                    telemetry_left = Some(left);
+                }
+                telemetry_left
+                    .as_ref()
+                    .is_some_and(|left| left.contains(table))
+                    .then_some("the subject's records are still returned by a query")
+            }
         };
         o.status = match seen {
             None => ItemStatus::Deleted { verified: true },
