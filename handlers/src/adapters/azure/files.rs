@@ -23,6 +23,7 @@
 //! `ResourceNotFound`/`ParentNotFound` mean the directory or file is not there. Paths under
 //! `Users/` are hidden in every error text and log line (they name a person).
 
+use crate::adapters::percent_decode;
 use std::borrow::Cow;
 
 use async_trait::async_trait;
@@ -60,28 +61,6 @@ fn show_url(url: &Url) -> String {
     u.set_path(&path);
     u.set_query(None);
     u.to_string()
-}
-
-/// `%XX` decoding; invalid sequences are kept as they are.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Hide `Users/<...>` wherever it appears in a free text (a service message, a URL).

@@ -23,6 +23,7 @@
 //! that reaches the server through a proxy is sent back through the proxy (the production adapter
 //! refuses links to any other origin).
 
+use crate::adapters::percent_decode;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -145,28 +146,6 @@ fn cp_error(e: ControlPlaneError) -> Response {
         ControlPlaneError::WorkspaceNotFound => not_found(),
         e => internal(e),
     }
-}
-
-/// `%XX` decoding of one path segment (names are encoded as single segments by the client).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn base_of(headers: &HeaderMap) -> String {
