@@ -902,6 +902,8 @@ fn info_with_la() -> WorkspaceInfo {
         file_share: "f".into(),
         app_insights: None,
         log_analytics_workspace: Some(LA.into()),
+        diagnostic_destinations: vec![],
+        diagnostic_settings_error: None,
         key_vault: None,
         tags: Default::default(),
     }

@@ -262,6 +262,8 @@ fn info() -> WorkspaceInfo {
         file_share: "f".into(),
         app_insights: None,
         log_analytics_workspace: Some(LA_WS.into()),
+        diagnostic_destinations: vec![],
+        diagnostic_settings_error: None,
         key_vault: None,
         tags: Default::default(),
     }

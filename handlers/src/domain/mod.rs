@@ -10,4 +10,5 @@ pub mod request;
 pub mod resource;
 pub mod slice;
 pub mod subject;
+pub mod telemetry;
 pub mod workspace;
