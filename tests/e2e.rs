@@ -171,7 +171,12 @@ async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
     e.drain().await;
     let r = e.report("E2E-DEL").await;
     // The telemetry purge completes on a later timer poll (tests/pipeline_direct.rs follows it).
-    assert_eq!(r.status, FinalStatus::CompletedPurgePending, "{:#?}", r.slices);
+    assert_eq!(
+        r.status,
+        FinalStatus::CompletedPurgePending,
+        "{:#?}",
+        r.slices
+    );
     let after = e.snapshot().await;
     for (k, owner) in &e.truth.blobs {
         if owner == "bob" {

@@ -1366,9 +1366,25 @@ async fn certificate(e: &Env, id: &str, name: &str) -> Option<FinalReport> {
 #[tokio::test]
 async fn telemetry_purge_pending_across_two_timer_runs_then_certificate_v2_completed() {
     use azureml_dsr::adapters::local::telemetry::LocalTelemetry;
-    use azureml_dsr::functions::telemetry_purges::sweep;
     let mut e = env(HoldSet::default(), 1000).await;
     e.svc.telemetry = Arc::new(LocalTelemetry::new(e.store.clone()).with_pending_polls(2));
+    // Through the retention-sweep timer function itself (job retention is off by default).
+    let timer = azureml_dsr::protocol::timer::TimerInfo {
+        adjust_for_dst: true,
+        schedule_status: None,
+        is_past_due: false,
+    };
+    let sweep = |now| {
+        let (svc, timer) = (&e.svc, &timer);
+        async move {
+            Ok::<_, ()>(
+                azureml_dsr::functions::retention::run(svc, timer, now)
+                    .await
+                    .unwrap()
+                    .purges,
+            )
+        }
+    };
     assert!(telemetry_rows_of(&e, "alice").await > 0);
     submit(&e, request(&e, "DEL-T1", "delete", "alice", false), 1).await;
     let v1 = certificate(&e, "DEL-T1", "certificate.json").await.unwrap();
@@ -1393,9 +1409,7 @@ async fn telemetry_purge_pending_across_two_timer_runs_then_certificate_v2_compl
     );
     let now = time::OffsetDateTime::now_utc();
     for run in 0..2 {
-        let s = sweep(&e.svc, now + time::Duration::hours(run))
-            .await
-            .unwrap();
+        let s = sweep(now + time::Duration::hours(run)).await.unwrap();
         assert!(s.still_open > 0 && s.revised.is_empty(), "run {run}: {s:?}");
         assert!(
             telemetry_rows_of(&e, "alice").await > 0,
@@ -1405,7 +1419,7 @@ async fn telemetry_purge_pending_across_two_timer_runs_then_certificate_v2_compl
             .await
             .is_none());
     }
-    let s = sweep(&e.svc, now + time::Duration::hours(2)).await.unwrap();
+    let s = sweep(now + time::Duration::hours(2)).await.unwrap();
     assert_eq!(s.revised, ["DEL-T1"], "{s:?}");
     assert_eq!(telemetry_rows_of(&e, "alice").await, 0);
     assert!(
@@ -1442,7 +1456,7 @@ async fn telemetry_purge_pending_across_two_timer_runs_then_certificate_v2_compl
         .count();
     assert_eq!(results, 2);
     // Nothing left to poll; a further run changes nothing.
-    let s = sweep(&e.svc, now + time::Duration::hours(3)).await.unwrap();
+    let s = sweep(now + time::Duration::hours(3)).await.unwrap();
     assert_eq!(s, Default::default());
 }
 
