@@ -1056,6 +1056,8 @@ async fn seed_workspace_info(store: &Arc<dyn BlobStore>, ws: &WorkspaceId) -> an
         file_share: "code-bench".into(),
         app_insights: None,
         log_analytics_workspace: None,
+        diagnostic_destinations: vec![],
+        diagnostic_settings_error: None,
         key_vault: None,
         tags: BTreeMap::new(),
         location: None,

@@ -31,7 +31,7 @@ use azureml_dsr::ports::control_plane::{
     ArmKind, ControlPlane, ControlPlaneError, Datastore, ResourceDelete, WorkspaceInfo,
 };
 use azureml_dsr::ports::directory::Directory;
-use azureml_dsr::ports::telemetry::{PurgeStatus, TelemetryError, TelemetryStore};
+use azureml_dsr::ports::telemetry::{PurgePoll, PurgeSend, PurgeStatus, TelemetryStore};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -902,6 +902,8 @@ fn info_with_la() -> WorkspaceInfo {
         file_share: "f".into(),
         app_insights: None,
         log_analytics_workspace: Some(LA.into()),
+        diagnostic_destinations: vec![],
+        diagnostic_settings_error: None,
         key_vault: None,
         tags: Default::default(),
         location: None,
@@ -920,13 +922,16 @@ fn subject(oid: &str) -> ResolvedSubject {
 #[tokio::test]
 async fn telemetry_query_purge_pending_then_completed_within_budget() {
     const ALICE: &str = "11111111-2222-3333-4444-555555555555";
-    const BOB: &str = "66666666-7777-8888-9999-000000000000";
     // Query API (`api.loganalytics.io`): rows for any subject.
     let query = serve(LOG_ANALYTICS_SCOPE, |c| {
         assert_eq!(c.req.path, format!("/v1{LA}/query"));
         let q: Value = serde_json::from_str(&c.req.body).unwrap();
         let kql = q["query"].as_str().unwrap();
-        assert!(kql.starts_with("AmlRunEvent | where Identity == \""), "{kql}");
+        // A string identity column (table reference: `AmlRunStatusChangedEvent.Identity string`).
+        assert!(
+            kql.starts_with("AmlRunStatusChangedEvent | where Identity == \""),
+            "{kql}"
+        );
         let oid = kql.split('"').nth(1).unwrap();
         (
             200,
@@ -966,7 +971,7 @@ async fn telemetry_query_purge_pending_then_completed_within_budget() {
     let cfg = PurgeConfig {
         arm_endpoint: arm_srv.url(),
         query_endpoint: query.url(),
-        tables: vec!["AmlRunEvent".into()],
+        tables: vec!["AmlRunStatusChangedEvent".into()],
     };
     let tel = LogAnalyticsTelemetry::with_budget(
         rest(ARM_SCOPE),
@@ -977,44 +982,107 @@ async fn telemetry_query_purge_pending_then_completed_within_budget() {
     let info = info_with_la();
     let rows = tel.query(&info, &subject(ALICE)).await.unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].1[0]["Identity"], ALICE);
+    assert_eq!(rows[0].rows[0]["Identity"], ALICE);
+    assert_eq!(rows[0].destination, LA);
 
     let op = "purge-970318e7-b859-4edb-8903-83b1b54d0b74".to_string();
-    let first = tel.purge(&info, &subject(ALICE)).await.unwrap();
+    let plan = tel.purge_plan(&info, &subject(ALICE)).await.unwrap();
+    let bodies = plan[0].bodies.clone().unwrap();
     assert_eq!(
-        first,
-        vec![(
-            "AmlRunEvent".to_string(),
-            PurgeStatus::Pending {
-                operation_id: op.clone()
-            }
-        )]
+        bodies,
+        vec![
+            json!({"table": "AmlRunStatusChangedEvent", "filters": [{"column": "Identity", "operator": "==", "value": ALICE}]})
+        ]
     );
+    let PurgeSend::Accepted {
+        operation_id,
+        status_url,
+    } = tel.send_purge(LA, &bodies[0]).await.unwrap()
+    else {
+        panic!("not accepted")
+    };
+    assert_eq!(operation_id, op);
     let posts = arm_srv.requests("POST", "/purge");
     assert_eq!(posts.len(), 1);
     let sent: Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert_eq!(sent, bodies[0]);
+    // The status location is polled (a later timer run), no second purge request.
     assert_eq!(
-        sent,
-        json!({"table": "AmlRunEvent", "filters": [{"column": "Identity", "operator": "==", "value": ALICE}]})
+        tel.poll_purge(&status_url).await.unwrap(),
+        PurgePoll::Pending
     );
-    // Redelivery: polls the status location, no second purge request.
-    let again = tel.purge(&info, &subject(ALICE)).await.unwrap();
     assert_eq!(
-        again[0].1,
-        PurgeStatus::Pending {
-            operation_id: op.clone()
-        }
+        tel.poll_purge(&status_url).await.unwrap(),
+        PurgePoll::Completed
     );
-    let done = tel.purge(&info, &subject(ALICE)).await.unwrap();
-    assert_eq!(done[0].1, PurgeStatus::Completed { removed: 0 });
     assert_eq!(arm_srv.requests("POST", "/purge").len(), 1);
-    // Budget (1/hour here, 50/hour by default) spent: transient, so the slice is retried later.
-    let err = tel.purge(&info, &subject(BOB)).await.unwrap_err();
+    // Budget (1/hour here, 50/hour by default) spent: deferred (a later run sends it), not sent.
+    let deferred = tel.send_purge(LA, &bodies[0]).await.unwrap();
     assert!(
-        matches!(err, TelemetryError::Transient(ref m) if m.contains("budget")),
-        "{err}"
+        matches!(&deferred, PurgeSend::Deferred { reason } if reason.contains("budget")),
+        "{deferred:?}"
     );
     assert_eq!(arm_srv.requests("POST", "/purge").len(), 1);
+}
+
+/// A purge POST answered 503 is sent exactly once (a purge is not idempotent) and reported as
+/// an error; the status of an operation the service no longer knows (404) is a failure.
+#[tokio::test]
+async fn purge_post_5xx_is_not_retried_and_unknown_operation_fails() {
+    let arm_srv = serve(ARM_SCOPE, |c| {
+        if c.req.method == "POST" {
+            return (
+                503,
+                vec![],
+                json!({"error": {"code": "ServiceUnavailable", "message": "try later"}}),
+            );
+        }
+        (
+            404,
+            vec![],
+            json!({"error": {"code": "ResourceNotFound", "message": "Purge operation not found."}}),
+        )
+    })
+    .await;
+    let tel = LogAnalyticsTelemetry::new(
+        rest(ARM_SCOPE),
+        rest(LOG_ANALYTICS_SCOPE),
+        PurgeConfig {
+            arm_endpoint: arm_srv.url(),
+            query_endpoint: arm_srv.url(),
+            tables: vec!["AmlRunEvent".into()],
+        },
+    );
+    let body = json!({"table": "AmlRunEvent", "filters": [{"column": "Identity", "key": "oid", "operator": "==", "value": "11111111-2222-3333-4444-555555555555"}]});
+    let err = tel.send_purge(LA, &body).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(arm_srv.requests("POST", "/purge").len(), 1);
+    let status = format!(
+        "{}{}/operations/purge-1?api-version=2020-08-01",
+        arm_srv.url().as_str().trim_end_matches('/'),
+        LA
+    );
+    assert!(matches!(
+        tel.poll_purge(&status).await.unwrap(),
+        PurgePoll::Failed { .. }
+    ));
+}
+
+/// Diagnostic settings list (spec example `listDiagnosticSettings.json`, whose only setting
+/// has an empty `workspaceId`): no Log Analytics destination from it; a setting with one adds
+/// it.
+#[test]
+fn diagnostic_settings_name_the_log_analytics_destinations() {
+    let list = example("monitor/diagnostic-settings-list.json");
+    assert!(azureml_dsr::adapters::azure::arm::diagnostic_workspaces(&list).is_empty());
+    let mut with = list.clone();
+    with["value"][0]["properties"]["workspaceId"] = json!(LA);
+    let dup = with["value"][0].clone();
+    with["value"].as_array_mut().unwrap().push(dup);
+    assert_eq!(
+        azureml_dsr::adapters::azure::arm::diagnostic_workspaces(&with),
+        vec![LA.to_string()]
+    );
 }
 
 #[tokio::test]
@@ -1038,7 +1106,7 @@ async fn workspace_purge_filters_on_the_deleted_workspace_resource_id() {
         PurgeConfig {
             arm_endpoint: arm_srv.url(),
             query_endpoint: query.url(),
-            tables: vec!["AmlRunEvent".into(), "AmlComputeJobEvent".into()],
+            tables: vec!["AmlRunEvent".into(), "AmlModelsEvent".into()],
         },
     );
     let st = tel.purge_workspace(&info_with_la()).await.unwrap();
@@ -1297,7 +1365,15 @@ mod pipeline {
                 let mut items: Vec<String> = s
                     .items
                     .iter()
-                    .map(|i| serde_json::to_string(i).unwrap())
+                    .map(|i| {
+                        // A purge's operation id and request time differ from run to run.
+                        let mut v = serde_json::to_value(i).unwrap();
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("operation");
+                            o.remove("requestedAt");
+                        }
+                        v.to_string()
+                    })
                     .collect();
                 items.sort();
                 json!({"key": s.key, "status": s.status, "reason": s.reason, "notes": s.notes, "items": items})
@@ -1493,7 +1569,13 @@ mod pipeline {
             let a = essence(&submit(&local, id, kind, "alice").await);
             let b = essence(&submit(&prod, id, kind, "alice").await);
             assert!(a["counts"]["items"].as_u64().unwrap() > 0, "{a:#}");
-            assert_eq!(a["status"], "completed", "{a:#}");
+            // A delete's telemetry purge completes only on a later (timer) poll.
+            let want = if kind == "delete" {
+                "completed_purge_pending"
+            } else {
+                "completed"
+            };
+            assert_eq!(a["status"], want, "{a:#}");
             let text = a.to_string();
             for kind in ["job", "modelVersion", "dataVersion", "compute"] {
                 assert!(

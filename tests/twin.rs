@@ -30,7 +30,9 @@ use azureml_dsr::ports::blob::{BlobRef, BlobStore, Condition, DeleteOutcome, Sto
 use azureml_dsr::ports::bus::{BusError, MessageBus, OutMessage, SendOutcome};
 use azureml_dsr::ports::control_plane::WorkspaceInfo;
 use azureml_dsr::ports::directory::{Directory, DirectoryError};
-use azureml_dsr::ports::telemetry::{PurgeStatus, TelemetryError, TelemetryStore};
+use azureml_dsr::ports::telemetry::{
+    PurgePoll, PurgeSend, PurgeStatus, TelemetryError, TelemetryStore,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -262,6 +264,8 @@ fn info() -> WorkspaceInfo {
         file_share: "f".into(),
         app_insights: None,
         log_analytics_workspace: Some(LA_WS.into()),
+        diagnostic_destinations: vec![],
+        diagnostic_settings_error: None,
         key_vault: None,
         tags: Default::default(),
         location: None,
@@ -277,6 +281,10 @@ fn subject(oid: &str) -> ResolvedSubject {
     }
 }
 
+/// `AmlRunEvent.Identity` is `dynamic` and `AmlRunStatusChangedEvent.Identity` a string (Azure
+/// Monitor table reference). The reference names no property inside the dynamic value; these
+/// rows carry the object id under `oid` (illustrative), once as an object and once as JSON
+/// text, as ingestion may keep either.
 fn seeded_la() -> LogAnalyticsStandIn {
     let la = LogAnalyticsStandIn::start();
     la.add_table(
@@ -284,7 +292,7 @@ fn seeded_la() -> LogAnalyticsStandIn {
         "AmlRunEvent",
         &[
             ("TimeGenerated", "datetime"),
-            ("Identity", "string"),
+            ("Identity", "dynamic"),
             ("_ResourceId", "string"),
             ("RunId", "string"),
             ("Duration", "long"),
@@ -296,10 +304,27 @@ fn seeded_la() -> LogAnalyticsStandIn {
         LA_WS,
         "AmlRunEvent",
         &[
-            json!({"TimeGenerated": "2026-11-01T10:00:00Z", "Identity": ALICE, "_ResourceId": rid, "RunId": "r1", "Duration": 10, "Properties": {"user": "alice", "team": "a"}}),
-            json!({"TimeGenerated": "2026-11-02T10:00:00Z", "Identity": ALICE, "_ResourceId": rid, "RunId": "r2", "Duration": 200, "Properties": {"user": "alice", "team": "b"}}),
-            json!({"TimeGenerated": "2026-11-03T10:00:00Z", "Identity": BOB, "_ResourceId": rid, "RunId": "r3", "Duration": 30, "Properties": "{\"user\":\"bob\",\"team\":\"a\"}"}),
-            json!({"TimeGenerated": "2026-11-04T10:00:00Z", "Identity": BOB, "_ResourceId": "/subscriptions/x/other", "RunId": "r4", "Duration": 40, "Properties": {"user": "bob"}}),
+            json!({"TimeGenerated": "2026-11-01T10:00:00Z", "Identity": {"oid": ALICE}, "_ResourceId": rid, "RunId": "r1", "Duration": 10, "Properties": {"user": "alice", "team": "a"}}),
+            json!({"TimeGenerated": "2026-11-02T10:00:00Z", "Identity": {"oid": ALICE}, "_ResourceId": rid, "RunId": "r2", "Duration": 200, "Properties": {"user": "alice", "team": "b"}}),
+            json!({"TimeGenerated": "2026-11-03T10:00:00Z", "Identity": format!("{{\"oid\":\"{BOB}\"}}"), "_ResourceId": rid, "RunId": "r3", "Duration": 30, "Properties": "{\"user\":\"bob\",\"team\":\"a\"}"}),
+            json!({"TimeGenerated": "2026-11-04T10:00:00Z", "Identity": {"oid": BOB}, "_ResourceId": "/subscriptions/x/other", "RunId": "r4", "Duration": 40, "Properties": {"user": "bob"}}),
+        ],
+    );
+    la.add_table(
+        LA_WS,
+        "AmlRunStatusChangedEvent",
+        &[
+            ("TimeGenerated", "datetime"),
+            ("Identity", "string"),
+            ("RunId", "string"),
+        ],
+    );
+    la.insert(
+        LA_WS,
+        "AmlRunStatusChangedEvent",
+        &[
+            json!({"TimeGenerated": "2026-11-01T10:00:00Z", "Identity": ALICE, "RunId": "r1"}),
+            json!({"TimeGenerated": "2026-11-03T10:00:00Z", "Identity": BOB, "RunId": "r3"}),
         ],
     );
     la
@@ -324,56 +349,84 @@ fn run_ids(rows: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// Send every planned purge once, as the slice does; the accepted status URLs.
+async fn send_all(tel: &LogAnalyticsTelemetry, oid: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    for p in tel.purge_plan(&info(), &subject(oid)).await.unwrap() {
+        for body in p.bodies.unwrap() {
+            match tel.send_purge(&p.destination, &body).await.unwrap() {
+                PurgeSend::Accepted { status_url, .. } => urls.push(status_url),
+                d => panic!("{d:?}"),
+            }
+        }
+    }
+    urls
+}
+
 #[tokio::test]
 async fn log_analytics_query_then_purge_stays_pending_then_removes_only_the_subject() {
     let la = seeded_la();
     la.set_pending_polls(2);
-    // `AmlComputeJobEvent` does not exist: the query API's 400 "Failed to resolve table" counts
-    // as empty in the adapter.
-    let tel = telemetry(&la, &["AmlRunEvent", "AmlComputeJobEvent"]);
-    let found = tel.query(&info(), &subject(ALICE)).await.unwrap();
-    assert_eq!(found.len(), 1);
-    assert_eq!(found[0].0, "AmlRunEvent");
-    assert_eq!(run_ids(&found[0].1), ["r1", "r2"]);
-    assert_eq!(found[0].1[0]["Properties"]["team"], "a");
-    let statuses: Vec<u16> = la.query_requests().iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [200, 400]);
-    assert!(la.query_requests()[0]
-        .path
-        .starts_with("/v1/subscriptions/"));
-
-    let first = tel.purge(&info(), &subject(ALICE)).await.unwrap();
-    let [(table, PurgeStatus::Pending { operation_id }), (missing, PurgeStatus::Completed { removed: 0 })] =
-        first.as_slice()
-    else {
-        panic!("{first:?}")
-    };
-    assert_eq!(
-        (table.as_str(), missing.as_str()),
-        ("AmlRunEvent", "AmlComputeJobEvent")
+    // `AmlModelsEvent` does not exist here: the query API's 400 "Failed to resolve table"
+    // counts as empty in the adapter.
+    let tel = telemetry(
+        &la,
+        &["AmlRunEvent", "AmlModelsEvent", "AmlRunStatusChangedEvent"],
     );
-    assert!(operation_id.starts_with("purge-"), "{operation_id}");
-    // The missing table was queried, found empty, and not purged (budget is scarce).
-    assert_eq!(la.purges().len(), 1);
+    let found = tel.query(&info(), &subject(ALICE)).await.unwrap();
+    let tables: Vec<&str> = found.iter().map(|t| t.table.as_str()).collect();
+    assert_eq!(tables, ["AmlRunEvent", "AmlRunStatusChangedEvent"]);
+    assert_eq!(found[0].destination, LA_WS);
+    assert_eq!(run_ids(&found[0].rows), ["r1", "r2"]);
+    assert_eq!(found[0].rows[0]["Properties"]["team"], "a");
+    assert_eq!(run_ids(&found[1].rows), ["r1"]);
+    let statuses: Vec<u16> = la.query_requests().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [200, 400, 200]);
+    // The dynamic column is searched as a whole (`has`), the string column with `==`.
+    let kql: Vec<String> = la
+        .query_requests()
+        .iter()
+        .map(|s| {
+            serde_json::from_slice::<Value>(&s.body).unwrap()["query"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(
-        la.purges()[0].filters,
-        vec![json!({"column": "Identity", "operator": "==", "value": ALICE})]
+        kql[0],
+        format!("AmlRunEvent | where tostring(Identity) has \"{ALICE}\"")
+    );
+    assert_eq!(
+        kql[2],
+        format!("AmlRunStatusChangedEvent | where Identity == \"{ALICE}\"")
+    );
+    // Bob's JSON-text identity is found too.
+    let bob = tel.query(&info(), &subject(BOB)).await.unwrap();
+    assert_eq!(run_ids(&bob[0].rows), ["r3", "r4"]);
+
+    let urls = send_all(&tel, ALICE).await;
+    assert_eq!(urls.len(), 2);
+    let filters: Vec<Value> = la.purges().iter().map(|p| json!(p.filters)).collect();
+    assert_eq!(
+        filters,
+        [
+            json!([{"column": "Identity", "key": "oid", "operator": "==", "value": ALICE}]),
+            json!([{"column": "Identity", "operator": "==", "value": ALICE}]),
+        ]
     );
     // Two polls pending, then completed; the rows go only then.
     for _ in 0..2 {
-        let again = tel.purge(&info(), &subject(ALICE)).await.unwrap();
-        assert!(
-            matches!(again[0].1, PurgeStatus::Pending { .. }),
-            "{again:?}"
-        );
+        for u in &urls {
+            assert_eq!(tel.poll_purge(u).await.unwrap(), PurgePoll::Pending);
+        }
         assert_eq!(la.rows(LA_WS, "AmlRunEvent").len(), 4);
     }
-    let done = tel.purge(&info(), &subject(ALICE)).await.unwrap();
-    assert!(
-        matches!(done[0].1, PurgeStatus::Completed { .. }),
-        "{done:?}"
-    );
+    for u in &urls {
+        assert_eq!(tel.poll_purge(u).await.unwrap(), PurgePoll::Completed);
+    }
     assert_eq!(run_ids(&la.rows(LA_WS, "AmlRunEvent")), ["r3", "r4"]);
+    assert_eq!(run_ids(&la.rows(LA_WS, "AmlRunStatusChangedEvent")), ["r3"]);
     let p = &la.purges()[0];
     assert_eq!((p.state, p.polls, p.removed), (PurgeState::Completed, 3, 2));
     assert_eq!(
@@ -381,7 +434,7 @@ async fn log_analytics_query_then_purge_stays_pending_then_removes_only_the_subj
             .iter()
             .filter(|s| s.method == "POST")
             .count(),
-        1
+        2
     );
 
     // Whole-workspace purge: `_ResourceId == <ml workspace, lower-cased>` removes Bob's row in
@@ -390,7 +443,7 @@ async fn log_analytics_query_then_purge_stays_pending_then_removes_only_the_subj
     la.set_pending_polls(0);
     let err = tel.purge_workspace(&info()).await.unwrap_err();
     assert!(
-        matches!(&err, TelemetryError::Other(m) if m.contains("AmlComputeJobEvent")),
+        matches!(&err, TelemetryError::Other(m) if m.contains("AmlModelsEvent")),
         "{err}"
     );
     let tel = telemetry(&la, &["AmlRunEvent"]);
@@ -405,12 +458,14 @@ async fn log_analytics_query_then_purge_stays_pending_then_removes_only_the_subj
 async fn log_analytics_throttling_failure_and_wrong_audience() {
     let la = seeded_la();
     let tel = telemetry(&la, &["AmlRunEvent"]);
-    // 429 + Retry-After on the purge POST: waited out, one purge accepted.
+    // 429 on the purge POST: deferred (a later timer run sends it), not retried.
     la.throttle_purges(1, 1);
-    let t = Instant::now();
-    let st = tel.purge(&info(), &subject(ALICE)).await.unwrap();
-    assert!(matches!(st[0].1, PurgeStatus::Pending { .. }));
-    assert!(t.elapsed() >= Duration::from_millis(950));
+    let plan = tel.purge_plan(&info(), &subject(ALICE)).await.unwrap();
+    let body = plan[0].bodies.clone().unwrap().remove(0);
+    let st = tel.send_purge(LA_WS, &body).await.unwrap();
+    assert!(matches!(st, PurgeSend::Deferred { .. }), "{st:?}");
+    let st = tel.send_purge(LA_WS, &body).await.unwrap();
+    assert!(matches!(st, PurgeSend::Accepted { .. }), "{st:?}");
     let posts: Vec<u16> = la
         .arm_requests()
         .iter()
@@ -418,21 +473,20 @@ async fn log_analytics_throttling_failure_and_wrong_audience() {
         .map(|s| s.status)
         .collect();
     assert_eq!(posts, [429, 202]);
-    // 429 on the query API too.
+    // 429 on the query API is waited out.
     la.throttle_queries(1, 1);
     assert_eq!(
-        tel.query(&info(), &subject(BOB)).await.unwrap()[0].1.len(),
+        tel.query(&info(), &subject(BOB)).await.unwrap()[0]
+            .rows
+            .len(),
         2
     );
 
-    // A failed purge: its status answers 500 (retried, then transient); rows stay.
+    // A failed purge: its status answers 500 (retried, then transient: the timer polls again
+    // and gives up after the SLA); rows stay.
     la.fail_next_purges(1);
-    let err = tel.purge(&info(), &subject(BOB)).await;
-    assert!(
-        matches!(err, Ok(ref v) if matches!(v[0].1, PurgeStatus::Pending { .. })),
-        "{err:?}"
-    );
-    let err = tel.purge(&info(), &subject(BOB)).await.unwrap_err();
+    let urls = send_all(&tel, BOB).await;
+    let err = tel.poll_purge(&urls[0]).await.unwrap_err();
     assert!(
         matches!(err, TelemetryError::Transient(ref m) if m.contains("500")),
         "{err}"
@@ -457,7 +511,7 @@ async fn log_analytics_throttling_failure_and_wrong_audience() {
     let r = http()
         .post(format!("{}{LA_WS}/purge?api-version=2020-08-01", la.arm_url()))
         .bearer_auth(IdentityStandIn::shared().token_for("https://api.loganalytics.io"))
-        .json(&json!({"table": "AmlRunEvent", "filters": [{"column": "Identity", "operator": "==", "value": ALICE}]}))
+        .json(&json!({"table": "AmlRunEvent", "filters": [{"column": "Identity", "key": "oid", "operator": "==", "value": ALICE}]}))
         .send()
         .await
         .unwrap();
@@ -523,7 +577,7 @@ async fn purge_filters_follow_the_documented_operators() {
         &la,
         json!({"table": "AmlRunEvent", "filters": [
             {"column": "TimeGenerated", "operator": "between", "value": ["2026-11-02T00:00:00", "2026-11-03T10:00:00Z"]},
-            {"column": "Identity", "operator": "=~", "value": BOB.to_uppercase()}
+            {"column": "Identity", "key": "oid", "operator": "=~", "value": BOB.to_uppercase()}
         ]}),
     )
     .await
@@ -588,12 +642,11 @@ async fn purge_routes_sit_in_front_of_another_arm_router() {
             tables: vec!["AmlRunEvent".into()],
         },
     );
-    let st = tel.purge(&info(), &subject(ALICE)).await.unwrap();
-    assert!(matches!(st[0].1, PurgeStatus::Pending { .. }));
-    assert!(matches!(
-        tel.purge(&info(), &subject(ALICE)).await.unwrap()[0].1,
-        PurgeStatus::Completed { .. }
-    ));
+    let urls = send_all(&tel, ALICE).await;
+    assert_eq!(
+        tel.poll_purge(&urls[0]).await.unwrap(),
+        PurgePoll::Completed
+    );
     let other: Value = http()
         .get(format!("{base}{ML_WS}?api-version=2024-04-01"))
         .send()

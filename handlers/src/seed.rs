@@ -269,6 +269,8 @@ pub async fn seed(
             file_share: format!("code-{guid}"),
             app_insights: Some(format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml/providers/Microsoft.Insights/components/mlw-{w}-ai")),
             log_analytics_workspace: None,
+            diagnostic_destinations: vec![],
+            diagnostic_settings_error: None,
             key_vault: Some(format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml/providers/Microsoft.KeyVault/vaults/mlw-{w}-kv")),
             tags: BTreeMap::new(),
             location: Some("westeurope".into()),
@@ -362,7 +364,9 @@ pub async fn seed(
                     )
                     .await?;
                 }
-                telemetry.push_str(&json!({"TimeGenerated": rfc3339(created), "Identity": u.object_id.to_string(), "RunId": job, "EventType": "RunCompleted"}).to_string());
+                // `AmlRunEvent.Identity` is `dynamic` (table reference); its property names are
+                // not documented, so the seed uses the token claim name `oid` (illustrative).
+                telemetry.push_str(&json!({"TimeGenerated": rfc3339(created), "Identity": {"oid": u.object_id.to_string()}, "RunId": job, "EventType": "RunCompleted"}).to_string());
                 telemetry.push('\n');
                 *s.truth.telemetry_rows.entry(u.key.clone()).or_default() += 1;
             }

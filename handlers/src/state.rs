@@ -22,6 +22,8 @@ pub const ARCHIVE: &str = "dsr-intake-archive";
 pub const CONTAINERS: [&str; 5] = [STATE, EXPORTS, REPORTS, AUDIT, ARCHIVE];
 /// Legal holds, in [`STATE`].
 pub const HOLDS_DOC: &str = "config/holds.json";
+/// Telemetry purges of requests (`purges/<request>/<slice>/<id>.json`), in [`STATE`].
+pub const PURGES_PREFIX: &str = "purges/";
 /// Workspaces in scope, in [`STATE`].
 pub const SCOPE_DOC: &str = "config/workspaces.json";
 
@@ -139,6 +141,36 @@ impl StateStore {
     pub fn cleanup_ref(&self, ws: &crate::domain::workspace::WorkspaceId) -> BlobRef {
         self.blob(STATE, format!("cleanups/{}.json", ws.key()))
     }
+    /// A telemetry purge of a request, kept until its certificate has been revised.
+    pub fn purge_ref(&self, rec: &crate::domain::telemetry::PurgeRecord) -> BlobRef {
+        self.blob(
+            STATE,
+            format!(
+                "{PURGES_PREFIX}{}/{}/{}.json",
+                rec.request_id,
+                rec.slice_key,
+                rec.name()
+            ),
+        )
+    }
+
+    /// Every purge record under `prefix` (`purges/` for all, `purges/<request>/<slice>/` for
+    /// one slice), with the name it is stored under.
+    pub async fn purge_records(
+        &self,
+        prefix: &str,
+    ) -> StoreResult<Vec<(BlobRef, crate::domain::telemetry::PurgeRecord)>> {
+        let mut out = Vec::new();
+        for item in self.store.list_all(&self.account, STATE, prefix).await? {
+            let r = self.blob(STATE, item.name);
+            // Gone between listing and reading: a concurrent run closed it.
+            if let Some(rec) = self.store.read_json(&r).await? {
+                out.push((r, rec));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn audit_ref(&self, id: &RequestId) -> BlobRef {
         self.blob(AUDIT, format!("requests/{id}.json"))
     }

@@ -7,7 +7,9 @@
 //!   `POST /v1/{workspaceResourceId}/query` (what `purge.rs` calls), body `{"query": "<KQL>"}`;
 //!   answer `{"tables":[{"name":"PrimaryResult","columns":[{"name","type"}],"rows":[[..]]}]}`;
 //! - KQL: the subset the product sends — `Table | where Col == "v" [and ...]` with `==`, `=~`,
-//!   `!=`, `!~`, plus `| take N`; anything else is a 400 syntax error;
+//!   `!=`, `!~`, `tostring(DynamicCol) has "term"` (`has`: whole term, case-insensitive, as
+//!   KQL's string operators describe it), plus `| take N`; anything else is a 400 syntax
+//!   error;
 //! - errors use the documented `errorResponse` (`{"error":{"code","message","innererror"}}`):
 //!   an unknown table is 400 `BadArgumentError` / `SEM0100` "Failed to resolve table or column
 //!   expression named 'X'"; an unknown workspace 404 `WorkspaceNotFoundError`; no token 401
@@ -657,6 +659,9 @@ fn lex(q: &str) -> Result<Vec<Tok>, usize> {
                 i += 1;
             }
             out.push(Tok::Ident(chars[start..i].iter().collect()));
+        } else if c == '(' || c == ')' {
+            out.push(Tok::Op(if c == '(' { "(" } else { ")" }));
+            i += 1;
         } else {
             let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
             let op = match two.as_str() {
@@ -676,6 +681,8 @@ fn lex(q: &str) -> Result<Vec<Tok>, usize> {
 #[derive(Debug)]
 struct Pred {
     column: String,
+    /// `tostring(column)`: the cell as text (a dynamic value serialised as JSON).
+    as_text: bool,
     op: &'static str,
     value: Value,
 }
@@ -708,12 +715,24 @@ fn parse_kql(q: &str) -> Result<Query, String> {
             Some(Tok::Ident(w)) if w == "where" => {
                 let mut preds = Vec::new();
                 loop {
-                    let column = match it.next() {
-                        Some(Tok::Ident(c)) => c,
+                    // `Col` or `tostring(Col)` (a dynamic column as its JSON text).
+                    let (column, as_text) = match it.next() {
+                        Some(Tok::Ident(f)) if f == "tostring" => {
+                            match (it.next(), it.next(), it.next()) {
+                                (Some(Tok::Op("(")), Some(Tok::Ident(c)), Some(Tok::Op(")"))) => {
+                                    (c, true)
+                                }
+                                other => {
+                                    return Err(format!("Query could not be parsed at '{other:?}'"))
+                                }
+                            }
+                        }
+                        Some(Tok::Ident(c)) => (c, false),
                         other => return Err(format!("Query could not be parsed at '{other:?}'")),
                     };
                     let op = match it.next() {
-                        Some(Tok::Op(op)) => op,
+                        Some(Tok::Op(op)) if op != "(" && op != ")" => op,
+                        Some(Tok::Ident(w)) if w == "has" => "has",
                         other => return Err(format!("Query could not be parsed at '{other:?}'")),
                     };
                     let value = match it.next() {
@@ -724,7 +743,12 @@ fn parse_kql(q: &str) -> Result<Query, String> {
                         }
                         other => return Err(format!("Query could not be parsed at '{other:?}'")),
                     };
-                    preds.push(Pred { column, op, value });
+                    preds.push(Pred {
+                        column,
+                        as_text,
+                        op,
+                        value,
+                    });
                     match it.peek() {
                         Some(Tok::Ident(a)) if a == "and" => {
                             it.next();
@@ -742,6 +766,26 @@ fn parse_kql(q: &str) -> Result<Query, String> {
         }
     }
     Ok(Query { table, stages })
+}
+
+/// KQL `has`: `term` occurs in `text` bounded by non-alphanumeric characters or the ends.
+fn has_term(text: &str, term: &str) -> bool {
+    if term.is_empty() {
+        return false;
+    }
+    let (text, term) = (text.to_lowercase(), term.to_lowercase());
+    let mut from = 0;
+    while let Some(at) = text[from..].find(&term) {
+        let start = from + at;
+        let end = start + term.len();
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
+        if !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric) {
+            return true;
+        }
+        from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
 }
 
 // ------------------------------------------------------------------ query API
@@ -959,8 +1003,21 @@ fn run_query(
                     };
                     let kind = kind_of(ty);
                     rows.retain(|r| {
-                        let c = r.get(idx).cloned().unwrap_or(Value::Null);
+                        let mut c = r.get(idx).cloned().unwrap_or(Value::Null);
+                        if p.as_text {
+                            c = match c {
+                                Value::String(s) => Value::String(s),
+                                Value::Null => Value::String(String::new()),
+                                other => Value::String(other.to_string()),
+                            };
+                        }
                         match p.op {
+                            // KQL `has`: the value as a whole term (bounded by characters
+                            // that are not letters or digits), case-insensitive.
+                            "has" => has_term(
+                                c.as_str().unwrap_or_default(),
+                                p.value.as_str().unwrap_or_default(),
+                            ),
                             "==" => equal(kind, &c, &p.value),
                             "=~" => equal_ci(&c, &p.value),
                             "!=" => !c.is_null() && !equal(kind, &c, &p.value),

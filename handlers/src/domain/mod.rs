@@ -11,4 +11,5 @@ pub mod request;
 pub mod resource;
 pub mod slice;
 pub mod subject;
+pub mod telemetry;
 pub mod workspace;

@@ -15,6 +15,10 @@ use super::workspace::WorkspaceId;
 #[serde(rename_all = "snake_case")]
 pub enum FinalStatus {
     Completed,
+    /// Everything else is done, but one or more telemetry purges are still running in Log
+    /// Analytics (asynchronous, up to 30 days). When they end, a new certificate version says
+    /// `completed` or `partially_failed`.
+    CompletedPurgePending,
     PartiallyFailed,
     /// Every slice finished and nothing failed, but something that may be the subject's could
     /// not be attributed (a job whose creator run history cannot tell) and was left untouched:
@@ -157,22 +161,10 @@ pub fn build_report(
             counts: c,
         });
     }
-    let any_failed = results.iter().any(|r| r.status == SliceStatus::Failed) || total.failed > 0;
-    let any_unattributed = results.iter().any(|r| {
-        r.notes
-            .iter()
-            .any(|n| n.starts_with(super::attribution::UNATTRIBUTED_NOTE))
-    });
     FinalReport {
         request_id: plan.request_id.clone(),
         kind: plan.kind,
-        status: if any_failed {
-            FinalStatus::PartiallyFailed
-        } else if any_unattributed {
-            FinalStatus::NeedsReview
-        } else {
-            FinalStatus::Completed
-        },
+        status: final_status(&results, &total),
         dry_run: plan.dry_run,
         regulation: plan.regulation,
         subject_object_id: plan.subject.object_id.to_string(),
@@ -184,6 +176,91 @@ pub fn build_report(
         counts: total,
         slices,
         results,
+    }
+}
+
+/// Failed if anything failed; otherwise pending while a telemetry purge runs; else completed.
+fn final_status(results: &[SliceResult], total: &Counts) -> FinalStatus {
+    let unattributed = results.iter().any(|r| {
+        r.notes
+            .iter()
+            .any(|n| n.starts_with(super::attribution::UNATTRIBUTED_NOTE))
+    });
+    if results.iter().any(|r| r.status == SliceStatus::Failed) || total.failed > 0 {
+        FinalStatus::PartiallyFailed
+    } else if unattributed {
+        // What a person must decide outranks a purge the service will finish by itself.
+        FinalStatus::NeedsReview
+    } else if total.pending > 0 {
+        FinalStatus::CompletedPurgePending
+    } else {
+        FinalStatus::Completed
+    }
+}
+
+impl FinalReport {
+    /// The purges still open: (operation, requested at).
+    pub fn pending_operations(&self) -> Vec<(String, Option<OffsetDateTime>)> {
+        self.results
+            .iter()
+            .flat_map(|r| &r.items)
+            .filter_map(|i| match &i.status {
+                ItemStatus::Pending {
+                    operation,
+                    requested_at,
+                } => Some((operation.clone(), *requested_at)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A new version of the report with the items' statuses replaced by `update` (the outcome
+    /// of telemetry purges that ended), counts and status recomputed, revised at `at`.
+    pub fn revised(
+        &self,
+        at: OffsetDateTime,
+        mut update: impl FnMut(&str, &super::slice::Item) -> Option<ItemStatus>,
+    ) -> FinalReport {
+        let mut r = self.clone();
+        let mut total = Counts::default();
+        for (res, summary) in r.results.iter_mut().zip(r.slices.iter_mut()) {
+            let mut c = Counts::default();
+            for i in &mut res.items {
+                if let Some(s) = update(&res.key, &i.item) {
+                    i.status = s;
+                }
+                c.add(&i.status);
+                total.add(&i.status);
+            }
+            summary.counts = c;
+        }
+        r.status = final_status(&r.results, &total);
+        r.counts = total;
+        r.finished_at = at;
+        r.within_deadline = at <= r.deadline;
+        r
+    }
+}
+
+/// The status line of a report: "completed — telemetry purge pending (operation …, requested
+/// …)" while purges run.
+pub fn status_line(r: &FinalReport) -> String {
+    match r.status {
+        FinalStatus::Completed
+        | FinalStatus::PartiallyFailed
+        | FinalStatus::Rejected
+        | FinalStatus::NeedsReview => format!("{:?}", r.status),
+        FinalStatus::CompletedPurgePending => {
+            let ops: Vec<String> = r
+                .pending_operations()
+                .into_iter()
+                .map(|(op, at)| match at {
+                    Some(t) => format!("operation {op}, requested {t}"),
+                    None => format!("operation {op}"),
+                })
+                .collect();
+            format!("completed — telemetry purge pending ({})", ops.join("; "))
+        }
     }
 }
 
@@ -235,7 +312,14 @@ fn status_word(s: &ItemStatus) -> String {
         ItemStatus::Skipped { reason } => format!("skipped: {reason}"),
         ItemStatus::WouldExport => "would export (dry run)".into(),
         ItemStatus::WouldDelete => "would delete (dry run)".into(),
-        ItemStatus::Pending { operation } => format!("pending (operation {operation})"),
+        ItemStatus::Pending {
+            operation,
+            requested_at: Some(t),
+        } => format!("pending (operation {operation}, requested {t})"),
+        ItemStatus::Pending {
+            operation,
+            requested_at: None,
+        } => format!("pending (operation {operation})"),
         ItemStatus::Failed { reason } => format!("FAILED: {reason}"),
     }
 }
@@ -251,7 +335,7 @@ pub fn render_markdown(r: &FinalReport) -> String {
     };
     let _ = writeln!(s, "# {title}: {}\n", r.request_id);
     let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(s, "| Status | {:?} |", r.status);
+    let _ = writeln!(s, "| Status | {} |", status_line(r));
     let _ = writeln!(s, "| Regulation | {:?} |", r.regulation);
     let _ = writeln!(s, "| Subject (Entra object id) | {} |", r.subject_object_id);
     let _ = writeln!(s, "| Received | {} |", r.received_at);

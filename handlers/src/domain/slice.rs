@@ -95,7 +95,14 @@ pub enum Item {
     },
     /// Telemetry records of the subject in one table.
     #[serde(rename_all = "camelCase")]
-    Telemetry { table: String, records: u64 },
+    Telemetry {
+        table: String,
+        records: u64,
+        /// The Log Analytics workspace (resource id) the records are in; absent in
+        /// inventories written before several destinations were searched.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        destination: Option<String>,
+    },
 }
 
 impl Item {
@@ -134,7 +141,14 @@ impl Item {
                 ..
             } => format!("file {account}/{share}/{path}"),
             Item::Resource { resource_type, id } => format!("{resource_type} {id}"),
-            Item::Telemetry { table, records } => format!("telemetry {table} ({records} records)"),
+            Item::Telemetry {
+                table,
+                records,
+                destination,
+            } => match destination.as_deref().and_then(|d| d.rsplit('/').next()) {
+                Some(la) => format!("telemetry {table} in {la} ({records} records)"),
+                None => format!("telemetry {table} ({records} records)"),
+            },
         }
     }
 }
@@ -166,8 +180,16 @@ pub enum ItemStatus {
     },
     WouldExport,
     WouldDelete,
+    /// Waiting for an asynchronous operation (a telemetry purge), requested at `requested_at`.
     Pending {
         operation: String,
+        #[serde(
+            default,
+            rename = "requestedAt",
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        requested_at: Option<OffsetDateTime>,
     },
     Failed {
         reason: String,

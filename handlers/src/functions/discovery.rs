@@ -750,12 +750,13 @@ async fn telemetry(
         .map_err(|e| DiscoveryError::Retry(FnError::Transient(e.to_string())))?;
     let entries = tables
         .into_iter()
-        .map(|(table, rows)| InventoryEntry {
+        .map(|t| InventoryEntry {
             item: Item::Telemetry {
-                table,
-                records: rows.len() as u64,
+                table: t.table,
+                records: t.rows.len() as u64,
+                destination: Some(t.destination),
             },
-            doc: Some(Value::Array(rows)),
+            doc: Some(Value::Array(t.rows)),
             doc_sha256: None,
             hold: None,
         })

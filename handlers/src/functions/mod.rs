@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod intake;
 pub mod retention;
 pub mod slice;
+pub mod telemetry_purges;
 pub mod workspace_deleted;
 
 use std::sync::Arc;

@@ -10,6 +10,9 @@
 //! inventories), and resumes a sweep a crash interrupted. Large sweeps continue through the
 //! slice's continuation messages, so each invocation stays bounded. Last, export bundles whose
 //! links have expired are deleted (what the storage account's lifecycle rule does in Azure).
+//! Every run also sends telemetry purges that wait for the rate limit and polls the open ones
+//! to the end, writing a new certificate version when a request's purges have all ended
+//! (`functions::telemetry_purges`).
 
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -39,6 +42,8 @@ pub struct SweepOutcome {
     pub expired_exports: usize,
     /// Finished requests whose working state was removed, and intake archive entries removed.
     pub expired_state: ExpiredState,
+    /// Telemetry purges sent, polled and ended; certificates revised.
+    pub purges: super::telemetry_purges::PurgeSweep,
 }
 
 /// Retention for one workspace: the app's setting, or its `dsr-retention-days` tag when that is
@@ -160,6 +165,7 @@ pub async fn run(
     }
     out.job_history_disabled = !enabled;
     out.cleanups = workspace_deleted::run_due_cleanups(svc, now).await?;
+    out.purges = super::telemetry_purges::sweep(svc, now).await?;
     out.expired_exports = expire_exports(svc, now).await?;
     out.expired_state = expire_request_state(svc, now).await?;
     Ok(out)

@@ -20,7 +20,6 @@ use crate::domain::slice::{
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, DeleteOutcome, StoreResult};
 use crate::ports::bus::{queues, OutMessage};
 use crate::ports::control_plane::ResourceDelete;
-use crate::ports::telemetry::PurgeStatus;
 use crate::state::{InventoryEntry, StateStore, EXPORTS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,7 +247,7 @@ async fn verify(
 ) -> Result<(), DiscoveryError> {
     use std::collections::{BTreeMap, HashSet};
     let mut listed: BTreeMap<(String, String, String), HashSet<String>> = BTreeMap::new();
-    let mut telemetry_left: Option<HashSet<String>> = None;
+    let mut telemetry_left: Option<HashSet<(String, String)>> = None;
     for o in items.iter_mut() {
         if !matches!(o.status, ItemStatus::Deleted { .. }) {
             continue;
@@ -303,7 +302,9 @@ async fn verify(
                 .exists(&task.workspace, *resource_type, id)
                 .await?
                 .then_some("ARM still returns it after the delete"),
-            Item::Telemetry { table, .. } => {
+            Item::Telemetry {
+                table, destination, ..
+            } => {
                 if telemetry_left.is_none() {
                     let ws = svc.control.workspace(&task.workspace).await?;
                     let left = svc
@@ -312,14 +313,18 @@ async fn verify(
                         .await
                         .map_err(|e| FnError::Transient(e.to_string()))?
                         .into_iter()
-                        .filter(|(_, rows)| !rows.is_empty())
-                        .map(|(t, _)| t)
+                        .filter(|t| !t.rows.is_empty())
+                        .map(|t| (t.destination, t.table))
                         .collect();
                     telemetry_left = Some(left);
                 }
                 telemetry_left
                     .as_ref()
-                    .is_some_and(|left| left.contains(table))
+                    .is_some_and(|left| {
+                        left.iter().any(|(d, t)| {
+                            t == table && destination.as_deref().is_none_or(|x| x == d)
+                        })
+                    })
                     .then_some("the subject's records are still returned by a query")
             }
         };
@@ -496,15 +501,17 @@ async fn export(
                         )
                         .await?
                     }
-                    Item::Telemetry { table, .. } => {
-                        write_doc(
-                            svc,
-                            &state,
-                            task,
-                            &format!("telemetry/{table}.json"),
-                            e.doc.clone().unwrap_or_default(),
-                        )
-                        .await?
+                    Item::Telemetry {
+                        table, destination, ..
+                    } => {
+                        // One file per table and Log Analytics workspace (named by its last
+                        // id segment): the same table can come from several.
+                        let path = match destination.as_deref().and_then(|d| d.rsplit('/').next()) {
+                            Some(la) => format!("telemetry/{la}/{table}.json"),
+                            None => format!("telemetry/{table}.json"),
+                        };
+                        write_doc(svc, &state, task, &path, e.doc.clone().unwrap_or_default())
+                            .await?
                     }
                 };
                 Ok(ItemOutcome {
@@ -835,21 +842,24 @@ async fn delete(
             }
         }
     } else if has_telemetry {
+        // Persisted, sent once, polled by the timer (functions::telemetry_purges).
         let ws = svc.control.workspace(&task.workspace).await?;
-        let purged = svc
-            .telemetry
-            .purge(&ws, &task.subject)
-            .await
-            .map_err(|e| FnError::Transient(e.to_string()))?;
-        for (i, e) in entries.iter().enumerate() {
-            if let Item::Telemetry { table, .. } = &e.item {
-                statuses[i] = Some(match purged.iter().find(|(t, _)| t == table) {
-                    Some((_, PurgeStatus::Pending { operation_id })) => ItemStatus::Pending {
-                        operation: operation_id.clone(),
-                    },
-                    _ => ItemStatus::Deleted { verified: false },
-                });
-            }
+        let tel: Vec<(usize, Item)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.item, Item::Telemetry { .. }))
+            .map(|(i, e)| (i, e.item.clone()))
+            .collect();
+        for (i, status) in super::telemetry_purges::purge_for_slice(
+            svc,
+            task,
+            &ws,
+            &tel,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await?
+        {
+            statuses[i] = Some(status);
         }
     }
     Ok(entries

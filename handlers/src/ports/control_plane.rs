@@ -21,7 +21,17 @@ pub struct WorkspaceInfo {
     /// Notebooks and user files share `code-<guid>` (datastore `workspaceworkingdirectory`).
     pub file_share: String,
     pub app_insights: Option<String>,
+    /// The Log Analytics workspace behind the Application Insights component.
     pub log_analytics_workspace: Option<String>,
+    /// Log Analytics workspaces the ML workspace's diagnostic settings send to
+    /// (`Microsoft.Insights/diagnosticSettings`, `properties.workspaceId`): where `Aml*` tables
+    /// are.
+    #[serde(default)]
+    pub diagnostic_destinations: Vec<String>,
+    /// Why the diagnostic settings could not be read, if they could not (telemetry then fails
+    /// rather than reporting an empty search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostic_settings_error: Option<String>,
     pub key_vault: Option<String>,
     /// ARM tags; `dsr-retention-days` overrides the job-history retention for this workspace.
     #[serde(default)]
@@ -44,6 +54,24 @@ pub struct Datastore {
     pub account: String,
     /// Blob container or file share; empty when the type has neither.
     pub container: String,
+}
+
+impl WorkspaceInfo {
+    /// Every Log Analytics workspace that may hold the workspace's telemetry, without
+    /// duplicates (resource ids compared case-insensitively).
+    pub fn log_analytics_destinations(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for d in self
+            .diagnostic_destinations
+            .iter()
+            .chain(self.log_analytics_workspace.iter())
+        {
+            if !d.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(d)) {
+                out.push(d.clone());
+            }
+        }
+        out
+    }
 }
 
 impl Datastore {

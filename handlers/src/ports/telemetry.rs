@@ -1,6 +1,10 @@
-//! The telemetry port: the subject's records in the workspace's Application Insights / Log
-//! Analytics tables (`AmlRunEvent` and friends). Export = query; delete = purge, which in Azure
-//! is asynchronous (operation id, up to 30 days) and therefore may be reported as pending.
+//! The telemetry port: the subject's records in the Log Analytics workspaces an Azure ML
+//! workspace sends its logs to (`AmlRunEvent` and friends). Export = query; delete = purge,
+//! which in Azure is asynchronous (operation id, up to 30 days), not idempotent and
+//! rate-limited. The port therefore splits a purge into steps the caller persists between:
+//! [`TelemetryStore::purge_plan`] (what to send), [`TelemetryStore::send_purge`] (one POST,
+//! never retried automatically) and [`TelemetryStore::poll_purge`] (its status, by a later timer
+//! run).
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -14,6 +18,44 @@ pub enum PurgeStatus {
     Pending { operation_id: String },
 }
 
+/// The subject's rows of one table in one Log Analytics workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryRows {
+    /// Log Analytics workspace resource id (`local` in local mode).
+    pub destination: String,
+    pub table: String,
+    pub rows: Vec<Value>,
+}
+
+/// The purges that would remove the subject's rows of one table in one destination: purge
+/// request bodies (`{table, filters}`), or why none can address them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedPurge {
+    pub destination: String,
+    pub table: String,
+    pub bodies: Result<Vec<Value>, String>,
+}
+
+/// What one purge POST got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeSend {
+    /// 202: the operation and where to poll it.
+    Accepted {
+        operation_id: String,
+        status_url: String,
+    },
+    /// Not sent now (rate limit: the process's budget or the service's 429); send later.
+    Deferred { reason: String },
+}
+
+/// The status of an accepted purge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgePoll {
+    Pending,
+    Completed,
+    Failed { reason: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("transient telemetry error: {0}")]
@@ -24,20 +66,32 @@ pub enum TelemetryError {
 
 #[async_trait]
 pub trait TelemetryStore: Send + Sync + 'static {
-    /// The subject's records, by table.
+    /// The subject's records, by destination and table.
     async fn query(
         &self,
         ws: &WorkspaceInfo,
         subject: &ResolvedSubject,
-    ) -> Result<Vec<(String, Vec<Value>)>, TelemetryError>;
+    ) -> Result<Vec<TelemetryRows>, TelemetryError>;
 
     /// Remove every record of a deleted workspace (its telemetry outlives it).
     async fn purge_workspace(&self, ws: &WorkspaceInfo) -> Result<PurgeStatus, TelemetryError>;
 
-    /// Purge the subject's records from every table.
-    async fn purge(
+    /// The purges that would remove the subject's records (only where records exist: the
+    /// purge budget is scarce).
+    async fn purge_plan(
         &self,
         ws: &WorkspaceInfo,
         subject: &ResolvedSubject,
-    ) -> Result<Vec<(String, PurgeStatus)>, TelemetryError>;
+    ) -> Result<Vec<PlannedPurge>, TelemetryError>;
+
+    /// Send one purge, once. An error is a refusal or an unknown outcome (the caller records
+    /// it; it does not resend automatically).
+    async fn send_purge(
+        &self,
+        destination: &str,
+        body: &Value,
+    ) -> Result<PurgeSend, TelemetryError>;
+
+    /// The status of an accepted purge.
+    async fn poll_purge(&self, status_url: &str) -> Result<PurgePoll, TelemetryError>;
 }

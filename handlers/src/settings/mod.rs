@@ -70,7 +70,7 @@ pub const SPECS: &[Spec] = &[
     spec("DSR_STATE_RETENTION_DAYS", B, false, "90", "days after which a finished request's working state and the intake archive are removed (reports, certificates and audit records stay) (1-3650)"),
     spec("DSR_WORKSPACE_SOFT_DELETE_DAYS", B, false, "14", "Azure ML workspace soft-delete window, days (0-14)"),
     spec("DSR_TELEMETRY_PURGE_ENABLED", B, false, "true", "request Log Analytics purges on delete (false: telemetry is reported as not purged)"),
-    spec("DSR_TELEMETRY_TABLES", B, false, "AmlRunEvent", "Log Analytics tables searched, comma-separated"),
+    spec("DSR_TELEMETRY_TABLES", B, false, "AmlRunEvent,AmlRunStatusChangedEvent,AmlDataStoreEvent,AmlModelsEvent,AmlPipelineEvent,AmlOnlineEndpointTrafficLog", "Log Analytics tables searched and purged, comma-separated; each must be in the identity map (domain/telemetry.rs)"),
     spec("DSR_STATE_ACCOUNT", L, false, "dsrstate", "state account name (local mode; Azure mode derives it from DSR_STATE_ACCOUNT_URL)"),
     spec("DSR_DATA_DIR", L, false, ".dsr", "local data folder (store, queue, directory)"),
     spec("DSR_STORAGE", L, false, "local", "`local` or `azurite=<http://127.0.0.1:port>`"),
@@ -98,6 +98,8 @@ pub use crate::domain::subject::LOCAL_LOG_SALT;
 
 /// Job history younger than this is never swept: a shorter setting is refused at start-up.
 pub const MIN_JOB_RETENTION_DAYS: u32 = 30;
+/// Every table of the telemetry identity map (`domain/telemetry.rs`).
+pub const DEFAULT_TELEMETRY_TABLES: &str = "AmlRunEvent,AmlRunStatusChangedEvent,AmlDataStoreEvent,AmlModelsEvent,AmlPipelineEvent,AmlOnlineEndpointTrafficLog";
 
 /// A configuration error: names the setting and says what is wrong (never echoes a secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -355,7 +357,7 @@ impl AppSettings {
         };
         let telemetry_tables: Vec<String> = env
             .get("DSR_TELEMETRY_TABLES")
-            .unwrap_or("AmlRunEvent")
+            .unwrap_or(DEFAULT_TELEMETRY_TABLES)
             .split(',')
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
@@ -368,6 +370,16 @@ impl AppSettings {
             return Err(err(
                 "DSR_TELEMETRY_TABLES",
                 format!("{bad:?} is not a table name"),
+            ));
+        }
+        if let Some(bad) = telemetry_tables
+            .iter()
+            .find(|t| crate::domain::telemetry::identity_column(t).is_none())
+        {
+            // Without a known identity column the table can be neither searched nor purged.
+            return Err(err(
+                "DSR_TELEMETRY_TABLES",
+                format!("{bad:?} is not a covered table (no identity column in the map)"),
             ));
         }
         let port = match env
@@ -546,7 +558,10 @@ impl AppSettings {
             log_json: false,
             port: 7071,
             arm_poll: Duration::from_millis(5000),
-            telemetry_tables: vec!["AmlRunEvent".into()],
+            telemetry_tables: DEFAULT_TELEMETRY_TABLES
+                .split(',')
+                .map(str::to_string)
+                .collect(),
             adapters: Adapters::Local(LocalSettings::new(data_dir, storage)),
         }
     }

@@ -92,6 +92,7 @@ fn malformed_or_out_of_range_values_are_errors_not_defaults() {
         ("DSR_STORAGE", "s3"),
         ("DSR_ARM_ENDPOINT", "https://management.azure.com"),
         ("DSR_TELEMETRY_TABLES", "AmlRunEvent | union *"),
+        ("DSR_TELEMETRY_TABLES", "AmlComputeClusterEvent"),
         ("FUNCTIONS_CUSTOMHANDLER_PORT", "99999"),
         ("DSR_LOG_FORMAT", "xml"),
         ("DSR_JOB_RETENTION_DAYS", "1"),

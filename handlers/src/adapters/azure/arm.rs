@@ -37,6 +37,29 @@ use crate::ports::control_plane::*;
 pub const ARM_API_VERSION: &str = "2024-10-01";
 /// Application Insights components API (to find the Log Analytics workspace behind it).
 pub const APP_INSIGHTS_API_VERSION: &str = "2020-02-02";
+/// Azure Monitor diagnostic settings API (`Microsoft.Insights/diagnosticSettings`, spec
+/// `monitor/.../2021-05-01-preview/diagnosticsSettings_API.json`).
+pub const DIAGNOSTIC_SETTINGS_API_VERSION: &str = "2021-05-01-preview";
+
+/// `properties.workspaceId` of every diagnostic setting in a list answer
+/// (`{"value":[{"properties":{"workspaceId"}}]}`, example `listDiagnosticSettings.json`). A
+/// setting that sends only to storage or Event Hubs has an empty or absent `workspaceId`.
+pub fn diagnostic_workspaces(list: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in list
+        .get("value")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(w) = str_at(s, "/properties/workspaceId").filter(|w| !w.trim().is_empty()) {
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(w)) {
+                out.push(w.to_string());
+            }
+        }
+    }
+    out
+}
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 const CURSOR_PREFIX: &str = "dsr-cursor:";
 
@@ -220,6 +243,30 @@ impl AzureMlControlPlane {
                 tracing::warn!(error = %e, "cannot read the Application Insights component");
                 None
             }
+        }
+    }
+
+    /// The Log Analytics workspaces the workspace's diagnostic settings send to (Aml* tables
+    /// exist only there). `Err` carries why they could not be read.
+    async fn diagnostic_destinations(&self, ws: &WorkspaceId) -> Result<Vec<String>, String> {
+        let mut url = join(
+            &self.cfg.endpoint,
+            &format!("{ws}/providers/Microsoft.Insights/diagnosticSettings"),
+        )
+        .map_err(|e| e.to_string())?;
+        url.query_pairs_mut()
+            .append_pair("api-version", DIAGNOSTIC_SETTINGS_API_VERSION);
+        match self.rest.get(&url).await {
+            Ok(r) if r.status == 200 => r
+                .json()
+                .map(|v| diagnostic_workspaces(&v))
+                .map_err(|e| e.to_string()),
+            Ok(r) => Err(format!(
+                "diagnostic settings answered {}: {}",
+                r.status,
+                r.message()
+            )),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -438,6 +485,16 @@ impl ControlPlane for AzureMlControlPlane {
             Some(ai) => self.log_analytics_of(ai).await,
             None => None,
         };
+        let (diagnostic_destinations, diagnostic_settings_error) = match self
+            .diagnostic_destinations(ws)
+            .await
+        {
+            Ok(d) => (d, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the workspace's diagnostic settings; telemetry will not be searched");
+                (Vec::new(), Some(e))
+            }
+        };
         let tags = doc
             .get("tags")
             .and_then(Value::as_object)
@@ -455,6 +512,8 @@ impl ControlPlane for AzureMlControlPlane {
             file_share,
             app_insights,
             log_analytics_workspace,
+            diagnostic_destinations,
+            diagnostic_settings_error,
             key_vault: str_at(&doc, "/properties/keyVault").map(str::to_string),
             tags,
             location: str_at(&doc, "/location").map(str::to_string),

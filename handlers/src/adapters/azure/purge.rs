@@ -1,28 +1,33 @@
 //! Workspace telemetry in Log Analytics behind the [`TelemetryStore`] port: export through the
 //! Log Analytics query API, erasure through the workspace purge API.
 //!
-//! - **Where**: the Log Analytics workspace behind the Azure ML workspace's (workspace-based)
-//!   Application Insights component, found by the ARM adapter. Tables are configurable
-//!   (default `AmlRunEvent`); the subject is matched on column `Identity` by Entra object id.
+//! - **Where**: every Log Analytics workspace the Azure ML workspace's diagnostic settings send
+//!   to (where `Aml*` tables are), plus the one behind its Application Insights component; both
+//!   found by the ARM adapter. If the diagnostic settings could not be read, the search fails
+//!   rather than reporting nothing found.
+//! - **Who**: per table, the column (and for `dynamic` columns, the key) of the identity map in
+//!   `domain::telemetry`, built from the Azure Monitor table reference. Tables are configurable
+//!   (default: every covered table).
 //! - **Query** (`POST {query}/v1{workspaceResourceId}/query`, audience
-//!   `https://api.loganalytics.io`): one KQL query per table. A table that does not exist in the
-//!   workspace answers 400 "Failed to resolve table" and counts as empty.
-//! - **Purge** (`POST {arm}{workspaceResourceId}/purge?api-version=2020-08-01` with
-//!   `{table, filters:[{column:"Identity", operator:"==", value}]}`) answers 202 with
-//!   `x-ms-status-location`. The purge is only requested for tables where the query finds the
-//!   subject (the budget is scarce), and the status URL is polled by later calls: until it says
-//!   `completed` the table is `Pending{operation_id}` (the purge id, e.g. `purge-<guid>`).
-//!   Microsoft's SLA for a purge is 30 days.
-//! - **50 requests per hour**: the service throttles purges per workspace. A per-process token
-//!   bucket ([`PurgeBudget`], 50 per rolling hour by default) guards the POSTs; when it is empty
-//!   the call fails as *transient* so the slice message is redelivered later, instead of
-//!   burning the service's budget on 429s. The port purges one subject at a time, so batching
-//!   several identities into one `in` filter is not done here; the daily volume of DSRs per
-//!   workspace is expected to stay well below the budget. Redeliveries of the same slice do not
-//!   spend budget twice in one process: operations are remembered by (workspace, table, subject).
+//!   `https://api.loganalytics.io`): one KQL query per table and destination. A table that does
+//!   not exist in the workspace answers 400 "Failed to resolve table" and counts as empty.
+//! - **Purge** (`POST {arm}{workspaceResourceId}/purge?api-version=2020-08-01`, body
+//!   `{table, filters:[{column, key?, operator:"==", value}]}`) answers 202 with
+//!   `x-ms-status-location`. A purge is not idempotent and the service allows about 50 per hour
+//!   per workspace, so the POST goes through a client **without automatic retries**: a 5xx or a
+//!   lost answer is reported to the caller, which records it and does not resend on its own.
+//!   A 429 or an empty process budget ([`PurgeBudget`]) is `Deferred`: the caller keeps the
+//!   purge as to-send and a later timer run sends it. Purges are only planned for tables where
+//!   the query finds the subject (the budget is scarce). Batching several identities into one
+//!   `in` filter is not done: the port purges one subject at a time.
+//! - **Status** (`GET x-ms-status-location`, `{"status": "pending" | "completed"}`, the
+//!   documented `WorkspacePurgeStatusResponse`; the enum has no failure value): another status
+//!   value, or a 4xx (e.g. 404: the service no longer knows the operation), is a failure; a 5xx
+//!   is transient (the caller polls again later and gives up after the purge SLA, 30 days).
 //! - **Whole workspace** (after an Azure ML workspace is deleted): one purge per table with
 //!   `_ResourceId == <the Azure ML workspace id>`, i.e. only records the deleted workspace
 //!   itself emitted — never the whole Application Insights component, which can be shared.
+//!   These are remembered in memory only (see docs/reliability.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -34,13 +39,14 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::rest::{join, same_origin, RestClient, RestError};
+use super::retry::RetryConfig;
 use crate::domain::subject::ResolvedSubject;
+use crate::domain::telemetry::{export_query, identity_column, purge_bodies, IdentityColumn};
 use crate::ports::control_plane::WorkspaceInfo;
 use crate::ports::telemetry::*;
 
 pub const PURGE_API_VERSION: &str = "2020-08-01";
 pub const LOG_ANALYTICS_SCOPE: &str = "https://api.loganalytics.io/.default";
-pub const IDENTITY_COLUMN: &str = "Identity";
 
 /// At most `capacity` purge requests in any rolling `window`, in this process.
 pub struct PurgeBudget {
@@ -83,16 +89,19 @@ pub struct PurgeConfig {
     pub arm_endpoint: Url,
     /// Log Analytics query endpoint, `https://api.loganalytics.io`.
     pub query_endpoint: Url,
-    /// Tables holding the subject's records in column `Identity`.
+    /// Tables searched and purged; each must be in the identity map.
     pub tables: Vec<String>,
 }
 
 pub struct LogAnalyticsTelemetry {
+    /// Status polls (GET, safe to retry).
     arm: RestClient,
+    /// Purge POSTs: the same audience with no automatic retry.
+    purge_post: RestClient,
     query: RestClient,
     cfg: PurgeConfig,
     budget: PurgeBudget,
-    /// (log analytics workspace, table, filter value) -> status URL of the purge in flight.
+    /// Whole-workspace purges in flight: (log analytics workspace, table, value) -> status URL.
     in_flight: Mutex<HashMap<(String, String, String), Url>>,
 }
 
@@ -106,6 +115,14 @@ fn map(e: RestError) -> TelemetryError {
 /// Table names go into KQL and URLs: letters, digits and `_` only.
 fn valid_table(t: &str) -> bool {
     !t.is_empty() && t.len() <= 128 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A client that sends each request exactly once (for the purge POST).
+pub fn no_retry(client: RestClient) -> RestClient {
+    client.with_retry(RetryConfig {
+        max_retries: 0,
+        ..RetryConfig::default()
+    })
 }
 
 impl LogAnalyticsTelemetry {
@@ -125,6 +142,7 @@ impl LogAnalyticsTelemetry {
         budget: PurgeBudget,
     ) -> Self {
         Self {
+            purge_post: no_retry(arm.clone()),
             arm,
             query,
             cfg,
@@ -133,26 +151,30 @@ impl LogAnalyticsTelemetry {
         }
     }
 
-    fn tables(&self) -> Result<&[String], TelemetryError> {
-        match self.cfg.tables.iter().find(|t| !valid_table(t)) {
-            Some(bad) => Err(TelemetryError::Other(format!("invalid table name {bad:?}"))),
-            None => Ok(&self.cfg.tables),
-        }
+    /// The configured tables with their identity columns; a table without one is an error.
+    fn tables(&self) -> Result<Vec<&'static IdentityColumn>, TelemetryError> {
+        self.cfg
+            .tables
+            .iter()
+            .map(|t| {
+                if !valid_table(t) {
+                    return Err(TelemetryError::Other(format!("invalid table name {t:?}")));
+                }
+                identity_column(t).ok_or_else(|| {
+                    TelemetryError::Other(format!("table {t} has no identity column in the map"))
+                })
+            })
+            .collect()
     }
 
-    /// Rows of `table` matching `filter` (a KQL predicate built from validated parts only).
-    async fn rows(
-        &self,
-        la: &str,
-        table: &str,
-        filter: &str,
-    ) -> Result<Vec<Value>, TelemetryError> {
+    /// Rows of a KQL query (built from validated parts only) against one workspace.
+    async fn rows(&self, la: &str, kql: &str) -> Result<Vec<Value>, TelemetryError> {
         let url = join(
             &self.cfg.query_endpoint,
             &format!("v1/{}/query", la.trim_start_matches('/')),
         )
         .map_err(map)?;
-        let body = json!({ "query": format!("{table} | where {filter}") });
+        let body = json!({ "query": kql });
         let r = self
             .query
             .send(Method::Post, &url, Some(Bytes::from(body.to_string())), &[])
@@ -167,53 +189,43 @@ impl LogAnalyticsTelemetry {
         Ok(rows_as_objects(&r.json().map_err(map)?))
     }
 
-    /// Start (or look up) the purge of `table` rows where `column == value`.
-    async fn purge_table(
-        &self,
-        la: &str,
-        table: &str,
-        column: &str,
-        value: &str,
-    ) -> Result<PurgeStatus, TelemetryError> {
-        let key = (
-            la.to_ascii_lowercase(),
-            table.to_string(),
-            value.to_string(),
-        );
-        let known = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some(status_url) = known {
-            let status = self.status(&status_url).await?;
-            if matches!(status, PurgeStatus::Completed { .. }) {
-                self.in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
-            }
-            return Ok(status);
-        }
-        if let Err(wait) = self.budget.take() {
-            return Err(TelemetryError::Transient(format!(
-                "purge budget (50 requests/hour) spent; next slot in {}s",
-                wait.as_secs()
-            )));
+    fn purge_url(&self, la: &str) -> Result<Url, TelemetryError> {
+        let la = la.trim_start_matches('/');
+        if !la.to_ascii_lowercase().starts_with("subscriptions/") {
+            return Err(TelemetryError::Other(
+                "purge destination is not a workspace resource id".into(),
+            ));
         }
         let mut url = join(&self.cfg.arm_endpoint, &format!("{la}/purge")).map_err(map)?;
         url.query_pairs_mut()
             .append_pair("api-version", PURGE_API_VERSION);
-        let body = json!({
-            "table": table,
-            "filters": [{ "column": column, "operator": "==", "value": value }]
-        });
+        Ok(url)
+    }
+
+    /// One purge POST (never retried here).
+    async fn post_purge(&self, la: &str, body: &Value) -> Result<PurgeSend, TelemetryError> {
+        if let Err(wait) = self.budget.take() {
+            return Ok(PurgeSend::Deferred {
+                reason: format!(
+                    "purge budget (50 requests/hour) spent; next slot in {}s",
+                    wait.as_secs()
+                ),
+            });
+        }
+        let url = self.purge_url(la)?;
         let r = self
-            .arm
+            .purge_post
             .send(Method::Post, &url, Some(Bytes::from(body.to_string())), &[])
             .await
             .map_err(map)?;
+        if r.status == 429 {
+            return Ok(PurgeSend::Deferred {
+                reason: format!(
+                    "the service throttled the purge (429, Retry-After {})",
+                    r.header("retry-after").unwrap_or("absent")
+                ),
+            });
+        }
         if r.status != 202 && r.status != 200 {
             return Err(map(r.error()));
         }
@@ -237,27 +249,71 @@ impl LogAnalyticsTelemetry {
                 })
             })
             .unwrap_or_else(|| status_url.to_string());
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, status_url);
-        Ok(PurgeStatus::Pending { operation_id })
+        Ok(PurgeSend::Accepted {
+            operation_id,
+            status_url: status_url.to_string(),
+        })
     }
 
-    /// `GET x-ms-status-location`: `{"status": "pending" | "completed"}`.
-    pub async fn status(&self, status_url: &Url) -> Result<PurgeStatus, TelemetryError> {
-        let r = self.arm.get(status_url).await.map_err(map)?;
-        if r.status != 200 {
-            return Err(map(r.error()));
+    /// Start (or look up) the whole-workspace purge of `table` rows where `column == value`.
+    async fn purge_table(
+        &self,
+        la: &str,
+        table: &str,
+        column: &str,
+        value: &str,
+    ) -> Result<PurgeStatus, TelemetryError> {
+        let key = (
+            la.to_ascii_lowercase(),
+            table.to_string(),
+            value.to_string(),
+        );
+        let known = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(status_url) = known {
+            return match self.poll_purge(status_url.as_str()).await? {
+                PurgePoll::Completed => {
+                    self.in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                    Ok(PurgeStatus::Completed { removed: 0 })
+                }
+                PurgePoll::Pending => Ok(PurgeStatus::Pending {
+                    operation_id: operation_id(&status_url)
+                        .unwrap_or_else(|| status_url.to_string()),
+                }),
+                PurgePoll::Failed { reason } => {
+                    self.in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                    Err(TelemetryError::Other(format!("purge failed: {reason}")))
+                }
+            };
         }
-        let v = r.json().map_err(map)?;
-        match v.get("status").and_then(Value::as_str) {
-            Some(s) if s.eq_ignore_ascii_case("completed") => {
-                Ok(PurgeStatus::Completed { removed: 0 })
+        let body = json!({
+            "table": table,
+            "filters": [{ "column": column, "operator": "==", "value": value }]
+        });
+        match self.post_purge(la, &body).await? {
+            PurgeSend::Deferred { reason } => Err(TelemetryError::Transient(reason)),
+            PurgeSend::Accepted {
+                operation_id,
+                status_url,
+            } => {
+                if let Ok(u) = Url::parse(&status_url) {
+                    self.in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key, u);
+                }
+                Ok(PurgeStatus::Pending { operation_id })
             }
-            _ => Ok(PurgeStatus::Pending {
-                operation_id: operation_id(status_url).unwrap_or_else(|| status_url.to_string()),
-            }),
         }
     }
 }
@@ -307,10 +363,14 @@ fn rows_as_objects(v: &Value) -> Vec<Value> {
     out
 }
 
-fn la_of(ws: &WorkspaceInfo) -> Option<&str> {
-    ws.log_analytics_workspace
-        .as_deref()
-        .filter(|s| !s.is_empty())
+/// The workspace's Log Analytics destinations, or why they are unknown.
+fn destinations(ws: &WorkspaceInfo) -> Result<Vec<String>, TelemetryError> {
+    if let Some(e) = &ws.diagnostic_settings_error {
+        return Err(TelemetryError::Transient(format!(
+            "the workspace's diagnostic settings could not be read ({e}); telemetry not searched"
+        )));
+    }
+    Ok(ws.log_analytics_destinations())
 }
 
 #[async_trait]
@@ -319,35 +379,42 @@ impl TelemetryStore for LogAnalyticsTelemetry {
         &self,
         ws: &WorkspaceInfo,
         subject: &ResolvedSubject,
-    ) -> Result<Vec<(String, Vec<Value>)>, TelemetryError> {
-        let Some(la) = la_of(ws) else {
-            tracing::warn!(workspace = %ws.id, "no Log Analytics workspace behind the workspace's Application Insights; telemetry not searched");
-            return Ok(Vec::new());
-        };
-        // The object id is a parsed GUID: safe to place in KQL.
-        let filter = format!("{IDENTITY_COLUMN} == \"{}\"", subject.object_id);
+    ) -> Result<Vec<TelemetryRows>, TelemetryError> {
+        let las = destinations(ws)?;
+        if las.is_empty() {
+            tracing::warn!(workspace = %ws.id, "no diagnostic setting or Application Insights sends this workspace's logs to Log Analytics; telemetry not searched");
+        }
+        // The object id is a parsed GUID, quoted as a KQL literal.
+        let oid = subject.object_id.to_string();
+        let tables = self.tables()?;
         let mut out = Vec::new();
-        for table in self.tables()? {
-            let rows = self.rows(la, table, &filter).await?;
-            if !rows.is_empty() {
-                out.push((table.clone(), rows));
+        for la in &las {
+            for col in &tables {
+                let rows = self.rows(la, &export_query(col, &oid)).await?;
+                if !rows.is_empty() {
+                    out.push(TelemetryRows {
+                        destination: la.clone(),
+                        table: col.table.to_string(),
+                        rows,
+                    });
+                }
             }
         }
         Ok(out)
     }
 
     async fn purge_workspace(&self, ws: &WorkspaceInfo) -> Result<PurgeStatus, TelemetryError> {
-        let Some(la) = la_of(ws) else {
-            return Ok(PurgeStatus::Completed { removed: 0 });
-        };
+        let las = ws.log_analytics_destinations();
         // Log Analytics stores _ResourceId lower-cased.
         let rid = ws.id.to_string().to_ascii_lowercase();
         let mut pending = Vec::new();
-        for table in self.tables()? {
-            if let PurgeStatus::Pending { operation_id } =
-                self.purge_table(la, table, "_ResourceId", &rid).await?
-            {
-                pending.push(operation_id);
+        for la in &las {
+            for col in self.tables()? {
+                if let PurgeStatus::Pending { operation_id } =
+                    self.purge_table(la, col.table, "_ResourceId", &rid).await?
+                {
+                    pending.push(operation_id);
+                }
             }
         }
         Ok(if pending.is_empty() {
@@ -359,33 +426,63 @@ impl TelemetryStore for LogAnalyticsTelemetry {
         })
     }
 
-    async fn purge(
+    async fn purge_plan(
         &self,
         ws: &WorkspaceInfo,
         subject: &ResolvedSubject,
-    ) -> Result<Vec<(String, PurgeStatus)>, TelemetryError> {
-        let Some(la) = la_of(ws) else {
-            return Ok(Vec::new());
-        };
+    ) -> Result<Vec<PlannedPurge>, TelemetryError> {
         let oid = subject.object_id.to_string();
-        let filter = format!("{IDENTITY_COLUMN} == \"{oid}\"");
-        let mut out = Vec::new();
-        for table in self.tables()? {
-            let key = (la.to_ascii_lowercase(), table.clone(), oid.clone());
-            let in_flight = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&key);
-            // Spend purge budget only where the subject has records.
-            if !in_flight && self.rows(la, table, &filter).await?.is_empty() {
-                out.push((table.clone(), PurgeStatus::Completed { removed: 0 }));
-                continue;
-            }
-            let status = self.purge_table(la, table, IDENTITY_COLUMN, &oid).await?;
-            out.push((table.clone(), status));
+        Ok(self
+            .query(ws, subject)
+            .await?
+            .into_iter()
+            .filter_map(|t| {
+                let col = identity_column(&t.table)?;
+                Some(PlannedPurge {
+                    bodies: purge_bodies(col, &t.rows, &oid),
+                    destination: t.destination,
+                    table: t.table,
+                })
+            })
+            .collect())
+    }
+
+    async fn send_purge(
+        &self,
+        destination: &str,
+        body: &Value,
+    ) -> Result<PurgeSend, TelemetryError> {
+        self.post_purge(destination, body).await
+    }
+
+    async fn poll_purge(&self, status_url: &str) -> Result<PurgePoll, TelemetryError> {
+        let url = Url::parse(status_url)
+            .map_err(|_| TelemetryError::Other("purge status location is not a URL".into()))?;
+        if !same_origin(&self.cfg.arm_endpoint, &url) {
+            return Err(TelemetryError::Other(
+                "purge status location is not on the ARM endpoint".into(),
+            ));
         }
-        Ok(out)
+        let r = self.arm.get(&url).await.map_err(map)?;
+        if (400..500).contains(&r.status) && r.status != 429 {
+            return Ok(PurgePoll::Failed {
+                reason: format!("status answered {}: {}", r.status, r.message()),
+            });
+        }
+        if r.status != 200 {
+            return Err(TelemetryError::Transient(format!(
+                "purge status answered {}",
+                r.status
+            )));
+        }
+        let v = r.json().map_err(map)?;
+        Ok(match v.get("status").and_then(Value::as_str) {
+            Some(s) if s.eq_ignore_ascii_case("completed") => PurgePoll::Completed,
+            Some(s) if s.eq_ignore_ascii_case("pending") => PurgePoll::Pending,
+            other => PurgePoll::Failed {
+                reason: format!("status {other:?}"),
+            },
+        })
     }
 }
 

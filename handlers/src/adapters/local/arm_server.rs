@@ -255,6 +255,29 @@ async fn handle(
                 }),
             )
         }
+        (Method::GET, ["providers", p, "diagnosticSettings"])
+            if p.eq_ignore_ascii_case("Microsoft.Insights") =>
+        {
+            // DiagnosticSettings_List (shape of the spec's `listDiagnosticSettings.json`): one
+            // setting per recorded Log Analytics destination.
+            let value: Vec<Value> = info
+                .diagnostic_destinations
+                .iter()
+                .enumerate()
+                .map(|(i, la)| {
+                    json!({
+                        "id": format!("{ws}/providers/microsoft.insights/diagnosticSettings/dsr-local-{i}"),
+                        "type": "Microsoft.Insights/diagnosticSettings",
+                        "name": format!("dsr-local-{i}"),
+                        "properties": {
+                            "workspaceId": la,
+                            "logs": [{"categoryGroup": "allLogs", "enabled": true}],
+                        },
+                    })
+                })
+                .collect();
+            reply(200, json!({ "value": value }))
+        }
         (Method::GET, ["datastores", name]) => {
             let props = match *name {
                 "workspaceblobstore" => {
