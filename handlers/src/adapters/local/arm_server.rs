@@ -247,7 +247,7 @@ async fn handle(
                 200,
                 json!({
                     "id": ws.to_string(), "name": ws.name(), "type": "Microsoft.MachineLearningServices/workspaces",
-                    "location": "local", "tags": info.tags,
+                    "location": info.location.as_deref().unwrap_or("local"), "tags": info.tags,
                     "properties": {
                         "storageAccount": storage, "keyVault": info.key_vault,
                         "applicationInsights": info.app_insights, "provisioningState": "Succeeded",
