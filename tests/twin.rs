@@ -968,6 +968,7 @@ mod as_deployed {
         "runhistorylocal",
     ];
     const ARM_RESOURCE: &str = "https://management.azure.com";
+    const LAW: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.OperationalInsights/workspaces/law-twin";
 
     /// The test's own view of Azurite: Shared Key over the same https endpoint.
     fn admin_store(az: &Azurite) -> Arc<dyn BlobStore> {
@@ -1114,6 +1115,46 @@ mod as_deployed {
                 .collect(),
         );
         let la = LogAnalyticsStandIn::start();
+        // Telemetry: the workspace's diagnostic settings send to a Log Analytics workspace (the
+        // stand-in), which holds the seed's AmlRunEvent rows; a purge stays pending for a poll.
+        let lcp =
+            azureml_dsr::adapters::local::control_plane::LocalControlPlane::new(admin.clone());
+        let mut info0 =
+            azureml_dsr::ports::control_plane::ControlPlane::workspace(&lcp, &truth.workspaces[0])
+                .await
+                .unwrap();
+        info0.diagnostic_destinations = vec![LAW.to_string()];
+        lcp.put_workspace(&info0).await.unwrap();
+        la.add_workspace(LAW);
+        la.add_table(
+            LAW,
+            "AmlRunEvent",
+            &[
+                ("TimeGenerated", "datetime"),
+                ("Identity", "dynamic"),
+                ("RunId", "string"),
+                ("EventType", "string"),
+            ],
+        );
+        let mut rows = Vec::new();
+        let tel_container =
+            azureml_dsr::adapters::local::telemetry::LocalTelemetry::container(&info0);
+        let (bytes, _) = admin
+            .read_small(&BlobRef::new(
+                "telemetrylocal",
+                tel_container,
+                "AmlRunEvent.jsonl",
+            ))
+            .await
+            .unwrap();
+        for line in String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
+            rows.push(serde_json::from_str::<Value>(line).unwrap());
+        }
+        la.insert(LAW, "AmlRunEvent", &rows);
+        la.set_pending_polls(1);
         // Run history answers with the seed's run records (who created each job, its children).
         let mut run_docs = Vec::new();
         for ws in &truth.workspaces {
@@ -1302,10 +1343,46 @@ mod as_deployed {
                 .await
                 .unwrap();
         }
+        // Telemetry: the purge was requested once and is pending; her rows are still there.
+        let rows_of = |oid: &str| {
+            la.rows(LAW, "AmlRunEvent")
+                .iter()
+                .filter(|r| r["Identity"]["oid"] == oid)
+                .count()
+        };
+        let alice_oid_s = alice.object_id.to_string();
+        let rows_before = rows_of(&alice_oid_s);
+        assert!(rows_before > 0, "the seed gave her telemetry");
+        assert_eq!(la.purges().len(), 1, "{:?}", la.purges());
+        let others_rows = la.rows(LAW, "AmlRunEvent").len() - rows_before;
+        // The timer (as the host fires it) polls the purge until it completes.
+        let v2 = BlobRef::new(STATE, "dsr-reports", "TWIN-DELETE/certificate.v2.json");
+        let mut polls = 0;
+        while admin.read_small(&v2).await.is_err() {
+            polls += 1;
+            assert!(polls <= 4, "the purge never completed: {:?}", la.purges());
+            assert_eq!(
+                dispatcher
+                    .invoke_timer_now("retention-sweep")
+                    .await
+                    .unwrap(),
+                Some(200)
+            );
+        }
+        assert!(polls >= 2, "pending for one poll, then completed");
+        assert_eq!(rows_of(&alice_oid_s), 0, "her rows are purged");
+        assert_eq!(
+            la.rows(LAW, "AmlRunEvent").len(),
+            others_rows,
+            "others' rows stay"
+        );
+        assert_eq!(la.purges().len(), 1, "the purge was never sent twice");
         drop(handler);
 
         // The reports, audit records and results, read from the state account on Azurite.
         let state = StateStore::new(admin.clone(), STATE);
+        let v2_report: FinalReport = admin.read_json(&v2).await.unwrap().unwrap();
+        assert_eq!(v2_report.status, FinalStatus::Completed, "{v2_report:#?}");
         let report = |id: &'static str| {
             let state = state.clone();
             async move {
@@ -1317,12 +1394,21 @@ mod as_deployed {
             }
         };
         // The operator's view in Azure mode agrees with the state account.
-        assert_eq!(cli(&["status", "TWIN-DELETE"])["status"], "completed");
+        assert_eq!(
+            cli(&["status", "TWIN-DELETE"])["status"],
+            "completed_purge_pending",
+            "the first certificate said pending; its second version says completed"
+        );
         assert_eq!(cli(&["report", "TWIN-EXPORT"])["requestId"], "TWIN-EXPORT");
         let export: FinalReport = report("TWIN-EXPORT").await;
         let delete: FinalReport = report("TWIN-DELETE").await;
+        assert_eq!(export.status, FinalStatus::Completed, "{export:#?}");
+        assert_eq!(
+            delete.status,
+            FinalStatus::CompletedPurgePending,
+            "{delete:#?}"
+        );
         for r in [&export, &delete] {
-            assert_eq!(r.status, FinalStatus::Completed, "{r:#?}");
             let audit = state.audit_ref(&r.request_id);
             assert!(
                 admin.read_small(&audit).await.is_ok(),

@@ -135,7 +135,11 @@ pub async fn status(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<(
     };
     let (phase, detail) = match (&plan, &report) {
         (_, Some(r)) => (
-            format!("{:?}", r.status).to_lowercase(),
+            // The status as the result message and the report spell it (snake_case).
+            serde_json::to_value(r.status)?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             format!("{} items; finished {}", r.counts.items, r.finished_at),
         ),
         (Some(p), None) => (
