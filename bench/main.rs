@@ -51,7 +51,13 @@ use futures::{StreamExt, TryStreamExt};
 use raw::Raw;
 use serde_json::json;
 
-const ACCOUNTS: [&str; 4] = ["mlwstore0", "armlocal", "telemetrylocal", "dsrstate"];
+const ACCOUNTS: [&str; 5] = [
+    "mlwstore0",
+    "armlocal",
+    "telemetrylocal",
+    "dsrstate",
+    azureml_dsr::adapters::local::run_history::RUN_HISTORY_ACCOUNT,
+];
 const WS_ACCOUNT: &str = "mlwstore0";
 const SUBJECT_OID: &str = "11111111-2222-3333-4444-555555555555";
 /// In-flight requests of the raw single-request baselines and of seeding.
@@ -853,10 +859,19 @@ async fn bench_discovery(
                             let container = &container;
                             async move {
                                 let u = raw.url("armlocal", container, Some(n));
-                                let (s, _, b) = raw
+                                let (s, _, _) = raw
                                     .send("armlocal", reqwest::Method::GET, u, vec![], Bytes::new())
                                     .await?;
                                 ensure!(s == 200, "get doc {s}");
+                                // The creator is in run history, not in the ARM document.
+                                let rh =
+                                    azureml_dsr::adapters::local::run_history::RUN_HISTORY_ACCOUNT;
+                                let run = n.replacen("jobs/", "runs/", 1);
+                                let u = raw.url(rh, container, Some(&run));
+                                let (s, _, b) = raw
+                                    .send(rh, reqwest::Method::GET, u, vec![], Bytes::new())
+                                    .await?;
+                                ensure!(s == 200, "get run {s}");
                                 let hit = memchr_contains(&b, SUBJECT_OID.as_bytes());
                                 if hit {
                                     // A matched run's two folders (run history, outputs),
@@ -896,7 +911,7 @@ async fn bench_discovery(
             ceiling: Some(m_ceil),
             azcopy: None,
             note: format!(
-                "{} runs/s; ceiling = raw list + GET of every run document + list of each matched run's two folders, x{RAW_CONCURRENCY}",
+                "{} runs/s; ceiling = raw list + GET of every job document and its run-history record + list of each matched run's two folders (no child-run listing), x{RAW_CONCURRENCY}",
                 fmt(runs as f64 / m_ours)
             ),
         });
