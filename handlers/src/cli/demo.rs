@@ -169,6 +169,31 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
                 a.dir.display()
             );
         }
+        if report.status == crate::domain::report::FinalStatus::CompletedPurgePending {
+            // A telemetry purge finishes later, as Log Analytics' do: the timer polls it (here
+            // at once, as the host's next tick would) and writes the certificate's second version.
+            rt.dispatcher
+                .invoke_timer_now(crate::app::RETENTION_SWEEP)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let v2: Option<FinalReport> = {
+                use crate::ports::blob::BlobStoreExt;
+                store
+                    .read_json(
+                        &state.blob(crate::state::REPORTS, format!("{id}/certificate.v2.json")),
+                    )
+                    .await?
+            };
+            if !json {
+                match &v2 {
+                    Some(v2) => println!(
+                        "   telemetry purge: polled by the timer; certificate v2: {:?}",
+                        v2.status
+                    ),
+                    None => println!("   telemetry purge: still pending after the timer's poll"),
+                }
+            }
+        }
         reports.push(report);
     }
     rt.stop().await;
