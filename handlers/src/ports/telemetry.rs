@@ -95,3 +95,20 @@ pub trait TelemetryStore: Send + Sync + 'static {
     /// The status of an accepted purge.
     async fn poll_purge(&self, status_url: &str) -> Result<PurgePoll, TelemetryError>;
 }
+
+/// The purges that would remove `subject`'s rows found by a query: one plan per table the
+/// identity map covers (`domain::telemetry`), every adapter's answer to `plan_purges`.
+pub fn plan_purges(found: Vec<TelemetryRows>, subject: &ResolvedSubject) -> Vec<PlannedPurge> {
+    let oid = subject.object_id.to_string();
+    found
+        .into_iter()
+        .filter_map(|t| {
+            let col = crate::domain::telemetry::identity_column(&t.table)?;
+            Some(PlannedPurge {
+                bodies: crate::domain::telemetry::purge_bodies(col, &t.rows, &oid),
+                destination: t.destination,
+                table: t.table,
+            })
+        })
+        .collect()
+}

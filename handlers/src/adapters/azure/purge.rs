@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use super::rest::{join, same_origin, RestClient, RestError};
 use super::retry::RetryConfig;
 use crate::domain::subject::ResolvedSubject;
-use crate::domain::telemetry::{export_query, identity_column, purge_bodies, IdentityColumn};
+use crate::domain::telemetry::{export_query, identity_column, IdentityColumn};
 use crate::ports::control_plane::WorkspaceInfo;
 use crate::ports::telemetry::*;
 
@@ -431,20 +431,7 @@ impl TelemetryStore for LogAnalyticsTelemetry {
         ws: &WorkspaceInfo,
         subject: &ResolvedSubject,
     ) -> Result<Vec<PlannedPurge>, TelemetryError> {
-        let oid = subject.object_id.to_string();
-        Ok(self
-            .query(ws, subject)
-            .await?
-            .into_iter()
-            .filter_map(|t| {
-                let col = identity_column(&t.table)?;
-                Some(PlannedPurge {
-                    bodies: purge_bodies(col, &t.rows, &oid),
-                    destination: t.destination,
-                    table: t.table,
-                })
-            })
-            .collect())
+        Ok(plan_purges(self.query(ws, subject).await?, subject))
     }
 
     async fn send_purge(

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::domain::subject::ResolvedSubject;
-use crate::domain::telemetry::{identity_column, purge_bodies, ColumnType, IdentityColumn};
+use crate::domain::telemetry::{identity_column, ColumnType, IdentityColumn};
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition, StoreError};
 use crate::ports::control_plane::WorkspaceInfo;
 use crate::ports::telemetry::*;
@@ -248,20 +248,7 @@ impl TelemetryStore for LocalTelemetry {
         ws: &WorkspaceInfo,
         subject: &ResolvedSubject,
     ) -> Result<Vec<PlannedPurge>, TelemetryError> {
-        let oid = subject.object_id.to_string();
-        Ok(self
-            .query(ws, subject)
-            .await?
-            .into_iter()
-            .filter_map(|t| {
-                let col = identity_column(&t.table)?;
-                Some(PlannedPurge {
-                    bodies: purge_bodies(col, &t.rows, &oid),
-                    destination: t.destination,
-                    table: t.table,
-                })
-            })
-            .collect())
+        Ok(plan_purges(self.query(ws, subject).await?, subject))
     }
 
     async fn send_purge(
