@@ -2,9 +2,11 @@
 //! no clocks read implicitly, testable without any adapter.
 
 pub mod attribution;
+pub mod audit_chain;
 pub mod deadline;
 pub mod holds;
 pub mod ids;
+pub mod merkle;
 pub mod plan;
 pub mod report;
 pub mod request;

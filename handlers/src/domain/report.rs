@@ -105,6 +105,10 @@ pub struct FinalReport {
     pub slices: Vec<SliceSummary>,
     /// Every item with its outcome (the certificate's or manifest's body).
     pub results: Vec<SliceResult>,
+    /// RFC 6962 Merkle root over `results[*].items[*]` (leaf encoding: `domain::merkle`), also
+    /// kept in the chained audit record so a changed item is visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items_merkle_root: Option<String>,
 }
 
 impl FinalReport {
@@ -161,7 +165,7 @@ pub fn build_report(
             counts: c,
         });
     }
-    FinalReport {
+    let mut report = FinalReport {
         request_id: plan.request_id.clone(),
         kind: plan.kind,
         status: final_status(&results, &total),
@@ -176,7 +180,10 @@ pub fn build_report(
         counts: total,
         slices,
         results,
-    }
+        items_merkle_root: None,
+    };
+    report.items_merkle_root = super::merkle::items_root(&report).ok();
+    report
 }
 
 /// Failed if anything failed; otherwise pending while a telemetry purge runs; else completed.
@@ -238,6 +245,7 @@ impl FinalReport {
         r.counts = total;
         r.finished_at = at;
         r.within_deadline = at <= r.deadline;
+        r.items_merkle_root = super::merkle::items_root(&r).ok();
         r
     }
 }

@@ -131,10 +131,10 @@ async fn finalise(
         "counts": report.counts,
         "report": json_ref.to_string(),
         "reportSha256": crate::domain::ids::sha256_hex(&serde_json::to_vec(&report).unwrap_or_default()),
+        "itemsMerkleRoot": report.items_merkle_root,
     });
-    state
-        .store
-        .create_json(&state.audit_ref(&plan.request_id), &audit)
+    // Chained (tamper-evident) and kept at `requests/<id>.json` as before.
+    super::audit_trail::record(state, &format!("requests/{}.json", plan.request_id), &audit)
         .await?;
 
     let export_link = if plan.kind == RequestKind::Export && !plan.dry_run {

@@ -238,13 +238,7 @@ async fn reject(
         "archivedAs": format!("{}/{archived}", crate::state::ARCHIVE),
         "at": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     });
-    state
-        .store
-        .create_json(
-            &state.blob(crate::state::AUDIT, format!("rejected/{sha}.json")),
-            &audit,
-        )
-        .await?;
+    super::audit_trail::record(&state, &format!("rejected/{sha}.json"), &audit).await?;
     let msg = ResultMessage {
         schema_version: "1.0".into(),
         request_id: r.request_id.clone(),

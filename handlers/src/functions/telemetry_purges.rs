@@ -29,7 +29,7 @@ use crate::ports::blob::{BlobRef, BlobStoreExt, Condition};
 use crate::ports::bus::{queues, OutMessage};
 use crate::ports::control_plane::WorkspaceInfo;
 use crate::ports::telemetry::{PurgePoll, PurgeSend};
-use crate::state::{StateStore, AUDIT, PURGES_PREFIX, REPORTS};
+use crate::state::{StateStore, PURGES_PREFIX, REPORTS};
 
 /// Microsoft's stated time for a purge to complete.
 pub const PURGE_SLA: time::Duration = time::Duration::days(30);
@@ -334,11 +334,9 @@ async fn revise_certificate(
         })).collect::<Vec<_>>(),
         "report": v2.to_string(),
         "reportSha256": crate::domain::ids::sha256_hex(&serde_json::to_vec(&revised).unwrap_or_default()),
+        "itemsMerkleRoot": revised.items_merkle_root,
     });
-    state
-        .store
-        .create_json(&state.blob(AUDIT, format!("requests/{id}.v2.json")), &audit)
-        .await?;
+    super::audit_trail::record(state, &format!("requests/{id}.v2.json"), &audit).await?;
     let msg = ResultMessage {
         schema_version: "1.0".into(),
         request_id: Some(id.to_string()),

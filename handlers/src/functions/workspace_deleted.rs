@@ -26,7 +26,7 @@ use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::{BlobStoreExt, DeleteOutcome, StoreError};
 use crate::ports::control_plane::{WorkspaceInfo, WorkspaceState};
 use crate::protocol::eventgrid::{GridEvent, RESOURCE_DELETE_SUCCESS};
-use crate::state::{StateStore, AUDIT, STATE};
+use crate::state::{StateStore, STATE};
 
 pub const WORKSPACE_DELETE: &str = "Microsoft.MachineLearningServices/workspaces/delete";
 
@@ -127,10 +127,7 @@ pub async fn run(
         ws.key(),
         short_hash(&[&event.id], 12)
     );
-    state
-        .store
-        .create_json(&state.blob(AUDIT, audit_name), &audit)
-        .await?;
+    super::audit_trail::record(&state, &audit_name, &audit).await?;
 
     let Some(info) = state
         .store
@@ -208,16 +205,13 @@ pub async fn run_due_cleanups(svc: &Services, now: OffsetDateTime) -> Result<Vec
         c.outcome = clean(svc, &c.info).await?;
         c.done = true;
         state.store.write_json(&blob, &c).await?;
-        state
-            .store
-            .create_json(
-                &state.blob(
-                    AUDIT,
-                    format!("workspace-cleanups/{}.json", c.workspace.key()),
-                ),
-                &c,
-            )
-            .await?;
+        let record = serde_json::to_value(&c).map_err(|e| FnError::Transient(e.to_string()))?;
+        super::audit_trail::record(
+            &state,
+            &format!("workspace-cleanups/{}.json", c.workspace.key()),
+            &record,
+        )
+        .await?;
         info!(workspace = %c.workspace.key(), "workspace clean-up done");
         done.push(c.workspace.to_string());
     }
