@@ -172,3 +172,26 @@ fn every_adapter_has_its_role_assignment() {
         "workspace-access.bicep assigns no role on the ML workspace"
     );
 }
+
+/// The chained audit trail (issue 20) only ever creates blobs in dsr-audit, so it must stay
+/// WORM: the container keeps a time-based immutability policy of at least the CCPA 24 months.
+#[test]
+fn the_audit_container_stays_worm() {
+    let bicep = repo_file("infra/modules/storage-state.bicep");
+    let containers = bicep_list(&bicep, "containers");
+    let audit = containers
+        .iter()
+        .position(|c| c == crate::state::AUDIT)
+        .expect("dsr-audit declared");
+    let policy = bicep
+        .find("containers/immutabilityPolicies@")
+        .map(|i| &bicep[i..])
+        .expect("an immutability policy is declared");
+    let policy = &policy[..policy.find("\n}").unwrap_or(policy.len())];
+    assert!(
+        policy.contains(&format!("parent: dataContainers[{audit}]")),
+        "the immutability policy is not on dsr-audit: {policy}"
+    );
+    assert!(policy.contains("immutabilityPeriodSinceCreationInDays: auditRetentionDays"));
+    assert!(bicep.contains("param auditRetentionDays int = 730"));
+}
