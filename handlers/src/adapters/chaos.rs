@@ -128,6 +128,13 @@ impl BlobStore for FaultyStore {
     async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
         faulty!(self, false, self.inner.read_link(b, e))
     }
+    async fn recoverable(
+        &self,
+        b: &BlobRef,
+        now: time::OffsetDateTime,
+    ) -> StoreResult<Vec<String>> {
+        faulty!(self, false, self.inner.recoverable(b, now))
+    }
     async fn delete_many(
         &self,
         a: &str,
@@ -221,6 +228,16 @@ impl BlobStore for RetryingStore {
     }
     async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
         with_retries(&self.retry, "read link", || self.inner.read_link(b, e)).await
+    }
+    async fn recoverable(
+        &self,
+        b: &BlobRef,
+        now: time::OffsetDateTime,
+    ) -> StoreResult<Vec<String>> {
+        with_retries(&self.retry, "recoverable", || {
+            self.inner.recoverable(b, now)
+        })
+        .await
     }
     async fn delete_many(
         &self,

@@ -116,4 +116,11 @@ impl BlobStore for CountingStore {
     ) -> StoreResult<Option<String>> {
         self.inner.read_link(blob, expiry).await
     }
+    async fn recoverable(
+        &self,
+        blob: &BlobRef,
+        now: time::OffsetDateTime,
+    ) -> StoreResult<Vec<String>> {
+        self.inner.recoverable(blob, now).await
+    }
 }

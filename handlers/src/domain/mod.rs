@@ -4,6 +4,7 @@
 pub mod attribution;
 pub mod audit_chain;
 pub mod deadline;
+pub mod follow_up;
 pub mod holds;
 pub mod ids;
 pub mod merkle;

@@ -136,6 +136,8 @@ async fn finalise(
     // Chained (tamper-evident) and kept at `requests/<id>.json` as before.
     super::audit_trail::record(state, &format!("requests/{}.json", plan.request_id), &audit)
         .await?;
+    // What the certificate says is retained, for the follow-up after its date.
+    super::follow_up::record_ledger(state, &report, &json_ref).await?;
 
     let export_link = if plan.kind == RequestKind::Export && !plan.dry_run {
         state

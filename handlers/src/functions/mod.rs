@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod audit_trail;
 pub mod discovery;
+pub mod follow_up;
 pub mod intake;
 pub mod retention;
 pub mod slice;

@@ -44,6 +44,8 @@ pub struct SweepOutcome {
     pub expired_state: ExpiredState,
     /// Telemetry purges sent, polled and ended; certificates revised.
     pub purges: super::telemetry_purges::PurgeSweep,
+    /// "Retained until" items re-checked after their date; final certificate versions written.
+    pub follow_ups: super::follow_up::FollowUpSweep,
 }
 
 /// Retention for one workspace: the app's setting, or its `dsr-retention-days` tag when that is
@@ -166,6 +168,7 @@ pub async fn run(
     out.job_history_disabled = !enabled;
     out.cleanups = workspace_deleted::run_due_cleanups(svc, now).await?;
     out.purges = super::telemetry_purges::sweep(svc, now).await?;
+    out.follow_ups = super::follow_up::sweep(svc, now).await?;
     out.expired_exports = expire_exports(svc, now).await?;
     out.expired_state = expire_request_state(svc, now).await?;
     Ok(out)

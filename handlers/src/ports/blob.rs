@@ -208,6 +208,21 @@ pub trait BlobStore: Send + Sync + 'static {
         expiry: time::Duration,
     ) -> StoreResult<Option<String>>;
 
+    /// What of a deleted `blob` can still be read or restored, as of `now`, each piece described
+    /// for a certificate ("present again", "soft-deleted copy, deleted …", "version …",
+    /// "snapshot …"); empty when the blob is fully erased. The "retained until" follow-up
+    /// (`functions::follow_up`) asks this once the retention date has passed. `now` is for
+    /// stores that simulate soft delete (the local store applies the retention period itself);
+    /// Azure expires soft-deleted data on its own. The default refuses, loudly: a store that
+    /// cannot tell must never let a certificate say "fully erased".
+    async fn recoverable(&self, blob: &BlobRef, now: OffsetDateTime) -> StoreResult<Vec<String>> {
+        let _ = now;
+        Err(StoreError::Other(format!(
+            "{}: this store cannot tell what of {blob} is recoverable",
+            self.kind()
+        )))
+    }
+
     /// Erase many blobs of one container (Blob Batch in Azure). One result per name, same order.
     /// Required: a wrapper that inherited a one-by-one default would silently turn a batch into
     /// N requests. Stores without a batch API call [`delete_one_by_one`].

@@ -1248,6 +1248,74 @@ impl BlobStore for AzureBlobStore {
         self.delete_once(blob, &AtomicBool::new(false)).await
     }
 
+    /// One listing of the blob's name with `include=deleted,snapshots,versions` (List Blobs,
+    /// REST API 2019-12-12+: soft-deleted entries carry `Deleted`, `DeletedTime` and
+    /// `RemainingRetentionDays`; versions `VersionId`/`IsCurrentVersion`; snapshots `Snapshot`).
+    /// An account or emulator refusing `versions` (400/501) is asked again without it.
+    async fn recoverable(&self, blob: &BlobRef, _now: OffsetDateTime) -> StoreResult<Vec<String>> {
+        let acct = self.account(&blob.account)?;
+        let client = acct.service.blob_container_client(&blob.container);
+        let what = format!("list recoverable {blob}");
+        let mut with_versions = true;
+        'attempt: loop {
+            let mut include = vec![
+                ListBlobsIncludeItem::Deleted,
+                ListBlobsIncludeItem::Snapshots,
+            ];
+            if with_versions {
+                include.push(ListBlobsIncludeItem::Versions);
+            }
+            let options = BlobContainerClientListBlobsOptions {
+                prefix: Some(blob.name.clone()),
+                include: Some(include),
+                maxresults: Some(5000),
+                ..Default::default()
+            };
+            let mut pages = client
+                .list_blobs(Some(options))
+                .map_err(|e| map_err(e, &what))?
+                .into_pages();
+            let mut out = Vec::new();
+            loop {
+                let page = match pages.try_next().await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return Ok(out),
+                    Err(e) if with_versions && matches!(status_of(&e), Some(400 | 501)) => {
+                        with_versions = false;
+                        continue 'attempt;
+                    }
+                    Err(e) => return Err(map_err(e, &what)),
+                };
+                let page = page
+                    .into_model()
+                    .map_err(|e| StoreError::Other(format!("{what}: {e}")))?;
+                for item in page.blob_items {
+                    if item.name.as_deref() != Some(blob.name.as_str()) {
+                        continue;
+                    }
+                    let props = item.properties.unwrap_or_default();
+                    out.push(if item.deleted == Some(true) {
+                        match (props.deleted_time, props.remaining_retention_days) {
+                            (Some(t), Some(d)) => format!(
+                                "soft-deleted copy (deleted {t}, {d} day(s) of retention left)"
+                            ),
+                            (Some(t), None) => format!("soft-deleted copy (deleted {t})"),
+                            _ => "soft-deleted copy".to_string(),
+                        }
+                    } else if let Some(s) = item.snapshot {
+                        format!("snapshot {s}")
+                    } else if let (Some(v), false) =
+                        (item.version_id, item.is_current_version == Some(true))
+                    {
+                        format!("previous version {v}")
+                    } else {
+                        "the blob itself (present again: restored or re-created)".to_string()
+                    });
+                }
+            }
+        }
+    }
+
     async fn delete_many(
         &self,
         account: &str,

@@ -613,6 +613,63 @@ impl BlobStore for FsBlobStore {
         Ok(outcome)
     }
 
+    /// The live file, and the soft-deleted copies under `.dsr-deleted/` (named
+    /// `<name>@<deleted at, unix ns>`). A copy whose retention has passed by `now` is removed,
+    /// as Azure removes an expired soft-deleted blob by itself, and not reported.
+    async fn recoverable(&self, blob: &BlobRef, now: OffsetDateTime) -> StoreResult<Vec<String>> {
+        let path = self.blob_path(blob)?;
+        let settings = self.account_settings(&blob.account);
+        let _g = self.write_lock.lock().await;
+        no_links_below(&self.root, &path)?;
+        let mut out = Vec::new();
+        if path.is_file() {
+            out.push("the blob itself (present again: restored or re-created)".to_string());
+        }
+        let kept = self
+            .root
+            .join(&blob.account)
+            .join(DELETED_DIR)
+            .join(&blob.container)
+            .join(&blob.name);
+        let (Some(dir), Some(base)) = (kept.parent(), kept.file_name()) else {
+            return Ok(out);
+        };
+        no_links_below(&self.root, dir)?;
+        let stem = format!("{}@", base.to_string_lossy());
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut copies = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err)?;
+            let file = entry.file_name().to_string_lossy().to_string();
+            let Some(nanos) = file
+                .strip_prefix(&stem)
+                .and_then(|n| n.parse::<i128>().ok())
+            else {
+                continue;
+            };
+            let Ok(deleted) = OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
+                continue;
+            };
+            copies.push((deleted, entry.path()));
+        }
+        copies.sort();
+        for (deleted, p) in copies {
+            let until = deleted + time::Duration::days(i64::from(settings.delete_retention_days));
+            if until <= now {
+                std::fs::remove_file(&p).map_err(io_err)?;
+            } else {
+                out.push(format!(
+                    "soft-deleted copy (deleted {deleted}, recoverable until {until})"
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// No links locally: the export is read from the store directly.
     async fn read_link(
         &self,

@@ -213,6 +213,20 @@ impl BlobStore for MemoryBlobStore {
         )
     }
 
+    /// No soft delete in memory: only the blob itself can be there.
+    async fn recoverable(&self, blob: &BlobRef, _now: OffsetDateTime) -> StoreResult<Vec<String>> {
+        let key = Self::blob_key(blob)?;
+        let present = self
+            .lock()
+            .get(&key)
+            .is_some_and(|c| c.contains_key(&blob.name));
+        Ok(if present {
+            vec!["the blob itself (present again: restored or re-created)".to_string()]
+        } else {
+            Vec::new()
+        })
+    }
+
     /// No links locally: the export is read from the store directly.
     async fn read_link(
         &self,

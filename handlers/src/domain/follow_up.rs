@@ -1,0 +1,136 @@
+//! "Retained until", followed to the end. A delete that leaves data recoverable for a while
+//! (blob soft delete) says so in its certificate; the follow-up ledger remembers each such item
+//! and its date, and once every date has passed the items are checked again and a final
+//! certificate version says either "fully erased on <date>, verified" or names what is still
+//! there. Pure: the checks themselves run through the blob store port (`functions::follow_up`).
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::report::FinalReport;
+use super::request::RequestId;
+use super::slice::{Item, ItemStatus};
+
+/// One retained item, as the certificate listed it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerItem {
+    pub slice_key: String,
+    pub item: Item,
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
+}
+
+/// The follow-up ledger entry of one request (`dsr-state/follow-up/<id>.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ledger {
+    pub request_id: RequestId,
+    /// The certificate that said "retained until".
+    pub certificate: String,
+    pub items: Vec<LedgerItem>,
+    /// When the final version was written; `None` while the follow-up is open.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub done_at: Option<OffsetDateTime>,
+}
+
+impl Ledger {
+    /// The ledger entry for a certificate, if anything in it is retained (dry runs never are).
+    pub fn for_report(report: &FinalReport, certificate: String) -> Option<Ledger> {
+        if report.dry_run {
+            return None;
+        }
+        let items: Vec<LedgerItem> = report
+            .results
+            .iter()
+            .flat_map(|r| r.items.iter().map(move |i| (r, i)))
+            .filter_map(|(r, i)| match i.status {
+                ItemStatus::RetainedUntil { until } => Some(LedgerItem {
+                    slice_key: r.key.clone(),
+                    item: i.item.clone(),
+                    until,
+                }),
+                _ => None,
+            })
+            .collect();
+        (!items.is_empty()).then(|| Ledger {
+            request_id: report.request_id.clone(),
+            certificate,
+            items,
+            done_at: None,
+        })
+    }
+
+    /// Open, and every retention date has passed.
+    pub fn due(&self, now: OffsetDateTime) -> bool {
+        self.done_at.is_none() && self.items.iter().all(|i| i.until <= now)
+    }
+}
+
+/// What the re-check found for one item: the pieces still recoverable (empty = erased), or
+/// `None` when this kind of item cannot be re-checked.
+pub type Found = BTreeMap<(String, String), Option<Vec<String>>>;
+
+/// Key of an item in [`Found`].
+pub fn key(slice_key: &str, item: &Item) -> (String, String) {
+    (slice_key.to_string(), item.label())
+}
+
+/// The final certificate version and its one-line statement. An item with nothing left becomes
+/// "deleted, verified gone"; an item with something left fails, naming it (the promise of
+/// erasure was not met, so the certificate must not read "completed"); an item that could not
+/// be re-checked keeps "retained until" and is named in the statement.
+pub fn final_version(
+    latest: &FinalReport,
+    ledger: &Ledger,
+    found: &Found,
+    now: OffsetDateTime,
+) -> (FinalReport, String) {
+    let mut still = Vec::new();
+    let mut unchecked = Vec::new();
+    let revised = latest.revised(now, |slice_key, item| {
+        let l = ledger
+            .items
+            .iter()
+            .find(|l| l.slice_key == slice_key && &l.item == item)?;
+        match found.get(&key(slice_key, item)) {
+            Some(Some(pieces)) if pieces.is_empty() => Some(ItemStatus::Deleted { verified: true }),
+            Some(Some(pieces)) => {
+                still.push(format!("{}: {}", item.label(), pieces.join("; ")));
+                Some(ItemStatus::Failed {
+                    reason: format!(
+                        "still recoverable after its retention date {}: {}",
+                        l.until.date(),
+                        pieces.join("; ")
+                    ),
+                })
+            }
+            _ => {
+                unchecked.push(item.label());
+                None
+            }
+        }
+    });
+    let statement = if still.is_empty() && unchecked.is_empty() {
+        format!(
+            "fully erased on {}, verified: {} item(s) that were retained are no longer recoverable",
+            now.date(),
+            ledger.items.len()
+        )
+    } else {
+        let mut parts = Vec::new();
+        if !still.is_empty() {
+            parts.push(format!(
+                "still there on {}: {}",
+                now.date(),
+                still.join(" | ")
+            ));
+        }
+        if !unchecked.is_empty() {
+            parts.push(format!("not re-checkable: {}", unchecked.join(", ")));
+        }
+        parts.join("; ")
+    };
+    (revised, statement)
+}
