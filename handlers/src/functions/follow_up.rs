@@ -127,6 +127,17 @@ async fn finalise(
                     .recoverable(&BlobRef::new(account, container, name.clone()), now)
                     .await?,
             ),
+            Item::File {
+                account,
+                share,
+                path,
+                ..
+            } => Some(
+                svc.files
+                    .recoverable(account, share, path, now)
+                    .await
+                    .map_err(|e| FnError::Transient(format!("follow-up of {id}: {e}")))?,
+            ),
             _ => None,
         };
         found.insert(key(&l.slice_key, &l.item), pieces);

@@ -151,6 +151,26 @@ pub trait FileShare: Send + Sync + 'static {
 
     /// What keeps deleted files recoverable in this share.
     async fn retention(&self, account: &str, share: &str) -> ShareResult<ShareRetention>;
+
+    /// What of a deleted file can still be read, as of `now` (the "retained until" follow-up):
+    /// the file itself if it is back, each share snapshot still holding it, and, where the
+    /// share is modelled on a soft-deleting store, its soft-deleted copies. Empty when gone.
+    /// The default refuses, loudly: a share that cannot tell must never let a certificate say
+    /// "fully erased".
+    async fn recoverable(
+        &self,
+        account: &str,
+        share: &str,
+        path: &str,
+        now: OffsetDateTime,
+    ) -> ShareResult<Vec<String>> {
+        let _ = (account, now);
+        Err(ShareError::Other(format!(
+            "{}: cannot tell what of {share}/{} is recoverable",
+            self.kind(),
+            redact_path(path)
+        )))
+    }
 }
 
 /// A directory tree as listed: every file, and every directory (the root included), deepest

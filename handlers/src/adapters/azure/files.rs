@@ -372,6 +372,41 @@ impl FileShare for AzureFileShare {
         }
     }
 
+    /// Get File Properties (HEAD) on the live share, then on each share snapshot
+    /// (`sharesnapshot=<time>`): Azure Files has no per-file soft delete, so a deleted file
+    /// survives only if it is back or in a snapshot.
+    async fn recoverable(
+        &self,
+        account: &str,
+        share: &str,
+        path: &str,
+        _now: time::OffsetDateTime,
+    ) -> ShareResult<Vec<String>> {
+        let url = self.url(account, share, path)?;
+        let at = format!("{share}/{}", redact_path(path));
+        let mut out = Vec::new();
+        let head = self.send(Method::Head, &url, &[]).await?;
+        match head.status {
+            200 => out.push("the file itself (present again: restored or re-created)".to_string()),
+            404 => {}
+            _ => return Err(classify(&head, Target::File, &at)),
+        }
+        for t in self.retention(account, share).await?.snapshots {
+            let Ok(snap) = t.format(&time::format_description::well_known::Rfc3339) else {
+                continue;
+            };
+            let mut u = url.clone();
+            u.query_pairs_mut().append_pair("sharesnapshot", &snap);
+            let h = self.send(Method::Head, &u, &[]).await?;
+            match h.status {
+                200 => out.push(format!("share snapshot taken {snap}")),
+                404 => {}
+                _ => return Err(classify(&h, Target::File, &at)),
+            }
+        }
+        Ok(out)
+    }
+
     async fn retention(&self, account: &str, share: &str) -> ShareResult<ShareRetention> {
         let mut out = ShareRetention::default();
         let mut marker: Option<String> = None;

@@ -166,4 +166,18 @@ impl FileShare for BlobFileShare {
         self.ensure_share(account, share).await?;
         Ok(ShareRetention::default())
     }
+
+    /// The share is a container of the local store: its soft-deleted copies are the store's.
+    async fn recoverable(
+        &self,
+        account: &str,
+        share: &str,
+        path: &str,
+        now: time::OffsetDateTime,
+    ) -> ShareResult<Vec<String>> {
+        self.store
+            .recoverable(&BlobRef::new(account, share, path), now)
+            .await
+            .map_err(|e| map_err(e, share, path))
+    }
 }
