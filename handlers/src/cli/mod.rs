@@ -4,6 +4,7 @@ pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod handler;
+pub mod lineage;
 pub mod local;
 pub mod requests;
 pub mod seed;
@@ -82,6 +83,12 @@ pub enum Command {
         #[command(subcommand)]
         action: audit::AuditAction,
     },
+    /// Lineage impact: models and deployments derived from a subject's data, and the
+    /// controller's decision on each (`lineage decide`).
+    Lineage {
+        #[command(subcommand)]
+        action: lineage::LineageAction,
+    },
     /// Serve the seeded workspaces' ARM documents as a local ARM server on 127.0.0.1 (prints its
     /// URL; point `DSR_ARM_ENDPOINT` at it to run the production ARM adapter locally).
     ArmServer {
@@ -132,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hold { action } => config::hold(&app, action, cli.json).await,
         Command::Workspace { action } => config::workspace(&app, action, cli.json).await,
         Command::Audit { action } => audit::run(&app, action, cli.json).await,
+        Command::Lineage { action } => lineage::run(&app, action, cli.json).await,
         Command::ArmServer { port, page_size } => {
             arm_server(app.local_only("arm-server")?, port, page_size, cli.json).await
         }

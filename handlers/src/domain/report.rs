@@ -109,6 +109,10 @@ pub struct FinalReport {
     /// kept in the chained audit record so a changed item is visible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_merkle_root: Option<String>,
+    /// Lineage impact: jobs, models and deployments derived from the subject's data assets and
+    /// jobs (`domain::lineage`); nothing in it is deleted. Absent for retention sweeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_from_subject_data: Option<super::lineage::Lineage>,
 }
 
 impl FinalReport {
@@ -181,6 +185,7 @@ pub fn build_report(
         slices,
         results,
         items_merkle_root: None,
+        derived_from_subject_data: None,
     };
     report.items_merkle_root = super::merkle::items_root(&report).ok();
     report
@@ -402,6 +407,9 @@ pub fn render_markdown(r: &FinalReport) -> String {
             let _ = writeln!(s, "- `{}` — {}", i.item.label(), status_word(&i.status));
         }
         let _ = writeln!(s);
+    }
+    if let Some(l) = &r.derived_from_subject_data {
+        s.push_str(&super::lineage::render(l));
     }
     s
 }

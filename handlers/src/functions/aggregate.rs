@@ -78,7 +78,12 @@ async fn finalise(
                 .ok_or_else(|| FnError::Transient(format!("result of {} missing", s.key)))?,
         );
     }
-    let candidate = build_report(plan, results, OffsetDateTime::now_utc());
+    let mut candidate = build_report(plan, results, OffsetDateTime::now_utc());
+    // Lineage impact (read-only), traced once: a redelivery uses the stored report.
+    if plan.kind != RequestKind::Retention && state.report(&plan.request_id).await?.is_none() {
+        candidate.derived_from_subject_data =
+            Some(super::lineage::trace_report(svc, &candidate).await);
+    }
     let created = state
         .store
         .create_json(&state.report_ref(&plan.request_id), &candidate)

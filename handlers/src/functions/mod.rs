@@ -7,6 +7,7 @@ pub mod audit_trail;
 pub mod discovery;
 pub mod follow_up;
 pub mod intake;
+pub mod lineage;
 pub mod retention;
 pub mod slice;
 pub mod telemetry_purges;

@@ -221,6 +221,17 @@ pub trait ControlPlane: Send + Sync + 'static {
         id: &str,
     ) -> Result<ResourceDelete, ControlPlaneError>;
 
+    /// Every online and batch deployment of the workspace, ARM-shaped (`id`, `name`,
+    /// `properties.model`), for lineage impact (`domain::lineage`): ARM lists them per endpoint
+    /// (`onlineEndpoints/<e>/deployments`, `batchEndpoints/<e>/deployments`). The default
+    /// refuses: a control plane that cannot list them must not report "no deployments".
+    async fn deployments(&self, ws: &WorkspaceId) -> Result<Vec<Value>, ControlPlaneError> {
+        let _ = ws;
+        Err(ControlPlaneError::Other(
+            "this control plane cannot list deployments".into(),
+        ))
+    }
+
     /// Every resource of `kind`, following `nextLink`.
     async fn list_all(
         &self,

@@ -202,6 +202,19 @@ impl AzureMlControlPlane {
         Self::parse_page(&v)
     }
 
+    /// Every item of a list, following `nextLink` on our own endpoint only.
+    async fn all_pages(&self, mut url: Url) -> Result<Vec<Value>, ControlPlaneError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.page(&url).await?;
+            out.extend(page.value);
+            match page.next_link {
+                Some(link) => url = self.followable(&link)?,
+                None => return Ok(out),
+            }
+        }
+    }
+
     fn parse_page(v: &Value) -> Result<ResourcePage, ControlPlaneError> {
         let value = match v.get("value") {
             Some(Value::Array(a)) => a.clone(),
@@ -521,6 +534,29 @@ impl ControlPlane for AzureMlControlPlane {
     }
 
     /// Datastores_List, every page (`nextLink` followed on this endpoint only).
+    /// OnlineEndpoints_List / BatchEndpoints_List, then OnlineDeployments_List /
+    /// BatchDeployments_List per endpoint, each following `nextLink`.
+    async fn deployments(&self, ws: &WorkspaceId) -> Result<Vec<Value>, ControlPlaneError> {
+        let mut out = Vec::new();
+        for collection in ["onlineEndpoints", "batchEndpoints"] {
+            let endpoints = self
+                .all_pages(self.url(&format!("{ws}/{collection}"), &[])?)
+                .await?;
+            for e in endpoints {
+                let Some(name) = str_at(&e, "/name") else {
+                    continue;
+                };
+                let mut url = self.url(&format!("{ws}/{collection}"), &[])?;
+                url.path_segments_mut()
+                    .map_err(|_| ControlPlaneError::Other("endpoint cannot be a base".into()))?
+                    .push(name)
+                    .push("deployments");
+                out.extend(self.all_pages(url).await?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn datastores(&self, ws: &WorkspaceId) -> Result<Vec<Datastore>, ControlPlaneError> {
         let mut url = self.url(&format!("{ws}/datastores"), &[])?;
         let mut out = Vec::new();

@@ -329,6 +329,25 @@ async fn handle(
             st.documents(&ws, &format!("{c}/"), after, hide, &base, path, &query)
                 .await
         }
+        // OnlineEndpoints_List / BatchEndpoints_List: the endpoints that have deployment
+        // documents; OnlineDeployments_List / BatchDeployments_List: those documents.
+        (Method::GET, [c]) if matches!(*c, "onlineEndpoints" | "batchEndpoints") => {
+            st.containers(&ws, c, after, &base, path, &query).await
+        }
+        (Method::GET, [c, endpoint, "deployments"])
+            if matches!(*c, "onlineEndpoints" | "batchEndpoints") =>
+        {
+            st.documents(
+                &ws,
+                &format!("{c}/{endpoint}/deployments/"),
+                after,
+                false,
+                &base,
+                path,
+                &query,
+            )
+            .await
+        }
         (Method::GET, [c]) if matches!(*c, "models" | "data") => {
             st.containers(&ws, c, after, &base, path, &query).await
         }

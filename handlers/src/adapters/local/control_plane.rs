@@ -1,7 +1,8 @@
 //! Local Azure ML control plane: ARM-shaped documents (as in the Azure REST API spec examples)
 //! kept in the blob store under account `armlocal`, container `ws-<workspace key>`:
 //! `workspace.json`, `jobs/<name>.json`, `models/<name>/<version>.json`,
-//! `data/<name>/<version>.json`, `computes/<name>.json`, and datastores beyond the three
+//! `data/<name>/<version>.json`, `computes/<name>.json`,
+//! `onlineEndpoints/<endpoint>/deployments/<name>.json` (and `batchEndpoints/…`), and datastores beyond the three
 //! defaults as `datastores/<name>.json`. Paging mirrors ARM's `nextLink`.
 //! Keeping them in the blob store means the same control plane runs on the local store and on
 //! Azurite, and a before/after comparison of the store covers management-plane state too.
@@ -257,6 +258,34 @@ impl ControlPlane for LocalControlPlane {
             }
             Some(_) => WorkspaceState::Active,
         })
+    }
+
+    /// `onlineEndpoints/<e>/deployments/<d>.json` and `batchEndpoints/<e>/deployments/<d>.json`.
+    async fn deployments(&self, ws: &WorkspaceId) -> Result<Vec<Value>, ControlPlaneError> {
+        let container = Self::container(ws);
+        let mut out = Vec::new();
+        for prefix in ["onlineEndpoints/", "batchEndpoints/"] {
+            let items = match self.store.list_all(ARM_ACCOUNT, &container, prefix).await {
+                Ok(i) => i,
+                Err(StoreError::NotFound(_)) => return Err(ControlPlaneError::WorkspaceNotFound),
+                Err(e) => return Err(map_err(e)),
+            };
+            for item in items {
+                if !item.name.contains("/deployments/") {
+                    continue;
+                }
+                let blob = BlobRef::new(ARM_ACCOUNT, container.clone(), item.name);
+                if let Some(doc) = self
+                    .store
+                    .read_json::<Value>(&blob)
+                    .await
+                    .map_err(map_err)?
+                {
+                    out.push(doc);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn list(

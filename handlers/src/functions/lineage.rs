@@ -1,0 +1,132 @@
+//! Lineage impact for a finished request (`domain::lineage`): per workspace of the report, the
+//! subject's data assets, jobs and models (the report's items) traced forward through the
+//! workspace's jobs, model versions and deployments, read through the control-plane port.
+//! Read-only. A workspace that cannot be read is named as incomplete, never left out silently.
+//! Also records the controller's decision on a derived model in the chained audit trail.
+
+use time::OffsetDateTime;
+
+use super::{FnError, Services};
+use crate::domain::lineage::{trace, Documents, Lineage, Start};
+use crate::domain::report::FinalReport;
+use crate::domain::resource::ArmKind;
+use crate::domain::slice::Item;
+use crate::domain::workspace::WorkspaceId;
+use crate::state::StateStore;
+
+fn starts(report: &FinalReport) -> Vec<(WorkspaceId, Start)> {
+    let mut out: Vec<(WorkspaceId, Start)> = Vec::new();
+    for r in &report.results {
+        let i = match out.iter().position(|(w, _)| w == &r.workspace) {
+            Some(i) => i,
+            None => {
+                out.push((r.workspace.clone(), Start::default()));
+                out.len() - 1
+            }
+        };
+        for o in &r.items {
+            if let Item::Resource { resource_type, id } = &o.item {
+                let s = &mut out[i].1;
+                match resource_type {
+                    ArmKind::DataVersion => s.data_versions.push(id.clone()),
+                    ArmKind::Job => s.jobs.push(id.clone()),
+                    ArmKind::ModelVersion => s.models.push(id.clone()),
+                    ArmKind::Compute => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Trace every workspace of the report.
+pub async fn trace_report(svc: &Services, report: &FinalReport) -> Lineage {
+    let mut out = Lineage::default();
+    for (ws, start) in starts(report) {
+        if start.data_versions.is_empty() && start.jobs.is_empty() {
+            continue;
+        }
+        let docs = async {
+            let jobs = svc.control.list_all(&ws, ArmKind::Job).await?;
+            let models = svc.control.list_all(&ws, ArmKind::ModelVersion).await?;
+            let deployments = svc.control.deployments(&ws).await?;
+            Ok::<_, crate::ports::control_plane::ControlPlaneError>((jobs, models, deployments))
+        }
+        .await;
+        match docs {
+            Ok((jobs, models, deployments)) => out.derived.extend(trace(
+                &start,
+                &Documents {
+                    jobs: &jobs,
+                    models: &models,
+                    deployments: &deployments,
+                },
+            )),
+            Err(e) => out.incomplete.push(format!("workspace {}: {e}", ws.name())),
+        }
+    }
+    out
+}
+
+/// The controller's decision on one derived model.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Keep,
+    Retrain,
+    Retire,
+}
+
+/// Record a decision on `model` (its ARM id, or `name:version` as the report shows it), which
+/// must be among the request's derived models. Returns the chain position.
+pub async fn decide(
+    state: &StateStore,
+    report: &FinalReport,
+    model: &str,
+    decision: Decision,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<u64, FnError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(FnError::BadRequest("a decision needs a reason".into()));
+    }
+    let lineage = report.derived_from_subject_data.as_ref().ok_or_else(|| {
+        FnError::BadRequest(format!(
+            "request {} has no lineage section",
+            report.request_id
+        ))
+    })?;
+    let derived = lineage
+        .derived
+        .iter()
+        .find(|d| d.kind == "modelVersion" && (d.id.eq_ignore_ascii_case(model) || d.name == model))
+        .ok_or_else(|| {
+            FnError::BadRequest(format!(
+                "{model} is not a model derived from the subject's data in request {}",
+                report.request_id
+            ))
+        })?;
+    let at = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let record = serde_json::json!({
+        "event": "lineage_decision",
+        "requestId": report.request_id,
+        "model": derived.id,
+        "modelName": derived.name,
+        "decision": decision,
+        "reason": reason,
+        "evidence": derived.evidence,
+        "decidedAt": at,
+    });
+    let name = format!(
+        "lineage-decisions/{}/{}-{}.json",
+        report.request_id,
+        crate::domain::ids::short_hash(&[&derived.id], 16),
+        now.unix_timestamp_nanos()
+    );
+    Ok(super::audit_trail::record(state, &name, &record).await?)
+}
