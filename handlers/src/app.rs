@@ -121,7 +121,40 @@ impl Invoker for App {
     async fn invoke(
         &self,
         function: &str,
-        _ctx: InvocationContext,
+        ctx: InvocationContext,
+        req: InvocationRequest,
+    ) -> Result<InvocationResponse, InvokeError> {
+        use tracing::Instrument;
+        // One request, one trace: the context the trigger message carried (Diagnostic-Id)
+        // becomes the current one, so every message this invocation sends continues it, and
+        // every log line of the invocation carries the invocation id and the trace id.
+        let trace = match function {
+            RETENTION_SWEEP | WORKSPACE_DELETED => None,
+            _ => ServiceBusMessage::from_envelope(&req, "message", BodyEncoding::Text)
+                .ok()
+                .and_then(|m| crate::trace::from_properties(&m.application_properties)),
+        };
+        let span = tracing::info_span!(
+            "invocation",
+            function,
+            invocation_id = ctx.invocation_id.as_deref().unwrap_or(""),
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(t) = &trace {
+            span.record("trace_id", t.trace_id.as_str());
+        }
+        let fut = self.invoke_inner(function, req).instrument(span);
+        match trace {
+            Some(t) => crate::trace::scope(t, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
+impl App {
+    async fn invoke_inner(
+        &self,
+        function: &str,
         req: InvocationRequest,
     ) -> Result<InvocationResponse, InvokeError> {
         let logs = match function {

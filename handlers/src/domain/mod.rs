@@ -5,6 +5,7 @@ pub mod attribution;
 pub mod deadline;
 pub mod holds;
 pub mod ids;
+pub mod lifecycle;
 pub mod plan;
 pub mod report;
 pub mod request;

@@ -78,7 +78,12 @@ async fn finalise(
                 .ok_or_else(|| FnError::Transient(format!("result of {} missing", s.key)))?,
         );
     }
-    let candidate = build_report(plan, results, OffsetDateTime::now_utc());
+    let mut candidate = build_report(plan, results, OffsetDateTime::now_utc());
+    // A cancelled request's report says so; its items say what was and was not done.
+    let lifecycle = super::lifecycle::load(state, &plan.request_id).await?;
+    if lifecycle.as_ref().is_some_and(|l| l.cancel_requested()) {
+        candidate.status = crate::domain::report::FinalStatus::Cancelled;
+    }
     let created = state
         .store
         .create_json(&state.report_ref(&plan.request_id), &candidate)
@@ -168,6 +173,15 @@ async fn finalise(
                 .correlated(plan.request_id.to_string()),
         )
         .await?;
+    if lifecycle.is_some() {
+        super::lifecycle::advance(
+            svc,
+            &plan.request_id,
+            crate::domain::lifecycle::RequestState::from_final(report.status),
+            None,
+        )
+        .await?;
+    }
     if created {
         info!(request = %plan.request_id, subject = %plan.subject_log_id, status = ?report.status, items = report.counts.items, "aggregate: request finalised");
     }

@@ -31,9 +31,29 @@ pub enum IntakeOutcome {
     Rejected {
         code: String,
     },
+    /// A control message (`cancel`, `extend`, ...): see `functions::control`.
+    Control {
+        kind: String,
+        outcome: super::control::ControlOutcome,
+    },
 }
 
+/// Runs in the trace the message carried; one that carried none starts the trace of its
+/// payload (derived from its hash, so a redelivery continues it).
 pub async fn run(
+    svc: &Services,
+    body: &[u8],
+    delivery: &Delivery,
+) -> Result<IntakeOutcome, FnError> {
+    if crate::trace::current().is_some() {
+        return run_traced(svc, body, delivery).await;
+    }
+    let ctx = crate::trace::TraceContext::root(crate::trace::trace_id_for(&sha256_hex(body)));
+    tracing::Span::current().record("trace_id", ctx.trace_id.as_str());
+    crate::trace::scope(ctx, run_traced(svc, body, delivery)).await
+}
+
+async fn run_traced(
     svc: &Services,
     body: &[u8],
     delivery: &Delivery,
@@ -43,6 +63,15 @@ pub async fn run(
     state.ensure_containers().await?;
     let archived = state.archive_intake(body, now).await?;
     let sha = sha256_hex(body);
+
+    // A control message steers a request already accepted; anything else is a request.
+    if let Some(kind) = super::control::kind_of(body) {
+        let outcome = super::control::run(svc, kind, body, &sha, &archived).await?;
+        return Ok(IntakeOutcome::Control {
+            kind: kind.to_string(),
+            outcome,
+        });
+    }
 
     let request = match DsrRequest::parse(body) {
         Ok(r) => r,
@@ -94,6 +123,7 @@ pub async fn run(
             .ok_or_else(|| FnError::Transient("plan vanished".into()))?;
         return replay_or_conflict(svc, &request, &existing, &plan.request_sha256, &archived).await;
     }
+    start_lifecycle(svc, &plan).await?;
     fan_out(svc, &plan).await?;
     info!(
         request = %plan.request_id,
@@ -131,6 +161,7 @@ async fn replay_or_conflict(
         };
         return reject(svc, r, sha, archived, request.reply_to.clone()).await;
     }
+    start_lifecycle(svc, plan).await?;
     fan_out(svc, plan).await?;
     info!(request = %plan.request_id, subject = %plan.subject_log_id, "intake: duplicate delivery, fan-out replayed");
     Ok(IntakeOutcome::Replayed {
@@ -170,6 +201,32 @@ fn out_of_scope(scope: &[WorkspaceId], request: &DsrRequest) -> Option<Rejection
         reason,
         request_id: Some(request.request_id.to_string()),
     })
+}
+
+/// Record the request as received and planned (once) and tell the ticketing system. Before the
+/// fan-out, so a cancel can find the request as soon as any slice can start; a redelivery
+/// repeats the announcements under the same MessageIds, which the bus drops.
+async fn start_lifecycle(svc: &Services, plan: &Plan) -> Result<(), FnError> {
+    use super::lifecycle::{self as lc, Changed};
+    let doc = super::control::from_plan(plan);
+    let r = lc::update(
+        &svc.state(),
+        &plan.request_id,
+        || Some(doc.clone()),
+        |_| Ok(None::<()>),
+    )
+    .await?;
+    if let Some(Changed::Unchanged(stored)) = r {
+        // Announce each change the document records (the first delivery's, at most).
+        let mut partial = stored.clone();
+        for n in 1..=stored.history.len().min(2) {
+            partial.history = stored.history[..n].to_vec();
+            partial.state = partial.history[n - 1].state;
+            let previous = (n > 1).then(|| stored.history[n - 2].state);
+            lc::announce_state(svc, &partial, previous).await?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn fan_out(svc: &Services, plan: &Plan) -> Result<(), FnError> {

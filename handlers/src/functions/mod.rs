@@ -3,8 +3,10 @@
 //! envelope and maps [`FnError`] to HTTP statuses.
 
 pub mod aggregate;
+pub mod control;
 pub mod discovery;
 pub mod intake;
+pub mod lifecycle;
 pub mod retention;
 pub mod slice;
 pub mod telemetry_purges;
@@ -56,6 +58,8 @@ pub struct Settings {
     pub workspace_soft_delete_days: u32,
     /// Deletes request Log Analytics purges; when off, telemetry is reported as not purged.
     pub telemetry_purge_enabled: bool,
+    /// Days before an open request's deadline that the timer warns the ticketing system.
+    pub deadline_warning_days: u32,
 }
 
 impl Default for Settings {
@@ -73,6 +77,7 @@ impl Default for Settings {
             state_retention_days: 90,
             workspace_soft_delete_days: 14,
             telemetry_purge_enabled: true,
+            deadline_warning_days: 7,
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct SweepOutcome {
     pub expired_state: ExpiredState,
     /// Telemetry purges sent, polled and ended; certificates revised.
     pub purges: super::telemetry_purges::PurgeSweep,
+    /// Deadline warnings sent to the ticketing system (request, warning).
+    pub deadline_warnings: Vec<(String, crate::domain::lifecycle::WarningKind)>,
 }
 
 /// Retention for one workspace: the app's setting, or its `dsr-retention-days` tag when that is
@@ -168,6 +170,7 @@ pub async fn run(
     out.purges = super::telemetry_purges::sweep(svc, now).await?;
     out.expired_exports = expire_exports(svc, now).await?;
     out.expired_state = expire_request_state(svc, now).await?;
+    out.deadline_warnings = super::lifecycle::send_deadline_warnings(svc, now).await?;
     Ok(out)
 }
 

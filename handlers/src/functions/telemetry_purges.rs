@@ -361,6 +361,15 @@ async fn revise_certificate(
             )
             .await?;
     }
+    // The lifecycle follows (completed with purge pending -> completed or partially failed);
+    // a request with no lifecycle document (a retention sweep) is left alone.
+    super::lifecycle::advance(
+        svc,
+        id,
+        crate::domain::lifecycle::RequestState::from_final(revised.status),
+        None,
+    )
+    .await?;
     for (at, _) in recs {
         match state.store.delete(at).await {
             Ok(_) | Err(crate::ports::blob::StoreError::NotFound(_)) => {}
