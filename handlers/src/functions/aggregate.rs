@@ -81,8 +81,13 @@ async fn finalise(
     let mut candidate = build_report(plan, results, OffsetDateTime::now_utc());
     // A cancelled request's report says so; its items say what was and was not done.
     let lifecycle = super::lifecycle::load(state, &plan.request_id).await?;
-    if lifecycle.as_ref().is_some_and(|l| l.cancel_requested()) {
-        candidate.status = crate::domain::report::FinalStatus::Cancelled;
+    if let Some(l) = &lifecycle {
+        if l.cancel_requested() {
+            candidate.status = crate::domain::report::FinalStatus::Cancelled;
+        }
+        // The deadline in force is the extended one, where the request was extended.
+        candidate.deadline = l.deadline;
+        candidate.within_deadline = candidate.finished_at <= l.deadline;
     }
     let created = state
         .store
@@ -162,7 +167,7 @@ async fn finalise(
         reason: None,
         dry_run: plan.dry_run,
         counts: Some(report.counts.clone()),
-        deadline: Some(plan.deadline),
+        deadline: Some(report.deadline),
         report: Some(json_ref.to_string()),
         export_link,
         reply_to: plan.reply_to.clone(),

@@ -184,6 +184,19 @@ impl LifecycleMessage {
     }
 }
 
+/// Whether a results-queue body is a lifecycle message (it has `event`) rather than a result
+/// (`status`): both share the queue the ticketing system reads.
+pub fn is_lifecycle_message(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("event").map(|e| e.is_string()))
+        .unwrap_or(false)
+}
+
+/// Application property naming the kind of a results-queue message (`lifecycle`), so a topic
+/// subscription can filter on it (`DsrMessage = 'lifecycle'`).
+pub const KIND_PROPERTY: &str = "DsrMessage";
+
 pub async fn send(
     svc: &Services,
     message_id: String,
@@ -191,6 +204,10 @@ pub async fn send(
     correlation: Option<&RequestId>,
 ) -> Result<(), FnError> {
     let mut m = OutMessage::json(queues::RESULTS, message_id, msg);
+    m.application_properties.insert(
+        KIND_PROPERTY.into(),
+        serde_json::Value::String("lifecycle".into()),
+    );
     if let Some(id) = correlation {
         m = m.correlated(id.to_string());
     }

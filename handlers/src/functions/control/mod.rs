@@ -91,12 +91,14 @@ impl Envelope {
                 ))
             }
             Some(Value::Number(n)) if n.as_u64() == Some(VERSION) => {}
-            Some(other) => return Err(refused(
-                "unsupported_version",
-                format!(
+            Some(other) => {
+                return Err(refused(
+                    "unsupported_version",
+                    format!(
                     "version {other} is not supported; this service understands version {VERSION}"
                 ),
-            )),
+                ))
+            }
         }
         let request_id = match o.get("requestId") {
             Some(Value::String(s)) => RequestId::parse(s)
