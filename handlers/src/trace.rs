@@ -116,6 +116,24 @@ pub async fn scope<F: Future>(ctx: TraceContext, f: F) -> F::Output {
     CURRENT.scope(ctx, f).await
 }
 
+/// Run `f` in the current trace, or, where there is none (a timer's invocation), in a new root
+/// context of `trace_id` (the request's).
+pub async fn within<F: Future>(trace_id: &str, f: F) -> F::Output {
+    if current().is_some() || !is_hex(trace_id, 32) {
+        return f.await;
+    }
+    scope(TraceContext::root(trace_id.to_string()), f).await
+}
+
+/// Run `f` in the trace `trace_id` whatever the current one is: what a control message does to
+/// a request is announced in the request's trace, not the control message's.
+pub async fn in_trace<F: Future>(trace_id: &str, f: F) -> F::Output {
+    if !is_hex(trace_id, 32) {
+        return f.await;
+    }
+    scope(TraceContext::root(trace_id.to_string()), f).await
+}
+
 /// The current context, if the invocation runs in one.
 pub fn current() -> Option<TraceContext> {
     CURRENT.try_with(|c| c.clone()).ok()

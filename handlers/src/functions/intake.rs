@@ -208,38 +208,136 @@ fn out_of_scope(scope: &[WorkspaceId], request: &DsrRequest) -> Option<Rejection
 /// repeats the announcements under the same MessageIds, which the bus drops.
 async fn start_lifecycle(svc: &Services, plan: &Plan) -> Result<(), FnError> {
     use super::lifecycle::{self as lc, Changed};
+    use crate::domain::lifecycle::RequestState;
     let doc = super::control::from_plan(plan);
+    let now = OffsetDateTime::now_utc();
     let r = lc::update(
         &svc.state(),
         &plan.request_id,
         || Some(doc.clone()),
-        |_| Ok(None::<()>),
+        |d| {
+            // Rejected before (no plan then), sent again and accepted now: a new start.
+            if d.state != RequestState::Rejected {
+                return Ok(None);
+            }
+            d.transition(RequestState::Received, now, Some("submitted again".into()))?;
+            d.transition(RequestState::Planned, now, None)?;
+            d.regulation = plan.regulation;
+            d.received_at = plan.received_at;
+            d.original_deadline = plan.deadline;
+            d.deadline = plan.deadline;
+            Ok(Some(()))
+        },
     )
     .await?;
-    if let Some(Changed::Unchanged(stored)) = r {
-        // Announce each change the document records (the first delivery's, at most).
-        let mut partial = stored.clone();
-        for n in 1..=stored.history.len().min(2) {
-            partial.history = stored.history[..n].to_vec();
-            partial.state = partial.history[n - 1].state;
-            let previous = (n > 1).then(|| stored.history[n - 2].state);
-            lc::announce_state(svc, &partial, previous).await?;
+    let stored = match r {
+        Some(Changed::Yes((), d) | Changed::Unchanged(d)) => d,
+        _ => return Ok(()),
+    };
+    announce_received_and_planned(svc, &stored).await
+}
+
+/// Announce the request's latest `received` and `planned` changes (a redelivery repeats them
+/// under the same MessageIds, which the bus drops).
+async fn announce_received_and_planned(
+    svc: &Services,
+    stored: &crate::domain::lifecycle::Lifecycle,
+) -> Result<(), FnError> {
+    use crate::domain::lifecycle::RequestState;
+    let from = stored
+        .history
+        .iter()
+        .rposition(|h| h.state == RequestState::Received)
+        .unwrap_or(0);
+    let mut partial = stored.clone();
+    for n in (from + 1)..=stored.history.len() {
+        let state = stored.history[n - 1].state;
+        if !matches!(
+            state,
+            RequestState::Received | RequestState::Planned | RequestState::Rejected
+        ) {
+            break;
         }
+        partial.history = stored.history[..n].to_vec();
+        partial.state = state;
+        let previous = (n > 1).then(|| stored.history[n - 2].state);
+        super::lifecycle::announce_state(svc, &partial, previous).await?;
     }
     Ok(())
 }
 
+/// A request refused at intake whose id could be read and that has no plan: its lifecycle says
+/// rejected (received -> rejected), announced like every change. A request that reused the id
+/// of an accepted one (a conflict) leaves that one's lifecycle alone.
+async fn record_rejected(svc: &Services, r: &Rejection) -> Result<(), FnError> {
+    use super::lifecycle::{self as lc, Changed};
+    use crate::domain::lifecycle::{Lifecycle, RequestState};
+    let Some(id) = r
+        .request_id
+        .as_deref()
+        .and_then(|i| crate::domain::request::RequestId::parse(i).ok())
+    else {
+        return Ok(());
+    };
+    let state = svc.state();
+    if state.plan(&id).await?.is_some() {
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let regulation = crate::domain::deadline::Regulation::default();
+    let trace_id = crate::trace::current()
+        .map(|c| c.trace_id)
+        .unwrap_or_else(|| crate::trace::trace_id_for(id.as_str()));
+    let init = Lifecycle::received(
+        id.clone(),
+        regulation,
+        now,
+        crate::domain::deadline::deadline(regulation, now),
+        now,
+        trace_id,
+    );
+    let reason = r.reason.clone();
+    let out = lc::update(
+        &state,
+        &id,
+        || Some(init.clone()),
+        |d| {
+            if d.state == RequestState::Rejected {
+                // Rejected again: a new received -> rejected pair.
+                d.transition(RequestState::Received, now, Some("submitted again".into()))?;
+            }
+            d.transition(RequestState::Rejected, now, Some(reason.clone()))
+                .map(|changed| changed.then_some(()))
+        },
+    )
+    .await?;
+    match out {
+        Some(Changed::Yes((), d)) => announce_received_and_planned(svc, &d).await,
+        Some(Changed::Refused(e)) => {
+            warn!(request = %id, reason = %e.reason, "intake: rejection not recorded in the lifecycle");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Send the plan's slice tasks, in the request's trace (a timer's retention sweep has no trace
+/// of its own: its request's is derived from the plan, as intake derives a request's).
 pub async fn fan_out(svc: &Services, plan: &Plan) -> Result<(), FnError> {
-    let msgs = plan
-        .slices
-        .iter()
-        .map(|spec| {
-            let task = SliceTask::from_plan(plan, spec);
-            OutMessage::json(&spec.resource_type.queue(), task.message_id(), &task)
-                .correlated(plan.request_id.to_string())
-        })
-        .collect();
-    svc.bus.send_all(msgs).await?;
+    let trace_id = crate::trace::trace_id_for(&plan.request_sha256);
+    crate::trace::within(&trace_id, async {
+        let msgs = plan
+            .slices
+            .iter()
+            .map(|spec| {
+                let task = SliceTask::from_plan(plan, spec);
+                OutMessage::json(&spec.resource_type.queue(), task.message_id(), &task)
+                    .correlated(plan.request_id.to_string())
+            })
+            .collect();
+        svc.bus.send_all(msgs).await
+    })
+    .await?;
     Ok(())
 }
 
@@ -320,6 +418,7 @@ async fn reject(
     svc.bus
         .send(OutMessage::json(queues::RESULTS, id, &msg))
         .await?;
+    record_rejected(svc, &r).await?;
     // The reason is safe to log; the payload (personal data) is not.
     warn!(code = %r.code, reason = %r.reason, payload_sha256 = %sha, "intake: request rejected");
     Ok(IntakeOutcome::Rejected { code: r.code })

@@ -305,15 +305,7 @@ pub async fn send_deadline_warnings(
             let deadline_key = doc.deadline.unix_timestamp();
             let message_id = format!("warning/{id}/{}/{deadline_key}", kind.as_str());
             // In the request's own trace, so the warning shows with the request's operation.
-            let ctx = crate::trace::TraceContext::parse(&format!(
-                "00-{}-0000000000000001-01",
-                doc.trace_id
-            ));
-            let sending = send(svc, message_id, &m, Some(&id));
-            match ctx {
-                Some(c) => crate::trace::scope(c, sending).await?,
-                None => sending.await?,
-            }
+            crate::trace::in_trace(&doc.trace_id, send(svc, message_id, &m, Some(&id))).await?;
             warn!(request = %id, warning = kind.as_str(), state = %doc.state, "lifecycle: deadline warning sent");
             sent.push((id.to_string(), *kind));
         }

@@ -46,7 +46,7 @@ pub async fn run(svc: &Services, body: &[u8]) -> Result<HandlerResult, FnError> 
     .await?;
     Ok(match r {
         Some(Changed::Yes((), doc)) => {
-            lc::announce_state(svc, &doc, previous).await?;
+            crate::trace::in_trace(&doc.trace_id, lc::announce_state(svc, &doc, previous)).await?;
             Ok((
                 id,
                 true,

@@ -94,13 +94,8 @@ pub async fn run(svc: &Services, body: &[u8], sha: &str) -> Result<HandlerResult
             m.deadline = Some(after);
             m.previous_deadline = before;
             m.reason = Some(reason.clone());
-            lc::send(
-                svc,
-                format!("extended/{id}/{}", doc.extensions.len()),
-                &m,
-                Some(&id),
-            )
-            .await?;
+            let message_id = format!("extended/{id}/{}", doc.extensions.len());
+            crate::trace::in_trace(&doc.trace_id, lc::send(svc, message_id, &m, Some(&id))).await?;
             Ok((
                 id,
                 true,

@@ -276,7 +276,8 @@ async fn reject(
         id.as_ref(),
     )
     .await?;
-    // The reason is ours and safe to log; the payload is not logged.
-    warn!(control = kind, code = %r.code, reason = %r.reason, payload_sha256 = %sha, "control: rejected");
+    // Only the code is logged: a reason may quote a field name from the payload, and payloads
+    // are not logged (the reason is in the audit record and the message).
+    warn!(control = kind, code = %r.code, payload_sha256 = %sha, "control: rejected");
     Ok(ControlOutcome::Rejected { code: r.code })
 }
