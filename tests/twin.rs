@@ -1343,6 +1343,49 @@ mod as_deployed {
                 .await
                 .unwrap();
         }
+        // Control messages through the deployed handler: a finished export cannot be extended,
+        // a delete whose purge is running cannot be cancelled, and an unknown envelope version is
+        // refused; each answered on dsr-results with its reason through the production sender.
+        for (n, body) in [
+            json!({"type": "extend", "version": 1, "requestId": "TWIN-EXPORT", "days": 10, "reason": "complex"}),
+            json!({"type": "cancel", "version": 1, "requestId": "TWIN-DELETE"}),
+            json!({"type": "cancel", "version": 2, "requestId": "TWIN-DELETE"}),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut msg = OutMessage::json(queues::INTAKE, format!("control-{n}"), &Value::Null);
+            msg.body = body.to_string().into_bytes();
+            bus_queue.send(msg).await.unwrap();
+        }
+        dispatcher
+            .drain_until_idle(Duration::from_secs(120))
+            .await
+            .unwrap();
+        // Delivered concurrently: compared in order of request and code.
+        let mut refusals: Vec<(String, String)> = sb
+            .accepted()
+            .into_iter()
+            .filter(|a| a.message.queue == queues::RESULTS && !a.duplicate)
+            .map(|a| serde_json::from_slice::<Value>(&a.message.body).unwrap())
+            .filter(|v| v["event"] == "control_rejected")
+            .map(|v| {
+                assert!(v["reason"].as_str().is_some_and(|r| r.len() > 10), "{v}");
+                (
+                    v["requestId"].as_str().unwrap().to_string(),
+                    v["code"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        refusals.sort();
+        assert_eq!(
+            refusals,
+            [
+                ("TWIN-DELETE".to_string(), "not_cancellable".to_string()),
+                ("TWIN-DELETE".to_string(), "unsupported_version".to_string()),
+                ("TWIN-EXPORT".to_string(), "not_extendable".to_string()),
+            ]
+        );
         // Telemetry: the purge was requested once and is pending; her rows are still there.
         let rows_of = |oid: &str| {
             la.rows(LAW, "AmlRunEvent")

@@ -177,7 +177,17 @@ pub async fn run(
                 changed,
             })
         }
-        Err((id, r)) => reject(svc, kind, id, r, sha, archived).await,
+        Err((id, r)) => {
+            // The ticketing system matches a refusal by requestId: read it where it is valid
+            // even when the rest of the envelope is not.
+            let id = id.or_else(|| {
+                serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("requestId")?.as_str().map(str::to_string))
+                    .and_then(|s| RequestId::parse(&s).ok())
+            });
+            reject(svc, kind, id, r, sha, archived).await
+        }
     }
 }
 
@@ -269,13 +279,17 @@ async fn reject(
     m.control = Some(kind.to_string());
     m.code = Some(r.code.clone());
     m.reason = Some(r.reason.clone());
-    lc::send(
-        svc,
-        format!("control-rejected/{}", short_hash(&[sha], 24)),
-        &m,
-        id.as_ref(),
-    )
-    .await?;
+    let message_id = format!("control-rejected/{}", short_hash(&[sha], 24));
+    // A refusal about a known request belongs to that request's trace.
+    let trace_id = match &id {
+        Some(i) => lc::load(&svc.state(), i).await?.map(|l| l.trace_id),
+        None => None,
+    };
+    let sending = lc::send(svc, message_id, &m, id.as_ref());
+    match trace_id {
+        Some(t) => crate::trace::in_trace(&t, sending).await?,
+        None => sending.await?,
+    }
     // Only the code is logged: a reason may quote a field name from the payload, and payloads
     // are not logged (the reason is in the audit record and the message).
     warn!(control = kind, code = %r.code, payload_sha256 = %sha, "control: rejected");
