@@ -783,3 +783,27 @@ async fn a_rejected_request_is_recorded_and_may_be_sent_again_corrected() {
         ]
     );
 }
+
+/// A rejected request's lifecycle (it never gets a report, so it is not removed with a finished
+/// request's state) goes after the state retention period; an open request's stays.
+#[tokio::test]
+async fn a_rejected_requests_lifecycle_expires_with_the_state_retention_period() {
+    let e = env(5).await;
+    let mut bad = request(&e, "LC-9", "export", "alice");
+    bad["subject"] = json!({"upn": "nobody@contoso.com"});
+    send_intake(&e, &bad).await;
+    send_intake(&e, &request(&e, "LC-10", "export", "bob")).await;
+    assert_eq!(lifecycle(&e, "LC-9").await.state, RequestState::Rejected);
+    let later =
+        OffsetDateTime::now_utc() + Duration::days(e.svc.settings.state_retention_days as i64 + 1);
+    let out = azureml_dsr::functions::retention::run(&e.svc, &timer(), later)
+        .await
+        .unwrap();
+    assert_eq!(out.expired_state.rejected_lifecycles, 1, "{out:?}");
+    let state = e.svc.state();
+    let gone = azureml_dsr::functions::lifecycle::load(&state, &RequestId::parse("LC-9").unwrap())
+        .await
+        .unwrap();
+    assert!(gone.is_none());
+    assert_eq!(lifecycle(&e, "LC-10").await.state, RequestState::Planned);
+}
