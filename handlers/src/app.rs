@@ -139,6 +139,8 @@ impl Invoker for App {
             function,
             invocation_id = ctx.invocation_id.as_deref().unwrap_or(""),
             trace_id = tracing::field::Empty,
+            request = tracing::field::Empty,
+            subject = tracing::field::Empty,
         );
         if let Some(t) = &trace {
             span.record("trace_id", t.trace_id.as_str());
@@ -167,6 +169,7 @@ impl App {
             AGGREGATE => {
                 let (m, _) = sb(&req)?;
                 let c: SliceCompletion = parse_body(&m, "slice completion")?;
+                tracing::Span::current().record("request", c.request_id.as_str());
                 let svc = &self.services;
                 let out = aggregate::run(svc, &c).await.map_err(map_err)?;
                 vec![format!("{} {}: {out:?}", c.request_id, c.key)]
@@ -200,6 +203,10 @@ impl App {
                 };
                 let (m, d) = sb(&req)?;
                 let task: SliceTask = parse_body(&m, "slice task")?;
+                // The subject only as its salted hash (never the object id itself).
+                let span = tracing::Span::current();
+                span.record("request", task.request_id.as_str());
+                span.record("subject", task.subject.log_id().as_str());
                 if task.resource_type != rt {
                     return Err(InvokeError::BadRequest(format!(
                         "a {} task was sent to {other}",

@@ -109,6 +109,9 @@ async fn run_traced(
     }
     let holds = svc.holds().await?;
     let plan = Plan::build(&request, subject, &holds, now, sha);
+    let span = tracing::Span::current();
+    span.record("request", plan.request_id.as_str());
+    span.record("subject", plan.subject_log_id.as_str());
     // Persist before sending anything: the aggregator's definition of "done".
     if !state
         .store
