@@ -300,6 +300,7 @@ async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
         .peek("dsr-results")
         .unwrap()
         .into_iter()
+        .filter(|m| !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body))
         .map(|m| serde_json::from_slice(&m.body).unwrap())
         .collect();
     for id in ["C-EXP", "C-DEL"] {

@@ -119,6 +119,8 @@ impl Env {
             .peek("dsr-results")
             .unwrap()
             .into_iter()
+            // Result messages; lifecycle messages share the queue (tests/lifecycle.rs).
+            .filter(|m| !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body))
             .map(|m| serde_json::from_slice(&m.body).unwrap())
             .collect()
     }
@@ -348,7 +350,10 @@ async fn aggregator_finalises_exactly_once_under_concurrency(azurite: bool) {
     let results = bus
         .sent()
         .into_iter()
-        .filter(|m| m.queue == "dsr-results")
+        .filter(|m| {
+            m.queue == "dsr-results"
+                && !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body)
+        })
         .count();
     assert_eq!(
         results, 1,

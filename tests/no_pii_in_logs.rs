@@ -111,6 +111,16 @@ async fn a_full_dsr_logs_no_personal_data() {
             .await
             .unwrap();
     }
+    // Control messages carrying personal data in free text and in a field name.
+    for body in [
+        json!({"type": "cancel", "version": 1, "requestId": "PII-3", "reason": format!("asked by {}", alice.upn)}),
+        json!({"type": "extend", "version": 1, "requestId": "PII-1", "days": 5, "reason": alice.display_name}),
+        json!({"type": "cancel", "version": 1, "requestId": "PII-2", bob.upn.clone(): bob.display_name}),
+    ] {
+        enqueue(&queue, body.to_string().into_bytes())
+            .await
+            .unwrap();
+    }
     rt.drain(Duration::from_secs(120)).await.unwrap();
     rt.stop().await;
 
@@ -120,6 +130,11 @@ async fn a_full_dsr_logs_no_personal_data() {
     assert!(
         logs.contains("not a valid slice task") && logs.contains("slice task refused"),
         "the forged messages were refused"
+    );
+    // Each invocation's lines carry its invocation id and its request's trace id.
+    assert!(
+        logs.contains("invocation_id=") && logs.contains("trace_id="),
+        "no invocation span in the logs"
     );
     let mut secrets = vec!["someone.unknown@contoso.com".to_string()];
     for u in &truth.users {

@@ -179,7 +179,10 @@ async fn export_returns_exactly_the_subjects_items() {
         .bus
         .sent()
         .into_iter()
-        .filter(|m| m.queue == queues::RESULTS)
+        .filter(|m| {
+            m.queue == queues::RESULTS
+                && !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body)
+        })
         .collect();
     assert_eq!(results.len(), 1);
 }
@@ -226,7 +229,10 @@ async fn delete_removes_subject_items_and_nothing_else_even_when_delivered_twice
         .bus
         .sent()
         .into_iter()
-        .filter(|m| m.queue == queues::RESULTS)
+        .filter(|m| {
+            m.queue == queues::RESULTS
+                && !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body)
+        })
         .collect();
     assert_eq!(results.len(), 1, "exactly one result message");
     assert!(r
@@ -349,7 +355,13 @@ async fn invalid_requests_are_rejected_with_a_reason_and_archived() {
             code: "invalid_field".into()
         }
     );
-    let msgs = e.bus.sent();
+    // One result; the lifecycle messages (received, rejected) are counted in tests/lifecycle.rs.
+    let msgs: Vec<_> = e
+        .bus
+        .sent()
+        .into_iter()
+        .filter(|m| !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body))
+        .collect();
     assert_eq!(msgs.len(), 1);
     let body: serde_json::Value = serde_json::from_slice(&msgs[0].body).unwrap();
     assert_eq!(body["status"], "rejected");
@@ -436,7 +448,10 @@ async fn a_job_that_cannot_be_deleted_is_reported_and_the_request_ends_partially
         &e.bus
             .sent()
             .into_iter()
-            .find(|m| m.queue == queues::RESULTS)
+            .find(|m| {
+                m.queue == queues::RESULTS
+                    && !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body)
+            })
             .unwrap()
             .body,
     )
@@ -661,7 +676,10 @@ fn results(e: &Env) -> Vec<serde_json::Value> {
     e.bus
         .sent()
         .into_iter()
-        .filter(|m| m.queue == queues::RESULTS)
+        .filter(|m| {
+            m.queue == queues::RESULTS
+                && !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body)
+        })
         .map(|m| serde_json::from_slice(&m.body).unwrap())
         .collect()
 }
@@ -1562,7 +1580,10 @@ async fn telemetry_purge_pending_across_two_timer_runs_then_certificate_v2_compl
         .bus
         .sent()
         .into_iter()
-        .filter(|m| m.queue == queues::RESULTS)
+        .filter(|m| {
+            m.queue == queues::RESULTS
+                && !azureml_dsr::functions::lifecycle::is_lifecycle_message(&m.body)
+        })
         .count();
     assert_eq!(results, 2);
     // Nothing left to poll; a further run changes nothing.

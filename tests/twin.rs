@@ -1343,6 +1343,49 @@ mod as_deployed {
                 .await
                 .unwrap();
         }
+        // Control messages through the deployed handler: a finished export cannot be extended,
+        // a delete whose purge is running cannot be cancelled, and an unknown envelope version is
+        // refused; each answered on dsr-results with its reason through the production sender.
+        for (n, body) in [
+            json!({"type": "extend", "version": 1, "requestId": "TWIN-EXPORT", "days": 10, "reason": "complex"}),
+            json!({"type": "cancel", "version": 1, "requestId": "TWIN-DELETE"}),
+            json!({"type": "cancel", "version": 2, "requestId": "TWIN-DELETE"}),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut msg = OutMessage::json(queues::INTAKE, format!("control-{n}"), &Value::Null);
+            msg.body = body.to_string().into_bytes();
+            bus_queue.send(msg).await.unwrap();
+        }
+        dispatcher
+            .drain_until_idle(Duration::from_secs(120))
+            .await
+            .unwrap();
+        // Delivered concurrently: compared in order of request and code.
+        let mut refusals: Vec<(String, String)> = sb
+            .accepted()
+            .into_iter()
+            .filter(|a| a.message.queue == queues::RESULTS && !a.duplicate)
+            .map(|a| serde_json::from_slice::<Value>(&a.message.body).unwrap())
+            .filter(|v| v["event"] == "control_rejected")
+            .map(|v| {
+                assert!(v["reason"].as_str().is_some_and(|r| r.len() > 10), "{v}");
+                (
+                    v["requestId"].as_str().unwrap().to_string(),
+                    v["code"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        refusals.sort();
+        assert_eq!(
+            refusals,
+            [
+                ("TWIN-DELETE".to_string(), "not_cancellable".to_string()),
+                ("TWIN-DELETE".to_string(), "unsupported_version".to_string()),
+                ("TWIN-EXPORT".to_string(), "not_extendable".to_string()),
+            ]
+        );
         // Telemetry: the purge was requested once and is pending; her rows are still there.
         let rows_of = |oid: &str| {
             la.rows(LAW, "AmlRunEvent")
@@ -1393,11 +1436,28 @@ mod as_deployed {
                     .unwrap_or_else(|| panic!("no report for {id} in the state account"))
             }
         };
-        // The operator's view in Azure mode agrees with the state account.
+        // The operator's view in Azure mode agrees with the state account: the lifecycle went
+        // from completed with the purge pending to completed when the timer saw it end.
+        let status = cli(&["status", "TWIN-DELETE"]);
         assert_eq!(
-            cli(&["status", "TWIN-DELETE"])["status"],
-            "completed_purge_pending",
+            status["status"], "completed",
             "the first certificate said pending; its second version says completed"
+        );
+        let states: Vec<&str> = status["lifecycle"]["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "received",
+                "planned",
+                "in_progress",
+                "completed_purge_pending",
+                "completed"
+            ]
         );
         assert_eq!(cli(&["report", "TWIN-EXPORT"])["requestId"], "TWIN-EXPORT");
         let export: FinalReport = report("TWIN-EXPORT").await;
@@ -1427,6 +1487,34 @@ mod as_deployed {
                 "no result message for {id}: {results:?}"
             );
         }
+        // One request, one trace, through the production Service Bus sender: every message the
+        // handler sent carries a W3C traceparent as the Diagnostic-Id application property (a
+        // custom header; names arrive lower-cased), one trace per request.
+        let mut traces: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for a in sb.accepted().into_iter().filter(|a| !a.duplicate) {
+            let tp = a
+                .message
+                .application_properties
+                .get("diagnostic-id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_else(|| panic!("no Diagnostic-Id on {}", a.message.message_id));
+            let ctx = azureml_dsr::trace::TraceContext::parse(tp)
+                .unwrap_or_else(|| panic!("not a traceparent: {tp}"));
+            let request = a.message.correlation_id.clone().unwrap_or_default();
+            traces.entry(request).or_default().insert(ctx.trace_id);
+        }
+        for id in ["TWIN-EXPORT", "TWIN-DELETE"] {
+            assert_eq!(traces.get(id).map(|t| t.len()), Some(1), "{id}: {traces:?}");
+        }
+        assert!(
+            results
+                .iter()
+                .filter(|r| r["requestId"] == "TWIN-DELETE" && r["event"] == "state_changed")
+                .count()
+                >= 5,
+            "{results:?}"
+        );
 
         // Export: every one of the subject's blobs was copied into the export area.
         let exported = admin

@@ -121,7 +121,42 @@ impl Invoker for App {
     async fn invoke(
         &self,
         function: &str,
-        _ctx: InvocationContext,
+        ctx: InvocationContext,
+        req: InvocationRequest,
+    ) -> Result<InvocationResponse, InvokeError> {
+        use tracing::Instrument;
+        // One request, one trace: the context the trigger message carried (Diagnostic-Id)
+        // becomes the current one, so every message this invocation sends continues it, and
+        // every log line of the invocation carries the invocation id and the trace id.
+        let trace = match function {
+            RETENTION_SWEEP | WORKSPACE_DELETED => None,
+            _ => ServiceBusMessage::from_envelope(&req, "message", BodyEncoding::Text)
+                .ok()
+                .and_then(|m| crate::trace::from_properties(&m.application_properties)),
+        };
+        let span = tracing::info_span!(
+            "invocation",
+            function,
+            invocation_id = ctx.invocation_id.as_deref().unwrap_or(""),
+            trace_id = tracing::field::Empty,
+            request = tracing::field::Empty,
+            subject = tracing::field::Empty,
+        );
+        if let Some(t) = &trace {
+            span.record("trace_id", t.trace_id.as_str());
+        }
+        let fut = self.invoke_inner(function, req).instrument(span);
+        match trace {
+            Some(t) => crate::trace::scope(t, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
+impl App {
+    async fn invoke_inner(
+        &self,
+        function: &str,
         req: InvocationRequest,
     ) -> Result<InvocationResponse, InvokeError> {
         let logs = match function {
@@ -134,6 +169,7 @@ impl Invoker for App {
             AGGREGATE => {
                 let (m, _) = sb(&req)?;
                 let c: SliceCompletion = parse_body(&m, "slice completion")?;
+                tracing::Span::current().record("request", c.request_id.as_str());
                 let svc = &self.services;
                 let out = aggregate::run(svc, &c).await.map_err(map_err)?;
                 vec![format!("{} {}: {out:?}", c.request_id, c.key)]
@@ -167,6 +203,10 @@ impl Invoker for App {
                 };
                 let (m, d) = sb(&req)?;
                 let task: SliceTask = parse_body(&m, "slice task")?;
+                // The subject only as its salted hash (never the object id itself).
+                let span = tracing::Span::current();
+                span.record("request", task.request_id.as_str());
+                span.record("subject", task.subject.log_id().as_str());
                 if task.resource_type != rt {
                     return Err(InvokeError::BadRequest(format!(
                         "a {} task was sent to {other}",

@@ -20,4 +20,5 @@ pub mod seed;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod trace;
 pub mod wiring;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod handler;
+pub mod lifecycle;
 pub mod lineage;
 pub mod local;
 pub mod requests;
@@ -56,8 +57,23 @@ pub enum Command {
     Seed(seed::SeedArgs),
     /// Put a data-subject request on the intake queue.
     Submit(requests::SubmitArgs),
-    /// Show a request's progress.
+    /// Show a request's progress and state history.
     Status { request_id: String },
+    /// Cancel a request (a control message on the intake queue): one not yet started stops; a
+    /// delete under way finishes its current chunk and stops.
+    Cancel {
+        request_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Extend a request's deadline (GDPR: at most two further months; CCPA: once, 45 days).
+    Extend {
+        request_id: String,
+        #[arg(long)]
+        days: u32,
+        #[arg(long)]
+        reason: String,
+    },
     /// Print a request's report (certificate or manifest).
     Report { request_id: String },
     /// Inject Event Grid event(s) from a JSON file (an event or an array) for an Event Grid function.
@@ -131,6 +147,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => seed::run(app.local_only("seed")?, &args, cli.json).await,
         Command::Submit(args) => requests::submit(app.local_only("submit")?, &args, cli.json).await,
         Command::Status { request_id } => requests::status(&app, &request_id, cli.json).await,
+        Command::Cancel { request_id, reason } => {
+            let m = lifecycle::cancel_message(&request_id, reason.as_deref());
+            lifecycle::send(app.local_only("cancel")?, m, cli.json).await
+        }
+        Command::Extend {
+            request_id,
+            days,
+            reason,
+        } => {
+            let m = lifecycle::extend_message(&request_id, days, &reason);
+            lifecycle::send(app.local_only("extend")?, m, cli.json).await
+        }
         Command::Report { request_id } => requests::report(&app, &request_id, cli.json).await,
         Command::Event { file, function } => {
             requests::inject_events(app.local_only("event")?, &file, &function, cli.json).await

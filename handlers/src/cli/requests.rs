@@ -155,13 +155,48 @@ pub async fn status(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<(
             "no plan: not received yet, or rejected (see the dsr-results queue)".to_string(),
         ),
     };
+    // The lifecycle, where the request has one: its state is the one the ticketing system was
+    // told, with the history of changes, the deadline in force and any extensions.
+    let lifecycle = crate::functions::lifecycle::load(&state, &rid)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let phase = lifecycle
+        .as_ref()
+        .map(|l| l.state.as_str().to_string())
+        .unwrap_or(phase);
     if json {
         println!(
             "{}",
-            serde_json::json!({"requestId": id, "status": phase, "detail": detail, "slicesDone": done, "slices": plan.map(|p| p.slices.len())})
+            serde_json::json!({"requestId": id, "status": phase, "detail": detail, "slicesDone": done, "slices": plan.map(|p| p.slices.len()), "lifecycle": lifecycle})
         );
     } else {
         println!("{id}: {phase} — {detail}");
+        if let Some(l) = &lifecycle {
+            println!(
+                "  deadline {} (original {})",
+                l.deadline, l.original_deadline
+            );
+            for h in &l.history {
+                match &h.reason {
+                    Some(r) => println!("  {}  {} ({r})", h.at, h.state),
+                    None => println!("  {}  {}", h.at, h.state),
+                }
+            }
+            for x in &l.extensions {
+                println!(
+                    "  {}  deadline extended by {} days to {}: {}",
+                    x.at, x.days, x.deadline_after, x.reason
+                );
+            }
+            for w in &l.warnings {
+                println!(
+                    "  {}  {} sent (deadline {})",
+                    w.at,
+                    w.kind.as_str(),
+                    w.deadline
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod deadline;
 pub mod follow_up;
 pub mod holds;
 pub mod ids;
+pub mod lifecycle;
 pub mod lineage;
 pub mod merkle;
 pub mod plan;

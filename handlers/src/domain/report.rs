@@ -25,6 +25,9 @@ pub enum FinalStatus {
     /// the report's notes list it for a person to decide.
     NeedsReview,
     Rejected,
+    /// Stopped on the ticketing system's request: items reached before the cancel carry their
+    /// outcome, the rest are listed as skipped (cancelled, not deleted / not exported).
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -246,7 +249,10 @@ impl FinalReport {
             }
             summary.counts = c;
         }
-        r.status = final_status(&r.results, &total);
+        // A cancelled request stays cancelled whatever its purges end as.
+        if r.status != FinalStatus::Cancelled {
+            r.status = final_status(&r.results, &total);
+        }
         r.counts = total;
         r.finished_at = at;
         r.within_deadline = at <= r.deadline;
@@ -262,6 +268,7 @@ pub fn status_line(r: &FinalReport) -> String {
         FinalStatus::Completed
         | FinalStatus::PartiallyFailed
         | FinalStatus::Rejected
+        | FinalStatus::Cancelled
         | FinalStatus::NeedsReview => format!("{:?}", r.status),
         FinalStatus::CompletedPurgePending => {
             let ops: Vec<String> = r

@@ -84,6 +84,16 @@ async fn finalise(
         candidate.derived_from_subject_data =
             Some(super::lineage::trace_report(svc, &candidate).await);
     }
+    // A cancelled request's report says so; its items say what was and was not done.
+    let lifecycle = super::lifecycle::load(state, &plan.request_id).await?;
+    if let Some(l) = &lifecycle {
+        if l.cancel_requested() {
+            candidate.status = crate::domain::report::FinalStatus::Cancelled;
+        }
+        // The deadline in force is the extended one, where the request was extended.
+        candidate.deadline = l.deadline;
+        candidate.within_deadline = candidate.finished_at <= l.deadline;
+    }
     let created = state
         .store
         .create_json(&state.report_ref(&plan.request_id), &candidate)
@@ -164,7 +174,7 @@ async fn finalise(
         reason: None,
         dry_run: plan.dry_run,
         counts: Some(report.counts.clone()),
-        deadline: Some(plan.deadline),
+        deadline: Some(report.deadline),
         report: Some(json_ref.to_string()),
         export_link,
         reply_to: plan.reply_to.clone(),
@@ -175,6 +185,15 @@ async fn finalise(
                 .correlated(plan.request_id.to_string()),
         )
         .await?;
+    if lifecycle.is_some() {
+        super::lifecycle::advance(
+            svc,
+            &plan.request_id,
+            crate::domain::lifecycle::RequestState::from_final(report.status),
+            None,
+        )
+        .await?;
+    }
     if created {
         info!(request = %plan.request_id, subject = %plan.subject_log_id, status = ?report.status, items = report.counts.items, "aggregate: request finalised");
     }

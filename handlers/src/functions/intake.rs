@@ -31,9 +31,29 @@ pub enum IntakeOutcome {
     Rejected {
         code: String,
     },
+    /// A control message (`cancel`, `extend`, ...): see `functions::control`.
+    Control {
+        kind: String,
+        outcome: super::control::ControlOutcome,
+    },
 }
 
+/// Runs in the trace the message carried; one that carried none starts the trace of its
+/// payload (derived from its hash, so a redelivery continues it).
 pub async fn run(
+    svc: &Services,
+    body: &[u8],
+    delivery: &Delivery,
+) -> Result<IntakeOutcome, FnError> {
+    if crate::trace::current().is_some() {
+        return run_traced(svc, body, delivery).await;
+    }
+    let ctx = crate::trace::TraceContext::root(crate::trace::trace_id_for(&sha256_hex(body)));
+    tracing::Span::current().record("trace_id", ctx.trace_id.as_str());
+    crate::trace::scope(ctx, run_traced(svc, body, delivery)).await
+}
+
+async fn run_traced(
     svc: &Services,
     body: &[u8],
     delivery: &Delivery,
@@ -43,6 +63,15 @@ pub async fn run(
     state.ensure_containers().await?;
     let archived = state.archive_intake(body, now).await?;
     let sha = sha256_hex(body);
+
+    // A control message steers a request already accepted; anything else is a request.
+    if let Some(kind) = super::control::kind_of(body) {
+        let outcome = super::control::run(svc, kind, body, &sha, &archived).await?;
+        return Ok(IntakeOutcome::Control {
+            kind: kind.to_string(),
+            outcome,
+        });
+    }
 
     let request = match DsrRequest::parse(body) {
         Ok(r) => r,
@@ -80,6 +109,9 @@ pub async fn run(
     }
     let holds = svc.holds().await?;
     let plan = Plan::build(&request, subject, &holds, now, sha);
+    let span = tracing::Span::current();
+    span.record("request", plan.request_id.as_str());
+    span.record("subject", plan.subject_log_id.as_str());
     // Persist before sending anything: the aggregator's definition of "done".
     if !state
         .store
@@ -94,6 +126,7 @@ pub async fn run(
             .ok_or_else(|| FnError::Transient("plan vanished".into()))?;
         return replay_or_conflict(svc, &request, &existing, &plan.request_sha256, &archived).await;
     }
+    start_lifecycle(svc, &plan).await?;
     fan_out(svc, &plan).await?;
     info!(
         request = %plan.request_id,
@@ -131,6 +164,7 @@ async fn replay_or_conflict(
         };
         return reject(svc, r, sha, archived, request.reply_to.clone()).await;
     }
+    start_lifecycle(svc, plan).await?;
     fan_out(svc, plan).await?;
     info!(request = %plan.request_id, subject = %plan.subject_log_id, "intake: duplicate delivery, fan-out replayed");
     Ok(IntakeOutcome::Replayed {
@@ -172,17 +206,141 @@ fn out_of_scope(scope: &[WorkspaceId], request: &DsrRequest) -> Option<Rejection
     })
 }
 
-pub async fn fan_out(svc: &Services, plan: &Plan) -> Result<(), FnError> {
-    let msgs = plan
-        .slices
+/// Record the request as received and planned (once) and tell the ticketing system. Before the
+/// fan-out, so a cancel can find the request as soon as any slice can start; a redelivery
+/// repeats the announcements under the same MessageIds, which the bus drops.
+async fn start_lifecycle(svc: &Services, plan: &Plan) -> Result<(), FnError> {
+    use super::lifecycle::{self as lc, Changed};
+    use crate::domain::lifecycle::RequestState;
+    let doc = super::control::from_plan(plan);
+    let now = OffsetDateTime::now_utc();
+    let r = lc::update(
+        &svc.state(),
+        &plan.request_id,
+        || Some(doc.clone()),
+        |d| {
+            // Rejected before (no plan then), sent again and accepted now: a new start.
+            if d.state != RequestState::Rejected {
+                return Ok(None);
+            }
+            d.transition(RequestState::Received, now, Some("submitted again".into()))?;
+            d.transition(RequestState::Planned, now, None)?;
+            d.regulation = plan.regulation;
+            d.received_at = plan.received_at;
+            d.original_deadline = plan.deadline;
+            d.deadline = plan.deadline;
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    let stored = match r {
+        Some(Changed::Yes((), d) | Changed::Unchanged(d)) => d,
+        _ => return Ok(()),
+    };
+    announce_received_and_planned(svc, &stored).await
+}
+
+/// Announce the request's latest `received` and `planned` changes (a redelivery repeats them
+/// under the same MessageIds, which the bus drops).
+async fn announce_received_and_planned(
+    svc: &Services,
+    stored: &crate::domain::lifecycle::Lifecycle,
+) -> Result<(), FnError> {
+    use crate::domain::lifecycle::RequestState;
+    let from = stored
+        .history
         .iter()
-        .map(|spec| {
-            let task = SliceTask::from_plan(plan, spec);
-            OutMessage::json(&spec.resource_type.queue(), task.message_id(), &task)
-                .correlated(plan.request_id.to_string())
-        })
-        .collect();
-    svc.bus.send_all(msgs).await?;
+        .rposition(|h| h.state == RequestState::Received)
+        .unwrap_or(0);
+    let mut partial = stored.clone();
+    for n in (from + 1)..=stored.history.len() {
+        let state = stored.history[n - 1].state;
+        if !matches!(
+            state,
+            RequestState::Received | RequestState::Planned | RequestState::Rejected
+        ) {
+            break;
+        }
+        partial.history = stored.history[..n].to_vec();
+        partial.state = state;
+        let previous = (n > 1).then(|| stored.history[n - 2].state);
+        super::lifecycle::announce_state(svc, &partial, previous).await?;
+    }
+    Ok(())
+}
+
+/// A request refused at intake whose id could be read and that has no plan: its lifecycle says
+/// rejected (received -> rejected), announced like every change. A request that reused the id
+/// of an accepted one (a conflict) leaves that one's lifecycle alone.
+async fn record_rejected(svc: &Services, r: &Rejection) -> Result<(), FnError> {
+    use super::lifecycle::{self as lc, Changed};
+    use crate::domain::lifecycle::{Lifecycle, RequestState};
+    let Some(id) = r
+        .request_id
+        .as_deref()
+        .and_then(|i| crate::domain::request::RequestId::parse(i).ok())
+    else {
+        return Ok(());
+    };
+    let state = svc.state();
+    if state.plan(&id).await?.is_some() {
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let regulation = crate::domain::deadline::Regulation::default();
+    let trace_id = crate::trace::current()
+        .map(|c| c.trace_id)
+        .unwrap_or_else(|| crate::trace::trace_id_for(id.as_str()));
+    let init = Lifecycle::received(
+        id.clone(),
+        regulation,
+        now,
+        crate::domain::deadline::deadline(regulation, now),
+        now,
+        trace_id,
+    );
+    let reason = r.reason.clone();
+    let out = lc::update(
+        &state,
+        &id,
+        || Some(init.clone()),
+        |d| {
+            if d.state == RequestState::Rejected {
+                // Rejected again: a new received -> rejected pair.
+                d.transition(RequestState::Received, now, Some("submitted again".into()))?;
+            }
+            d.transition(RequestState::Rejected, now, Some(reason.clone()))
+                .map(|changed| changed.then_some(()))
+        },
+    )
+    .await?;
+    match out {
+        Some(Changed::Yes((), d)) => announce_received_and_planned(svc, &d).await,
+        Some(Changed::Refused(e)) => {
+            warn!(request = %id, reason = %e.reason, "intake: rejection not recorded in the lifecycle");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Send the plan's slice tasks, in the request's trace (a timer's retention sweep has no trace
+/// of its own: its request's is derived from the plan, as intake derives a request's).
+pub async fn fan_out(svc: &Services, plan: &Plan) -> Result<(), FnError> {
+    let trace_id = crate::trace::trace_id_for(&plan.request_sha256);
+    crate::trace::within(&trace_id, async {
+        let msgs = plan
+            .slices
+            .iter()
+            .map(|spec| {
+                let task = SliceTask::from_plan(plan, spec);
+                OutMessage::json(&spec.resource_type.queue(), task.message_id(), &task)
+                    .correlated(plan.request_id.to_string())
+            })
+            .collect();
+        svc.bus.send_all(msgs).await
+    })
+    .await?;
     Ok(())
 }
 
@@ -257,6 +415,7 @@ async fn reject(
     svc.bus
         .send(OutMessage::json(queues::RESULTS, id, &msg))
         .await?;
+    record_rejected(svc, &r).await?;
     // The reason is safe to log; the payload (personal data) is not.
     warn!(code = %r.code, reason = %r.reason, payload_sha256 = %sha, "intake: request rejected");
     Ok(IntakeOutcome::Rejected { code: r.code })

@@ -4,9 +4,11 @@
 
 pub mod aggregate;
 pub mod audit_trail;
+pub mod control;
 pub mod discovery;
 pub mod follow_up;
 pub mod intake;
+pub mod lifecycle;
 pub mod lineage;
 pub mod retention;
 pub mod slice;
@@ -59,6 +61,8 @@ pub struct Settings {
     pub workspace_soft_delete_days: u32,
     /// Deletes request Log Analytics purges; when off, telemetry is reported as not purged.
     pub telemetry_purge_enabled: bool,
+    /// Days before an open request's deadline that the timer warns the ticketing system.
+    pub deadline_warning_days: u32,
 }
 
 impl Default for Settings {
@@ -76,6 +80,7 @@ impl Default for Settings {
             state_retention_days: 90,
             workspace_soft_delete_days: 14,
             telemetry_purge_enabled: true,
+            deadline_warning_days: 7,
         }
     }
 }

@@ -28,6 +28,8 @@ use crate::protocol::timer::TimerInfo;
 pub struct ExpiredState {
     pub requests: usize,
     pub archived_payloads: usize,
+    /// Lifecycle documents of requests rejected at intake (they never get a report).
+    pub rejected_lifecycles: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub struct SweepOutcome {
     pub purges: super::telemetry_purges::PurgeSweep,
     /// "Retained until" items re-checked after their date; final certificate versions written.
     pub follow_ups: super::follow_up::FollowUpSweep,
+    /// Deadline warnings sent to the ticketing system (request, warning).
+    pub deadline_warnings: Vec<(String, crate::domain::lifecycle::WarningKind)>,
 }
 
 /// Retention for one workspace: the app's setting, or its `dsr-retention-days` tag when that is
@@ -171,6 +175,7 @@ pub async fn run(
     out.follow_ups = super::follow_up::sweep(svc, now).await?;
     out.expired_exports = expire_exports(svc, now).await?;
     out.expired_state = expire_request_state(svc, now).await?;
+    out.deadline_warnings = super::lifecycle::send_deadline_warnings(svc, now).await?;
     Ok(out)
 }
 
@@ -189,6 +194,7 @@ pub async fn expire_request_state(
     let mut out = ExpiredState::default();
     // Finished before the cutoff: the report is written once, when the request finishes.
     let mut expired = Vec::new();
+    let mut lifecycles = Vec::new();
     let mut marker = None;
     loop {
         let page = state
@@ -209,6 +215,14 @@ pub async fn expire_request_state(
             {
                 if !id.contains('/') && item.last_modified.is_some_and(|m| m < cutoff) {
                     expired.push(id.to_string());
+                }
+            } else if let Some(id) = item
+                .name
+                .strip_prefix("requests/")
+                .and_then(|r| r.strip_suffix("/lifecycle.json"))
+            {
+                if !id.contains('/') && item.last_modified.is_some_and(|m| m < cutoff) {
+                    lifecycles.push(id.to_string());
                 }
             }
         }
@@ -245,6 +259,29 @@ pub async fn expire_request_state(
             }
         }
         out.requests += 1;
+    }
+    // A request rejected at intake has a lifecycle (received -> rejected) and nothing else: it
+    // goes after the same number of days since it last changed.
+    for id in lifecycles.iter().filter(|id| !expired.contains(id)) {
+        let Ok(rid) = RequestId::parse(id) else {
+            continue;
+        };
+        let rejected = super::lifecycle::load(&state, &rid)
+            .await?
+            .is_some_and(|l| l.state == crate::domain::lifecycle::RequestState::Rejected);
+        if rejected && state.plan(&rid).await?.is_none() {
+            if !dry {
+                match state
+                    .store
+                    .delete(&super::lifecycle::lifecycle_ref(&state, &rid))
+                    .await
+                {
+                    Ok(_) | Err(crate::ports::blob::StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            out.rejected_lifecycles += 1;
+        }
     }
     let mut marker = None;
     loop {

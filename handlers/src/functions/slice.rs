@@ -142,6 +142,24 @@ async fn step(
     state: &StateStore,
     task: &SliceTask,
 ) -> Result<SliceStep, DiscoveryError> {
+    // The request's lifecycle, read once per chunk: the first slice to start moves it to in
+    // progress, and a cancel stops every slice before its next chunk. Retention sweeps have none.
+    let cancelled = match super::lifecycle::load(state, &task.request_id).await? {
+        Some(doc) if doc.cancel_requested() => true,
+        Some(doc) => {
+            if doc.state == crate::domain::lifecycle::RequestState::Planned {
+                super::lifecycle::advance(
+                    svc,
+                    &task.request_id,
+                    crate::domain::lifecycle::RequestState::InProgress,
+                    None,
+                )
+                .await?;
+            }
+            false
+        }
+        None => false,
+    };
     let stored = match state.inventory(task).await {
         Ok(inv) => inv,
         // An inventory that does not parse (an unknown resource kind, a damaged document) is
@@ -155,6 +173,7 @@ async fn step(
     };
     let inventory = match stored {
         Some(inv) => inv,
+        None if cancelled => return finish_cancelled_before_start(svc, state, task).await,
         None => {
             let mut inv = discover(svc, task).await?;
             if task.kind != RequestKind::Export {
@@ -178,7 +197,32 @@ async fn step(
     let size = svc.settings.chunk_size.max(1);
     let chunks = inventory.entries.len().div_ceil(size).max(1) as u32;
     let chunk = task.chunk.min(chunks - 1);
-    if state.chunk(task, chunk).await?.is_none() {
+    if cancelled {
+        // This chunk and every later one are recorded as not done; chunks already stored
+        // (finished before the cancel) keep their outcomes.
+        let reason = crate::domain::lifecycle::cancelled_item_reason(task.kind);
+        for c in chunk..chunks {
+            if state.chunk(task, c).await?.is_some() {
+                continue;
+            }
+            let start = (c as usize * size).min(inventory.entries.len());
+            let end = (start + size).min(inventory.entries.len());
+            let skipped: Vec<ItemOutcome> = inventory.entries[start..end]
+                .iter()
+                .map(|e| ItemOutcome {
+                    item: e.item.clone(),
+                    status: ItemStatus::Skipped {
+                        reason: reason.clone(),
+                    },
+                })
+                .collect();
+            state
+                .store
+                .create_json(&state.chunk_ref(task, c), &skipped)
+                .await?;
+        }
+        info!(request = %task.request_id, slice = %task.key, from_chunk = chunk, "slice: request cancelled; stopping before this chunk");
+    } else if state.chunk(task, chunk).await?.is_none() {
         let start = chunk as usize * size;
         let end = (start + size).min(inventory.entries.len());
         let outcomes = process(svc, task, &inventory.entries[start..end]).await?;
@@ -187,7 +231,7 @@ async fn step(
             .create_json(&state.chunk_ref(task, chunk), &outcomes)
             .await?;
     }
-    if chunk + 1 < chunks {
+    if chunk + 1 < chunks && !cancelled {
         let mut next = task.clone();
         next.chunk = chunk + 1;
         svc.bus
@@ -240,6 +284,31 @@ async fn step(
 /// (Running discovery again cannot do this: once a job resource is deleted its folders are no
 /// longer discovered, so files that survived would pass as gone.) Telemetry deleted at once is
 /// checked by querying the subject's records again; a pending purge is not "deleted" yet.
+/// A slice whose request was cancelled before it found anything: it records that it did
+/// nothing, so the aggregator can finish the request.
+async fn finish_cancelled_before_start(
+    svc: &Services,
+    state: &StateStore,
+    task: &SliceTask,
+) -> Result<SliceStep, DiscoveryError> {
+    let result = SliceResult {
+        key: task.key.clone(),
+        workspace: task.workspace.clone(),
+        resource_type: task.resource_type,
+        status: SliceStatus::Completed,
+        reason: None,
+        notes: vec![crate::domain::lifecycle::CANCELLED_BEFORE_START.to_string()],
+        items: vec![],
+    };
+    state
+        .store
+        .create_json(&state.result_ref(&task.request_id, &task.key), &result)
+        .await?;
+    complete(svc, task).await?;
+    info!(request = %task.request_id, slice = %task.key, "slice: request cancelled before this slice started");
+    Ok(SliceStep::Finished { items: 0 })
+}
+
 async fn verify(
     svc: &Services,
     task: &SliceTask,
@@ -249,7 +318,8 @@ async fn verify(
     let mut listed: BTreeMap<(String, String, String), HashSet<String>> = BTreeMap::new();
     let mut telemetry_left: Option<HashSet<(String, String)>> = None;
     for o in items.iter_mut() {
-        if !matches!(o.status, ItemStatus::Deleted { .. }) {
+        let cancelled_skip = crate::domain::lifecycle::is_cancelled_skip(&o.status);
+        if !matches!(o.status, ItemStatus::Deleted { .. }) && !cancelled_skip {
             continue;
         }
         let seen: Option<&str> = match &o.item {
@@ -328,9 +398,11 @@ async fn verify(
                     .then_some("the subject's records are still returned by a query")
             }
         };
-        o.status = match seen {
-            None => ItemStatus::Deleted { verified: true },
-            Some(reason) => ItemStatus::Failed {
+        o.status = match (seen, cancelled_skip) {
+            (None, _) => ItemStatus::Deleted { verified: true },
+            // Not reached because of the cancel, and still there: exactly what it says.
+            (Some(_), true) => continue,
+            (Some(reason), false) => ItemStatus::Failed {
                 reason: reason.into(),
             },
         };

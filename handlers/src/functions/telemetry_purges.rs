@@ -337,28 +337,49 @@ async fn revise_certificate(
         "itemsMerkleRoot": revised.items_merkle_root,
     });
     super::audit_trail::record(state, &format!("requests/{id}.v2.json"), &audit).await?;
-    let msg = ResultMessage {
-        schema_version: "1.0".into(),
-        request_id: Some(id.to_string()),
-        kind: Some(revised.kind),
-        status: revised.status,
-        code: None,
-        reason: None,
-        dry_run: revised.dry_run,
-        counts: Some(revised.counts.clone()),
-        deadline: Some(revised.deadline),
-        report: Some(v2.to_string()),
-        export_link: None,
-        reply_to: None,
+    // The timer has no trace of its own: these messages go in the request's.
+    let trace_id = match super::lifecycle::load(state, id).await? {
+        Some(l) if !l.trace_id.is_empty() => l.trace_id,
+        _ => match state.plan(id).await? {
+            Some(plan) => crate::trace::trace_id_for(&plan.request_sha256),
+            None => crate::trace::trace_id_for(id.as_str()),
+        },
     };
-    if revised.kind != RequestKind::Export {
-        svc.bus
-            .send(
-                OutMessage::json(queues::RESULTS, format!("result/{id}/v2"), &msg)
-                    .correlated(id.to_string()),
-            )
-            .await?;
-    }
+    crate::trace::within(&trace_id, async {
+        let msg = ResultMessage {
+            schema_version: "1.0".into(),
+            request_id: Some(id.to_string()),
+            kind: Some(revised.kind),
+            status: revised.status,
+            code: None,
+            reason: None,
+            dry_run: revised.dry_run,
+            counts: Some(revised.counts.clone()),
+            deadline: Some(revised.deadline),
+            report: Some(v2.to_string()),
+            export_link: None,
+            reply_to: None,
+        };
+        if revised.kind != RequestKind::Export {
+            svc.bus
+                .send(
+                    OutMessage::json(queues::RESULTS, format!("result/{id}/v2"), &msg)
+                        .correlated(id.to_string()),
+                )
+                .await?;
+        }
+        // The lifecycle follows (completed with purge pending -> completed or partially failed);
+        // a request with no lifecycle document (a retention sweep) is left alone.
+        super::lifecycle::advance(
+            svc,
+            id,
+            crate::domain::lifecycle::RequestState::from_final(revised.status),
+            None,
+        )
+        .await?;
+        Ok::<(), FnError>(())
+    })
+    .await?;
     for (at, _) in recs {
         match state.store.delete(at).await {
             Ok(_) | Err(crate::ports::blob::StoreError::NotFound(_)) => {}

@@ -25,7 +25,15 @@ pub struct OutMessage {
 
 impl OutMessage {
     /// A JSON message with a deterministic id.
+    /// Built inside an invocation's trace scope, it carries that trace (`Diagnostic-Id`).
     pub fn json<T: serde::Serialize>(queue: &str, message_id: impl Into<String>, body: &T) -> Self {
+        let mut application_properties = BTreeMap::new();
+        if let Some(tp) = crate::trace::outgoing() {
+            application_properties.insert(
+                crate::trace::DIAGNOSTIC_ID.to_string(),
+                serde_json::Value::String(tp),
+            );
+        }
         Self {
             queue: queue.to_string(),
             message_id: message_id.into(),
@@ -34,7 +42,7 @@ impl OutMessage {
             content_type: "application/json".to_string(),
             body: serde_json::to_vec(body).expect("serialising a domain type cannot fail"),
             scheduled_enqueue_time: None,
-            application_properties: BTreeMap::new(),
+            application_properties,
         }
     }
 

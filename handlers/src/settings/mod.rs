@@ -68,6 +68,7 @@ pub const SPECS: &[Spec] = &[
     spec("DSR_RETENTION_DAYS", B, false, "(removed)", "removed (it meant two things): DSR_JOB_RETENTION_DAYS; refused when set"),
     spec("DSR_RETENTION_DRY_RUN", B, false, "false", "retention sweeps only report"),
     spec("DSR_STATE_RETENTION_DAYS", B, false, "90", "days after which a finished request's working state and the intake archive are removed (reports, certificates and audit records stay) (1-3650)"),
+    spec("DSR_DEADLINE_WARNING_DAYS", B, false, "7", "the timer warns the ticketing system this many days before an open request's deadline, and once when it is missed (1-60)"),
     spec("DSR_WORKSPACE_SOFT_DELETE_DAYS", B, false, "14", "Azure ML workspace soft-delete window, days (0-14)"),
     spec("DSR_TELEMETRY_PURGE_ENABLED", B, false, "true", "request Log Analytics purges on delete (false: telemetry is reported as not purged)"),
     spec("DSR_TELEMETRY_TABLES", B, false, "AmlRunEvent,AmlRunStatusChangedEvent,AmlDataStoreEvent,AmlModelsEvent,AmlPipelineEvent,AmlOnlineEndpointTrafficLog", "Log Analytics tables searched and purged, comma-separated; each must be in the identity map (domain/telemetry.rs)"),
@@ -353,6 +354,11 @@ impl AppSettings {
                 0..=14,
             )?,
             telemetry_purge_enabled: env.flag("DSR_TELEMETRY_PURGE_ENABLED", true)?,
+            deadline_warning_days: env.parse(
+                "DSR_DEADLINE_WARNING_DAYS",
+                defaults.deadline_warning_days,
+                1..=60,
+            )?,
             ..defaults
         };
         let telemetry_tables: Vec<String> = env
