@@ -22,6 +22,7 @@
 #[allow(dead_code)]
 mod azurite;
 mod raw;
+mod throttle;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,8 +81,13 @@ struct Opts {
     big_mib: usize,
     handler_n: usize,
     startup_n: usize,
-    /// Scenarios to run (all when empty): delete, export, discovery, memory, handler, startup.
+    /// Scenarios to run (all when empty): delete, export, discovery, memory, handler, startup,
+    /// throttle, calls, heavy.
     only: Vec<String>,
+    /// Throttled ARM: jobs deleted, the deletes bucket's capacity and refill rate per second.
+    arm_jobs: usize,
+    arm_burst: f64,
+    arm_rate: f64,
 }
 
 impl Opts {
@@ -105,6 +111,11 @@ impl Opts {
             handler_n: 2_000,
             startup_n: 20,
             only: vec![],
+            // ARM's deletes bucket scaled 5x in rate and halved in size so the run takes ~20 s;
+            // the bucket holds at least one Retry-After second of refill, as ARM's does.
+            arm_jobs: 1_000,
+            arm_burst: 100.0,
+            arm_rate: 50.0,
         };
         if args.iter().any(|a| a == "--smoke") {
             o = Opts {
@@ -120,6 +131,9 @@ impl Opts {
                 handler_n: 100,
                 startup_n: 3,
                 only: vec![],
+                arm_jobs: 150,
+                arm_burst: 50.0,
+                arm_rate: 50.0,
             };
         } else if args.iter().any(|a| a == "--full") {
             o = Opts {
@@ -135,6 +149,10 @@ impl Opts {
                 handler_n: 5_000,
                 startup_n: 30,
                 only: vec![],
+                // ARM's documented subscription deletes bucket (200, refilled 10/s).
+                arm_jobs: 10_000,
+                arm_burst: 200.0,
+                arm_rate: 10.0,
             };
         }
         let mut it = args.iter();
@@ -155,6 +173,9 @@ impl Opts {
                 "--big-mib" => o.big_mib = num()?,
                 "--handler-n" => o.handler_n = num()?,
                 "--startup-n" => o.startup_n = num()?.max(1),
+                "--arm-jobs" => o.arm_jobs = num()?.max(1),
+                "--arm-burst" => o.arm_burst = num()?.max(1) as f64,
+                "--arm-rate" => o.arm_rate = num()?.max(1) as f64,
                 "--only" => {
                     o.only = it
                         .next()
@@ -283,6 +304,9 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     }
     if want("startup") {
         rows.extend(bench_startup(&o).await?);
+    }
+    if want("throttle") {
+        rows.push(bench_throttle(&o).await?);
     }
 
     print_table(&o, &rows);
@@ -1658,4 +1682,41 @@ impl Azcopy {
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// throttled ARM (bench/throttle.rs)
+
+async fn bench_throttle(o: &Opts) -> anyhow::Result<Row> {
+    let invocations = 4;
+    let concurrency = Settings::default().concurrency;
+    let bucket = azureml_dsr::adapters::local::arm_throttle::Bucket {
+        capacity: o.arm_burst,
+        per_sec: o.arm_rate,
+    };
+    let r = throttle::run(o.arm_jobs, invocations, concurrency, bucket).await?;
+    eprintln!(
+        "bench: throttle: {} jobs in {:.1}s, {} failed, 429s server {} client {}",
+        r.jobs, r.secs, r.failed, r.server_429, r.client_429
+    );
+    ensure!(
+        r.failed == 0,
+        "{} of {} deletes failed under throttling",
+        r.failed,
+        r.jobs
+    );
+    Ok(Row {
+        scenario: format!(
+            "delete {} jobs through throttled ARM (deletes bucket {} refilled {}/s), {} invocations x {} in flight",
+            r.jobs, r.bucket.capacity, r.bucket.per_sec, r.invocations, r.concurrency
+        ),
+        unit: "deletes/s",
+        ours: r.rate(),
+        ceiling: Some(r.ceiling_rate()),
+        azcopy: None,
+        note: format!(
+            "{} failed; {} 429s answered (client waited out {}); ceiling = the bucket's best: {} at once, the rest at {}/s; {:.1} s",
+            r.failed, r.server_429, r.client_429, r.bucket.capacity, r.bucket.per_sec, r.secs
+        ),
+    })
 }
