@@ -21,6 +21,7 @@
 #[path = "../tests/support/azurite.rs"]
 #[allow(dead_code)]
 mod azurite;
+mod dsr;
 mod raw;
 mod throttle;
 
@@ -88,6 +89,12 @@ struct Opts {
     arm_jobs: usize,
     arm_burst: f64,
     arm_rate: f64,
+    /// Whole requests (scenario `dsr`): the heavy user's runs per workspace and files per run
+    /// (10 workspaces), and the light user's runs (1 workspace).
+    heavy_runs: usize,
+    heavy_files: usize,
+    heavy_workspaces: usize,
+    light_runs: usize,
 }
 
 impl Opts {
@@ -116,6 +123,10 @@ impl Opts {
             arm_jobs: 1_000,
             arm_burst: 100.0,
             arm_rate: 50.0,
+            heavy_runs: 20,
+            heavy_files: 10,
+            heavy_workspaces: 10,
+            light_runs: 100,
         };
         if args.iter().any(|a| a == "--smoke") {
             o = Opts {
@@ -134,6 +145,10 @@ impl Opts {
                 arm_jobs: 150,
                 arm_burst: 50.0,
                 arm_rate: 50.0,
+                heavy_runs: 1,
+                heavy_files: 2,
+                heavy_workspaces: 3,
+                light_runs: 3,
             };
         } else if args.iter().any(|a| a == "--full") {
             o = Opts {
@@ -153,6 +168,11 @@ impl Opts {
                 arm_jobs: 10_000,
                 arm_burst: 200.0,
                 arm_rate: 10.0,
+                // The heavy user: 10,000 runs, ~1,000,000 blobs over 10 workspaces.
+                heavy_runs: 1_000,
+                heavy_files: 100,
+                heavy_workspaces: 10,
+                light_runs: 100,
             };
         }
         let mut it = args.iter();
@@ -176,6 +196,10 @@ impl Opts {
                 "--arm-jobs" => o.arm_jobs = num()?.max(1),
                 "--arm-burst" => o.arm_burst = num()?.max(1) as f64,
                 "--arm-rate" => o.arm_rate = num()?.max(1) as f64,
+                "--heavy-runs" => o.heavy_runs = num()?.max(1),
+                "--heavy-files" => o.heavy_files = num()?.max(1),
+                "--light-runs" => o.light_runs = num()?.max(1),
+                "--heavy-workspaces" => o.heavy_workspaces = num()?.max(1),
                 "--only" => {
                     o.only = it
                         .next()
@@ -245,6 +269,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child")
+        && args.get(2).map(String::as_str) == Some("dsr")
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return rt.block_on(dsr::child(&args[3..]));
+    }
     if args.get(1).map(String::as_str) == Some("--child") {
         return child(&args[2..]);
     }
@@ -308,8 +341,34 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     if want("throttle") {
         rows.push(bench_throttle(&o).await?);
     }
+    let mut call_tables = String::new();
+    if want("dsr") {
+        for size in [
+            dsr::DsrSize {
+                label: "light",
+                workspaces: 1,
+                users: 3,
+                runs_per_user: o.light_runs,
+                files_per_run: 3,
+            },
+            dsr::DsrSize {
+                label: "heavy",
+                workspaces: o.heavy_workspaces,
+                users: 2,
+                runs_per_user: o.heavy_runs,
+                files_per_run: o.heavy_files,
+            },
+        ] {
+            let out = dsr::run(&size).await?;
+            rows.extend(out.rows);
+            call_tables.push_str(&out.tables);
+        }
+    }
 
     print_table(&o, &rows);
+    if !call_tables.is_empty() {
+        println!("\n### Calls per request against the minimum (same run)\n{call_tables}");
+    }
     eprintln!("bench: done in {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())
 }
