@@ -14,7 +14,8 @@
 //! A request refused with 429 is re-sent by the gate once the pause is over; this does not
 //! spend the transport layer's attempt budget ([`super::retry`]), because the service asked for
 //! exactly this wait. The gate gives up after `max_wait` (then the 429 goes up to the retry
-//! policy and, past that, the message is redelivered later).
+//! policy and, past that, the message is redelivered later); a `Retry-After` longer than
+//! `max_wait` is never imposed on the other requests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,10 +108,14 @@ impl Policy for ThrottleGate {
                 return Ok(resp);
             }
             let pause = retry_after(resp.headers()).unwrap_or(DEFAULT_PAUSE);
-            self.pause(pause);
             if start.elapsed() + pause > self.max_wait {
+                // Longer than this client waits (a purge budget spent for the hour, say): the
+                // 429 goes to the caller (the message is retried later) and the other requests
+                // of the client are not held for it.
+                self.throttled.fetch_add(1, Ordering::Relaxed);
                 return Ok(resp);
             }
+            self.pause(pause);
             tracing::debug!(
                 ?pause,
                 "throttled (429): every request of this client waits"
