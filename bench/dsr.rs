@@ -40,7 +40,11 @@ use serde_json::{json, Value};
 // counting proxy in front of Azurite
 
 #[derive(Default)]
-pub struct StorageCounts(Mutex<BTreeMap<(String, String), u64>>);
+pub struct StorageCounts(
+    Mutex<BTreeMap<(String, String), u64>>,
+    /// `account/container/blob` of every delete sent (single or in a batch) -> times sent.
+    Mutex<BTreeMap<String, u64>>,
+);
 
 impl StorageCounts {
     fn add(&self, account: &str, kind: &str, n: u64) {
@@ -48,6 +52,22 @@ impl StorageCounts {
             *m.entry((account.to_string(), kind.to_string()))
                 .or_default() += n;
         }
+    }
+    fn deleted(&self, account: &str, path: &str) {
+        // `/account/container/blob` (path style) or `/container/blob`, without the query.
+        let path = path.split('?').next().unwrap_or_default();
+        let path = azureml_dsr::adapters::percent_decode(path);
+        let rest = path.trim_start_matches('/');
+        let rest = rest.strip_prefix(&format!("{account}/")).unwrap_or(rest);
+        if let Ok(mut m) = self.1.lock() {
+            *m.entry(format!("{account}/{rest}")).or_default() += 1;
+        }
+    }
+    pub fn take_deleted(&self) -> BTreeMap<String, u64> {
+        self.1
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
     }
     pub fn take(&self) -> BTreeMap<(String, String), u64> {
         self.0
@@ -131,8 +151,19 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response<Body>
     s.counts.add(&account, kind, 1);
     if kind == "batch" {
         // Each sub-request is a line `DELETE /<container>/<blob> HTTP/1.1` after its part headers.
-        let subs = body.windows(8).filter(|w| w == b"\nDELETE ").count() as u64;
+        let text = String::from_utf8_lossy(&body);
+        let mut subs = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("DELETE ") {
+                subs += 1;
+                s.counts
+                    .deleted(&account, rest.split(' ').next().unwrap_or_default());
+            }
+        }
         s.counts.add(&account, "batch_subrequest", subs);
+    }
+    if kind == "delete" {
+        s.counts.deleted(&account, parts.uri.path());
     }
     let url = format!(
         "{}{}",
@@ -519,6 +550,30 @@ pub async fn run(size: &DsrSize) -> anyhow::Result<DsrOutcome> {
         let v: Value = serde_json::from_str(line.lines().last().unwrap_or_default())
             .with_context(|| format!("dsr child output: {line}"))?;
         let storage = proxy.counts.take();
+        let deleted = proxy.counts.take_deleted();
+        // Safety, seen at the wire: every blob a delete was sent for in the workspaces' storage
+        // is one of the subject's (the state account holds the request's own files).
+        let subject: std::collections::BTreeSet<String> = subject_blobs
+            .iter()
+            .map(|(a, c, n)| format!("{a}/{c}/{n}"))
+            .collect();
+        let foreign: Vec<&String> = deleted
+            .keys()
+            .filter(|k| ws_accounts.iter().any(|a| k.starts_with(&format!("{a}/"))))
+            .filter(|k| !subject.contains(*k))
+            .collect();
+        let repeated: u64 = deleted.values().filter(|&&n| n > 1).map(|n| n - 1).sum();
+        eprintln!(
+            "bench: dsr {} {kind}: deletes sent for {} distinct blobs ({repeated} repeats); {} not the subject's{}",
+            size.label,
+            deleted.len(),
+            foreign.len(),
+            foreign.first().map(|f| format!(", e.g. {f}")).unwrap_or_default()
+        );
+        ensure!(
+            foreign.is_empty(),
+            "a delete was sent for a blob that is not the subject's"
+        );
         let arm = arm_counts.0.lock().map(|m| m.clone()).unwrap_or_default();
         eprintln!(
             "bench: dsr {} {kind}: {:.1}s, status {}",
