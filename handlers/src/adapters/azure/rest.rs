@@ -155,7 +155,13 @@ impl RestClient {
     }
 
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.gate = ThrottleGate::new(retry.max_total);
+        // A client that must send at most once (Log Analytics purges) never re-sends a 429.
+        let max_wait = if retry.max_retries == 0 {
+            Duration::ZERO
+        } else {
+            retry.max_total
+        };
+        self.gate = ThrottleGate::new(max_wait);
         self.pipeline = pipeline(&self.credential, &self.scope, &retry, &self.gate);
         self
     }
