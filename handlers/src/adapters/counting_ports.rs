@@ -1,9 +1,10 @@
 //! Wrappers that count calls at the other ports' boundaries — run history, the message bus,
 //! the directory (Graph in Azure) and telemetry (Log Analytics in Azure) — as
-//! [`super::counting::CountingStore`] does for blobs. Each port call is one request of the
-//! Azure adapter (a page of run history, one Graph lookup, one query or purge), so the counts
-//! are what a request costs in calls of each kind; the benchmark compares them with the
-//! minimum the work needs (BENCHMARKS.md, "Calls per request").
+//! [`super::counting::CountingStore`] does for blobs. A run-history or directory call is one
+//! request of the Azure adapter (a run record, a page of children, one Graph lookup); a
+//! telemetry call is one query or purge step, which the Log Analytics adapter may spread over a
+//! few requests. The benchmark compares the counts with the minimum the work needs
+//! (BENCHMARKS.md, "Calls per request").
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
