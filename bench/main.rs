@@ -21,7 +21,9 @@
 #[path = "../tests/support/azurite.rs"]
 #[allow(dead_code)]
 mod azurite;
+mod dsr;
 mod raw;
+mod throttle;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,8 +82,19 @@ struct Opts {
     big_mib: usize,
     handler_n: usize,
     startup_n: usize,
-    /// Scenarios to run (all when empty): delete, export, discovery, memory, handler, startup.
+    /// Scenarios to run (all when empty): delete, export, discovery, memory, handler, startup,
+    /// throttle, calls, heavy.
     only: Vec<String>,
+    /// Throttled ARM: jobs deleted, the deletes bucket's capacity and refill rate per second.
+    arm_jobs: usize,
+    arm_burst: f64,
+    arm_rate: f64,
+    /// Whole requests (scenario `dsr`): the heavy user's runs per workspace and files per run
+    /// (10 workspaces), and the light user's runs (1 workspace).
+    heavy_runs: usize,
+    heavy_files: usize,
+    heavy_workspaces: usize,
+    light_runs: usize,
 }
 
 impl Opts {
@@ -105,6 +118,15 @@ impl Opts {
             handler_n: 2_000,
             startup_n: 20,
             only: vec![],
+            // ARM's deletes bucket scaled 5x in rate and halved in size so the run takes ~20 s;
+            // the bucket holds at least one Retry-After second of refill, as ARM's does.
+            arm_jobs: 1_000,
+            arm_burst: 100.0,
+            arm_rate: 50.0,
+            heavy_runs: 20,
+            heavy_files: 10,
+            heavy_workspaces: 10,
+            light_runs: 100,
         };
         if args.iter().any(|a| a == "--smoke") {
             o = Opts {
@@ -120,6 +142,13 @@ impl Opts {
                 handler_n: 100,
                 startup_n: 3,
                 only: vec![],
+                arm_jobs: 150,
+                arm_burst: 50.0,
+                arm_rate: 50.0,
+                heavy_runs: 1,
+                heavy_files: 2,
+                heavy_workspaces: 3,
+                light_runs: 3,
             };
         } else if args.iter().any(|a| a == "--full") {
             o = Opts {
@@ -135,6 +164,15 @@ impl Opts {
                 handler_n: 5_000,
                 startup_n: 30,
                 only: vec![],
+                // ARM's documented subscription deletes bucket (200, refilled 10/s).
+                arm_jobs: 10_000,
+                arm_burst: 200.0,
+                arm_rate: 10.0,
+                // The heavy user: 10,000 runs, ~1,000,000 blobs over 10 workspaces.
+                heavy_runs: 1_000,
+                heavy_files: 100,
+                heavy_workspaces: 10,
+                light_runs: 100,
             };
         }
         let mut it = args.iter();
@@ -155,6 +193,13 @@ impl Opts {
                 "--big-mib" => o.big_mib = num()?,
                 "--handler-n" => o.handler_n = num()?,
                 "--startup-n" => o.startup_n = num()?.max(1),
+                "--arm-jobs" => o.arm_jobs = num()?.max(1),
+                "--arm-burst" => o.arm_burst = num()?.max(1) as f64,
+                "--arm-rate" => o.arm_rate = num()?.max(1) as f64,
+                "--heavy-runs" => o.heavy_runs = num()?.max(1),
+                "--heavy-files" => o.heavy_files = num()?.max(1),
+                "--light-runs" => o.light_runs = num()?.max(1),
+                "--heavy-workspaces" => o.heavy_workspaces = num()?.max(1),
                 "--only" => {
                     o.only = it
                         .next()
@@ -224,6 +269,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child")
+        && args.get(2).map(String::as_str) == Some("dsr")
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return rt.block_on(dsr::child(&args[3..]));
+    }
     if args.get(1).map(String::as_str) == Some("--child") {
         return child(&args[2..]);
     }
@@ -284,8 +338,37 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     if want("startup") {
         rows.extend(bench_startup(&o).await?);
     }
+    if want("throttle") {
+        rows.push(bench_throttle(&o).await?);
+    }
+    let mut call_tables = String::new();
+    if want("dsr") {
+        for size in [
+            dsr::DsrSize {
+                label: "light",
+                workspaces: 1,
+                users: 3,
+                runs_per_user: o.light_runs,
+                files_per_run: 3,
+            },
+            dsr::DsrSize {
+                label: "heavy",
+                workspaces: o.heavy_workspaces,
+                users: 2,
+                runs_per_user: o.heavy_runs,
+                files_per_run: o.heavy_files,
+            },
+        ] {
+            let out = dsr::run(&size).await?;
+            rows.extend(out.rows);
+            call_tables.push_str(&out.tables);
+        }
+    }
 
     print_table(&o, &rows);
+    if !call_tables.is_empty() {
+        println!("\n### Calls per request against the minimum (same run)\n{call_tables}");
+    }
     eprintln!("bench: done in {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -1658,4 +1741,41 @@ impl Azcopy {
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// throttled ARM (bench/throttle.rs)
+
+async fn bench_throttle(o: &Opts) -> anyhow::Result<Row> {
+    let invocations = 4;
+    let concurrency = Settings::default().concurrency;
+    let bucket = azureml_dsr::adapters::local::arm_throttle::Bucket {
+        capacity: o.arm_burst,
+        per_sec: o.arm_rate,
+    };
+    let r = throttle::run(o.arm_jobs, invocations, concurrency, bucket).await?;
+    eprintln!(
+        "bench: throttle: {} jobs in {:.1}s, {} failed, 429s server {} client {}",
+        r.jobs, r.secs, r.failed, r.server_429, r.client_429
+    );
+    ensure!(
+        r.failed == 0,
+        "{} of {} deletes failed under throttling",
+        r.failed,
+        r.jobs
+    );
+    Ok(Row {
+        scenario: format!(
+            "delete {} jobs through throttled ARM (deletes bucket {} refilled {}/s), {} invocations x {} in flight",
+            r.jobs, r.bucket.capacity, r.bucket.per_sec, r.invocations, r.concurrency
+        ),
+        unit: "deletes/s",
+        ours: r.rate(),
+        ceiling: Some(r.ceiling_rate()),
+        azcopy: None,
+        note: format!(
+            "{} failed; {} 429s answered (client waited out {}); ceiling = the bucket's best: {} at once, the rest at {}/s; {:.1} s",
+            r.failed, r.server_429, r.client_429, r.bucket.capacity, r.bucket.per_sec, r.secs
+        ),
+    })
 }

@@ -1247,6 +1247,7 @@ mod pipeline {
             bearer: Some(audience(ARM_SCOPE)),
             lro_polls: 1,
             retry_after: None,
+            throttle: None,
         }
     }
 

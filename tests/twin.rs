@@ -1183,6 +1183,7 @@ mod as_deployed {
                     bearer: Some(identity.bearer(ARM_RESOURCE)),
                     lro_polls: 1,
                     retry_after: None,
+                    throttle: None,
                 },
             ))),
         );

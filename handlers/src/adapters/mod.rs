@@ -4,6 +4,7 @@
 pub mod azure;
 pub mod chaos;
 pub mod counting;
+pub mod counting_ports;
 pub mod local;
 
 /// `%XX` decoding of a URL path or segment (what servers and clients see encoded); invalid

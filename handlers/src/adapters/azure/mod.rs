@@ -11,3 +11,4 @@ pub mod run_history;
 pub mod sas;
 pub mod servicebus;
 pub mod shared_key;
+pub mod throttle_gate;

@@ -14,6 +14,9 @@
 //! least what the service asked for (`Retry-After`, `retry-after-ms`, `x-ms-retry-after-ms`).
 //! When the budget is spent the last response is returned and the caller classifies it as
 //! transient, so the message is redelivered later instead of the function blocking for minutes.
+//! A 429 is handled first by the client's shared [`super::throttle_gate::ThrottleGate`]: every
+//! request of the client pauses for the `Retry-After` the service gave, and the refused request
+//! is sent again after it (within `max_total`), without spending the attempts above.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +31,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::retry::{parse_retry_after, RetryConfig};
+use super::throttle_gate::ThrottleGate;
 
 /// A collected response.
 #[derive(Debug, Clone)]
@@ -121,6 +125,9 @@ pub struct RestClient {
     scope: String,
     /// How a URL appears in logs and errors (the Files adapter hides paths under `Users/`).
     show_url: fn(&Url) -> String,
+    /// 429 pauses shared by every request of this client and its clones (see
+    /// [`super::throttle_gate`]).
+    gate: Arc<ThrottleGate>,
 }
 
 fn url_as_is(url: &Url) -> String {
@@ -130,11 +137,14 @@ fn url_as_is(url: &Url) -> String {
 impl RestClient {
     pub fn new(credential: Arc<dyn TokenCredential>, scope: impl Into<String>) -> Self {
         let scope = scope.into();
+        let retry = RetryConfig::default();
+        let gate = ThrottleGate::new(retry.max_total);
         Self {
-            pipeline: pipeline(&credential, &scope, &RetryConfig::default()),
+            pipeline: pipeline(&credential, &scope, &retry, &gate),
             credential,
             scope,
             show_url: url_as_is,
+            gate,
         }
     }
 
@@ -145,8 +155,20 @@ impl RestClient {
     }
 
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.pipeline = pipeline(&self.credential, &self.scope, &retry);
+        // A client that must send at most once (Log Analytics purges) never re-sends a 429.
+        let max_wait = if retry.max_retries == 0 {
+            Duration::ZERO
+        } else {
+            retry.max_total
+        };
+        self.gate = ThrottleGate::new(max_wait);
+        self.pipeline = pipeline(&self.credential, &self.scope, &retry, &self.gate);
         self
+    }
+
+    /// 429 answers this client (and its clones) waited out so far.
+    pub fn throttled(&self) -> u64 {
+        self.gate.throttled()
     }
 
     /// Send one request, retrying throttling and server errors (in the pipeline). Non-2xx
@@ -211,7 +233,12 @@ impl RestClient {
 }
 
 /// The transport-retry pipeline of one [`RestClient`].
-fn pipeline(credential: &Arc<dyn TokenCredential>, scope: &str, retry: &RetryConfig) -> Pipeline {
+fn pipeline(
+    credential: &Arc<dyn TokenCredential>,
+    scope: &str,
+    retry: &RetryConfig,
+    gate: &Arc<ThrottleGate>,
+) -> Pipeline {
     let options = ClientOptions {
         retry: retry.to_options(),
         ..Default::default()
@@ -225,7 +252,8 @@ fn pipeline(credential: &Arc<dyn TokenCredential>, scope: &str, retry: &RetryCon
         Some(env!("CARGO_PKG_VERSION")),
         options,
         Vec::new(),
-        vec![bearer],
+        // Per try, inside the retry policy: a 429 pauses every request of this client.
+        vec![gate.clone() as Arc<dyn Policy>, bearer],
         None,
     )
 }

@@ -33,6 +33,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::arm_throttle::{Admission, ArmThrottle, OpClass};
 use super::control_plane::{LocalControlPlane, ARM_ACCOUNT};
 use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, StoreError};
@@ -55,6 +56,9 @@ pub struct ArmServerOptions {
     /// `Retry-After` (seconds) on 202 and in-progress answers; `None` leaves the poll interval
     /// to the client.
     pub retry_after: Option<u64>,
+    /// ARM's token buckets (429 + `Retry-After` when one is empty; see
+    /// [`super::arm_throttle`]); `None`: never throttled.
+    pub throttle: Option<super::arm_throttle::ThrottleOptions>,
 }
 
 impl Default for ArmServerOptions {
@@ -64,6 +68,7 @@ impl Default for ArmServerOptions {
             bearer: Some(format!("Bearer {LOCAL_ARM_TOKEN}")),
             lro_polls: 1,
             retry_after: None,
+            throttle: None,
         }
     }
 }
@@ -74,15 +79,27 @@ struct Shared {
     opts: ArmServerOptions,
     /// Long-running operations: id -> in-progress polls left.
     ops: Mutex<HashMap<String, u32>>,
+    throttle: Option<Arc<ArmThrottle>>,
 }
 
 /// The router; serve it with `axum::serve` on a 127.0.0.1 listener (or use [`start`]).
 pub fn router(store: Arc<dyn BlobStore>, opts: ArmServerOptions) -> axum::Router {
+    let throttle = opts.throttle.map(|t| Arc::new(ArmThrottle::new(t)));
+    router_with_throttle(store, opts, throttle)
+}
+
+/// [`router`] with the caller's throttle (to read its 429 count); `opts.throttle` is ignored.
+pub fn router_with_throttle(
+    store: Arc<dyn BlobStore>,
+    opts: ArmServerOptions,
+    throttle: Option<Arc<ArmThrottle>>,
+) -> axum::Router {
     let shared = Arc::new(Shared {
         lcp: LocalControlPlane::new(store.clone()),
         store,
         opts,
         ops: Mutex::new(HashMap::new()),
+        throttle,
     });
     axum::Router::new().fallback(handle).with_state(shared)
 }
@@ -106,9 +123,20 @@ pub async fn start(
     opts: ArmServerOptions,
     port: u16,
 ) -> std::io::Result<ArmServer> {
+    let throttle = opts.throttle.map(|t| Arc::new(ArmThrottle::new(t)));
+    start_with_throttle(store, opts, port, throttle).await
+}
+
+/// [`start`] with the caller's throttle (to read its 429 count); `opts.throttle` is ignored.
+pub async fn start_with_throttle(
+    store: Arc<dyn BlobStore>,
+    opts: ArmServerOptions,
+    port: u16,
+    throttle: Option<Arc<ArmThrottle>>,
+) -> std::io::Result<ArmServer> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let base_url = format!("http://{}", listener.local_addr()?);
-    let app = router(store, opts);
+    let app = router_with_throttle(store, opts, throttle);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "local ARM server stopped");
@@ -172,6 +200,36 @@ async fn handle(
             );
         }
     }
+    // ARM throttles before the request reaches the resource provider; every answer says how
+    // many requests of its class remain.
+    let mut remaining = None;
+    if let Some(t) = &st.throttle {
+        let class = OpClass::of(method.as_str());
+        match t.admit(class) {
+            Admission::Admitted { remaining: n } => remaining = Some((class, n)),
+            Admission::Refused { retry_after_secs } => {
+                let mut r = reply(429, ArmThrottle::refusal_body(class, retry_after_secs));
+                r.headers_mut()
+                    .insert("retry-after", retry_after_secs.into());
+                r.headers_mut()
+                    .insert(class.remaining_header(), 0u64.into());
+                return r;
+            }
+        }
+    }
+    let mut r = handle_admitted(&st, method, uri, headers).await;
+    if let Some((class, n)) = remaining {
+        r.headers_mut().insert(class.remaining_header(), n.into());
+    }
+    r
+}
+
+async fn handle_admitted(
+    st: &Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let query: Vec<(String, String)> =
         url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
             .into_owned()

@@ -1,6 +1,7 @@
 //! Local adapters: the embedded default.
 
 pub mod arm_server;
+pub mod arm_throttle;
 pub mod blob_share;
 pub mod control_plane;
 pub mod directory;
