@@ -749,6 +749,7 @@ fn jobs_task(ws: &WorkspaceId) -> SliceTask {
             object_id: SUBJECT_OID.parse().expect("uuid"),
             tenant_id: None,
             upn: None,
+            display_name: None,
             notebook_aliases: vec![],
         },
         workspace: ws.clone(),

@@ -277,6 +277,7 @@ fn subject(oid: &str) -> ResolvedSubject {
         object_id: oid.parse().unwrap(),
         tenant_id: None,
         upn: None,
+        display_name: None,
         notebook_aliases: vec![],
     }
 }

@@ -65,6 +65,10 @@ pub struct ResolvedSubject {
     pub object_id: Uuid,
     pub tenant_id: Option<Uuid>,
     pub upn: Option<Upn>,
+    /// The directory's display name: never identifies anyone, only lists display-name-only
+    /// matches for a person's review (`domain::review`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     /// Folder names under `Users/` in the notebooks share.
     #[serde(default)]
     pub notebook_aliases: Vec<String>,
@@ -181,6 +185,7 @@ mod tests {
             object_id: Uuid::parse_str("11111111-1111-1111-1111-111111111111").unwrap(),
             tenant_id: Some(Uuid::parse_str("22222222-2222-2222-2222-222222222222").unwrap()),
             upn: Some(Upn::parse("Alice@Contoso.com").unwrap()),
+            display_name: None,
             notebook_aliases: vec!["alice".into()],
         }
     }

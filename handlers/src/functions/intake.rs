@@ -31,6 +31,11 @@ pub enum IntakeOutcome {
     Rejected {
         code: String,
     },
+    /// An `approve`/`reject` control message was applied; the report is at `version`.
+    Reviewed {
+        request_id: String,
+        version: u32,
+    },
 }
 
 pub async fn run(
@@ -43,6 +48,15 @@ pub async fn run(
     state.ensure_containers().await?;
     let archived = state.archive_intake(body, now).await?;
     let sha = sha256_hex(body);
+
+    // Control messages (`type` + `version`) are handled in their own modules; a message whose
+    // `type` is a request kind (or missing) is a DSR request.
+    match crate::domain::review::message_type(body).as_deref() {
+        Some("approve" | "reject") => {
+            return super::review::control_message(svc, body, &sha, &archived).await
+        }
+        _ => {}
+    }
 
     let request = match DsrRequest::parse(body) {
         Ok(r) => r,
@@ -205,6 +219,7 @@ async fn resolve(
                 object_id: e.object_id,
                 tenant_id: e.tenant_id.or(s.tenant_id),
                 upn,
+                display_name: e.display_name.clone(),
                 notebook_aliases: aliases,
             }
         }
@@ -214,6 +229,8 @@ async fn resolve(
             object_id: oid,
             tenant_id: s.tenant_id,
             upn: s.upn.clone(),
+            // Only lists display-name matches for review; never proof of anything.
+            display_name: s.display_name.clone(),
             notebook_aliases: s.upn.iter().map(|u| u.local_part().to_string()).collect(),
         },
         (None, None) => return Ok(None),
@@ -221,7 +238,7 @@ async fn resolve(
     Ok(Some(resolved))
 }
 
-async fn reject(
+pub(super) async fn reject(
     svc: &Services,
     r: Rejection,
     sha: &str,

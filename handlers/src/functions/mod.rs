@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod discovery;
 pub mod intake;
 pub mod retention;
+pub mod review;
 pub mod slice;
 pub mod telemetry_purges;
 pub mod workspace_deleted;
@@ -56,6 +57,8 @@ pub struct Settings {
     pub workspace_soft_delete_days: u32,
     /// Deletes request Log Analytics purges; when off, telemetry is reported as not purged.
     pub telemetry_purge_enabled: bool,
+    /// Review approvals must come from someone other than the request's submitter.
+    pub review_separate_approver: bool,
 }
 
 impl Default for Settings {
@@ -73,6 +76,7 @@ impl Default for Settings {
             state_retention_days: 90,
             workspace_soft_delete_days: 14,
             telemetry_purge_enabled: true,
+            review_separate_approver: false,
         }
     }
 }

@@ -114,6 +114,7 @@ async fn fail(
         reason: Some(reason),
         notes: vec![],
         items: vec![],
+        review: vec![],
     };
     state
         .store
@@ -224,6 +225,11 @@ async fn step(
         reason: None,
         notes: inventory.notes.clone(),
         items,
+        review: inventory
+            .candidates
+            .iter()
+            .map(|c| c.review.clone())
+            .collect(),
     };
     let n = result.items.len();
     state
@@ -240,7 +246,7 @@ async fn step(
 /// (Running discovery again cannot do this: once a job resource is deleted its folders are no
 /// longer discovered, so files that survived would pass as gone.) Telemetry deleted at once is
 /// checked by querying the subject's records again; a pending purge is not "deleted" yet.
-async fn verify(
+pub(crate) async fn verify(
     svc: &Services,
     task: &SliceTask,
     items: &mut [ItemOutcome],
@@ -338,7 +344,7 @@ async fn verify(
     Ok(())
 }
 
-async fn process(
+pub(crate) async fn process(
     svc: &Services,
     task: &SliceTask,
     entries: &[InventoryEntry],
