@@ -583,13 +583,15 @@ async fn classify_asset(
     if let Some(r) = reference {
         match job_run(svc, ws, &r.run_id).await? {
             Ok(rec) => match attribute(&task.subject, rec.creator.as_ref()) {
-                Attribution::Subject => return Ok(AssetClass::Owned {
-                    evidence: format!(
+                Attribution::Subject => {
+                    return Ok(AssetClass::Owned {
+                        evidence: format!(
                         "produced by run {:?} ({}), which run history attributes to the subject",
                         r.run_id, r.via
                     ),
-                    run: r.run_id,
-                }),
+                        run: r.run_id,
+                    })
+                }
                 // The run that produced it is someone else's: a namesake's, whatever the name.
                 Attribution::Other => return Ok(AssetClass::Other),
                 Attribution::Unknown => {
@@ -686,10 +688,11 @@ async fn assets(
             Ok(loc) if foreign.iter().any(|f| overlaps(&loc, f)) => {
                 notes.push(format!("{what} {id}: its files are shared with another user's assets or jobs and were left in place"));
             }
-            Ok(loc)
-                if others_job_folders(ws).iter().any(|a| overlaps(&loc, a))
-                    && !in_own_run_folder(ws, &loc, owned_run) =>
-            {
+            Ok(loc) if in_own_run_folder(ws, &loc, owned_run) => {
+                // The producing run's folder is the job's: the jobs slice takes it (once).
+                notes.push(format!("{what} {id}: its files are in the folder of the subject's run that produced it and are taken with that job"));
+            }
+            Ok(loc) if others_job_folders(ws).iter().any(|a| overlaps(&loc, a)) => {
                 notes.push(format!("{what} {id}: its files are in a job area and not in the folder of the subject's run that produced it; they were left in place"));
             }
             Ok((account, container, path)) => {
