@@ -51,11 +51,8 @@ pub async fn run(
 
     // Control messages (`type` + `version`) are handled in their own modules; a message whose
     // `type` is a request kind (or missing) is a DSR request.
-    match crate::domain::review::message_type(body).as_deref() {
-        Some("approve" | "reject") => {
-            return super::review::control_message(svc, body, &sha, &archived).await
-        }
-        _ => {}
+    if let Some("approve" | "reject") = crate::domain::review::message_type(body).as_deref() {
+        return super::review::control_message(svc, body, &sha, &archived).await;
     }
 
     let request = match DsrRequest::parse(body) {
