@@ -1378,12 +1378,79 @@ mod as_deployed {
             "others' rows stay"
         );
         assert_eq!(la.purges().len(), 1, "the purge was never sent twice");
+
+        // Review (issue 14, item 3): the assets only a display name ties to her — hers and
+        // those of Ali, who shares it — were listed and left alone. The CLI lists them (Azure
+        // mode), an approval of hers arrives as a control message on the intake queue (the
+        // deployed handler applies it through the production adapters), and a rejection of
+        // Ali's is recorded with the CLI.
+        let candidates_of = |who: &str| -> Vec<String> {
+            truth
+                .resources
+                .iter()
+                .filter(|(_, o)| **o == azureml_dsr::seed::review_owner(who))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let (hers, alis) = (candidates_of("alice"), candidates_of("ali"));
+        assert!(!hers.is_empty() && !alis.is_empty());
+        let listed = tokio::task::block_in_place(|| cli(&["review", "TWIN-DELETE"]));
+        let listed_ids: BTreeSet<String> = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["resourceId"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            listed_ids,
+            hers.iter().chain(&alis).cloned().collect::<BTreeSet<_>>(),
+            "{listed:#}"
+        );
+        let pending_resources =
+            crate::support::pipeline::seeded_resources(admin.as_ref(), &truth).await;
+        for id in hers.iter().chain(&alis) {
+            assert!(
+                pending_resources.contains_key(id),
+                "{id} untouched before approval"
+            );
+        }
+        let approve = json!({"type": "approve", "version": 1, "requestId": "TWIN-DELETE",
+            "items": hers, "approver": "dpo@contoso.com", "reason": "confirmed with the subject"});
+        let mut msg = OutMessage::json(queues::INTAKE, "TWIN-APPROVE", &Value::Null);
+        msg.body = approve.to_string().into_bytes();
+        bus_queue.send(msg).await.unwrap();
+        dispatcher
+            .drain_until_idle(Duration::from_secs(240))
+            .await
+            .unwrap();
+        let mut reject = vec!["review", "reject", "TWIN-DELETE"];
+        reject.extend(alis.iter().map(String::as_str));
+        reject.extend(["--reason", "her namesake's", "--by", "dpo@contoso.com"]);
+        let rejected = tokio::task::block_in_place(|| cli(&reject));
+        let last = rejected["reportVersion"].as_u64().unwrap();
+        assert_eq!(rejected["status"], "completed", "{rejected}");
+        let newest: FinalReport = admin
+            .read_json(&BlobRef::new(
+                STATE,
+                "dsr-reports",
+                format!("TWIN-DELETE/certificate.v{last}.json"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(newest.status, FinalStatus::Completed, "{newest:#?}");
+        let decided: Vec<_> = newest.results.iter().flat_map(|r| &r.review).collect();
+        assert!(decided.iter().all(|i| i
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.approved == hers.contains(&i.resource_id))));
         drop(handler);
 
         // The reports, audit records and results, read from the state account on Azurite.
         let state = StateStore::new(admin.clone(), STATE);
         let v2_report: FinalReport = admin.read_json(&v2).await.unwrap().unwrap();
-        assert_eq!(v2_report.status, FinalStatus::Completed, "{v2_report:#?}");
+        // Purges done; her display-name-only assets still awaited review at that point.
+        assert_eq!(v2_report.status, FinalStatus::NeedsReview, "{v2_report:#?}");
         let report = |id: &'static str| {
             let state = state.clone();
             async move {
@@ -1397,18 +1464,14 @@ mod as_deployed {
         // The operator's view in Azure mode agrees with the state account.
         assert_eq!(
             cli(&["status", "TWIN-DELETE"])["status"],
-            "completed_purge_pending",
-            "the first certificate said pending; its second version says completed"
+            "needs_review",
+            "the first certificate said needs_review (review and purge pending)"
         );
         assert_eq!(cli(&["report", "TWIN-EXPORT"])["requestId"], "TWIN-EXPORT");
         let export: FinalReport = report("TWIN-EXPORT").await;
         let delete: FinalReport = report("TWIN-DELETE").await;
-        assert_eq!(export.status, FinalStatus::Completed, "{export:#?}");
-        assert_eq!(
-            delete.status,
-            FinalStatus::CompletedPurgePending,
-            "{delete:#?}"
-        );
+        assert_eq!(export.status, FinalStatus::NeedsReview, "{export:#?}");
+        assert_eq!(delete.status, FinalStatus::NeedsReview, "{delete:#?}");
         for r in [&export, &delete] {
             let audit = state.audit_ref(&r.request_id);
             assert!(
@@ -1479,7 +1542,14 @@ mod as_deployed {
         let after_blobs = blobs(admin.as_ref(), &files, &truth).await;
         let after_resources =
             crate::support::pipeline::seeded_resources(admin.as_ref(), &truth).await;
-        let theirs: BTreeSet<String> = truth.blobs_of(&alice.key).into_iter().cloned().collect();
+        // Hers: by evidence, and the display-name-only items approved above.
+        let approved_owner = azureml_dsr::seed::review_owner(&alice.key);
+        let theirs: BTreeSet<String> = truth
+            .blobs
+            .iter()
+            .filter(|(_, o)| **o == alice.key || **o == approved_owner)
+            .map(|(k, _)| k.clone())
+            .collect();
         assert!(!theirs.is_empty());
         for key in &theirs {
             assert!(!after_blobs.contains_key(key), "{key} survived the delete");
@@ -1491,8 +1561,10 @@ mod as_deployed {
         }
         // Her compute is under the legal hold the CLI placed: kept, and the report says so.
         let (held, their_resources): (BTreeSet<&String>, BTreeSet<&String>) = truth
-            .resources_of(&alice.key)
-            .into_iter()
+            .resources
+            .iter()
+            .filter(|(_, o)| **o == alice.key || **o == approved_owner)
+            .map(|(id, _)| id)
             .partition(|id| id.contains("/computes/"));
         assert!(!their_resources.is_empty() && !held.is_empty());
         assert!(
