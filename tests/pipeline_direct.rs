@@ -1678,8 +1678,12 @@ async fn display_name_only_assets_wait_for_review_and_approval_deletes_exactly_t
             .collect()
     };
     let (alice_candidates, ali_candidates) = (of("alice"), of("ali"));
-    assert_eq!(alice_candidates.len(), 3, "model-1, data-1, census");
-    assert_eq!(ali_candidates.len(), 3);
+    assert_eq!(
+        alice_candidates.len(),
+        4,
+        "model-1, data-1, census, her schedule"
+    );
+    assert_eq!(ali_candidates.len(), 4);
     let listed: Vec<_> = v1.results.iter().flat_map(|s| &s.review).collect();
     for id in alice_candidates.iter().chain(&ali_candidates) {
         let item = listed
@@ -1689,7 +1693,7 @@ async fn display_name_only_assets_wait_for_review_and_approval_deletes_exactly_t
         assert!(item.evidence.contains("display name"), "{}", item.evidence);
         assert!(arm_present(&snap, id), "{id} untouched before approval");
     }
-    assert_eq!(listed.len(), 6, "only display-name matches are listed");
+    assert_eq!(listed.len(), 8, "only display-name matches are listed");
     for (k, owner) in &e.truth.blobs {
         if owner.starts_with(azureml_dsr::seed::REVIEW_PREFIX) {
             assert!(snap.contains_key(k), "{k} untouched before approval");
@@ -1780,7 +1784,7 @@ async fn display_name_only_assets_wait_for_review_and_approval_deletes_exactly_t
         .flat_map(|s| &s.review)
         .filter(|i| i.decision.as_ref().is_some_and(|d| d.approved))
         .collect();
-    assert_eq!(approved.len(), 3);
+    assert_eq!(approved.len(), 4);
     assert!(approved
         .iter()
         .all(|i| i.decision.as_ref().unwrap().by == "dpo@contoso.com"));

@@ -455,6 +455,26 @@ pub async fn seed(
                     .await?;
                 }
             }
+            if display_only {
+                // A schedule (ARM `workspaces/schedules`, `ScheduleProperties`: `action`
+                // {actionType CreateJob, jobDefinition}, `trigger` {triggerType Cron,
+                // expression, timeZone}, as azure-ai-ml's Schedule REST conversion writes them):
+                // only its display name says whose.
+                let name = format!("{}-nightly", u.key);
+                let schedule = json!({
+                    "id": format!("{ws}/schedules/{name}"), "name": name,
+                    "type": "Microsoft.MachineLearningServices/workspaces/schedules",
+                    "properties": {"displayName": format!("{} nightly", u.key), "isEnabled": true,
+                        "provisioningState": "Succeeded",
+                        "action": {"actionType": "CreateJob", "jobDefinition": {"jobType": "Command",
+                            "command": "python train.py", "environmentId": "azureml:AzureML-sklearn-1.0:1",
+                            "computeId": format!("{ws}/computes/cpu-cluster")}},
+                        "trigger": {"triggerType": "Cron", "expression": "0 2 * * *", "timeZone": "UTC"}},
+                    "systemData": job_system_data(u, now - time::Duration::days(45))
+                });
+                s.resource(&ws, ArmKind::Schedule, schedule, &review_owner(&u.key))
+                    .await?;
+            }
             let ci = json!({
                 "id": format!("{ws}/computes/ci-{}", u.key), "name": format!("ci-{}", u.key),
                 "type": "Microsoft.MachineLearningServices/workspaces/computes",

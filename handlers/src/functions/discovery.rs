@@ -313,11 +313,55 @@ async fn jobs(
         }
     }
     super::workspace_deleted::record_job_names(&svc.state(), &task.workspace, names).await?;
+    // Schedules keep submitting jobs as their creator; a request (not a retention sweep)
+    // looks at them with the jobs.
+    let candidates = if task.kind == RequestKind::Retention {
+        Vec::new()
+    } else {
+        schedules(svc, task).await?
+    };
     Ok(Inventory {
         entries,
         notes,
-        candidates: vec![],
+        candidates,
     })
+}
+
+/// The workspace's schedules (ARM `Schedules_List`, `listViewType=All`) that `systemData`
+/// ties to the subject. A schedule records its creator only there — for Azure ML a display
+/// name — and names no run of its own, so a match is a review candidate: exported or deleted
+/// (which stops it) once a person approves, never on a name alone.
+async fn schedules(
+    svc: &Services,
+    task: &SliceTask,
+) -> Result<Vec<crate::state::Candidate>, DiscoveryError> {
+    let mut out = Vec::new();
+    for doc in svc
+        .control
+        .list_all(&task.workspace, ArmKind::Schedule)
+        .await?
+    {
+        let Some(evidence) =
+            crate::domain::review::candidate_evidence(&task.subject, doc.get("systemData"))
+        else {
+            continue;
+        };
+        let Some(entry) = resource_entry(ArmKind::Schedule, &doc) else {
+            continue;
+        };
+        let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
+        out.push(crate::state::Candidate {
+            review: crate::domain::review::ReviewItem::new(
+                &task.key,
+                ArmKind::Schedule,
+                id,
+                format!("{evidence}; a schedule records no creator object id"),
+                0,
+            ),
+            entries: vec![entry],
+        });
+    }
+    Ok(out)
 }
 
 /// A retention sweep that would delete more than `max_share_pct` percent of a workspace's jobs
