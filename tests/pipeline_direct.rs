@@ -1875,3 +1875,58 @@ async fn display_name_only_assets_wait_for_review_and_approval_deletes_exactly_t
     );
     assert_eq!(snapshot(&e).await, after);
 }
+
+/// Issue 14, item 5: a departed user (no directory entry) is matched by object id only. The
+/// request's UPN never names a notebooks folder on its own: `Users/<alias>/` is left untouched
+/// and the report needs review; the jobs her object id proves are hers still go.
+#[tokio::test]
+async fn a_departed_users_upn_never_names_a_folder_to_erase() {
+    let e = env(HoldSet::default(), 50).await;
+    let carol = e.truth.user("carol").unwrap().clone();
+    // The directory no longer knows her.
+    let paths = LocalPaths::new(e._dir.path());
+    let rest: Vec<_> = e
+        .truth
+        .directory()
+        .into_iter()
+        .filter(|d| d.object_id != carol.object_id)
+        .collect();
+    std::fs::write(paths.directory(), serde_json::to_vec(&rest).unwrap()).unwrap();
+    let before = snapshot(&e).await;
+    let ws: Vec<String> = e.truth.workspaces.iter().map(|w| w.to_string()).collect();
+    submit(
+        &e,
+        json!({"schemaVersion": "1.0", "requestId": "GONE-1", "type": "delete",
+               "subject": {"objectId": carol.object_id.to_string(), "upn": carol.upn},
+               "scope": {"workspaces": ws}}),
+        1,
+    )
+    .await;
+    let r = report(&e, "GONE-1").await;
+    assert_eq!(r.status, FinalStatus::NeedsReview, "{:#?}", r.slices);
+    let after = snapshot(&e).await;
+    let notebooks: Vec<&String> = before
+        .keys()
+        .filter(|k| k.contains(&format!("/Users/{}/", carol.key)))
+        .collect();
+    assert!(!notebooks.is_empty());
+    for k in notebooks {
+        assert!(after.contains_key(k), "{k} was erased on a UPN alone");
+    }
+    assert!(r
+        .results
+        .iter()
+        .flat_map(|s| &s.notes)
+        .any(|n| n.contains("never names a notebooks folder")));
+    // Her jobs, proven by object id in run history, are gone.
+    let jobs: Vec<&String> = e
+        .truth
+        .resources_of("carol")
+        .into_iter()
+        .filter(|id| id.contains("/jobs/"))
+        .collect();
+    assert!(!jobs.is_empty());
+    for id in jobs {
+        assert!(!arm_present(&after, id), "{id} deleted");
+    }
+}

@@ -145,7 +145,8 @@ fn by_upn(upn: &str) -> SubjectRef {
 #[tokio::test]
 async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
     let graph = GraphStandIn::start(vec![
-        DirectoryUser::new(ALICE, "alice@contoso.com", "Alice Smith"),
+        // Her UPN as the directory spells it: the notebooks folder keeps its case.
+        DirectoryUser::new(ALICE, "Alice@contoso.com", "Alice Smith"),
         // Mail differs from the UPN: found through the adapter's `$filter=mail eq` fallback.
         DirectoryUser::new(
             BOB,
@@ -163,6 +164,11 @@ async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
         .unwrap();
     assert_eq!(alice.object_id.to_string(), ALICE);
     assert_eq!(alice.display_name.as_deref(), Some("Alice Smith"));
+    assert_eq!(
+        alice.notebook_aliases,
+        ["Alice"],
+        "case kept from the directory"
+    );
     let by_oid = SubjectRef {
         object_id: Some(alice.object_id),
         upn: None,

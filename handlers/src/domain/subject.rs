@@ -105,31 +105,6 @@ impl ResolvedSubject {
         }
     }
 
-    /// Azure ML run-history `createdBy` (userObjectId, userTenantId, upn, userName).
-    pub fn matches_run_creator(&self, created_by: &serde_json::Value) -> bool {
-        let field = |k: &str| created_by.get(k).and_then(|v| v.as_str());
-        if let Some(oid) = field("userObjectId") {
-            return self.matches_object_id(oid) && self.matches_tenant(field("userTenantId"));
-        }
-        // No object id recorded: fall back to an exact UPN, never to userName (a display name).
-        field("upn").map(|u| self.matches_upn(u)).unwrap_or(false)
-    }
-
-    /// ARM `systemData`: `createdBy` is a string (UPN, object id or display name).
-    pub fn matches_system_data(&self, system_data: &serde_json::Value) -> bool {
-        let by_type = system_data
-            .get("createdByType")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        if !by_type.eq_ignore_ascii_case("User") {
-            return false;
-        }
-        match system_data.get("createdBy").and_then(|v| v.as_str()) {
-            Some(c) => self.matches_object_id(c) || self.matches_upn(c),
-            None => false,
-        }
-    }
-
     /// `Users/<alias>/` prefixes for the notebooks share; invalid aliases are dropped.
     pub fn notebook_prefixes(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -178,7 +153,6 @@ pub fn log_hash(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn alice() -> ResolvedSubject {
         ResolvedSubject {
@@ -207,31 +181,16 @@ mod tests {
         ] {
             assert!(!a.matches_object_id(c), "{c}");
             assert!(!a.matches_upn(c), "{c}");
-            assert!(
-                !a.matches_run_creator(&json!({"userObjectId": c, "upn": c})),
-                "{c}"
-            );
-            assert!(
-                !a.matches_system_data(&json!({"createdBy": c, "createdByType": "User"})),
-                "{c}"
-            );
         }
-        assert!(!a.matches_run_creator(&json!({})));
-        assert!(!a.matches_run_creator(&json!({"userName": "Alice"})));
     }
 
     #[test]
     fn matches_exact_identity() {
         let a = alice();
-        assert!(a.matches_run_creator(&json!({"userObjectId": "11111111-1111-1111-1111-111111111111", "userTenantId": "22222222-2222-2222-2222-222222222222"})));
-        assert!(!a.matches_run_creator(&json!({"userObjectId": "11111111-1111-1111-1111-111111111111", "userTenantId": "33333333-2222-2222-2222-222222222222"})));
-        assert!(a.matches_run_creator(&json!({"upn": "alice@contoso.com"})));
-        assert!(a.matches_system_data(
-            &json!({"createdBy": "ALICE@contoso.com", "createdByType": "User"})
-        ));
-        assert!(!a.matches_system_data(
-            &json!({"createdBy": "alice@contoso.com", "createdByType": "Application"})
-        ));
+        assert!(a.matches_object_id("11111111-1111-1111-1111-111111111111"));
+        assert!(a.matches_tenant(Some("22222222-2222-2222-2222-222222222222")));
+        assert!(!a.matches_tenant(Some("33333333-2222-2222-2222-222222222222")));
+        assert!(a.matches_upn("ALICE@contoso.com"));
         assert!(!a.matches_upn("alice@contoso.com.evil"));
     }
 

@@ -851,7 +851,13 @@ async fn notebooks(
     let mut entries = Vec::new();
     let mut notes = Vec::new();
     if prefixes.is_empty() {
-        notes.push("no notebooks folder name is known for the subject (no UPN or alias); user files were not searched".into());
+        notes.push(if task.subject.upn.is_some() {
+            // A departed user (no directory entry): the request's UPN alone never names a
+            // folder to act on (issue 14, item 5).
+            format!("{UNATTRIBUTED_NOTE} the subject has no directory entry, and a UPN from the request alone never names a notebooks folder; Users/ folders were not searched and were left untouched")
+        } else {
+            "no notebooks folder name is known for the subject (no UPN or alias); user files were not searched".into()
+        });
         return Ok(Inventory {
             entries,
             notes,

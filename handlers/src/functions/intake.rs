@@ -228,7 +228,9 @@ async fn resolve(
             upn: s.upn.clone(),
             // Only lists display-name matches for review; never proof of anything.
             display_name: s.display_name.clone(),
-            notebook_aliases: s.upn.iter().map(|u| u.local_part().to_string()).collect(),
+            // A UPN the directory does not confirm never names a folder to erase: the
+            // notebooks slice leaves `Users/` alone and says so (needs review).
+            notebook_aliases: vec![],
         },
         (None, None) => return Ok(None),
     };

@@ -50,7 +50,13 @@ impl GraphDirectory {
             upn: s("userPrincipalName").and_then(|u| Upn::parse(u).ok()),
             mail: s("mail").and_then(|u| Upn::parse(u).ok()),
             display_name: s("displayName").map(str::to_string),
-            notebook_aliases: Vec::new(),
+            // Azure ML names a user's notebooks folder after the UPN's local part, as the
+            // directory spells it (case kept: `Users/Alice.Smith/` is not `Users/alice.smith/`).
+            notebook_aliases: s("userPrincipalName")
+                .and_then(|u| u.split_once('@').map(|(local, _)| local.to_string()))
+                .filter(|a| crate::domain::subject::valid_alias(a))
+                .into_iter()
+                .collect(),
         })
     }
 
