@@ -227,7 +227,7 @@ async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
     let body: Value = r.json().await.unwrap();
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 3, "{body}");
-    assert_eq!(body["mail"], "alice@contoso.com");
+    assert_eq!(body["mail"], "Alice@contoso.com");
 
     // 429 + Retry-After: the adapter waits as told and then succeeds.
     graph.throttle_next(1, 1);
