@@ -1930,3 +1930,93 @@ async fn a_departed_users_upn_never_names_a_folder_to_erase() {
         assert!(!arm_present(&after, id), "{id} deleted");
     }
 }
+
+/// An approved candidate of an export is exported by the slice engine: the manifest's next
+/// version lists the asset and its files, with the checksums of what was written; nothing in
+/// the workspace changes.
+#[tokio::test]
+async fn an_approved_candidate_of_an_export_is_exported_in_the_next_manifest() {
+    use azureml_dsr::domain::review::ReviewDecision;
+    use azureml_dsr::functions::review::{decide, ReviewOutcome};
+    let e = env(HoldSet::default(), 50).await;
+    submit(&e, request(&e, "EXP-R", "export", "alice", false), 1).await;
+    let before = snapshot(&e).await;
+    let model = e
+        .truth
+        .resources
+        .iter()
+        .find(|(id, o)| {
+            id.contains("/models/alice-model-1/") && **o == azureml_dsr::seed::review_owner("alice")
+        })
+        .map(|(id, _)| id.clone())
+        .expect("alice's display-name-only model");
+    let out = decide(
+        &e.svc,
+        &ReviewDecision {
+            request_id: RequestId::parse("EXP-R").unwrap(),
+            approve: true,
+            items: vec![model.clone()],
+            approver: "dpo".into(),
+            reason: "hers".into(),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ReviewOutcome::Decided { version: 2, .. }),
+        "{out:?}"
+    );
+    assert_eq!(snapshot(&e).await, before, "an export changes nothing");
+    let v2: FinalReport = e
+        .store
+        .read_json(&BlobRef::new(
+            "dsrstate",
+            "dsr-exports",
+            "EXP-R/manifest.v2.json",
+        ))
+        .await
+        .unwrap()
+        .expect("manifest version 2");
+    let files: Vec<&String> = e
+        .truth
+        .blobs
+        .iter()
+        .filter(|(k, o)| {
+            **o == azureml_dsr::seed::review_owner("alice") && k.contains("LocalUpload/")
+        })
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(files.len(), 2, "model.pkl and conda.yaml");
+    let keys = v2.blob_keys();
+    for f in &files {
+        assert_eq!(
+            keys.iter().filter(|k| k == f).count(),
+            1,
+            "{f} exported once"
+        );
+    }
+    let mut exported = 0;
+    for o in v2.results.iter().flat_map(|s| &s.items) {
+        let ItemStatus::Exported { path, sha256, .. } = &o.status else {
+            panic!("not exported: {o:?}")
+        };
+        let (bytes, _) = e
+            .store
+            .read_small(&BlobRef::new("dsrstate", "dsr-exports", path.clone()))
+            .await
+            .unwrap();
+        assert_eq!(&azureml_dsr::domain::ids::sha256_hex(&bytes), sha256);
+        exported += 1;
+    }
+    assert!(v2
+        .results
+        .iter()
+        .flat_map(|s| &s.items)
+        .any(|o| matches!(&o.item, Item::Resource { id, .. } if *id == model)));
+    assert_eq!(exported as u64, v2.counts.exported);
+    assert_eq!(
+        v2.counts.exported,
+        report(&e, "EXP-R").await.counts.exported + 3
+    );
+}
