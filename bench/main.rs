@@ -751,6 +751,7 @@ fn jobs_task(ws: &WorkspaceId) -> SliceTask {
             upn: None,
             display_name: None,
             notebook_aliases: vec![],
+            notebook_alias_conflicts: 0,
         },
         workspace: ws.clone(),
         resource_type: ResourceType::Jobs,

@@ -917,6 +917,7 @@ fn subject(oid: &str) -> ResolvedSubject {
         upn: None,
         display_name: None,
         notebook_aliases: vec![],
+        notebook_alias_conflicts: 0,
     }
 }
 

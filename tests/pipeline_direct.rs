@@ -2020,3 +2020,46 @@ async fn an_approved_candidate_of_an_export_is_exported_in_the_next_manifest() {
         report(&e, "EXP-R").await.counts.exported + 3
     );
 }
+
+/// Issue 14, item 5: when the directory maps another person to the subject's notebooks folder
+/// name (a guest `ALICE@fabrikam.com` and `alice@contoso.com` both map to `Users/alice/`; Azure
+/// Files names are case-insensitive), the folder is nobody's to erase alone: it is left
+/// untouched and the report needs review.
+#[tokio::test]
+async fn a_notebooks_folder_two_people_map_to_is_left_for_review() {
+    let e = env(HoldSet::default(), 50).await;
+    let paths = LocalPaths::new(e._dir.path());
+    let mut dir = e.truth.directory();
+    let mut guest = dir[0].clone();
+    guest.object_id = uuid::Uuid::from_u128(0x4444);
+    guest.upn = Some(azureml_dsr::domain::subject::Upn::parse("ALICE@fabrikam.com").unwrap());
+    guest.mail = guest.upn.clone();
+    dir.push(guest);
+    std::fs::write(paths.directory(), serde_json::to_vec(&dir).unwrap()).unwrap();
+    let before = snapshot(&e).await;
+    submit(&e, request(&e, "NB-COL", "delete", "alice", false), 1).await;
+    let r = report(&e, "NB-COL").await;
+    assert_eq!(r.status, FinalStatus::NeedsReview);
+    assert!(r
+        .results
+        .iter()
+        .flat_map(|s| &s.notes)
+        .any(|n| n.contains("also another user's")));
+    let after = snapshot(&e).await;
+    let folder: Vec<&String> = before
+        .keys()
+        .filter(|k| k.contains("/Users/alice/"))
+        .collect();
+    assert!(!folder.is_empty());
+    for k in folder {
+        assert!(
+            after.contains_key(k),
+            "{k} erased though two people map to it"
+        );
+    }
+    // Without the other person, the same request erases it (the check is what keeps it).
+    let e2 = env(HoldSet::default(), 50).await;
+    submit(&e2, request(&e2, "NB-ONE", "delete", "alice", false), 1).await;
+    let after2 = snapshot(&e2).await;
+    assert!(!after2.keys().any(|k| k.contains("/Users/alice/")));
+}

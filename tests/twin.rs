@@ -195,6 +195,15 @@ async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
     assert!(seen
         .iter()
         .all(|s| s.query("$select") == Some("id,userPrincipalName,mail,displayName")));
+    // Who else a notebooks folder name could belong to (case-insensitive, as Azure Files is).
+    assert_eq!(dir.alias_holders("alice").await.unwrap(), [alice.object_id]);
+    graph.add_user(DirectoryUser::new(
+        "44444444-4444-4444-4444-444444444444",
+        "ALICE@fabrikam.com",
+        "Alice Other",
+    ));
+    assert_eq!(dir.alias_holders("Alice").await.unwrap().len(), 2);
+    assert!(dir.alias_holders("ali").await.unwrap().is_empty());
     let not_found = seen
         .iter()
         .find(|s| s.path == "/v1.0/users/nobody@contoso.com")
@@ -285,6 +294,7 @@ fn subject(oid: &str) -> ResolvedSubject {
         upn: None,
         display_name: None,
         notebook_aliases: vec![],
+        notebook_alias_conflicts: 0,
     }
 }
 

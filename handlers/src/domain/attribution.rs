@@ -219,6 +219,7 @@ mod tests {
             upn: Some(crate::domain::subject::Upn::parse("alice@contoso.com").unwrap()),
             display_name: None,
             notebook_aliases: vec![],
+            notebook_alias_conflicts: 0,
         }
     }
 

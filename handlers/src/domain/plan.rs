@@ -156,6 +156,7 @@ impl Plan {
             upn: None,
             display_name: None,
             notebook_aliases: vec![],
+            notebook_alias_conflicts: 0,
         };
         let rt = ResourceType::Jobs;
         let hold = holds

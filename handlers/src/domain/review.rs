@@ -336,6 +336,7 @@ mod tests {
             upn: Some(super::super::subject::Upn::parse("alice@contoso.com").unwrap()),
             display_name: Some("Alice Example".into()),
             notebook_aliases: vec![],
+            notebook_alias_conflicts: 0,
         }
     }
 

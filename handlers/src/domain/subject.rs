@@ -72,6 +72,10 @@ pub struct ResolvedSubject {
     /// Folder names under `Users/` in the notebooks share.
     #[serde(default)]
     pub notebook_aliases: Vec<String>,
+    /// How many folder names the directory gives the subject that another person maps to as
+    /// well (removed from `notebook_aliases`): the notebooks slice leaves them for review.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notebook_alias_conflicts: u32,
 }
 
 impl ResolvedSubject {
@@ -119,6 +123,10 @@ impl ResolvedSubject {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// A folder name that can only ever name one folder: no separators, wildcards or dot segments.
 pub fn valid_alias(a: &str) -> bool {
     !a.is_empty()
@@ -161,6 +169,7 @@ mod tests {
             upn: Some(Upn::parse("Alice@Contoso.com").unwrap()),
             display_name: None,
             notebook_aliases: vec!["alice".into()],
+            notebook_alias_conflicts: 0,
         }
     }
 

@@ -850,6 +850,17 @@ async fn notebooks(
     let prefixes = task.subject.notebook_prefixes();
     let mut entries = Vec::new();
     let mut notes = Vec::new();
+    if task.subject.notebook_alias_conflicts > 0 {
+        // The folder name is shared: it may hold another person's files (issue 14, item 5).
+        notes.push(format!("{UNATTRIBUTED_NOTE} a notebooks folder name the directory gives the subject is also another user's; that Users/ folder was left untouched for a person to decide"));
+    }
+    if prefixes.is_empty() && task.subject.notebook_alias_conflicts > 0 {
+        return Ok(Inventory {
+            entries,
+            notes,
+            candidates: vec![],
+        });
+    }
     if prefixes.is_empty() {
         notes.push(if task.subject.upn.is_some() {
             // A departed user (no directory entry): the request's UPN alone never names a

@@ -206,10 +206,28 @@ async fn resolve(
     let resolved = match (entry, s.object_id) {
         (Some(e), _) => {
             let upn = e.upn.clone().or_else(|| s.upn.clone());
+            // The folder name comes from the directory (its aliases, else its UPN's local
+            // part), never from the request's UPN alone.
             let mut aliases = e.notebook_aliases.clone();
             if aliases.is_empty() {
-                if let Some(u) = &upn {
+                if let Some(u) = &e.upn {
                     aliases.push(u.local_part().to_string());
+                }
+            }
+            // A folder name another person maps to as well is nobody's to erase alone.
+            let mut kept = Vec::new();
+            let mut conflicts = 0u32;
+            for a in aliases {
+                if svc
+                    .directory
+                    .alias_holders(&a)
+                    .await?
+                    .iter()
+                    .any(|oid| *oid != e.object_id)
+                {
+                    conflicts += 1;
+                } else {
+                    kept.push(a);
                 }
             }
             ResolvedSubject {
@@ -217,7 +235,8 @@ async fn resolve(
                 tenant_id: e.tenant_id.or(s.tenant_id),
                 upn,
                 display_name: e.display_name.clone(),
-                notebook_aliases: aliases,
+                notebook_aliases: kept,
+                notebook_alias_conflicts: conflicts,
             }
         }
         // An object id is already the identity the data is keyed by; the directory may simply
@@ -231,6 +250,7 @@ async fn resolve(
             // A UPN the directory does not confirm never names a folder to erase: the
             // notebooks slice leaves `Users/` alone and says so (needs review).
             notebook_aliases: vec![],
+            notebook_alias_conflicts: 0,
         },
         (None, None) => return Ok(None),
     };
