@@ -915,7 +915,9 @@ fn subject(oid: &str) -> ResolvedSubject {
         object_id: oid.parse().unwrap(),
         tenant_id: None,
         upn: None,
+        display_name: None,
         notebook_aliases: vec![],
+        notebook_alias_conflicts: 0,
     }
 }
 
@@ -1570,12 +1572,9 @@ mod pipeline {
             let a = essence(&submit(&local, id, kind, "alice").await);
             let b = essence(&submit(&prod, id, kind, "alice").await);
             assert!(a["counts"]["items"].as_u64().unwrap() > 0, "{a:#}");
-            // A delete's telemetry purge completes only on a later (timer) poll.
-            let want = if kind == "delete" {
-                "completed_purge_pending"
-            } else {
-                "completed"
-            };
+            // Her display-name-only assets (she shares the name with Ali) wait for review, which
+            // outranks the delete's pending telemetry purge.
+            let want = "needs_review";
             assert_eq!(a["status"], want, "{a:#}");
             let text = a.to_string();
             for kind in ["job", "modelVersion", "dataVersion", "compute"] {

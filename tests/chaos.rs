@@ -239,7 +239,8 @@ async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
     let exp: FinalReport = report("C-EXP").await.ok_or("export has no report")?;
     let del: FinalReport = report("C-DEL").await.ok_or("delete has no report")?;
     // A delete's telemetry purge completes on a later timer poll (pipeline_direct follows it).
-    if exp.status != FinalStatus::Completed || del.status != FinalStatus::CompletedPurgePending {
+    // Alice shares her display name with Ali: assets only that name ties to her wait for review.
+    if exp.status != FinalStatus::NeedsReview || del.status != FinalStatus::CompletedPurgePending {
         return Err(format!("statuses {:?} / {:?}", exp.status, del.status));
     }
     // Export: every subject blob exactly once.

@@ -140,7 +140,22 @@ async fn export_returns_exactly_the_subjects_items() {
     let before = snapshot(&e).await;
     submit(&e, request(&e, "EXP-1", "export", "alice", false), 1).await;
     let r = report(&e, "EXP-1").await;
-    assert_eq!(r.status, FinalStatus::Completed);
+    // Alice's display name is also Ali's: assets only that name ties to her wait for review.
+    assert_eq!(r.status, FinalStatus::NeedsReview);
+    let listed: Vec<&str> = r
+        .results
+        .iter()
+        .flat_map(|s| &s.review)
+        .map(|i| i.resource_id.as_str())
+        .collect();
+    for who in ["alice", "ali"] {
+        for (id, owner) in &e.truth.resources {
+            if *owner == azureml_dsr::seed::review_owner(who) {
+                assert!(listed.contains(&id.as_str()), "{id} is listed for review");
+            }
+        }
+    }
+    assert!(!listed.is_empty());
     let exported_blobs = r.blob_keys();
     let mut expected: Vec<String> = e.truth.blobs_of("alice").into_iter().cloned().collect();
     expected.sort();
@@ -193,13 +208,9 @@ async fn delete_removes_subject_items_and_nothing_else_even_when_delivered_twice
     let before = snapshot(&e).await;
     submit(&e, request(&e, "DEL-1", "delete", "alice", false), 2).await;
     let r = report(&e, "DEL-1").await;
-    // Everything is done but the telemetry purge, which completes on a later timer poll.
-    assert_eq!(
-        r.status,
-        FinalStatus::CompletedPurgePending,
-        "{:#?}",
-        r.slices
-    );
+    // Everything is done but the telemetry purge (completed on a later timer poll) and the
+    // display-name-only assets, which wait for a person's review (untouched: see below).
+    assert_eq!(r.status, FinalStatus::NeedsReview, "{:#?}", r.slices);
     let after = snapshot(&e).await;
     for b in e.truth.blobs_of("alice") {
         assert!(!after.contains_key(b), "alice's blob survived: {b}");
@@ -1000,6 +1011,31 @@ async fn asset_uris_reach_only_the_workspaces_own_datastores() {
     }
 
     submit(&e, request(&e, "URI-1", "delete", "alice", false), 1).await;
+    // The crafted assets name no run: review candidates. Approving them acts with the same
+    // collateral checks as discovery applied (their files were found by the same rules).
+    let crafted: Vec<String> = (0..uris.len())
+        .map(|i| format!("{ws}/data/alice-crafted-{i}/versions/1"))
+        .collect();
+    let out = azureml_dsr::functions::review::decide(
+        &e.svc,
+        &azureml_dsr::domain::review::ReviewDecision {
+            request_id: RequestId::parse("URI-1").unwrap(),
+            approve: true,
+            items: crafted,
+            approver: "privacy-officer".into(),
+            reason: "crafted test assets are alice's".into(),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            out,
+            azureml_dsr::functions::review::ReviewOutcome::Decided { .. }
+        ),
+        "{out:?}"
+    );
     for b in [&team, &exported, &elsewhere] {
         assert!(e.store.read_small(b).await.is_ok(), "{b} was left alone");
     }
@@ -1513,8 +1549,8 @@ async fn telemetry_purge_pending_across_two_timer_runs_then_certificate_v2_compl
             )
         }
     };
-    assert!(telemetry_rows_of(&e, "alice").await > 0);
-    submit(&e, request(&e, "DEL-T1", "delete", "alice", false), 1).await;
+    assert!(telemetry_rows_of(&e, "bob").await > 0);
+    submit(&e, request(&e, "DEL-T1", "delete", "bob", false), 1).await;
     let v1 = certificate(&e, "DEL-T1", "certificate.json").await.unwrap();
     assert_eq!(v1.status, FinalStatus::CompletedPurgePending);
     let md = String::from_utf8(
@@ -1540,7 +1576,7 @@ async fn telemetry_purge_pending_across_two_timer_runs_then_certificate_v2_compl
         let s = sweep(now + time::Duration::hours(run)).await.unwrap();
         assert!(s.still_open > 0 && s.revised.is_empty(), "run {run}: {s:?}");
         assert!(
-            telemetry_rows_of(&e, "alice").await > 0,
+            telemetry_rows_of(&e, "bob").await > 0,
             "rows go only on completion"
         );
         assert!(certificate(&e, "DEL-T1", "certificate.v2.json")
@@ -1549,9 +1585,9 @@ async fn telemetry_purge_pending_across_two_timer_runs_then_certificate_v2_compl
     }
     let s = sweep(now + time::Duration::hours(2)).await.unwrap();
     assert_eq!(s.revised, ["DEL-T1"], "{s:?}");
-    assert_eq!(telemetry_rows_of(&e, "alice").await, 0);
+    assert_eq!(telemetry_rows_of(&e, "bob").await, 0);
     assert!(
-        telemetry_rows_of(&e, "bob").await > 0,
+        telemetry_rows_of(&e, "carol").await > 0,
         "only the subject's rows"
     );
     let v2 = certificate(&e, "DEL-T1", "certificate.v2.json")
@@ -1598,7 +1634,7 @@ async fn telemetry_purge_that_fails_gives_a_failed_certificate_v2() {
     use azureml_dsr::functions::telemetry_purges::sweep;
     let mut e = env(HoldSet::default(), 1000).await;
     e.svc.telemetry = Arc::new(LocalTelemetry::new(e.store.clone()).with_failing_purges());
-    submit(&e, request(&e, "DEL-T2", "delete", "alice", false), 1).await;
+    submit(&e, request(&e, "DEL-T2", "delete", "bob", false), 1).await;
     assert_eq!(
         certificate(&e, "DEL-T2", "certificate.json")
             .await
@@ -1629,7 +1665,422 @@ async fn telemetry_purge_that_fails_gives_a_failed_certificate_v2() {
         "{failed:?}"
     );
     assert!(
-        telemetry_rows_of(&e, "alice").await > 0,
+        telemetry_rows_of(&e, "bob").await > 0,
         "a failed purge removes nothing"
     );
+}
+
+/// Issue 14, item 3: models and data assets by evidence. Alice's assets produced by her runs
+/// (a model's `jobName`, a data asset in her run's output folder) are deleted with the request;
+/// assets only a display name ties to her — hers and those of Ali, who shares her display name
+/// — are listed for review and untouched; the request's submitter cannot approve them when
+/// separation is required; an approval deletes exactly the approved items (report version 2),
+/// a rejection from the intake queue keeps them (version 3); every decision is in the audit
+/// trail; a bad control message is rejected with its reason and archived.
+#[tokio::test]
+async fn display_name_only_assets_wait_for_review_and_approval_deletes_exactly_those() {
+    use azureml_dsr::domain::review::ReviewDecision;
+    use azureml_dsr::functions::review::{decide, ReviewOutcome};
+    use azureml_dsr::seed::review_owner;
+    let mut e = env(HoldSet::default(), 50).await;
+    e.svc.settings.review_separate_approver = true;
+    let mut req = request(&e, "REV-1", "delete", "alice", false);
+    req["submittedBy"] = json!("helpdesk@contoso.com");
+    submit(&e, req, 1).await;
+    let v1 = report(&e, "REV-1").await;
+    assert_eq!(v1.status, FinalStatus::NeedsReview);
+    let snap = snapshot(&e).await;
+    let of = |who: &str| -> Vec<String> {
+        e.truth
+            .resources
+            .iter()
+            .filter(|(_, o)| **o == review_owner(who))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let (alice_candidates, ali_candidates) = (of("alice"), of("ali"));
+    assert_eq!(
+        alice_candidates.len(),
+        4,
+        "model-1, data-1, census, her schedule"
+    );
+    assert_eq!(ali_candidates.len(), 4);
+    let listed: Vec<_> = v1.results.iter().flat_map(|s| &s.review).collect();
+    for id in alice_candidates.iter().chain(&ali_candidates) {
+        let item = listed
+            .iter()
+            .find(|i| &i.resource_id == id)
+            .unwrap_or_else(|| panic!("{id} listed"));
+        assert!(item.evidence.contains("display name"), "{}", item.evidence);
+        assert!(arm_present(&snap, id), "{id} untouched before approval");
+    }
+    assert_eq!(listed.len(), 8, "only display-name matches are listed");
+    for (k, owner) in &e.truth.blobs {
+        if owner.starts_with(azureml_dsr::seed::REVIEW_PREFIX) {
+            assert!(snap.contains_key(k), "{k} untouched before approval");
+        }
+    }
+    // Produced by her runs: gone with the request. Ali's run-produced model: untouched.
+    for id in e.truth.resources_of("alice") {
+        assert!(!arm_present(&snap, id), "{id} deleted");
+    }
+    for id in e.truth.resources_of("ali") {
+        assert!(arm_present(&snap, id), "{id} (Ali's) untouched");
+    }
+    let md = azureml_dsr::domain::report::render_markdown(&v1);
+    assert!(
+        md.contains("## Needs review") && md.contains("pending"),
+        "{md}"
+    );
+
+    let decision = |approve: bool, items: &[String], by: &str| ReviewDecision {
+        request_id: RequestId::parse("REV-1").unwrap(),
+        approve,
+        items: items.to_vec(),
+        approver: by.into(),
+        reason: "checked with the subject".into(),
+    };
+    // The submitter may not approve (DSR_REVIEW_SEPARATE_APPROVER): refused, nothing changes.
+    let out = decide(
+        &e.svc,
+        &decision(true, &alice_candidates, "HelpDesk@contoso.com"),
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&out, ReviewOutcome::Refused(why) if why.contains("submitted")),
+        "{out:?}"
+    );
+    assert_eq!(snapshot(&e).await, snap);
+    // An item that is not a review item of this request: refused, nothing decided.
+    let out = decide(
+        &e.svc,
+        &decision(true, &[e.truth.resources_of("bob")[0].clone()], "dpo"),
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, ReviewOutcome::Refused(_)), "{out:?}");
+    assert_eq!(snapshot(&e).await, snap);
+
+    // Approval by someone else deletes exactly Alice's three.
+    let out = decide(
+        &e.svc,
+        &decision(true, &alice_candidates, "dpo@contoso.com"),
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ReviewOutcome::Decided { version: 2, .. }),
+        "{out:?}"
+    );
+    let after = snapshot(&e).await;
+    for id in &alice_candidates {
+        assert!(!arm_present(&after, id), "{id} deleted once approved");
+    }
+    for id in &ali_candidates {
+        assert!(arm_present(&after, id), "{id} (Ali's) still untouched");
+    }
+    for (k, owner) in &e.truth.blobs {
+        let alices = *owner == review_owner("alice");
+        assert_eq!(
+            after.contains_key(k),
+            !alices && snap.contains_key(k),
+            "{k} ({owner})"
+        );
+    }
+    let v2 = certificate(&e, "REV-1", "certificate.v2.json")
+        .await
+        .expect("certificate version 2");
+    assert_eq!(
+        v2.status,
+        FinalStatus::NeedsReview,
+        "Ali's items are pending"
+    );
+    let approved: Vec<_> = v2
+        .results
+        .iter()
+        .flat_map(|s| &s.review)
+        .filter(|i| i.decision.as_ref().is_some_and(|d| d.approved))
+        .collect();
+    assert_eq!(approved.len(), 4);
+    assert!(approved
+        .iter()
+        .all(|i| i.decision.as_ref().unwrap().by == "dpo@contoso.com"));
+    for id in &alice_candidates {
+        let outcome = v2
+            .results
+            .iter()
+            .flat_map(|s| &s.items)
+            .find(|o| matches!(&o.item, Item::Resource { id: x, .. } if x == id))
+            .unwrap_or_else(|| panic!("{id} in version 2"));
+        assert_eq!(outcome.status, ItemStatus::Deleted { verified: true });
+    }
+    assert!(v2.counts.deleted > v1.counts.deleted);
+    // The decision is in the audit trail: who, when, why.
+    let item = &approved[0].id;
+    let (audit, _) = e
+        .store
+        .read_small(&BlobRef::new(
+            "dsrstate",
+            "dsr-audit",
+            format!("reviews/REV-1/{item}.json"),
+        ))
+        .await
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&audit).unwrap();
+    assert_eq!(audit["by"], "dpo@contoso.com");
+    assert_eq!(audit["decision"], "approve");
+    assert!(audit["at"].is_string() && audit["reason"].is_string());
+
+    // A rejection through the intake queue (control message) keeps Ali's items.
+    let msg = json!({"type": "reject", "version": 1, "requestId": "REV-1", "items": ali_candidates,
+                     "approver": "dpo@contoso.com", "reason": "namesake's assets"});
+    let out = intake::run(
+        &e.svc,
+        msg.to_string().as_bytes(),
+        &Delivery {
+            delivery_count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Reviewed {
+            request_id: "REV-1".into(),
+            version: 3
+        }
+    );
+    assert_eq!(snapshot(&e).await, after, "a rejection changes nothing");
+    let v3 = certificate(&e, "REV-1", "certificate.v3.json")
+        .await
+        .expect("certificate version 3");
+    assert!(v3
+        .results
+        .iter()
+        .flat_map(|s| &s.review)
+        .all(|i| i.decision.is_some()));
+    assert_ne!(v3.status, FinalStatus::NeedsReview, "{:?}", v3.status);
+    // A decision is final; a bad control message is rejected with its reason.
+    let out = decide(
+        &e.svc,
+        &decision(true, &ali_candidates, "dpo@contoso.com"),
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&out, ReviewOutcome::Refused(why) if why.contains("final")),
+        "{out:?}"
+    );
+    let bad = json!({"type": "approve", "version": 1, "requestId": "REV-1", "items": ["x"], "approver": "dpo"});
+    let out = intake::run(
+        &e.svc,
+        bad.to_string().as_bytes(),
+        &Delivery {
+            delivery_count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected {
+            code: "invalid_control_message".into()
+        }
+    );
+    assert_eq!(snapshot(&e).await, after);
+}
+
+/// Issue 14, item 5: a departed user (no directory entry) is matched by object id only. The
+/// request's UPN never names a notebooks folder on its own: `Users/<alias>/` is left untouched
+/// and the report needs review; the jobs her object id proves are hers still go.
+#[tokio::test]
+async fn a_departed_users_upn_never_names_a_folder_to_erase() {
+    let e = env(HoldSet::default(), 50).await;
+    let carol = e.truth.user("carol").unwrap().clone();
+    // The directory no longer knows her.
+    let paths = LocalPaths::new(e._dir.path());
+    let rest: Vec<_> = e
+        .truth
+        .directory()
+        .into_iter()
+        .filter(|d| d.object_id != carol.object_id)
+        .collect();
+    std::fs::write(paths.directory(), serde_json::to_vec(&rest).unwrap()).unwrap();
+    let before = snapshot(&e).await;
+    let ws: Vec<String> = e.truth.workspaces.iter().map(|w| w.to_string()).collect();
+    submit(
+        &e,
+        json!({"schemaVersion": "1.0", "requestId": "GONE-1", "type": "delete",
+               "subject": {"objectId": carol.object_id.to_string(), "upn": carol.upn},
+               "scope": {"workspaces": ws}}),
+        1,
+    )
+    .await;
+    let r = report(&e, "GONE-1").await;
+    assert_eq!(r.status, FinalStatus::NeedsReview, "{:#?}", r.slices);
+    let after = snapshot(&e).await;
+    let notebooks: Vec<&String> = before
+        .keys()
+        .filter(|k| k.contains(&format!("/Users/{}/", carol.key)))
+        .collect();
+    assert!(!notebooks.is_empty());
+    for k in notebooks {
+        assert!(after.contains_key(k), "{k} was erased on a UPN alone");
+    }
+    assert!(r
+        .results
+        .iter()
+        .flat_map(|s| &s.notes)
+        .any(|n| n.contains("never names a notebooks folder")));
+    // Her jobs, proven by object id in run history, are gone.
+    let jobs: Vec<&String> = e
+        .truth
+        .resources_of("carol")
+        .into_iter()
+        .filter(|id| id.contains("/jobs/"))
+        .collect();
+    assert!(!jobs.is_empty());
+    for id in jobs {
+        assert!(!arm_present(&after, id), "{id} deleted");
+    }
+}
+
+/// An approved candidate of an export is exported by the slice engine: the manifest's next
+/// version lists the asset and its files, with the checksums of what was written; nothing in
+/// the workspace changes.
+#[tokio::test]
+async fn an_approved_candidate_of_an_export_is_exported_in_the_next_manifest() {
+    use azureml_dsr::domain::review::ReviewDecision;
+    use azureml_dsr::functions::review::{decide, ReviewOutcome};
+    let e = env(HoldSet::default(), 50).await;
+    submit(&e, request(&e, "EXP-R", "export", "alice", false), 1).await;
+    let before = snapshot(&e).await;
+    let model = e
+        .truth
+        .resources
+        .iter()
+        .find(|(id, o)| {
+            id.contains("/models/alice-model-1/") && **o == azureml_dsr::seed::review_owner("alice")
+        })
+        .map(|(id, _)| id.clone())
+        .expect("alice's display-name-only model");
+    let out = decide(
+        &e.svc,
+        &ReviewDecision {
+            request_id: RequestId::parse("EXP-R").unwrap(),
+            approve: true,
+            items: vec![model.clone()],
+            approver: "dpo".into(),
+            reason: "hers".into(),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ReviewOutcome::Decided { version: 2, .. }),
+        "{out:?}"
+    );
+    assert_eq!(snapshot(&e).await, before, "an export changes nothing");
+    let v2: FinalReport = e
+        .store
+        .read_json(&BlobRef::new(
+            "dsrstate",
+            "dsr-exports",
+            "EXP-R/manifest.v2.json",
+        ))
+        .await
+        .unwrap()
+        .expect("manifest version 2");
+    let files: Vec<&String> = e
+        .truth
+        .blobs
+        .iter()
+        .filter(|(k, o)| {
+            **o == azureml_dsr::seed::review_owner("alice") && k.contains("LocalUpload/")
+        })
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(files.len(), 2, "model.pkl and conda.yaml");
+    let keys = v2.blob_keys();
+    for f in &files {
+        assert_eq!(
+            keys.iter().filter(|k| k == f).count(),
+            1,
+            "{f} exported once"
+        );
+    }
+    let mut exported = 0;
+    for o in v2.results.iter().flat_map(|s| &s.items) {
+        let ItemStatus::Exported { path, sha256, .. } = &o.status else {
+            panic!("not exported: {o:?}")
+        };
+        let (bytes, _) = e
+            .store
+            .read_small(&BlobRef::new("dsrstate", "dsr-exports", path.clone()))
+            .await
+            .unwrap();
+        assert_eq!(&azureml_dsr::domain::ids::sha256_hex(&bytes), sha256);
+        exported += 1;
+    }
+    assert!(v2
+        .results
+        .iter()
+        .flat_map(|s| &s.items)
+        .any(|o| matches!(&o.item, Item::Resource { id, .. } if *id == model)));
+    assert_eq!(exported as u64, v2.counts.exported);
+    assert_eq!(
+        v2.counts.exported,
+        report(&e, "EXP-R").await.counts.exported + 3
+    );
+}
+
+/// Issue 14, item 5: when the directory maps another person to the subject's notebooks folder
+/// name (a guest `ALICE@fabrikam.com` and `alice@contoso.com` both map to `Users/alice/`; Azure
+/// Files names are case-insensitive), the folder is nobody's to erase alone: it is left
+/// untouched and the report needs review.
+#[tokio::test]
+async fn a_notebooks_folder_two_people_map_to_is_left_for_review() {
+    let e = env(HoldSet::default(), 50).await;
+    let paths = LocalPaths::new(e._dir.path());
+    let mut dir = e.truth.directory();
+    let mut guest = dir[0].clone();
+    guest.object_id = uuid::Uuid::from_u128(0x4444);
+    guest.upn = Some(azureml_dsr::domain::subject::Upn::parse("ALICE@fabrikam.com").unwrap());
+    guest.mail = guest.upn.clone();
+    dir.push(guest);
+    std::fs::write(paths.directory(), serde_json::to_vec(&dir).unwrap()).unwrap();
+    let before = snapshot(&e).await;
+    submit(&e, request(&e, "NB-COL", "delete", "alice", false), 1).await;
+    let r = report(&e, "NB-COL").await;
+    assert_eq!(r.status, FinalStatus::NeedsReview);
+    assert!(r
+        .results
+        .iter()
+        .flat_map(|s| &s.notes)
+        .any(|n| n.contains("also another user's")));
+    let after = snapshot(&e).await;
+    let folder: Vec<&String> = before
+        .keys()
+        .filter(|k| k.contains("/Users/alice/"))
+        .collect();
+    assert!(!folder.is_empty());
+    for k in folder {
+        assert!(
+            after.contains_key(k),
+            "{k} erased though two people map to it"
+        );
+    }
+    // Without the other person, the same request erases it (the check is what keeps it).
+    let e2 = env(HoldSet::default(), 50).await;
+    submit(&e2, request(&e2, "NB-ONE", "delete", "alice", false), 1).await;
+    let after2 = snapshot(&e2).await;
+    assert!(!after2.keys().any(|k| k.contains("/Users/alice/")));
 }

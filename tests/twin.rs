@@ -145,7 +145,8 @@ fn by_upn(upn: &str) -> SubjectRef {
 #[tokio::test]
 async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
     let graph = GraphStandIn::start(vec![
-        DirectoryUser::new(ALICE, "alice@contoso.com", "Alice Smith"),
+        // Her UPN as the directory spells it: the notebooks folder keeps its case.
+        DirectoryUser::new(ALICE, "Alice@contoso.com", "Alice Smith"),
         // Mail differs from the UPN: found through the adapter's `$filter=mail eq` fallback.
         DirectoryUser::new(
             BOB,
@@ -163,6 +164,11 @@ async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
         .unwrap();
     assert_eq!(alice.object_id.to_string(), ALICE);
     assert_eq!(alice.display_name.as_deref(), Some("Alice Smith"));
+    assert_eq!(
+        alice.notebook_aliases,
+        ["Alice"],
+        "case kept from the directory"
+    );
     let by_oid = SubjectRef {
         object_id: Some(alice.object_id),
         upn: None,
@@ -189,6 +195,15 @@ async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
     assert!(seen
         .iter()
         .all(|s| s.query("$select") == Some("id,userPrincipalName,mail,displayName")));
+    // Who else a notebooks folder name could belong to (case-insensitive, as Azure Files is).
+    assert_eq!(dir.alias_holders("alice").await.unwrap(), [alice.object_id]);
+    graph.add_user(DirectoryUser::new(
+        "44444444-4444-4444-4444-444444444444",
+        "ALICE@fabrikam.com",
+        "Alice Other",
+    ));
+    assert_eq!(dir.alias_holders("Alice").await.unwrap().len(), 2);
+    assert!(dir.alias_holders("ali").await.unwrap().is_empty());
     let not_found = seen
         .iter()
         .find(|s| s.path == "/v1.0/users/nobody@contoso.com")
@@ -221,7 +236,7 @@ async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
     let body: Value = r.json().await.unwrap();
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 3, "{body}");
-    assert_eq!(body["mail"], "alice@contoso.com");
+    assert_eq!(body["mail"], "Alice@contoso.com");
 
     // 429 + Retry-After: the adapter waits as told and then succeeds.
     graph.throttle_next(1, 1);
@@ -277,7 +292,9 @@ fn subject(oid: &str) -> ResolvedSubject {
         object_id: oid.parse().unwrap(),
         tenant_id: None,
         upn: None,
+        display_name: None,
         notebook_aliases: vec![],
+        notebook_alias_conflicts: 0,
     }
 }
 
@@ -1421,12 +1438,79 @@ mod as_deployed {
             "others' rows stay"
         );
         assert_eq!(la.purges().len(), 1, "the purge was never sent twice");
+
+        // Review (issue 14, item 3): the assets only a display name ties to her — hers and
+        // those of Ali, who shares it — were listed and left alone. The CLI lists them (Azure
+        // mode), an approval of hers arrives as a control message on the intake queue (the
+        // deployed handler applies it through the production adapters), and a rejection of
+        // Ali's is recorded with the CLI.
+        let candidates_of = |who: &str| -> Vec<String> {
+            truth
+                .resources
+                .iter()
+                .filter(|(_, o)| **o == azureml_dsr::seed::review_owner(who))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let (hers, alis) = (candidates_of("alice"), candidates_of("ali"));
+        assert!(!hers.is_empty() && !alis.is_empty());
+        let listed = tokio::task::block_in_place(|| cli(&["review", "TWIN-DELETE"]));
+        let listed_ids: BTreeSet<String> = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["resourceId"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            listed_ids,
+            hers.iter().chain(&alis).cloned().collect::<BTreeSet<_>>(),
+            "{listed:#}"
+        );
+        let pending_resources =
+            crate::support::pipeline::seeded_resources(admin.as_ref(), &truth).await;
+        for id in hers.iter().chain(&alis) {
+            assert!(
+                pending_resources.contains_key(id),
+                "{id} untouched before approval"
+            );
+        }
+        let approve = json!({"type": "approve", "version": 1, "requestId": "TWIN-DELETE",
+            "items": hers, "approver": "dpo@contoso.com", "reason": "confirmed with the subject"});
+        let mut msg = OutMessage::json(queues::INTAKE, "TWIN-APPROVE", &Value::Null);
+        msg.body = approve.to_string().into_bytes();
+        bus_queue.send(msg).await.unwrap();
+        dispatcher
+            .drain_until_idle(Duration::from_secs(240))
+            .await
+            .unwrap();
+        let mut reject = vec!["review", "reject", "TWIN-DELETE"];
+        reject.extend(alis.iter().map(String::as_str));
+        reject.extend(["--reason", "her namesake's", "--by", "dpo@contoso.com"]);
+        let rejected = tokio::task::block_in_place(|| cli(&reject));
+        let last = rejected["reportVersion"].as_u64().unwrap();
+        assert_eq!(rejected["status"], "completed", "{rejected}");
+        let newest: FinalReport = admin
+            .read_json(&BlobRef::new(
+                STATE,
+                "dsr-reports",
+                format!("TWIN-DELETE/certificate.v{last}.json"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(newest.status, FinalStatus::Completed, "{newest:#?}");
+        let decided: Vec<_> = newest.results.iter().flat_map(|r| &r.review).collect();
+        assert!(decided.iter().all(|i| i
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.approved == hers.contains(&i.resource_id))));
         drop(handler);
 
         // The reports, audit records and results, read from the state account on Azurite.
         let state = StateStore::new(admin.clone(), STATE);
         let v2_report: FinalReport = admin.read_json(&v2).await.unwrap().unwrap();
-        assert_eq!(v2_report.status, FinalStatus::Completed, "{v2_report:#?}");
+        // Purges done; her display-name-only assets still awaited review at that point.
+        assert_eq!(v2_report.status, FinalStatus::NeedsReview, "{v2_report:#?}");
         let report = |id: &'static str| {
             let state = state.clone();
             async move {
@@ -1437,12 +1521,12 @@ mod as_deployed {
                     .unwrap_or_else(|| panic!("no report for {id} in the state account"))
             }
         };
-        // The operator's view in Azure mode agrees with the state account: the lifecycle went
-        // from completed with the purge pending to completed when the timer saw it end.
+        // The operator's view in Azure mode agrees with the state account: the lifecycle waits
+        // in needs review (display-name-only assets), where the purge's end leaves it.
         let status = cli(&["status", "TWIN-DELETE"]);
         assert_eq!(
-            status["status"], "completed",
-            "the first certificate said pending; its second version says completed"
+            status["status"], "needs_review",
+            "the first certificate said needs_review (review and purge pending); the purge's end leaves the review open"
         );
         let states: Vec<&str> = status["lifecycle"]["history"]
             .as_array()
@@ -1452,23 +1536,13 @@ mod as_deployed {
             .collect();
         assert_eq!(
             states,
-            [
-                "received",
-                "planned",
-                "in_progress",
-                "completed_purge_pending",
-                "completed"
-            ]
+            ["received", "planned", "in_progress", "needs_review"]
         );
         assert_eq!(cli(&["report", "TWIN-EXPORT"])["requestId"], "TWIN-EXPORT");
         let export: FinalReport = report("TWIN-EXPORT").await;
         let delete: FinalReport = report("TWIN-DELETE").await;
-        assert_eq!(export.status, FinalStatus::Completed, "{export:#?}");
-        assert_eq!(
-            delete.status,
-            FinalStatus::CompletedPurgePending,
-            "{delete:#?}"
-        );
+        assert_eq!(export.status, FinalStatus::NeedsReview, "{export:#?}");
+        assert_eq!(delete.status, FinalStatus::NeedsReview, "{delete:#?}");
         for r in [&export, &delete] {
             let audit = state.audit_ref(&r.request_id);
             assert!(
@@ -1567,7 +1641,14 @@ mod as_deployed {
         let after_blobs = blobs(admin.as_ref(), &files, &truth).await;
         let after_resources =
             crate::support::pipeline::seeded_resources(admin.as_ref(), &truth).await;
-        let theirs: BTreeSet<String> = truth.blobs_of(&alice.key).into_iter().cloned().collect();
+        // Hers: by evidence, and the display-name-only items approved above.
+        let approved_owner = azureml_dsr::seed::review_owner(&alice.key);
+        let theirs: BTreeSet<String> = truth
+            .blobs
+            .iter()
+            .filter(|(_, o)| **o == alice.key || **o == approved_owner)
+            .map(|(k, _)| k.clone())
+            .collect();
         assert!(!theirs.is_empty());
         for key in &theirs {
             assert!(!after_blobs.contains_key(key), "{key} survived the delete");
@@ -1579,8 +1660,10 @@ mod as_deployed {
         }
         // Her compute is under the legal hold the CLI placed: kept, and the report says so.
         let (held, their_resources): (BTreeSet<&String>, BTreeSet<&String>) = truth
-            .resources_of(&alice.key)
-            .into_iter()
+            .resources
+            .iter()
+            .filter(|(_, o)| **o == alice.key || **o == approved_owner)
+            .map(|(id, _)| id)
             .partition(|id| id.contains("/computes/"));
         assert!(!their_resources.is_empty() && !held.is_empty());
         assert!(

@@ -117,6 +117,14 @@ impl SeedTruth {
     }
 }
 
+/// Owner recorded for an item only a display name ties to `key` (a model or data asset with no
+/// run behind it): a review candidate, never acted on without approval, so never in
+/// `blobs_of(key)`/`resources_of(key)`.
+pub fn review_owner(key: &str) -> String {
+    format!("{REVIEW_PREFIX}{key}")
+}
+pub const REVIEW_PREFIX: &str = "review:";
+
 /// `ali` shares Alice's display name: a display name never identifies anyone.
 pub const NAMESAKE_DISPLAY_NAME: &str = "Alice Example";
 
@@ -190,7 +198,8 @@ impl Seeder<'_> {
     }
 }
 
-/// ARM `systemData` of a job as Azure ML returns it: `createdBy` is the display name.
+/// ARM `systemData` as Azure ML returns it (jobs, assets, computes): `createdBy` is the
+/// creator's display name.
 fn job_system_data(u: &SeedUser, at: OffsetDateTime) -> Value {
     json!({"createdAt": rfc3339(at), "createdBy": u.display_name, "createdByType": "User",
            "lastModifiedAt": rfc3339(at), "lastModifiedBy": u.display_name, "lastModifiedByType": "User"})
@@ -216,11 +225,6 @@ fn run_record(
             "userTenantId": TENANT, "userName": u.display_name, "upn": upn
         }
     })
-}
-
-fn system_data(u: &SeedUser, at: OffsetDateTime) -> Value {
-    json!({"createdAt": rfc3339(at), "createdBy": u.upn, "createdByType": "User",
-           "lastModifiedAt": rfc3339(at), "lastModifiedBy": u.upn, "lastModifiedByType": "User"})
 }
 
 /// Build workspaces in `store`. Returns the truth; `now` anchors job ages.
@@ -292,8 +296,11 @@ pub async fn seed(
         let mut run_no = 0i64;
 
         for (ui, u) in users.iter().enumerate() {
+            // The user's jobs, for the models and data assets they produced.
+            let mut jobs: Vec<String> = Vec::new();
             for r in 0..opts.runs_per_user {
                 let job = format!("{}_job_{:x}", u.key, s.rng.gen::<u32>());
+                jobs.push(job.clone());
                 let created = now - time::Duration::days(opts.history_days)
                     + time::Duration::seconds(opts.history_days * 86_400 * run_no / total_runs);
                 run_no += 1;
@@ -373,17 +380,32 @@ pub async fn seed(
             if opts.runs_per_user > 0 {
                 seed_hierarchies(&mut s, &ws, &info, u, ui, now).await?;
             }
+            // Two models and two data assets per user. Azure ML's `systemData.createdBy` of an
+            // asset is a display name; what ties an asset to its creator is the run that
+            // produced it: a model version's `jobName`, or a data asset's files in the run's
+            // output folder. The first two users (who share one display name) have one of each
+            // with no run behind it: a review candidate for either of them.
+            let display_only = ui < 2;
             for m in 0..2 {
                 let folder = format!("LocalUpload/{:x}/model-{m}", s.rng.gen::<u64>());
                 let name = format!("{}-model-{m}", u.key);
+                let job = jobs.get(m).filter(|_| !(display_only && m == 1));
+                let owner = match job {
+                    Some(_) => u.key.clone(),
+                    None => review_owner(&u.key),
+                };
+                let mut props = json!({"modelType": "custom_model", "description": "synthetic",
+                    "modelUri": format!("azureml://subscriptions/{SUBSCRIPTION}/resourcegroups/rg-ml/workspaces/{}/datastores/workspaceblobstore/paths/{folder}/", ws.name())});
+                if let Some(job) = job {
+                    props["jobName"] = json!(job);
+                }
                 let doc = json!({
                     "id": format!("{ws}/models/{name}/versions/1"), "name": "1",
                     "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
-                    "properties": {"modelType": "custom_model", "description": "synthetic",
-                        "modelUri": format!("azureml://subscriptions/{SUBSCRIPTION}/resourcegroups/rg-ml/workspaces/{}/datastores/workspaceblobstore/paths/{folder}/", ws.name())},
-                    "systemData": system_data(u, now - time::Duration::days(30))
+                    "properties": props,
+                    "systemData": job_system_data(u, now - time::Duration::days(30))
                 });
-                s.resource(&ws, ArmKind::ModelVersion, doc, &u.key).await?;
+                s.resource(&ws, ArmKind::ModelVersion, doc, &owner).await?;
                 for f in ["model.pkl", "conda.yaml"] {
                     let body = s.bytes(512);
                     s.blob(
@@ -391,42 +413,76 @@ pub async fn seed(
                         &info.blobstore_container,
                         &format!("{folder}/{f}"),
                         body,
-                        &u.key,
+                        &owner,
                     )
                     .await?;
                 }
             }
             for d in 0..2 {
-                let path = format!(
-                    "UI/2026-10-0{}_{:x}/data-{d}.csv",
-                    d + 1,
-                    s.rng.gen::<u32>()
-                );
                 let name = format!("{}-data-{d}", u.key);
+                // A job's output registered as data: its file is already the job's (and the
+                // jobs slice takes it with the job); the asset is the user's by that run.
+                let output = jobs
+                    .get(d)
+                    .filter(|_| opts.files_per_run > 0 && !(display_only && d == 1))
+                    .map(|job| format!("azureml/{job}/outputs/part-0000.bin"));
+                let (path, owner) = match output {
+                    Some(p) => (p, u.key.clone()),
+                    None => (
+                        format!(
+                            "UI/2026-10-0{}_{:x}/data-{d}.csv",
+                            d + 1,
+                            s.rng.gen::<u32>()
+                        ),
+                        review_owner(&u.key),
+                    ),
+                };
                 let doc = json!({
                     "id": format!("{ws}/data/{name}/versions/1"), "name": "1",
                     "type": "Microsoft.MachineLearningServices/workspaces/data/versions",
                     "properties": {"dataType": "uri_file", "dataUri": format!("azureml://datastores/workspaceblobstore/paths/{path}")},
-                    "systemData": system_data(u, now - time::Duration::days(20))
+                    "systemData": job_system_data(u, now - time::Duration::days(20))
                 });
-                s.resource(&ws, ArmKind::DataVersion, doc, &u.key).await?;
-                s.blob(
-                    &acct,
-                    &info.blobstore_container,
-                    &path,
-                    format!("id,name\n1,{}\n", u.display_name).into_bytes(),
-                    &u.key,
-                )
-                .await?;
+                s.resource(&ws, ArmKind::DataVersion, doc, &owner).await?;
+                if owner != u.key {
+                    s.blob(
+                        &acct,
+                        &info.blobstore_container,
+                        &path,
+                        format!("id,name\n1,{}\n", u.display_name).into_bytes(),
+                        &owner,
+                    )
+                    .await?;
+                }
+            }
+            if display_only {
+                // A schedule (ARM `workspaces/schedules`, `ScheduleProperties`: `action`
+                // {actionType CreateJob, jobDefinition}, `trigger` {triggerType Cron,
+                // expression, timeZone}, as azure-ai-ml's Schedule REST conversion writes them):
+                // only its display name says whose.
+                let name = format!("{}-nightly", u.key);
+                let schedule = json!({
+                    "id": format!("{ws}/schedules/{name}"), "name": name,
+                    "type": "Microsoft.MachineLearningServices/workspaces/schedules",
+                    "properties": {"displayName": format!("{} nightly", u.key), "isEnabled": true,
+                        "provisioningState": "Succeeded",
+                        "action": {"actionType": "CreateJob", "jobDefinition": {"jobType": "Command",
+                            "command": "python train.py", "environmentId": "azureml:AzureML-sklearn-1.0:1",
+                            "computeId": format!("{ws}/computes/cpu-cluster")}},
+                        "trigger": {"triggerType": "Cron", "expression": "0 2 * * *", "timeZone": "UTC"}},
+                    "systemData": job_system_data(u, now - time::Duration::days(45))
+                });
+                s.resource(&ws, ArmKind::Schedule, schedule, &review_owner(&u.key))
+                    .await?;
             }
             let ci = json!({
                 "id": format!("{ws}/computes/ci-{}", u.key), "name": format!("ci-{}", u.key),
                 "type": "Microsoft.MachineLearningServices/workspaces/computes",
                 "properties": {"computeType": "ComputeInstance", "properties": {
                     "vmSize": "STANDARD_DS3_V2", "computeInstanceAuthorizationType": "personal",
-                    "personalComputeInstanceSettings": {"assignedUser": {"objectId": u.object_id.to_string(), "tenantId": tenant}}},
-                    "createdBy": {"userName": u.display_name, "userOrgId": tenant, "userId": u.object_id.to_string()}},
-                "systemData": system_data(u, now - time::Duration::days(60))
+                    "personalComputeInstanceSettings": {"assignedUser": {"objectId": u.object_id.to_string(), "tenantId": tenant}},
+                    "createdBy": {"userName": u.display_name, "userOrgId": tenant, "userId": u.object_id.to_string()}}},
+                "systemData": job_system_data(u, now - time::Duration::days(60))
             });
             s.resource(&ws, ArmKind::Compute, ci, &u.key).await?;
             for nb in ["train.ipynb", "explore.ipynb", "notes/readme.md"] {
@@ -449,9 +505,11 @@ pub async fn seed(
                 "id": format!("{ws}/data/{name}/versions/1"), "name": "1",
                 "type": "Microsoft.MachineLearningServices/workspaces/data/versions",
                 "properties": {"dataType": "uri_folder", "dataUri": format!("azureml://datastores/workspaceblobstore/paths/{shared}")},
-                "systemData": system_data(u, now - time::Duration::days(10))
+                "systemData": job_system_data(u, now - time::Duration::days(10))
             });
-            s.resource(&ws, ArmKind::DataVersion, doc, &u.key).await?;
+            // Registered from a local folder: no run, only a display name (a review candidate).
+            s.resource(&ws, ArmKind::DataVersion, doc, &review_owner(&u.key))
+                .await?;
         }
         for f in ["part-0.csv", "part-1.csv"] {
             s.blob(
@@ -468,7 +526,7 @@ pub async fn seed(
             "id": format!("{ws}/computes/cpu-cluster"), "name": "cpu-cluster",
             "type": "Microsoft.MachineLearningServices/workspaces/computes",
             "properties": {"computeType": "AmlCompute", "properties": {"vmSize": "STANDARD_D2_V2"}},
-            "systemData": system_data(&users[0], now - time::Duration::days(90))
+            "systemData": job_system_data(&users[0], now - time::Duration::days(90))
         });
         s.resource(&ws, ArmKind::Compute, cluster, SHARED).await?;
         s.blob(

@@ -43,12 +43,25 @@ pub struct InventoryEntry {
     pub hold: Option<crate::domain::holds::HoldRef>,
 }
 
+/// Something discovery could not prove is the subject's (a display-name-only match), kept with
+/// what it would take (the resource and its files, found with the same collateral checks) until
+/// a person decides (`functions::review`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Candidate {
+    pub review: crate::domain::review::ReviewItem,
+    pub entries: Vec<InventoryEntry>,
+}
+
 impl Inventory {
     /// What is stored for a request that does not export: every document (ARM resources,
     /// telemetry rows) replaced by its SHA-256, so the state account holds no copy of the
     /// personal data being erased.
     pub fn without_copies(mut self) -> Self {
-        for e in &mut self.entries {
+        for e in self.entries.iter_mut().chain(
+            self.candidates
+                .iter_mut()
+                .flat_map(|c| c.entries.iter_mut()),
+        ) {
             if let Some(doc) = e.doc.take() {
                 e.doc_sha256 = Some(crate::domain::ids::sha256_hex(doc.to_string().as_bytes()));
             }
@@ -63,6 +76,9 @@ pub struct Inventory {
     pub entries: Vec<InventoryEntry>,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Display-name-only matches, for review: never processed with `entries`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
 }
 
 #[derive(Clone)]

@@ -217,6 +217,16 @@ fn mail_filter(f: &str) -> Option<String> {
     Some(inner.replace("''", "'"))
 }
 
+/// `startswith(userPrincipalName,'<prefix>')`; `None` otherwise.
+fn upn_prefix_filter(f: &str) -> Option<String> {
+    let rest = f.trim().strip_prefix("startswith(userPrincipalName,'")?;
+    let inner = rest.strip_suffix("')")?;
+    if inner.replace("''", "").contains('\'') {
+        return None;
+    }
+    Some(inner.replace("''", "'"))
+}
+
 async fn handle(
     State(st): State<Arc<GraphState>>,
     method: Method,
@@ -322,6 +332,23 @@ fn answer(
                     &json!({"@odata.context": context(&base, q("$select"), false), "value": value}),
                 );
             };
+            if let Some(prefix) = upn_prefix_filter(filter) {
+                // `startswith` on strings in the directory is case-insensitive.
+                let value: Vec<Value> = users
+                    .iter()
+                    .filter(|u| {
+                        u.user_principal_name
+                            .to_lowercase()
+                            .starts_with(&prefix.to_lowercase())
+                    })
+                    .map(|u| Value::Object(project(u, &select)))
+                    .collect();
+                return json_reply(
+                    200,
+                    &[],
+                    &json!({"@odata.context": context(&base, q("$select"), false), "value": value}),
+                );
+            }
             let Some(mail) = mail_filter(filter) else {
                 return graph_error(400, "Request_UnsupportedQuery", "Unsupported Query.", &[]);
             };

@@ -76,6 +76,7 @@ pub async fn seeded_resources(
                     ArmKind::ModelVersion,
                     ArmKind::DataVersion,
                     ArmKind::Compute,
+                    ArmKind::Schedule,
                 ]
                 .into_iter()
                 .find_map(|k| LocalControlPlane::blob_name(ws, k, id))

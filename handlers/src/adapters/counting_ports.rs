@@ -93,6 +93,10 @@ impl Directory for CountingDirectory {
         self.tally.add("directory.lookup", 1);
         self.inner.lookup(subject).await
     }
+    async fn alias_holders(&self, alias: &str) -> Result<Vec<uuid::Uuid>, DirectoryError> {
+        self.tally.add("directory.alias_holders", 1);
+        self.inner.alias_holders(alias).await
+    }
 }
 
 pub struct CountingTelemetry {

@@ -159,6 +159,23 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
                     println!("   note: {n}");
                 }
             }
+            let review: Vec<_> = report.results.iter().flat_map(|r| &r.review).collect();
+            if !review.is_empty() {
+                println!(
+                    "   needs review: {} item(s) only a display name ties to the subject, left untouched:",
+                    review.len()
+                );
+                for i in &review {
+                    println!(
+                        "     {} {} {} — {}",
+                        i.id, i.resource_type, i.resource_id, i.evidence
+                    );
+                }
+                println!(
+                    "   (decide with: azureml-dsr --data-dir {} review approve|reject {id} <item>... --reason TEXT --by YOU)",
+                    a.dir.display()
+                );
+            }
             let where_ = if kind == "export" {
                 "dsr-exports"
             } else {
@@ -169,7 +186,7 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
                 a.dir.display()
             );
         }
-        if report.status == crate::domain::report::FinalStatus::CompletedPurgePending {
+        if report.counts.pending > 0 {
             // A telemetry purge finishes later, as Log Analytics' do: the timer polls it (here
             // at once, as the host's next tick would) and writes the certificate's second version.
             rt.dispatcher

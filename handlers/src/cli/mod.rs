@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod lineage;
 pub mod local;
 pub mod requests;
+pub mod review;
 pub mod seed;
 
 use std::path::PathBuf;
@@ -84,6 +85,8 @@ pub enum Command {
     },
     /// Seed a workspace, run an export and a delete for one user end to end, print what happened.
     Demo(demo::DemoArgs),
+    /// Items a request left for a person's review: list them, approve or reject them.
+    Review(review::ReviewArgs),
     /// Legal holds, kept in the state account: data under hold is never deleted.
     Hold {
         #[command(subcommand)]
@@ -164,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             requests::inject_events(app.local_only("event")?, &file, &function, cli.json).await
         }
         Command::Demo(args) => demo::run(&app.local_only("demo")?.storage, &args, cli.json).await,
+        Command::Review(args) => review::run(&app, args, cli.json).await,
         Command::Hold { action } => config::hold(&app, action, cli.json).await,
         Command::Workspace { action } => config::workspace(&app, action, cli.json).await,
         Command::Audit { action } => audit::run(&app, action, cli.json).await,

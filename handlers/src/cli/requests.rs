@@ -203,10 +203,21 @@ pub async fn status(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<(
 
 pub async fn report(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<()> {
     let (rid, state) = open_state(app, id)?;
-    let r = state
-        .report(&rid)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no report for {id} yet"))?;
+    // The newest version: telemetry purges and review decisions add versions.
+    let newest = match state.plan(&rid).await? {
+        Some(plan) => crate::functions::review::latest_report(&state, &plan)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map(|(_, r)| r),
+        None => None,
+    };
+    let r = match newest {
+        Some(r) => r,
+        None => state
+            .report(&rid)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no report for {id} yet"))?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -167,6 +167,41 @@ pub fn retention_hold(
         })
 }
 
+/// Whether a compute document is the subject's personal compute instance. ARM `Compute` with
+/// `computeType: ComputeInstance`; in its `properties.properties` (ComputeInstanceProperties)
+/// `personalComputeInstanceSettings.assignedUser{objectId, tenantId}` names whom it is assigned
+/// to and `createdBy{userName, userOrgId, userId}` (ComputeInstanceCreatedBy) who created it.
+/// The assigned user decides when there is one (an admin may create an instance for someone
+/// else: it is not the admin's); otherwise the creator's object id and tenant. Clusters and
+/// other types are shared and never match; a display name (`userName`) never does.
+pub fn personal_compute_of(subject: &ResolvedSubject, doc: &Value) -> bool {
+    let is_instance = doc
+        .pointer("/properties/computeType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("ComputeInstance"));
+    if !is_instance {
+        return false;
+    }
+    let props = doc.pointer("/properties/properties");
+    let person = |oid: Option<&Value>, tenant: Option<&Value>| {
+        oid.and_then(Value::as_str).is_some_and(|o| {
+            subject.matches_object_id(o) && subject.matches_tenant(tenant.and_then(Value::as_str))
+        })
+    };
+    match props.and_then(|p| p.pointer("/personalComputeInstanceSettings/assignedUser")) {
+        Some(assigned) if assigned.get("objectId").and_then(Value::as_str).is_some() => {
+            person(assigned.get("objectId"), assigned.get("tenantId"))
+        }
+        _ => {
+            let created = props.and_then(|p| p.get("createdBy"));
+            person(
+                created.and_then(|c| c.get("userId")),
+                created.and_then(|c| c.get("userOrgId")),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +217,9 @@ mod tests {
             object_id: Uuid::parse_str(ALICE).unwrap(),
             tenant_id: Some(Uuid::parse_str(TENANT).unwrap()),
             upn: Some(crate::domain::subject::Upn::parse("alice@contoso.com").unwrap()),
+            display_name: None,
             notebook_aliases: vec![],
+            notebook_alias_conflicts: 0,
         }
     }
 
@@ -275,6 +312,49 @@ mod tests {
         assert!(retention_hold(&holds, &ws, None).is_some());
         // Without any per-person hold, nothing is held.
         assert!(retention_hold(&HoldSet::default(), &ws, None).is_none());
+    }
+
+    #[test]
+    fn personal_compute_by_assigned_user_else_creator_never_clusters_or_names() {
+        let a = alice();
+        let ci = |props: Value| json!({"properties": {"computeType": "ComputeInstance", "properties": props}});
+        let other = "99999999-1111-1111-1111-111111111111";
+        // The spec example's shape, with Alice assigned.
+        assert!(personal_compute_of(
+            &a,
+            &ci(json!({
+            "personalComputeInstanceSettings": {"assignedUser": {"objectId": ALICE, "tenantId": TENANT}},
+            "createdBy": {"userName": "admin", "userOrgId": TENANT, "userId": other}}))
+        ));
+        // Created by Alice, assigned to someone else: theirs.
+        assert!(!personal_compute_of(
+            &a,
+            &ci(json!({
+            "personalComputeInstanceSettings": {"assignedUser": {"objectId": other, "tenantId": TENANT}},
+            "createdBy": {"userName": "Alice Example", "userOrgId": TENANT, "userId": ALICE}}))
+        ));
+        // No assigned user: the creator (object id and tenant).
+        assert!(personal_compute_of(
+            &a,
+            &ci(json!({"createdBy": {"userName": "x", "userOrgId": TENANT, "userId": ALICE}}))
+        ));
+        assert!(!personal_compute_of(
+            &a,
+            &ci(
+                json!({"createdBy": {"userOrgId": "33333333-2222-2222-2222-222222222222", "userId": ALICE}})
+            )
+        ));
+        assert!(!personal_compute_of(
+            &a,
+            &ci(json!({"createdBy": {"userName": "Alice Example"}}))
+        ));
+        // A cluster Alice created is shared.
+        assert!(!personal_compute_of(
+            &a,
+            &json!({"properties": {"computeType": "AmlCompute",
+            "properties": {"createdBy": {"userOrgId": TENANT, "userId": ALICE}}}})
+        ));
+        assert!(!personal_compute_of(&a, &json!({})));
     }
 
     proptest::proptest! {

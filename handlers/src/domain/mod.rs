@@ -14,6 +14,7 @@ pub mod plan;
 pub mod report;
 pub mod request;
 pub mod resource;
+pub mod review;
 pub mod slice;
 pub mod subject;
 pub mod telemetry;

@@ -88,6 +88,9 @@ pub struct Plan {
     /// SHA-256 of the original message: a reused requestId with other content is a conflict.
     pub request_sha256: String,
     pub slices: Vec<SliceSpec>,
+    /// The request's `submittedBy`, for the separation of submitter and review approver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 pub fn slice_key(workspace: &WorkspaceId, resource_type: ResourceType) -> String {
@@ -133,6 +136,7 @@ impl Plan {
             reply_to: request.reply_to.clone(),
             request_sha256,
             slices,
+            submitted_by: request.submitted_by.clone(),
         }
     }
 
@@ -150,7 +154,9 @@ impl Plan {
             object_id: uuid::Uuid::nil(),
             tenant_id: None,
             upn: None,
+            display_name: None,
             notebook_aliases: vec![],
+            notebook_alias_conflicts: 0,
         };
         let rt = ResourceType::Jobs;
         let hold = holds
@@ -179,6 +185,7 @@ impl Plan {
             deadline: now,
             cutoff: Some(cutoff),
             reply_to: None,
+            submitted_by: None,
             slices: vec![SliceSpec {
                 key: slice_key(workspace, rt),
                 workspace: workspace.clone(),

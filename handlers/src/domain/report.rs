@@ -200,6 +200,7 @@ fn final_status(results: &[SliceResult], total: &Counts) -> FinalStatus {
         r.notes
             .iter()
             .any(|n| n.starts_with(super::attribution::UNATTRIBUTED_NOTE))
+            || r.review.iter().any(|i| i.decision.is_none())
     });
     if results.iter().any(|r| r.status == SliceStatus::Failed) || total.failed > 0 {
         FinalStatus::PartiallyFailed
@@ -344,6 +345,38 @@ fn status_word(s: &ItemStatus) -> String {
     }
 }
 
+/// The "Needs review" section: every item listed for a person's review, with its evidence and
+/// the decision taken on it (who, when, why), if any.
+fn render_review(s: &mut String, r: &FinalReport) {
+    let items: Vec<&super::review::ReviewItem> =
+        r.results.iter().flat_map(|res| &res.review).collect();
+    if items.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Needs review\n\nNot acted on until a person approves (`azureml-dsr review approve {} <item>... --reason ...`).\n\n| Item | Resource | Evidence | Files | Decision |\n|---|---|---|---|---|",
+        r.request_id
+    );
+    for i in items {
+        let decision = match &i.decision {
+            None => "pending".to_string(),
+            Some(d) => format!(
+                "{} by {} at {}: {}",
+                if d.approved { "approved" } else { "rejected" },
+                d.by,
+                d.at,
+                d.reason.replace('|', "/")
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} {} | {} | {} | {} |",
+            i.id, i.resource_type, i.resource_id, i.evidence, i.files, decision
+        );
+    }
+}
+
 /// Human-readable summary (Markdown) of an export manifest or a deletion certificate.
 pub fn render_markdown(r: &FinalReport) -> String {
     let mut s = String::new();
@@ -399,6 +432,7 @@ pub fn render_markdown(r: &FinalReport) -> String {
             note
         );
     }
+    render_review(&mut s, r);
     let _ = writeln!(s, "\n## Items\n");
     for res in &r.results {
         if res.items.is_empty() {

@@ -104,6 +104,10 @@ pub struct DsrRequest {
     #[serde(with = "time::serde::rfc3339::option")]
     pub received_at: Option<OffsetDateTime>,
     pub reply_to: Option<String>,
+    /// Who submitted the request (the ticketing system's user), when it says: a review may be
+    /// required to be decided by someone else (`DSR_REVIEW_SEPARATE_APPROVER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 /// Why a request was rejected: a stable machine code and a sentence for people.
@@ -305,7 +309,23 @@ impl DsrRequest {
             }
         };
 
+        let submitted_by = match string("submittedBy")? {
+            None => None,
+            Some(s)
+                if !s.trim().is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) =>
+            {
+                Some(s.trim().to_string())
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "submittedBy",
+                    "must be 1-256 printable characters".into(),
+                ))
+            }
+        };
+
         Ok(DsrRequest {
+            submitted_by,
             schema_version: version.to_string(),
             request_id,
             kind,

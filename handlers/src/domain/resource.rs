@@ -18,14 +18,19 @@ pub enum ArmKind {
     DataVersion,
     #[serde(rename = "compute")]
     Compute,
+    /// A workspace schedule (ARM `workspaces/schedules`): it keeps submitting jobs as its
+    /// creator until deleted.
+    #[serde(rename = "schedule")]
+    Schedule,
 }
 
 impl ArmKind {
-    pub const ALL: [ArmKind; 4] = [
+    pub const ALL: [ArmKind; 5] = [
         ArmKind::Job,
         ArmKind::ModelVersion,
         ArmKind::DataVersion,
         ArmKind::Compute,
+        ArmKind::Schedule,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -34,6 +39,7 @@ impl ArmKind {
             ArmKind::ModelVersion => "modelVersion",
             ArmKind::DataVersion => "dataVersion",
             ArmKind::Compute => "compute",
+            ArmKind::Schedule => "schedule",
         }
     }
 

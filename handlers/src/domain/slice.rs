@@ -222,4 +222,8 @@ pub struct SliceResult {
     #[serde(default)]
     pub notes: Vec<String>,
     pub items: Vec<ItemOutcome>,
+    /// What may be the subject's but is not proven (display-name-only assets): listed for a
+    /// person's review, untouched until approved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub review: Vec<super::review::ReviewItem>,
 }

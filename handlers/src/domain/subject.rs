@@ -65,9 +65,17 @@ pub struct ResolvedSubject {
     pub object_id: Uuid,
     pub tenant_id: Option<Uuid>,
     pub upn: Option<Upn>,
+    /// The directory's display name: never identifies anyone, only lists display-name-only
+    /// matches for a person's review (`domain::review`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     /// Folder names under `Users/` in the notebooks share.
     #[serde(default)]
     pub notebook_aliases: Vec<String>,
+    /// How many folder names the directory gives the subject that another person maps to as
+    /// well (removed from `notebook_aliases`): the notebooks slice leaves them for review.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notebook_alias_conflicts: u32,
 }
 
 impl ResolvedSubject {
@@ -101,31 +109,6 @@ impl ResolvedSubject {
         }
     }
 
-    /// Azure ML run-history `createdBy` (userObjectId, userTenantId, upn, userName).
-    pub fn matches_run_creator(&self, created_by: &serde_json::Value) -> bool {
-        let field = |k: &str| created_by.get(k).and_then(|v| v.as_str());
-        if let Some(oid) = field("userObjectId") {
-            return self.matches_object_id(oid) && self.matches_tenant(field("userTenantId"));
-        }
-        // No object id recorded: fall back to an exact UPN, never to userName (a display name).
-        field("upn").map(|u| self.matches_upn(u)).unwrap_or(false)
-    }
-
-    /// ARM `systemData`: `createdBy` is a string (UPN, object id or display name).
-    pub fn matches_system_data(&self, system_data: &serde_json::Value) -> bool {
-        let by_type = system_data
-            .get("createdByType")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        if !by_type.eq_ignore_ascii_case("User") {
-            return false;
-        }
-        match system_data.get("createdBy").and_then(|v| v.as_str()) {
-            Some(c) => self.matches_object_id(c) || self.matches_upn(c),
-            None => false,
-        }
-    }
-
     /// `Users/<alias>/` prefixes for the notebooks share; invalid aliases are dropped.
     pub fn notebook_prefixes(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -138,6 +121,10 @@ impl ResolvedSubject {
         out.dedup();
         out
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A folder name that can only ever name one folder: no separators, wildcards or dot segments.
@@ -174,14 +161,15 @@ pub fn log_hash(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn alice() -> ResolvedSubject {
         ResolvedSubject {
             object_id: Uuid::parse_str("11111111-1111-1111-1111-111111111111").unwrap(),
             tenant_id: Some(Uuid::parse_str("22222222-2222-2222-2222-222222222222").unwrap()),
             upn: Some(Upn::parse("Alice@Contoso.com").unwrap()),
+            display_name: None,
             notebook_aliases: vec!["alice".into()],
+            notebook_alias_conflicts: 0,
         }
     }
 
@@ -202,31 +190,16 @@ mod tests {
         ] {
             assert!(!a.matches_object_id(c), "{c}");
             assert!(!a.matches_upn(c), "{c}");
-            assert!(
-                !a.matches_run_creator(&json!({"userObjectId": c, "upn": c})),
-                "{c}"
-            );
-            assert!(
-                !a.matches_system_data(&json!({"createdBy": c, "createdByType": "User"})),
-                "{c}"
-            );
         }
-        assert!(!a.matches_run_creator(&json!({})));
-        assert!(!a.matches_run_creator(&json!({"userName": "Alice"})));
     }
 
     #[test]
     fn matches_exact_identity() {
         let a = alice();
-        assert!(a.matches_run_creator(&json!({"userObjectId": "11111111-1111-1111-1111-111111111111", "userTenantId": "22222222-2222-2222-2222-222222222222"})));
-        assert!(!a.matches_run_creator(&json!({"userObjectId": "11111111-1111-1111-1111-111111111111", "userTenantId": "33333333-2222-2222-2222-222222222222"})));
-        assert!(a.matches_run_creator(&json!({"upn": "alice@contoso.com"})));
-        assert!(a.matches_system_data(
-            &json!({"createdBy": "ALICE@contoso.com", "createdByType": "User"})
-        ));
-        assert!(!a.matches_system_data(
-            &json!({"createdBy": "alice@contoso.com", "createdByType": "Application"})
-        ));
+        assert!(a.matches_object_id("11111111-1111-1111-1111-111111111111"));
+        assert!(a.matches_tenant(Some("22222222-2222-2222-2222-222222222222")));
+        assert!(!a.matches_tenant(Some("33333333-2222-2222-2222-222222222222")));
+        assert!(a.matches_upn("ALICE@contoso.com"));
         assert!(!a.matches_upn("alice@contoso.com.evil"));
     }
 

@@ -313,7 +313,55 @@ async fn jobs(
         }
     }
     super::workspace_deleted::record_job_names(&svc.state(), &task.workspace, names).await?;
-    Ok(Inventory { entries, notes })
+    // Schedules keep submitting jobs as their creator; a request (not a retention sweep)
+    // looks at them with the jobs.
+    let candidates = if task.kind == RequestKind::Retention {
+        Vec::new()
+    } else {
+        schedules(svc, task).await?
+    };
+    Ok(Inventory {
+        entries,
+        notes,
+        candidates,
+    })
+}
+
+/// The workspace's schedules (ARM `Schedules_List`, `listViewType=All`) that `systemData`
+/// ties to the subject. A schedule records its creator only there — for Azure ML a display
+/// name — and names no run of its own, so a match is a review candidate: exported or deleted
+/// (which stops it) once a person approves, never on a name alone.
+async fn schedules(
+    svc: &Services,
+    task: &SliceTask,
+) -> Result<Vec<crate::state::Candidate>, DiscoveryError> {
+    let mut out = Vec::new();
+    for doc in svc
+        .control
+        .list_all(&task.workspace, ArmKind::Schedule)
+        .await?
+    {
+        let Some(evidence) =
+            crate::domain::review::candidate_evidence(&task.subject, doc.get("systemData"))
+        else {
+            continue;
+        };
+        let Some(entry) = resource_entry(ArmKind::Schedule, &doc) else {
+            continue;
+        };
+        let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
+        out.push(crate::state::Candidate {
+            review: crate::domain::review::ReviewItem::new(
+                &task.key,
+                ArmKind::Schedule,
+                id,
+                format!("{evidence}; a schedule records no creator object id"),
+                0,
+            ),
+            entries: vec![entry],
+        });
+    }
+    Ok(out)
 }
 
 /// A retention sweep that would delete more than `max_share_pct` percent of a workspace's jobs
@@ -545,6 +593,72 @@ fn overlaps(a: &Location, b: &Location) -> bool {
         || pb.is_empty()
 }
 
+/// Whose an asset is, from the strongest evidence it carries (`domain::review`).
+enum AssetClass {
+    /// Produced by `run`, one of the subject's runs (run history says so).
+    Owned { run: String, evidence: String },
+    /// Only `systemData` ties it to the subject: listed for review, never acted on.
+    Candidate(String),
+    /// Someone else's, or nothing ties it to the subject.
+    Other,
+}
+
+async fn classify_asset(
+    svc: &Services,
+    task: &SliceTask,
+    ws: &WorkspaceInfo,
+    doc: &Value,
+    location: Option<&Location>,
+) -> Result<AssetClass, DiscoveryError> {
+    use crate::domain::review::{candidate_evidence, declared_run, run_of_folder};
+    let reference = declared_run(doc).or_else(|| {
+        location
+            .filter(|(account, _, _)| *account == ws.storage_account)
+            .and_then(|(_, container, path)| {
+                run_of_folder(
+                    &ws.blobstore_container,
+                    &ws.artifact_container,
+                    container,
+                    path,
+                )
+            })
+    });
+    let mut missing = "no run names it".to_string();
+    if let Some(r) = reference {
+        match job_run(svc, ws, &r.run_id).await? {
+            Ok(rec) => match attribute(&task.subject, rec.creator.as_ref()) {
+                Attribution::Subject => {
+                    return Ok(AssetClass::Owned {
+                        evidence: format!(
+                        "produced by run {:?} ({}), which run history attributes to the subject",
+                        r.run_id, r.via
+                    ),
+                        run: r.run_id,
+                    })
+                }
+                // The run that produced it is someone else's: a namesake's, whatever the name.
+                Attribution::Other => return Ok(AssetClass::Other),
+                Attribution::Unknown => {
+                    missing = format!(
+                        "{} names run {:?}, whose creator run history cannot tell",
+                        r.via, r.run_id
+                    )
+                }
+            },
+            Err(why) => missing = format!("{} names run {:?}, but {why}", r.via, r.run_id),
+        }
+    }
+    Ok(
+        match candidate_evidence(&task.subject, doc.get("systemData")) {
+            Some(ev) => AssetClass::Candidate(format!("{ev}; {missing}")),
+            None => AssetClass::Other,
+        },
+    )
+}
+
+/// Models or data assets: the subject's (produced by one of their runs) into the inventory,
+/// display-name-only matches into its review candidates. Files are taken only where no other
+/// asset (nor a job area, except the producing run's own folder) is in or over them.
 async fn assets(
     svc: &Services,
     task: &SliceTask,
@@ -562,10 +676,6 @@ async fn assets(
     let others_of_other_kind = svc.control.list_all(&task.workspace, other_kind).await?;
     let datastores = svc.control.datastores(&task.workspace).await?;
     let state_account = svc.settings.state_account.as_str();
-    let mine = |d: &Value| {
-        d.get("systemData")
-            .is_some_and(|sd| task.subject.matches_system_data(sd))
-    };
     let location = |d: &Value| -> Result<Location, &'static str> {
         let uri = d
             .pointer(uri_ptr)
@@ -575,58 +685,72 @@ async fn assets(
             .ok_or("it has no URI")?;
         resolve_uri(&task.workspace, &datastores, state_account, uri)
     };
-    let mut foreign: Vec<Location> = all
-        .iter()
-        .chain(others_of_other_kind.iter())
-        .filter(|d| !mine(d))
-        .filter_map(|d| location(d).ok())
-        .collect();
-    // Job folders belong to the job's creator (and its child runs'): an asset reaching over or
-    // into a job area leaves it alone.
-    let job_areas: [Location; 2] = [
-        (
-            ws.storage_account.clone(),
-            ws.blobstore_container.clone(),
-            "azureml/".into(),
-        ),
-        (
-            ws.storage_account.clone(),
-            ws.artifact_container.clone(),
-            "ExperimentRun/".into(),
-        ),
-    ];
-    if all
-        .iter()
-        .filter(|d| mine(d))
-        .filter_map(|d| location(d).ok())
-        .any(|l| job_areas.iter().any(|a| overlaps(&l, a)))
-    {
-        foreign.extend(others_job_folders(ws));
+    let mut classes = Vec::with_capacity(all.len());
+    for d in &all {
+        classes.push(classify_asset(svc, task, ws, d, location(d).ok().as_ref()).await?);
+    }
+    // The other kind's assets are foreign unless proven the subject's.
+    let mut foreign_other: Vec<Location> = Vec::new();
+    for d in &others_of_other_kind {
+        let Ok(loc) = location(d) else { continue };
+        if !matches!(
+            classify_asset(svc, task, ws, d, Some(&loc)).await?,
+            AssetClass::Owned { .. }
+        ) {
+            foreign_other.push(loc);
+        }
     }
 
     let mut entries = Vec::new();
     let mut notes = Vec::new();
-    for doc in all.iter().filter(|d| mine(d)) {
+    let mut candidates = Vec::new();
+    for (i, doc) in all.iter().enumerate() {
+        let (owned_run, evidence) = match &classes[i] {
+            AssetClass::Other => continue,
+            AssetClass::Owned { run, evidence } => (Some(run.as_str()), evidence.clone()),
+            AssetClass::Candidate(evidence) => (None, evidence.clone()),
+        };
         let Some(entry) = resource_entry(kind, doc) else {
             continue;
         };
         let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
+        let what = if owned_run.is_some() {
+            kind.as_str().to_string()
+        } else {
+            format!("{} (for review)", kind.as_str())
+        };
+        // Every asset not proven the subject's (candidates too: one may be a namesake's).
+        let foreign: Vec<Location> = all
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i && !matches!(classes[*j], AssetClass::Owned { .. }))
+            .filter_map(|(_, d)| location(d).ok())
+            .chain(foreign_other.iter().cloned())
+            .collect();
+        let mut found = Vec::new();
         match location(doc) {
             Ok(loc) if foreign.iter().any(|f| overlaps(&loc, f)) => {
-                notes.push(format!("{} {id}: its files are shared with another user's assets or jobs and were left in place", kind.as_str()));
+                notes.push(format!("{what} {id}: its files are shared with another user's assets or jobs and were left in place"));
+            }
+            Ok(loc) if in_own_run_folder(ws, &loc, owned_run) => {
+                // The producing run's folder is the job's: the jobs slice takes it (once).
+                notes.push(format!("{what} {id}: its files are in the folder of the subject's run that produced it and are taken with that job"));
+            }
+            Ok(loc) if others_job_folders(ws).iter().any(|a| overlaps(&loc, a)) => {
+                notes.push(format!("{what} {id}: its files are in a job area and not in the folder of the subject's run that produced it; they were left in place"));
             }
             Ok((account, container, path)) => {
                 if path.ends_with('/') || path.is_empty() {
                     if path.is_empty() {
-                        notes.push(format!("{} {id}: it names a whole container, whose files are not provably the subject's; they were left in place", kind.as_str()));
+                        notes.push(format!("{what} {id}: it names a whole container, whose files are not provably the subject's; they were left in place"));
                     } else {
-                        blobs_under(svc, &account, &container, &path, &mut entries).await?;
+                        blobs_under(svc, &account, &container, &path, &mut found).await?;
                     }
                 } else {
                     // A file, or a folder written without its trailing slash.
-                    let mut found = Vec::new();
-                    blobs_under(svc, &account, &container, &path, &mut found).await?;
-                    entries.extend(found.into_iter().filter(|e| match &e.item {
+                    let mut listed = Vec::new();
+                    blobs_under(svc, &account, &container, &path, &mut listed).await?;
+                    found.extend(listed.into_iter().filter(|e| match &e.item {
                         Item::Blob { name, .. } => {
                             name == &path || name.starts_with(&format!("{path}/"))
                         }
@@ -635,13 +759,46 @@ async fn assets(
                 }
             }
             Err(why) => notes.push(format!(
-                "{} {id}: its files were not searched and were left in place: {why}",
-                kind.as_str()
+                "{what} {id}: its files were not searched and were left in place: {why}"
             )),
         }
-        entries.push(entry);
+        if owned_run.is_some() {
+            entries.extend(found);
+            entries.push(entry);
+        } else {
+            let review = crate::domain::review::ReviewItem::new(
+                &task.key,
+                kind,
+                id,
+                evidence,
+                found.len() as u64,
+            );
+            found.push(entry);
+            candidates.push(crate::state::Candidate {
+                review,
+                entries: found,
+            });
+        }
     }
-    Ok(Inventory { entries, notes })
+    Ok(Inventory {
+        entries,
+        notes,
+        candidates,
+    })
+}
+
+/// Whether `loc` lies inside the folder of `run` (the subject's run that produced the asset):
+/// `azureml/<run>/` in the blob store or `ExperimentRun/dcid.<run>/` in the artifact store.
+fn in_own_run_folder(ws: &WorkspaceInfo, loc: &Location, run: Option<&str>) -> bool {
+    let Some(run) = run else { return false };
+    loc.0 == ws.storage_account
+        && crate::domain::review::run_of_folder(
+            &ws.blobstore_container,
+            &ws.artifact_container,
+            &loc.1,
+            &loc.2,
+        )
+        .is_some_and(|r| r.run_id == run)
 }
 
 /// The job areas, claimed as a whole for everyone: which job or child run a folder belongs
@@ -669,21 +826,14 @@ async fn compute(svc: &Services, task: &SliceTask) -> Result<Inventory, Discover
         .list_all(&task.workspace, ArmKind::Compute)
         .await?
     {
-        let assigned = doc
-            .pointer("/properties/properties/personalComputeInstanceSettings/assignedUser/objectId")
-            .and_then(Value::as_str);
-        let tenant = doc
-            .pointer("/properties/properties/personalComputeInstanceSettings/assignedUser/tenantId")
-            .and_then(Value::as_str);
-        if assigned.is_some_and(|a| {
-            task.subject.matches_object_id(a) && task.subject.matches_tenant(tenant)
-        }) {
+        if crate::domain::attribution::personal_compute_of(&task.subject, &doc) {
             entries.extend(resource_entry(ArmKind::Compute, &doc));
         }
     }
     Ok(Inventory {
         entries,
         notes: vec![],
+        candidates: vec![],
     })
 }
 
@@ -700,9 +850,30 @@ async fn notebooks(
     let prefixes = task.subject.notebook_prefixes();
     let mut entries = Vec::new();
     let mut notes = Vec::new();
+    if task.subject.notebook_alias_conflicts > 0 {
+        // The folder name is shared: it may hold another person's files (issue 14, item 5).
+        notes.push(format!("{UNATTRIBUTED_NOTE} a notebooks folder name the directory gives the subject is also another user's; that Users/ folder was left untouched for a person to decide"));
+    }
+    if prefixes.is_empty() && task.subject.notebook_alias_conflicts > 0 {
+        return Ok(Inventory {
+            entries,
+            notes,
+            candidates: vec![],
+        });
+    }
     if prefixes.is_empty() {
-        notes.push("no notebooks folder name is known for the subject (no UPN or alias); user files were not searched".into());
-        return Ok(Inventory { entries, notes });
+        notes.push(if task.subject.upn.is_some() {
+            // A departed user (no directory entry): the request's UPN alone never names a
+            // folder to act on (issue 14, item 5).
+            format!("{UNATTRIBUTED_NOTE} the subject has no directory entry, and a UPN from the request alone never names a notebooks folder; Users/ folders were not searched and were left untouched")
+        } else {
+            "no notebooks folder name is known for the subject (no UPN or alias); user files were not searched".into()
+        });
+        return Ok(Inventory {
+            entries,
+            notes,
+            candidates: vec![],
+        });
     }
     let (account, share) = (&ws.storage_account, &ws.file_share);
     for p in prefixes {
@@ -735,7 +906,11 @@ async fn notebooks(
             )),
         }
     }
-    Ok(Inventory { entries, notes })
+    Ok(Inventory {
+        entries,
+        notes,
+        candidates: vec![],
+    })
 }
 
 async fn telemetry(
@@ -764,6 +939,7 @@ async fn telemetry(
     Ok(Inventory {
         entries,
         notes: vec![],
+        candidates: vec![],
     })
 }
 

@@ -36,6 +36,11 @@ pub enum IntakeOutcome {
         kind: String,
         outcome: super::control::ControlOutcome,
     },
+    /// An `approve`/`reject` control message was applied; the report is at `version`.
+    Reviewed {
+        request_id: String,
+        version: u32,
+    },
 }
 
 /// Runs in the trace the message carried; one that carried none starts the trace of its
@@ -64,6 +69,11 @@ async fn run_traced(
     let archived = state.archive_intake(body, now).await?;
     let sha = sha256_hex(body);
 
+    // Control messages (`type` + `version`) are handled in their own modules; a message whose
+    // `type` is a request kind (or missing) is a DSR request.
+    if let Some("approve" | "reject") = crate::domain::review::message_type(body).as_deref() {
+        return super::review::control_message(svc, body, &sha, &archived).await;
+    }
     // A control message steers a request already accepted; anything else is a request.
     if let Some(kind) = super::control::kind_of(body) {
         let outcome = super::control::run(svc, kind, body, &sha, &archived).await?;
@@ -353,17 +363,37 @@ async fn resolve(
     let resolved = match (entry, s.object_id) {
         (Some(e), _) => {
             let upn = e.upn.clone().or_else(|| s.upn.clone());
+            // The folder name comes from the directory (its aliases, else its UPN's local
+            // part), never from the request's UPN alone.
             let mut aliases = e.notebook_aliases.clone();
             if aliases.is_empty() {
-                if let Some(u) = &upn {
+                if let Some(u) = &e.upn {
                     aliases.push(u.local_part().to_string());
+                }
+            }
+            // A folder name another person maps to as well is nobody's to erase alone.
+            let mut kept = Vec::new();
+            let mut conflicts = 0u32;
+            for a in aliases {
+                if svc
+                    .directory
+                    .alias_holders(&a)
+                    .await?
+                    .iter()
+                    .any(|oid| *oid != e.object_id)
+                {
+                    conflicts += 1;
+                } else {
+                    kept.push(a);
                 }
             }
             ResolvedSubject {
                 object_id: e.object_id,
                 tenant_id: e.tenant_id.or(s.tenant_id),
                 upn,
-                notebook_aliases: aliases,
+                display_name: e.display_name.clone(),
+                notebook_aliases: kept,
+                notebook_alias_conflicts: conflicts,
             }
         }
         // An object id is already the identity the data is keyed by; the directory may simply
@@ -372,14 +402,19 @@ async fn resolve(
             object_id: oid,
             tenant_id: s.tenant_id,
             upn: s.upn.clone(),
-            notebook_aliases: s.upn.iter().map(|u| u.local_part().to_string()).collect(),
+            // Only lists display-name matches for review; never proof of anything.
+            display_name: s.display_name.clone(),
+            // A UPN the directory does not confirm never names a folder to erase: the
+            // notebooks slice leaves `Users/` alone and says so (needs review).
+            notebook_aliases: vec![],
+            notebook_alias_conflicts: 0,
         },
         (None, None) => return Ok(None),
     };
     Ok(Some(resolved))
 }
 
-async fn reject(
+pub(super) async fn reject(
     svc: &Services,
     r: Rejection,
     sha: &str,

@@ -31,7 +31,8 @@ fn starts(report: &FinalReport) -> Vec<(WorkspaceId, Start)> {
                     ArmKind::DataVersion => s.data_versions.push(id.clone()),
                     ArmKind::Job => s.jobs.push(id.clone()),
                     ArmKind::ModelVersion => s.models.push(id.clone()),
-                    ArmKind::Compute => {}
+                    // Neither is an input to a job nor a model: nothing derives from it.
+                    ArmKind::Compute | ArmKind::Schedule => {}
                 }
             }
         }

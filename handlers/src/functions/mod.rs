@@ -11,6 +11,7 @@ pub mod intake;
 pub mod lifecycle;
 pub mod lineage;
 pub mod retention;
+pub mod review;
 pub mod slice;
 pub mod telemetry_purges;
 pub mod workspace_deleted;
@@ -63,6 +64,8 @@ pub struct Settings {
     pub telemetry_purge_enabled: bool,
     /// Days before an open request's deadline that the timer warns the ticketing system.
     pub deadline_warning_days: u32,
+    /// Review approvals must come from someone other than the request's submitter.
+    pub review_separate_approver: bool,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             workspace_soft_delete_days: 14,
             telemetry_purge_enabled: true,
             deadline_warning_days: 7,
+            review_separate_approver: false,
         }
     }
 }

@@ -114,6 +114,7 @@ async fn fail(
         reason: Some(reason),
         notes: vec![],
         items: vec![],
+        review: vec![],
     };
     state
         .store
@@ -268,6 +269,11 @@ async fn step(
         reason: None,
         notes: inventory.notes.clone(),
         items,
+        review: inventory
+            .candidates
+            .iter()
+            .map(|c| c.review.clone())
+            .collect(),
     };
     let n = result.items.len();
     state
@@ -279,11 +285,6 @@ async fn step(
     Ok(SliceStep::Finished { items: n })
 }
 
-/// Check every item this slice deleted, directly, and record what the check saw: a blob by
-/// name in a listing of its own folder, a share file by reading it, a resource by ARM GET.
-/// (Running discovery again cannot do this: once a job resource is deleted its folders are no
-/// longer discovered, so files that survived would pass as gone.) Telemetry deleted at once is
-/// checked by querying the subject's records again; a pending purge is not "deleted" yet.
 /// A slice whose request was cancelled before it found anything: it records that it did
 /// nothing, so the aggregator can finish the request.
 async fn finish_cancelled_before_start(
@@ -299,6 +300,7 @@ async fn finish_cancelled_before_start(
         reason: None,
         notes: vec![crate::domain::lifecycle::CANCELLED_BEFORE_START.to_string()],
         items: vec![],
+        review: vec![],
     };
     state
         .store
@@ -309,7 +311,12 @@ async fn finish_cancelled_before_start(
     Ok(SliceStep::Finished { items: 0 })
 }
 
-async fn verify(
+/// Check every item this slice deleted, directly, and record what the check saw: a blob by
+/// name in a listing of its own folder, a share file by reading it, a resource by ARM GET.
+/// (Running discovery again cannot do this: once a job resource is deleted its folders are no
+/// longer discovered, so files that survived would pass as gone.) Telemetry deleted at once is
+/// checked by querying the subject's records again; a pending purge is not "deleted" yet.
+pub(crate) async fn verify(
     svc: &Services,
     task: &SliceTask,
     items: &mut [ItemOutcome],
@@ -410,7 +417,7 @@ async fn verify(
     Ok(())
 }
 
-async fn process(
+pub(crate) async fn process(
     svc: &Services,
     task: &SliceTask,
     entries: &[InventoryEntry],

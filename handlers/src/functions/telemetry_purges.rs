@@ -11,8 +11,9 @@
 //! - the retention-sweep timer ([`sweep`]) sends what is still to send and polls accepted
 //!   purges until they complete or fail (a purge still open after [`PURGE_SLA`] fails);
 //! - when every purge of a request has ended, a new certificate version
-//!   (`certificate.v2.json`/`.md` next to the first) and an audit record of the change
-//!   (`dsr-audit/requests/<id>.v2.json`) are written and a result message sent; the records
+//!   (`certificate.vN.json`/`.md` next to the first, N one above the newest version — a review
+//!   decision may have added one) and an audit record of the change
+//!   (`dsr-audit/requests/<id>.vN.json`) are written and a result message sent; the records
 //!   are then removed (the certificate keeps what they proved).
 
 use std::collections::BTreeMap;
@@ -281,9 +282,21 @@ async fn revise_certificate(
         return Ok(false);
     };
     let id = &first.request_id;
-    let v1 = state.blob(REPORTS, format!("{id}/certificate.json"));
-    let Some(report): Option<FinalReport> = state.store.read_json(&v1).await? else {
-        return Ok(false);
+    // The newest version (a review decision may have added one) is the base, so neither
+    // revision loses the other's changes.
+    let latest = match state.plan(id).await? {
+        Some(plan) => super::review::latest_report(state, &plan).await?,
+        None => None,
+    };
+    let (base_version, report) = match latest {
+        Some(l) => l,
+        None => {
+            let v1 = state.blob(REPORTS, format!("{id}/certificate.json"));
+            let Some(report): Option<FinalReport> = state.store.read_json(&v1).await? else {
+                return Ok(false);
+            };
+            (1, report)
+        }
     };
     let revised = report.revised(now, |slice_key, item| {
         let Item::Telemetry {
@@ -305,12 +318,19 @@ async fn revise_certificate(
             .collect();
         combined_status(&mine)
     });
-    let v2 = state.blob(REPORTS, format!("{id}/certificate.v2.json"));
+    // A rerun after a crash finds its own version already written (same statuses): rewritten
+    // in place rather than added again.
+    let version = if base_version > 1 && revised.results == report.results {
+        base_version
+    } else {
+        base_version + 1
+    };
+    let v2 = state.blob(REPORTS, format!("{id}/certificate.v{version}.json"));
     state.store.write_json(&v2, &revised).await?;
     state
         .store
         .put(
-            &state.blob(REPORTS, format!("{id}/certificate.v2.md")),
+            &state.blob(REPORTS, format!("{id}/certificate.v{version}.md")),
             bytes::Bytes::from(render_markdown(&revised)),
             "text/markdown",
             Condition::None,
@@ -320,7 +340,7 @@ async fn revise_certificate(
     let audit = serde_json::json!({
         "requestId": revised.request_id,
         "type": revised.kind,
-        "version": 2,
+        "version": version,
         "change": "telemetry purges ended",
         "previousStatus": report.status,
         "status": revised.status,
@@ -336,7 +356,7 @@ async fn revise_certificate(
         "reportSha256": crate::domain::ids::sha256_hex(&serde_json::to_vec(&revised).unwrap_or_default()),
         "itemsMerkleRoot": revised.items_merkle_root,
     });
-    super::audit_trail::record(state, &format!("requests/{id}.v2.json"), &audit).await?;
+    super::audit_trail::record(state, &format!("requests/{id}.v{version}.json"), &audit).await?;
     // The timer has no trace of its own: these messages go in the request's.
     let trace_id = match super::lifecycle::load(state, id).await? {
         Some(l) if !l.trace_id.is_empty() => l.trace_id,
@@ -363,7 +383,7 @@ async fn revise_certificate(
         if revised.kind != RequestKind::Export {
             svc.bus
                 .send(
-                    OutMessage::json(queues::RESULTS, format!("result/{id}/v2"), &msg)
+                    OutMessage::json(queues::RESULTS, format!("result/{id}/v{version}"), &msg)
                         .correlated(id.to_string()),
                 )
                 .await?;
@@ -386,6 +406,6 @@ async fn revise_certificate(
             Err(e) => return Err(e.into()),
         }
     }
-    info!(request = %id, status = ?revised.status, "telemetry purges ended: certificate version 2 written");
+    info!(request = %id, status = ?revised.status, "telemetry purges ended: new certificate version written");
     Ok(true)
 }

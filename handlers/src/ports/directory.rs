@@ -36,4 +36,9 @@ pub enum DirectoryError {
 pub trait Directory: Send + Sync + 'static {
     /// The directory entry for a subject, `None` when the directory has no such user.
     async fn lookup(&self, subject: &SubjectRef) -> Result<Option<DirectoryEntry>, DirectoryError>;
+
+    /// The object ids of every user whose UPN's local part is `alias`, compared
+    /// case-insensitively (Azure Files names are): the people one `Users/<alias>/` notebooks
+    /// folder could belong to. More than one means the folder is not provably anyone's.
+    async fn alias_holders(&self, alias: &str) -> Result<Vec<uuid::Uuid>, DirectoryError>;
 }

@@ -71,6 +71,7 @@ pub const SPECS: &[Spec] = &[
     spec("DSR_DEADLINE_WARNING_DAYS", B, false, "7", "the timer warns the ticketing system this many days before an open request's deadline, and once when it is missed (1-60)"),
     spec("DSR_WORKSPACE_SOFT_DELETE_DAYS", B, false, "14", "Azure ML workspace soft-delete window, days (0-14)"),
     spec("DSR_TELEMETRY_PURGE_ENABLED", B, false, "true", "request Log Analytics purges on delete (false: telemetry is reported as not purged)"),
+    spec("DSR_REVIEW_SEPARATE_APPROVER", B, false, "false", "review approvals must come from someone other than the request's submitter (`submittedBy`); an approval by the submitter, or of a request naming no submitter, is refused with a reason"),
     spec("DSR_TELEMETRY_TABLES", B, false, "AmlRunEvent,AmlRunStatusChangedEvent,AmlDataStoreEvent,AmlModelsEvent,AmlPipelineEvent,AmlOnlineEndpointTrafficLog", "Log Analytics tables searched and purged, comma-separated; each must be in the identity map (domain/telemetry.rs)"),
     spec("DSR_STATE_ACCOUNT", L, false, "dsrstate", "state account name (local mode; Azure mode derives it from DSR_STATE_ACCOUNT_URL)"),
     spec("DSR_DATA_DIR", L, false, ".dsr", "local data folder (store, queue, directory)"),
@@ -359,6 +360,7 @@ impl AppSettings {
                 defaults.deadline_warning_days,
                 1..=60,
             )?,
+            review_separate_approver: env.flag("DSR_REVIEW_SEPARATE_APPROVER", false)?,
             ..defaults
         };
         let telemetry_tables: Vec<String> = env

@@ -349,6 +349,7 @@ impl AzureMlControlPlane {
         match (kind, rest.as_slice()) {
             (ArmKind::Job, ["", c, n]) => c.eq_ignore_ascii_case("jobs") && ok(n),
             (ArmKind::Compute, ["", c, n]) => c.eq_ignore_ascii_case("computes") && ok(n),
+            (ArmKind::Schedule, ["", c, n]) => c.eq_ignore_ascii_case("schedules") && ok(n),
             (ArmKind::ModelVersion, ["", c, n, v, x]) => {
                 c.eq_ignore_ascii_case("models")
                     && v.eq_ignore_ascii_case("versions")
@@ -590,6 +591,8 @@ impl ControlPlane for AzureMlControlPlane {
         let collection = match kind {
             ArmKind::Job => "jobs",
             ArmKind::Compute => "computes",
+            // Schedules_List (`listViewType=All`: disabled schedules are the subject's too).
+            ArmKind::Schedule => "schedules",
             ArmKind::ModelVersion => return self.list_versions(ws, "models", next_link).await,
             ArmKind::DataVersion => return self.list_versions(ws, "data", next_link).await,
         };

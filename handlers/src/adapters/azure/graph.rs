@@ -50,7 +50,13 @@ impl GraphDirectory {
             upn: s("userPrincipalName").and_then(|u| Upn::parse(u).ok()),
             mail: s("mail").and_then(|u| Upn::parse(u).ok()),
             display_name: s("displayName").map(str::to_string),
-            notebook_aliases: Vec::new(),
+            // Azure ML names a user's notebooks folder after the UPN's local part, as the
+            // directory spells it (case kept: `Users/Alice.Smith/` is not `Users/alice.smith/`).
+            notebook_aliases: s("userPrincipalName")
+                .and_then(|u| u.split_once('@').map(|(local, _)| local.to_string()))
+                .filter(|a| crate::domain::subject::valid_alias(a))
+                .into_iter()
+                .collect(),
         })
     }
 
@@ -111,5 +117,63 @@ impl Directory for GraphDirectory {
         // Like the local directory: an object id, when given, is what identifies the subject.
         let entry = Self::entry(&v, subject)?;
         Ok(Some(entry))
+    }
+
+    /// `GET /v1.0/users?$filter=startswith(userPrincipalName,'<alias>@')` (`startswith` on
+    /// `userPrincipalName` is a supported, case-insensitive Graph filter), pages followed by
+    /// `@odata.nextLink` on the same endpoint; exact local parts kept.
+    async fn alias_holders(&self, alias: &str) -> Result<Vec<Uuid>, DirectoryError> {
+        let mut url = join(&self.endpoint, "v1.0/users").map_err(map)?;
+        let escaped = alias.replace('\'', "''");
+        url.query_pairs_mut()
+            .append_pair(
+                "$filter",
+                &format!("startswith(userPrincipalName,'{escaped}@')"),
+            )
+            .append_pair("$select", "id,userPrincipalName");
+        let mut out = Vec::new();
+        for _ in 0..50 {
+            let r = self.rest.get(&url).await.map_err(map)?;
+            if r.status != 200 {
+                return Err(map(r.error()));
+            }
+            let v = r.json().map_err(map)?;
+            for u in v
+                .get("value")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let local = u
+                    .get("userPrincipalName")
+                    .and_then(Value::as_str)
+                    .and_then(|p| p.split_once('@'))
+                    .map(|(l, _)| l);
+                let id = u
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|i| Uuid::parse_str(i).ok());
+                if let (Some(l), Some(id)) = (local, id) {
+                    if l.eq_ignore_ascii_case(alias) {
+                        out.push(id);
+                    }
+                }
+            }
+            match v.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(next) if next.starts_with(self.endpoint.as_str().trim_end_matches('/')) => {
+                    url = Url::parse(next)
+                        .map_err(|e| DirectoryError::Other(format!("Graph nextLink: {e}")))?;
+                }
+                Some(_) => {
+                    return Err(DirectoryError::Other(
+                        "Graph nextLink points off the configured endpoint".into(),
+                    ))
+                }
+                None => return Ok(out),
+            }
+        }
+        Err(DirectoryError::Other(
+            "too many Graph pages of users sharing one notebooks alias".into(),
+        ))
     }
 }

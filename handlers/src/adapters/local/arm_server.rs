@@ -381,7 +381,7 @@ async fn handle_admitted(
             }
             reply(200, json!({ "value": value }))
         }
-        (Method::GET, [c]) if matches!(*c, "jobs" | "computes") => {
+        (Method::GET, [c]) if matches!(*c, "jobs" | "computes" | "schedules") => {
             // Computes are never archived; jobs honour listViewType.
             let hide = *c == "jobs" && !all_views;
             st.documents(&ws, &format!("{c}/"), after, hide, &base, path, &query)
@@ -461,6 +461,7 @@ fn kind_of(rest: &[&str]) -> Option<ArmKind> {
     match rest {
         ["jobs", _] => Some(ArmKind::Job),
         ["computes", _] => Some(ArmKind::Compute),
+        ["schedules", _] => Some(ArmKind::Schedule),
         ["models", _, "versions", _] => Some(ArmKind::ModelVersion),
         ["data", _, "versions", _] => Some(ArmKind::DataVersion),
         _ => None,

@@ -42,6 +42,7 @@ impl LocalControlPlane {
             ArmKind::ModelVersion => "models/",
             ArmKind::DataVersion => "data/",
             ArmKind::Compute => "computes/",
+            ArmKind::Schedule => "schedules/",
         }
     }
 
@@ -67,6 +68,7 @@ impl LocalControlPlane {
         match (kind, rest.as_slice()) {
             (ArmKind::Job, ["jobs", n]) if ok(n) => Some(format!("jobs/{n}.json")),
             (ArmKind::Compute, ["computes", n]) if ok(n) => Some(format!("computes/{n}.json")),
+            (ArmKind::Schedule, ["schedules", n]) if ok(n) => Some(format!("schedules/{n}.json")),
             (ArmKind::ModelVersion, ["models", n, "versions", v]) if ok(n) && ok(v) => {
                 Some(format!("models/{n}/{v}.json"))
             }

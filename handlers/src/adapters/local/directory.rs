@@ -41,4 +41,20 @@ impl Directory for FileDirectory {
             .into_iter()
             .find(|e| e.upn.as_ref() == Some(upn) || e.mail.as_ref() == Some(upn)))
     }
+
+    async fn alias_holders(&self, alias: &str) -> Result<Vec<uuid::Uuid>, DirectoryError> {
+        Ok(self
+            .load()?
+            .into_iter()
+            .filter(|e| {
+                e.upn
+                    .as_ref()
+                    .is_some_and(|u| u.local_part().eq_ignore_ascii_case(alias))
+                    || e.notebook_aliases
+                        .iter()
+                        .any(|a| a.eq_ignore_ascii_case(alias))
+            })
+            .map(|e| e.object_id)
+            .collect())
+    }
 }
