@@ -13,3 +13,4 @@ pub mod slice;
 pub mod subject;
 pub mod telemetry;
 pub mod workspace;
+pub mod zip;
