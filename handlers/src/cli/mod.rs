@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod handler;
 pub mod local;
 pub mod requests;
@@ -76,6 +77,11 @@ pub enum Command {
         #[command(subcommand)]
         action: config::WorkspaceAction,
     },
+    /// Export archives: `export verify <zip>` checks one against its manifest.
+    Export {
+        #[command(subcommand)]
+        action: export::ExportAction,
+    },
     /// Serve the seeded workspaces' ARM documents as a local ARM server on 127.0.0.1 (prints its
     /// URL; point `DSR_ARM_ENDPOINT` at it to run the production ARM adapter locally).
     ArmServer {
@@ -125,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&app.local_only("demo")?.storage, &args, cli.json).await,
         Command::Hold { action } => config::hold(&app, action, cli.json).await,
         Command::Workspace { action } => config::workspace(&app, action, cli.json).await,
+        Command::Export { action } => export::run(action, cli.json),
         Command::ArmServer { port, page_size } => {
             arm_server(app.local_only("arm-server")?, port, page_size, cli.json).await
         }

@@ -1,6 +1,7 @@
 //! The domain: data-subject requests, plans, slices, aggregation and reports. Pure: no I/O,
 //! no clocks read implicitly, testable without any adapter.
 
+pub mod archive;
 pub mod attribution;
 pub mod deadline;
 pub mod holds;

@@ -322,7 +322,14 @@ impl ZipWriter {
         put32(&mut b, if big_size { 0xFFFF_FFFF } else { r.size as u32 });
         put32(&mut b, if big_size { 0xFFFF_FFFF } else { r.size as u32 });
         put16(&mut b, r.name.len() as u16);
-        put16(&mut b, if extra.is_empty() { 0 } else { extra.len() as u16 + 4 });
+        put16(
+            &mut b,
+            if extra.is_empty() {
+                0
+            } else {
+                extra.len() as u16 + 4
+            },
+        );
         put16(&mut b, 0); // comment
         put16(&mut b, 0); // disk
         put16(&mut b, 0); // internal attributes
@@ -337,71 +344,109 @@ impl ZipWriter {
         b
     }
 
-    /// The central directory and end records, in pieces of at most about `piece` bytes (so a
-    /// directory of 100,000 entries is never one buffer). Consumes the writer.
-    pub fn finish(self, piece: usize) -> Result<Vec<Vec<u8>>, ZipError> {
-        // Returns the pieces lazily computed would need a self-borrowing iterator; instead the
-        // caller gets them through `finish_with`, which this wraps for small archives and tests.
-        let mut out = Vec::new();
-        self.finish_with(piece, |b| {
-            out.push(b);
-            Ok::<(), ZipError>(())
-        })?;
-        Ok(out)
+    fn record_len(&self, r: &Record) -> u64 {
+        let mut extra = 0;
+        if r.size >= self.limit {
+            extra += 16;
+        }
+        if r.offset >= self.limit {
+            extra += 8;
+        }
+        46 + r.name.len() as u64 + if extra > 0 { 4 + extra } else { 0 }
     }
 
-    /// The central directory and end records, handed to `emit` in pieces of about `piece` bytes.
-    pub fn finish_with<E: From<ZipError>>(
-        self,
-        piece: usize,
-        mut emit: impl FnMut(Vec<u8>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// Ends the archive: the central directory and end records, handed out in pieces of about
+    /// `piece` bytes by [`Directory::next_piece`] (a directory of 100,000 entries is never one
+    /// buffer).
+    pub fn into_directory(self, piece: usize) -> Result<Directory, ZipError> {
         if self.open.is_some() {
-            return Err(ZipError::Sequence("finish while an entry is open").into());
+            return Err(ZipError::Sequence("finish while an entry is open"));
         }
-        let cd_start = self.offset;
-        let mut cd_size = 0u64;
-        let mut buf = Vec::with_capacity(piece.min(1 << 20));
-        for r in &self.records {
-            let rec = self.central_record(r);
-            cd_size += rec.len() as u64;
-            buf.extend_from_slice(&rec);
-            if buf.len() >= piece {
-                emit(std::mem::take(&mut buf))?;
+        let cd_size = self.records.iter().map(|r| self.record_len(r)).sum();
+        Ok(Directory {
+            cd_start: self.offset,
+            cd_size,
+            next: 0,
+            done: false,
+            piece: piece.max(1),
+            w: self,
+        })
+    }
+
+    /// The whole directory as pieces (small archives and tests).
+    pub fn finish(self, piece: usize) -> Result<Vec<Vec<u8>>, ZipError> {
+        let mut d = self.into_directory(piece)?;
+        let mut out = Vec::new();
+        while let Some(p) = d.next_piece() {
+            out.push(p);
+        }
+        Ok(out)
+    }
+}
+
+/// The end of an archive being handed out piece by piece.
+pub struct Directory {
+    w: ZipWriter,
+    cd_start: u64,
+    cd_size: u64,
+    next: usize,
+    done: bool,
+    piece: usize,
+}
+
+impl Directory {
+    /// The next piece, `None` after the end records.
+    pub fn next_piece(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::new();
+        while self.next < self.w.records.len() {
+            buf.extend(self.w.central_record(&self.w.records[self.next]));
+            self.next += 1;
+            if buf.len() >= self.piece {
+                return Some(buf);
             }
         }
-        let n = self.records.len() as u64;
-        let zip64 = self.records.len() >= ZIP64_ENTRIES
-            || cd_start >= self.limit
-            || cd_size >= self.limit
-            || self.records.iter().any(|r| r.zip64);
+        self.done = true;
+        self.end_records(&mut buf);
+        Some(buf)
+    }
+
+    fn end_records(&self, buf: &mut Vec<u8>) {
+        let (cd_start, cd_size) = (self.cd_start, self.cd_size);
+        let w = &self.w;
+        let n = w.records.len() as u64;
+        let zip64 = w.records.len() >= ZIP64_ENTRIES
+            || cd_start >= w.limit
+            || cd_size >= w.limit
+            || w.records.iter().any(|r| r.zip64);
         if zip64 {
             let eocd64_at = cd_start + cd_size;
-            put32(&mut buf, ZIP64_EOCD_SIG);
-            put64(&mut buf, 44); // size of the rest of this record
-            put16(&mut buf, (3 << 8) | 45);
-            put16(&mut buf, 45);
-            put32(&mut buf, 0);
-            put32(&mut buf, 0);
-            put64(&mut buf, n);
-            put64(&mut buf, n);
-            put64(&mut buf, cd_size);
-            put64(&mut buf, cd_start);
-            put32(&mut buf, ZIP64_LOCATOR_SIG);
-            put32(&mut buf, 0);
-            put64(&mut buf, eocd64_at);
-            put32(&mut buf, 1);
+            put32(buf, ZIP64_EOCD_SIG);
+            put64(buf, 44); // size of the rest of this record
+            put16(buf, (3 << 8) | 45);
+            put16(buf, 45);
+            put32(buf, 0);
+            put32(buf, 0);
+            put64(buf, n);
+            put64(buf, n);
+            put64(buf, cd_size);
+            put64(buf, cd_start);
+            put32(buf, ZIP64_LOCATOR_SIG);
+            put32(buf, 0);
+            put64(buf, eocd64_at);
+            put32(buf, 1);
         }
-        put32(&mut buf, EOCD_SIG);
-        put16(&mut buf, 0);
-        put16(&mut buf, 0);
+        put32(buf, EOCD_SIG);
+        put16(buf, 0);
+        put16(buf, 0);
         let n16 = if zip64 { 0xFFFF } else { n as u16 };
-        put16(&mut buf, n16);
-        put16(&mut buf, n16);
-        put32(&mut buf, self.slot(cd_size));
-        put32(&mut buf, if zip64 { 0xFFFF_FFFF } else { cd_start as u32 });
-        put16(&mut buf, 0);
-        emit(buf)
+        put16(buf, n16);
+        put16(buf, n16);
+        put32(buf, w.slot(cd_size));
+        put32(buf, if zip64 { 0xFFFF_FFFF } else { cd_start as u32 });
+        put16(buf, 0);
     }
 }
 

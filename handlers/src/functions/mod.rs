@@ -3,6 +3,7 @@
 //! envelope and maps [`FnError`] to HTTP statuses.
 
 pub mod aggregate;
+pub mod archive;
 pub mod discovery;
 pub mod intake;
 pub mod retention;
