@@ -318,3 +318,224 @@ async fn read_all(
     let (b, _) = store.read_small(&state.blob(EXPORTS, source)).await?;
     Ok(b.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::adapters::local::memory_blob::MemoryBlobStore;
+    use crate::domain::deadline::Regulation;
+    use crate::domain::plan::ResourceType;
+    use crate::domain::report::{Counts, FinalStatus};
+    use crate::domain::request::{RequestId, RequestKind};
+    use crate::domain::slice::{Item, ItemOutcome, ItemStatus, SliceResult, SliceStatus};
+    use crate::domain::workspace::WorkspaceId;
+    use crate::ports::blob::{BlobStoreExt, Condition};
+
+    const WS: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1";
+
+    /// An export area with two files, one telemetry table and one item left out, and its report.
+    async fn seeded() -> (Arc<dyn BlobStore>, StateStore, FinalReport) {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryBlobStore::new());
+        let state = StateStore::new(store.clone(), "dsrstate");
+        let req = RequestId::parse("T-9").unwrap();
+        let mut items = Vec::new();
+        let files: [(&str, Vec<u8>); 2] = [
+            ("T-9/ws1/jobs/files/acct/azureml/run/log.txt", b"hello log".to_vec()),
+            (
+                "T-9/ws1/models/files/acct/azureml/m/weights.bin",
+                (0..5000u32).map(|i| (i * 7) as u8).collect(),
+            ),
+        ];
+        for (path, body) in files {
+            store
+                .put(
+                    &state.blob(EXPORTS, path),
+                    bytes::Bytes::from(body.clone()),
+                    "application/octet-stream",
+                    Condition::None,
+                    &BTreeMap::new(),
+                )
+                .await
+                .unwrap();
+            items.push(ItemOutcome {
+                item: Item::Blob {
+                    account: "acct".into(),
+                    container: "azureml".into(),
+                    name: path.rsplit("azureml/").next().unwrap().into(),
+                    size: body.len() as u64,
+                },
+                status: ItemStatus::Exported {
+                    path: path.into(),
+                    sha256: crate::domain::ids::sha256_hex(&body),
+                    size: body.len() as u64,
+                    content_type: "application/octet-stream".into(),
+                },
+            });
+        }
+        let rows = serde_json::to_vec_pretty(&serde_json::json!([
+            {"TimeGenerated": "2026-11-28T10:00:00Z", "RunId": "r1", "Message": "a, \"b\""}
+        ]))
+        .unwrap();
+        let tpath = "T-9/ws1/telemetry/telemetry/la1/AmlRunEvent.json";
+        store
+            .put(
+                &state.blob(EXPORTS, tpath),
+                bytes::Bytes::from(rows.clone()),
+                "application/json",
+                Condition::None,
+                &BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        items.push(ItemOutcome {
+            item: Item::Telemetry {
+                table: "AmlRunEvent".into(),
+                records: 1,
+                destination: Some("/subscriptions/s/x/la1".into()),
+            },
+            status: ItemStatus::Exported {
+                path: tpath.into(),
+                sha256: crate::domain::ids::sha256_hex(&rows),
+                size: rows.len() as u64,
+                content_type: "application/json".into(),
+            },
+        });
+        items.push(ItemOutcome {
+            item: Item::Blob {
+                account: "acct".into(),
+                container: "azureml".into(),
+                name: "gone.txt".into(),
+                size: 1,
+            },
+            status: ItemStatus::Skipped {
+                reason: "deleted before it could be exported".into(),
+            },
+        });
+        let now = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let report = FinalReport {
+            request_id: req,
+            kind: RequestKind::Export,
+            status: FinalStatus::Completed,
+            dry_run: false,
+            regulation: Regulation::Gdpr,
+            subject_object_id: "oid".into(),
+            subject_log_id: "log".into(),
+            received_at: now,
+            deadline: now,
+            finished_at: now,
+            within_deadline: true,
+            counts: Counts::default(),
+            slices: vec![],
+            results: vec![SliceResult {
+                key: "k".into(),
+                workspace: WorkspaceId::parse(WS).unwrap(),
+                resource_type: ResourceType::Jobs,
+                status: SliceStatus::Completed,
+                reason: None,
+                notes: vec![],
+                items,
+            }],
+        };
+        (store, state, report)
+    }
+
+    /// Built in 1,000-byte blocks (many blocks), read back by Python's zipfile; `export verify`
+    /// passes; a second `ensure` does not rebuild; the guide names what was left out.
+    #[tokio::test]
+    async fn archive_in_many_blocks_is_a_standard_zip() {
+        let (store, state, report) = seeded().await;
+        let s = ensure(store.as_ref(), &state, &report, 1000).await.unwrap();
+        assert!(s.built && s.entries == 8, "{s:?}");
+        let (zip, _) = store.read_small(&s.blob).await.unwrap();
+        assert!(zip.len() > 5 * 1000, "several blocks");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.zip");
+        std::fs::write(&file, &zip).unwrap();
+        let script = "import sys, zipfile, hashlib, json\n\
+z = zipfile.ZipFile(sys.argv[1])\n\
+assert z.testzip() is None\n\
+print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.infolist()}))\n";
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let got: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            got.keys().cloned().collect::<Vec<_>>(),
+            [
+                "index.html",
+                "manifest.json",
+                "report/export-report.json",
+                "report/export-report.md",
+                "workspaces/ws1/jobs/files/acct/azureml/run/log.txt",
+                "workspaces/ws1/models/files/acct/azureml/m/weights.bin",
+                "workspaces/ws1/telemetry/la1/AmlRunEvent.csv",
+                "workspaces/ws1/telemetry/la1/AmlRunEvent.json",
+            ]
+        );
+        assert_eq!(
+            got["workspaces/ws1/jobs/files/acct/azureml/run/log.txt"],
+            crate::domain::ids::sha256_hex(b"hello log")
+        );
+        let csv = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile; sys.stdout.write(zipfile.ZipFile(sys.argv[1]).read('workspaces/ws1/telemetry/la1/AmlRunEvent.csv').decode())",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&csv.stdout),
+            "TimeGenerated,RunId,Message\r\n2026-11-28T10:00:00Z,r1,\"a, \"\"b\"\"\"\r\n"
+        );
+        let v = crate::cli::export::verify(&file).unwrap();
+        assert!(v.ok(), "{:?}", v.problems);
+        let index = String::from_utf8(
+            std::process::Command::new("unzip")
+                .args(["-p"])
+                .arg(&file)
+                .arg("index.html")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert!(index.contains("gone.txt — deleted before it could be exported"), "{index}");
+        for part in ["Jobs", "Models", "Data", "Compute", "Notebooks", "Telemetry"] {
+            assert!(index.contains(&format!("<h3>{part}</h3>")), "{part}");
+        }
+        let again = ensure(store.as_ref(), &state, &report, 1000).await.unwrap();
+        assert!(!again.built, "a committed archive is not rebuilt");
+    }
+
+    /// The archive holds exactly what the report proves was exported: a file changed in the
+    /// export area since fails the build, and nothing is committed.
+    #[tokio::test]
+    async fn a_changed_export_fails_the_build() {
+        let (store, state, report) = seeded().await;
+        store
+            .put(
+                &state.blob(EXPORTS, "T-9/ws1/jobs/files/acct/azureml/run/log.txt"),
+                bytes::Bytes::from_static(b"HELLO LOG"),
+                "text/plain",
+                Condition::None,
+                &BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        let err = build(store.as_ref(), &state, &report, 1000)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("changed in the export area"), "{err}");
+        assert!(store
+            .read_small(&archive_ref(&state, &report))
+            .await
+            .is_err());
+    }
+}
