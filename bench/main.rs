@@ -22,8 +22,9 @@
 /// The test suite's Azurite harness (pinned npm install into .build/azurite, free port).
 #[path = "../tests/support/azurite.rs"]
 #[allow(dead_code)]
-mod archive;
 mod azurite;
+#[path = "archive.rs"]
+mod archive;
 mod raw;
 
 use std::collections::BTreeMap;
