@@ -233,8 +233,9 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Telemetry rows (a JSON array of objects) as CSV: one column per field in order of first
-/// appearance, strings as they are, other values as JSON. `None` if the document is not rows.
+/// Telemetry rows (a JSON array of objects) as CSV: one column per field, in the order the
+/// parsed rows list their fields (alphabetical) and first appearance across rows; strings as
+/// they are, other values as JSON. `None` if the document is not rows.
 pub fn telemetry_csv(doc: &serde_json::Value) -> Option<String> {
     let rows = doc.as_array()?;
     let mut cols: Vec<String> = Vec::new();

@@ -492,7 +492,8 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&csv.stdout),
-            "TimeGenerated,RunId,Message\r\n2026-11-28T10:00:00Z,r1,\"a, \"\"b\"\"\"\r\n"
+            // Columns in the rows' field order (serde_json's maps: alphabetical).
+            "Message,RunId,TimeGenerated\r\n\"a, \"\"b\"\"\",r1,2026-11-28T10:00:00Z\r\n"
         );
         let v = crate::cli::export::verify(&file).unwrap();
         assert!(v.ok(), "{:?}", v.problems);
@@ -510,6 +511,21 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
         for part in ["Jobs", "Models", "Data", "Compute", "Notebooks", "Telemetry"] {
             assert!(index.contains(&format!("<h3>{part}</h3>")), "{part}");
         }
+        // One flipped byte inside the model file's data: verify names that entry.
+        let mut bytes = zip.to_vec();
+        let at = bytes
+            .windows(8)
+            .position(|w| w == [0, 7, 14, 21, 28, 35, 42, 49])
+            .expect("the model file's first bytes");
+        bytes[at + 3] ^= 0x01;
+        std::fs::write(&file, &bytes).unwrap();
+        let v = crate::cli::export::verify(&file).unwrap();
+        assert!(
+            v.problems.iter().any(|p| p
+                == "workspaces/ws1/models/files/acct/azureml/m/weights.bin: SHA-256 does not match the manifest"),
+            "{:?}",
+            v.problems
+        );
         let again = ensure(store.as_ref(), &state, &report, 1000).await.unwrap();
         assert!(!again.built, "a committed archive is not rebuilt");
     }
