@@ -19,12 +19,12 @@
 //! `--smoke` runs everything at tiny sizes in seconds (CI); it asserts correctness of each
 //! operation, never timings.
 
+#[path = "archive.rs"]
+mod archive;
 /// The test suite's Azurite harness (pinned npm install into .build/azurite, free port).
 #[path = "../tests/support/azurite.rs"]
 #[allow(dead_code)]
 mod azurite;
-#[path = "archive.rs"]
-mod archive;
 mod raw;
 
 use std::collections::BTreeMap;

@@ -507,7 +507,7 @@ impl BlobStore for Flaky {
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         self.inner.delete_many(a, c, names).await
     }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
         self.inner.stage_block(b, id, body).await
     }
     async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
@@ -803,7 +803,7 @@ impl BlobStore for PlanRace {
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         self.inner.delete_many(a, c, names).await
     }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
         self.inner.stage_block(b, id, body).await
     }
     async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
@@ -1286,7 +1286,7 @@ impl BlobStore for SilentDeletes {
         }
         Ok(out)
     }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
         self.inner.stage_block(b, id, body).await
     }
     async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {

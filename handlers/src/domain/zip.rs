@@ -662,8 +662,9 @@ mod tests {
             b"PK\x05\x06",
             b"PK\x05\x06\0\0\0\0\x01\0\x01\0\xff\xff\xff\xff\0\0\0\0\0\0",
         ] {
-            let r = locate_directory(junk, junk.len() as u64)
-                .and_then(|(o, s, n)| parse_directory(&junk[..(o + s).min(0) as usize], n));
+            let r = locate_directory(junk, junk.len() as u64).and_then(|(o, s, n)| {
+                parse_directory(junk.get(o as usize..(o + s) as usize).unwrap_or(&[]), n)
+            });
             assert!(r.is_err(), "{junk:?}");
         }
     }

@@ -343,7 +343,10 @@ mod tests {
         let req = RequestId::parse("T-9").unwrap();
         let mut items = Vec::new();
         let files: [(&str, Vec<u8>); 2] = [
-            ("T-9/ws1/jobs/files/acct/azureml/run/log.txt", b"hello log".to_vec()),
+            (
+                "T-9/ws1/jobs/files/acct/azureml/run/log.txt",
+                b"hello log".to_vec(),
+            ),
             (
                 "T-9/ws1/models/files/acct/azureml/m/weights.bin",
                 (0..5000u32).map(|i| (i * 7) as u8).collect(),
@@ -463,7 +466,11 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
             .arg(&file)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
             got.keys().cloned().collect::<Vec<_>>(),
@@ -507,8 +514,18 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
                 .stdout,
         )
         .unwrap();
-        assert!(index.contains("gone.txt — deleted before it could be exported"), "{index}");
-        for part in ["Jobs", "Models", "Data", "Compute", "Notebooks", "Telemetry"] {
+        assert!(
+            index.contains("gone.txt — deleted before it could be exported"),
+            "{index}"
+        );
+        for part in [
+            "Jobs",
+            "Models",
+            "Data",
+            "Compute",
+            "Notebooks",
+            "Telemetry",
+        ] {
             assert!(index.contains(&format!("<h3>{part}</h3>")), "{part}");
         }
         // One flipped byte inside the model file's data: verify names that entry.
@@ -548,7 +565,10 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
         let err = build(store.as_ref(), &state, &report, 1000)
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("changed in the export area"), "{err}");
+        assert!(
+            err.to_string().contains("changed in the export area"),
+            "{err}"
+        );
         assert!(store
             .read_small(&archive_ref(&state, &report))
             .await
