@@ -12,11 +12,15 @@
 //! - start-up: exec of `azureml-dsr handler` to the first answered `GET /`;
 //! - memory: peak RSS (VmHWM) of a child process scanning runs (on Azurite, and 1k vs 100k runs
 //!   on the embedded file store, which can hold 100k runs where Azurite slows to a crawl) and
-//!   exporting a large blob.
+//!   exporting a large blob;
+//! - archive: peak RSS building an export archive of one 1 GiB file and of 100,000 small files
+//!   (`bench/archive.rs`), against the same child only loading the report.
 //!
 //! `--smoke` runs everything at tiny sizes in seconds (CI); it asserts correctness of each
 //! operation, never timings.
 
+#[path = "archive.rs"]
+mod archive;
 /// The test suite's Azurite harness (pinned npm install into .build/azurite, free port).
 #[path = "../tests/support/azurite.rs"]
 #[allow(dead_code)]
@@ -80,6 +84,9 @@ struct Opts {
     /// FS_SUBJECT_RUNS of them whatever the size, so growth is the workspace's alone).
     fs_runs: Vec<usize>,
     big_mib: usize,
+    /// Export-archive scenario: one file of this size, and this many 1 KiB files.
+    archive_mib: usize,
+    archive_files: usize,
     handler_n: usize,
     startup_n: usize,
     /// Scenarios to run (all when empty): delete, export, discovery, memory, handler, startup,
@@ -115,6 +122,8 @@ impl Opts {
             runs: vec![1_000, 10_000],
             fs_runs: vec![1_000, 100_000],
             big_mib: 1024,
+            archive_mib: 1024,
+            archive_files: 100_000,
             handler_n: 2_000,
             startup_n: 20,
             only: vec![],
@@ -139,6 +148,8 @@ impl Opts {
                 runs: vec![100, 300],
                 fs_runs: vec![200, 1_000],
                 big_mib: 8,
+                archive_mib: 8,
+                archive_files: 500,
                 handler_n: 100,
                 startup_n: 3,
                 only: vec![],
@@ -161,6 +172,8 @@ impl Opts {
                 runs: vec![1_000, 10_000, 100_000],
                 fs_runs: vec![1_000, 100_000],
                 big_mib: 1024,
+                archive_mib: 1024,
+                archive_files: 100_000,
                 handler_n: 5_000,
                 startup_n: 30,
                 only: vec![],
@@ -191,6 +204,8 @@ impl Opts {
                 "--export-items" => o.export_items = num()?,
                 "--export-kib" => o.export_kib = num()?,
                 "--big-mib" => o.big_mib = num()?,
+                "--archive-mib" => o.archive_mib = num()?,
+                "--archive-files" => o.archive_files = num()?,
                 "--handler-n" => o.handler_n = num()?,
                 "--startup-n" => o.startup_n = num()?.max(1),
                 "--arm-jobs" => o.arm_jobs = num()?.max(1),
@@ -331,6 +346,9 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     }
     if want("memory") {
         rows.extend(bench_memory_fs(&o).await?);
+    }
+    if want("archive") {
+        rows.extend(bench_archive(&o).await?);
     }
     if want("handler") {
         rows.extend(bench_handler(&o).await?);
@@ -1147,6 +1165,56 @@ async fn bench_memory_fs(o: &Opts) -> anyhow::Result<Vec<Row>> {
     }])
 }
 
+/// Peak RSS building an export archive (`bench/archive.rs`): one large file, then many small
+/// ones, each in a child process; the 'ceiling' column is the same child only loading the
+/// report, so the ratio shows what the builder adds.
+async fn bench_archive(o: &Opts) -> anyhow::Result<Vec<Row>> {
+    let root = tempfile::tempdir()?;
+    let r = root.path().to_string_lossy().to_string();
+    let mut rows = Vec::new();
+    let cases = [
+        (
+            "BENCH-BIG",
+            0,
+            (o.archive_mib as u64) << 20,
+            format!("one {} MiB file", o.archive_mib),
+        ),
+        (
+            "BENCH-MANY",
+            o.archive_files,
+            0,
+            format!("{} files of 1 KiB", o.archive_files),
+        ),
+    ];
+    for (req, files, big, label) in cases {
+        let t = Instant::now();
+        let report = archive::seed(root.path(), req, files, 1024, big).await?;
+        let seeded = t.elapsed().as_secs_f64();
+        let rep = report.to_string_lossy().to_string();
+        let load = run_child(&["archive-load", &r, &rep]).await?;
+        let t = Instant::now();
+        let peak = run_child(&["archive", &r, &rep]).await?;
+        let dt = t.elapsed().as_secs_f64();
+        let (entries, bytes) = archive::verify(root.path(), req)?;
+        eprintln!("bench: archive {label}: seeded in {seeded:.1}s, built in {dt:.1}s, peak {peak:.1} MB (report loaded alone: {load:.1} MB)");
+        rows.push(Row {
+            scenario: format!("peak RSS archiving {label}"),
+            unit: "MB",
+            ours: peak,
+            ceiling: Some(load),
+            azcopy: None,
+            note: format!(
+                "'ceiling' column = the child only loading the report; {entries} entries, {:.1} MB archive built in {dt:.1} s incl. process start ({:.0} MB/s), checked by export verify",
+                bytes as f64 / 1e6,
+                bytes as f64 / 1e6 / dt
+            ),
+        });
+        // Free the disk before the next case.
+        std::fs::remove_dir_all(root.path().join("dsrstate"))?;
+    }
+    Ok(rows)
+}
+
 async fn seed_workspace_info(store: &Arc<dyn BlobStore>, ws: &WorkspaceId) -> anyhow::Result<()> {
     let info = WorkspaceInfo {
         id: ws.clone(),
@@ -1211,6 +1279,12 @@ fn child(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(async {
         let kind = args.first().context("child kind")?.as_str();
         let base = args.get(1).context("base url or store folder")?;
+        if let "archive" | "archive-load" = kind {
+            let report = args.get(2).context("report file")?;
+            archive::child(base, report, kind == "archive-load").await?;
+            println!("VmHWM {}", vm_hwm_kb()?);
+            return Ok(());
+        }
         let store: Arc<dyn BlobStore> = if kind == "scan-fs" {
             Arc::new(FsBlobStore::new(base))
         } else {

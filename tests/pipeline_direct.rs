@@ -533,6 +533,12 @@ impl BlobStore for Flaky {
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         self.inner.delete_many(a, c, names).await
     }
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
+        self.inner.stage_block(b, id, body).await
+    }
+    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
+        self.inner.commit_blocks(b, ids, ct).await
+    }
 }
 
 #[tokio::test]
@@ -825,6 +831,12 @@ impl BlobStore for PlanRace {
         names: &[String],
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         self.inner.delete_many(a, c, names).await
+    }
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
+        self.inner.stage_block(b, id, body).await
+    }
+    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
+        self.inner.commit_blocks(b, ids, ct).await
     }
 }
 
@@ -1327,6 +1339,12 @@ impl BlobStore for SilentDeletes {
             out.push(self.delete(&BlobRef::new(a, c, n.clone())).await);
         }
         Ok(out)
+    }
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
+        self.inner.stage_block(b, id, body).await
+    }
+    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
+        self.inner.commit_blocks(b, ids, ct).await
     }
 }
 

@@ -1636,6 +1636,58 @@ mod as_deployed {
         for key in truth.blobs_of(&alice.key) {
             assert!(exported_keys.contains(key), "{key} was not exported");
         }
+        // The archive, downloaded as the person would: through the result message's link
+        // (a user delegation SAS: read-only, https-only, no credential), unzipped by Python's
+        // zipfile and checked against the seeded data; `export verify` catches a flipped byte.
+        let exp_msg = results
+            .iter()
+            .find(|r| r["requestId"] == "TWIN-EXPORT")
+            .unwrap();
+        let link = exp_msg["exportLink"].as_str().expect("an export link");
+        assert!(link.starts_with("https://"), "{link}");
+        for part in ["sp=r&", "spr=https&", "skoid=", "sig="] {
+            assert!(link.contains(part), "{part} missing from {link}");
+        }
+        // Valid for the configured 7 days (the user-delegation-key maximum), no longer.
+        let se = url::Url::parse(link)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "se")
+            .map(|(_, v)| v.to_string())
+            .unwrap();
+        let se = time::OffsetDateTime::parse(&se, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let left = se - time::OffsetDateTime::now_utc();
+        assert!(
+            left > time::Duration::days(6) && left <= time::Duration::days(7),
+            "link expires in {left}"
+        );
+        let zip_dir = tempfile::tempdir().unwrap();
+        let zip = zip_dir.path().join("export.zip");
+        // Python downloads it (urllib over https, trusting the test CA via SSL_CERT_FILE): a
+        // standard client, no credential but the link.
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sys, urllib.request; open(sys.argv[2], 'wb').write(urllib.request.urlopen(sys.argv[1]).read())")
+            .arg(link)
+            .arg(&zip)
+            .env("SSL_CERT_FILE", ca)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "download through the link: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let matched = crate::support::archive_check::check_archive(&zip, &export, &before_blobs);
+        let seeded_blobs = truth
+            .blobs_of(&alice.key)
+            .into_iter()
+            .filter(|k| before_blobs.get(*k).is_some_and(|h| h.len() == 64))
+            .count();
+        assert!(seeded_blobs > 0);
+        assert_eq!(matched, seeded_blobs, "each of her blobs, byte for byte");
+        crate::support::archive_check::flipped_byte_is_detected(&zip);
 
         // Delete: the subject's blobs and resources are gone, everyone else's unchanged.
         let after_blobs = blobs(admin.as_ref(), &files, &truth).await;

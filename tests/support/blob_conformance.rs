@@ -60,6 +60,60 @@ pub async fn run_all(t: &Target<'_>) {
     batch_delete(t).await;
     links(t).await;
     errors(t).await;
+    blocks(t).await;
+}
+
+/// A blob written in blocks: nothing visible until the commit, then exactly the committed
+/// blocks in the committed order (not the staging order); a later commit replaces it whole;
+/// an unknown block id is refused.
+pub async fn blocks(t: &Target<'_>) {
+    let kind = t.store.kind();
+    let b = t.blob("blocks/archive.zip");
+    for (id, body) in [
+        ("blk-002", &b"world"[..]),
+        ("blk-001", b"hello "),
+        ("blk-003", b"unused"),
+    ] {
+        t.store
+            .stage_block(&b, id, Bytes::from_static(body))
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: stage {id}: {e}"));
+    }
+    assert!(
+        matches!(t.store.open(&b).await, Err(StoreError::NotFound(_))),
+        "{kind}: staged blocks are not a blob"
+    );
+    let ids = ["blk-001".to_string(), "blk-002".to_string()];
+    t.store
+        .commit_blocks(&b, &ids, "application/zip")
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: commit: {e}"));
+    let (body, _) = t.store.read_small(&b).await.unwrap();
+    assert_eq!(&body[..], b"hello world", "{kind}");
+    t.store
+        .stage_block(&b, "blk-001", Bytes::from_static(b"again"))
+        .await
+        .unwrap();
+    t.store
+        .commit_blocks(&b, &ids[..1], "application/zip")
+        .await
+        .unwrap();
+    let (body, _) = t.store.read_small(&b).await.unwrap();
+    assert_eq!(&body[..], b"again", "{kind}: a commit replaces the blob");
+    assert!(
+        t.store
+            .commit_blocks(&b, &["blk-009".to_string()], "application/zip")
+            .await
+            .is_err(),
+        "{kind}: a block never staged cannot be committed"
+    );
+    assert!(
+        t.store
+            .stage_block(&b, "../x", Bytes::from_static(b"x"))
+            .await
+            .is_err(),
+        "{kind}: a block id is checked"
+    );
 }
 
 /// Listings are in name order, limited to the prefix, and page through continuation markers.
@@ -333,6 +387,14 @@ impl BlobStore for Probe {
         self.saw("delete_many");
         self.inner.delete_many(a, c, names).await
     }
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
+        self.saw("stage_block");
+        self.inner.stage_block(b, id, body).await
+    }
+    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
+        self.saw("commit_blocks");
+        self.inner.commit_blocks(b, ids, ct).await
+    }
 }
 
 /// Every method called on `wrap(probe)` reaches the probe's same method, once.
@@ -391,6 +453,17 @@ pub async fn forwarding(name: &str, wrap: impl Fn(Arc<dyn BlobStore>) -> Arc<dyn
         !probe.calls().contains(&"delete"),
         "{name}: delete_many became single deletes"
     );
+    let z = BlobRef::new(a, c, "z");
+    store
+        .stage_block(&z, "b0", Bytes::from_static(b"z"))
+        .await
+        .unwrap();
+    expect("stage_block");
+    store
+        .commit_blocks(&z, &["b0".to_string()], "text/plain")
+        .await
+        .unwrap();
+    expect("commit_blocks");
     store.delete(&b).await.unwrap();
     expect("delete");
     store.delete_container(a, c).await.unwrap();

@@ -143,6 +143,12 @@ impl BlobStore for FaultyStore {
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         faulty!(self, true, self.inner.delete_many(a, c, names))
     }
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
+        faulty!(self, true, self.inner.stage_block(b, id, body.clone()))
+    }
+    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
+        faulty!(self, true, self.inner.commit_blocks(b, ids, ct))
+    }
 }
 
 /// Retries transient errors with exponential backoff (what the SDK pipeline does in Azure).
@@ -247,6 +253,18 @@ impl BlobStore for RetryingStore {
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         with_retries(&self.retry, "delete many", || {
             self.inner.delete_many(a, c, names)
+        })
+        .await
+    }
+    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
+        with_retries(&self.retry, "stage block", || {
+            self.inner.stage_block(b, id, body.clone())
+        })
+        .await
+    }
+    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
+        with_retries(&self.retry, "commit blocks", || {
+            self.inner.commit_blocks(b, ids, ct)
         })
         .await
     }

@@ -123,4 +123,12 @@ impl BlobStore for CountingStore {
     ) -> StoreResult<Vec<String>> {
         self.inner.recoverable(blob, now).await
     }
+    async fn stage_block(&self, blob: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
+        self.mutate(&blob.account, 1);
+        self.inner.stage_block(blob, id, body).await
+    }
+    async fn commit_blocks(&self, blob: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
+        self.mutate(&blob.account, 1);
+        self.inner.commit_blocks(blob, ids, ct).await
+    }
 }

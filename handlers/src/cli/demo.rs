@@ -186,6 +186,35 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
                 a.dir.display()
             );
         }
+        if kind == "export" && !json {
+            // What the person receives: one ZIP (the result message links to it on Azure
+            // storage), checked here as `azureml-dsr export verify` would.
+            let blob = crate::functions::archive::archive_ref(&state, &report);
+            match storage {
+                StorageChoice::Local => {
+                    let file = a
+                        .dir
+                        .join("store")
+                        .join(&blob.account)
+                        .join(&blob.container)
+                        .join(&blob.name);
+                    let v = super::export::verify(&file)?;
+                    println!(
+                        "   archive: {} ({} entries, {} bytes of data; index.html explains it; export verify: {})",
+                        file.display(),
+                        v.entries,
+                        v.bytes,
+                        if v.ok() { "every entry matches manifest.json" } else { "MISMATCH" }
+                    );
+                    anyhow::ensure!(
+                        v.ok(),
+                        "export archive failed verification: {:?}",
+                        v.problems
+                    );
+                }
+                _ => println!("   archive: {blob} (the result message's exportLink points to it)"),
+            }
+        }
         if report.counts.pending > 0 {
             // A telemetry purge finishes later, as Log Analytics' do: the timer polls it (here
             // at once, as the host's next tick would) and writes the certificate's second version.

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod handler;
 pub mod lifecycle;
 pub mod lineage;
@@ -108,6 +109,11 @@ pub enum Command {
         #[command(subcommand)]
         action: lineage::LineageAction,
     },
+    /// Export archives: `export verify <zip>` checks one against its manifest.
+    Export {
+        #[command(subcommand)]
+        action: export::ExportAction,
+    },
     /// Serve the seeded workspaces' ARM documents as a local ARM server on 127.0.0.1 (prints its
     /// URL; point `DSR_ARM_ENDPOINT` at it to run the production ARM adapter locally).
     ArmServer {
@@ -172,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workspace { action } => config::workspace(&app, action, cli.json).await,
         Command::Audit { action } => audit::run(&app, action, cli.json).await,
         Command::Lineage { action } => lineage::run(&app, action, cli.json).await,
+        Command::Export { action } => export::run(action, cli.json),
         Command::ArmServer { port, page_size } => {
             arm_server(app.local_only("arm-server")?, port, page_size, cli.json).await
         }

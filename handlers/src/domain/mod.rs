@@ -1,6 +1,7 @@
 //! The domain: data-subject requests, plans, slices, aggregation and reports. Pure: no I/O,
 //! no clocks read implicitly, testable without any adapter.
 
+pub mod archive;
 pub mod attribution;
 pub mod audit_chain;
 pub mod deadline;
@@ -19,3 +20,4 @@ pub mod slice;
 pub mod subject;
 pub mod telemetry;
 pub mod workspace;
+pub mod zip;

@@ -154,11 +154,23 @@ async fn finalise(
     // What the certificate says is retained, for the follow-up after its date.
     super::follow_up::record_ledger(state, &report, &json_ref).await?;
 
+    // An export's link is to its archive (built once, from the stored report), never to the
+    // bare manifest: the person downloads one file holding everything and a guide to it.
     let export_link = if plan.kind == RequestKind::Export && !plan.dry_run {
+        let archive = super::archive::ensure(
+            state.store.as_ref(),
+            state,
+            &report,
+            super::archive::BLOCK_SIZE,
+        )
+        .await?;
+        if archive.built {
+            info!(request = %plan.request_id, entries = archive.entries, bytes = archive.bytes, "aggregate: export archive written");
+        }
         state
             .store
             .read_link(
-                &json_ref,
+                &archive.blob,
                 time::Duration::days(svc.settings.export_link_days.clamp(1, 7)),
             )
             .await?

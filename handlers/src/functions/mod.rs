@@ -3,6 +3,7 @@
 //! envelope and maps [`FnError`] to HTTP statuses.
 
 pub mod aggregate;
+pub mod archive;
 pub mod audit_trail;
 pub mod control;
 pub mod discovery;

@@ -232,6 +232,35 @@ pub trait BlobStore: Send + Sync + 'static {
         container: &str,
         names: &[String],
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>>;
+
+    /// Stage one block of a blob written in parts (Put Block in Azure): a blob too large to
+    /// hold in memory (an export archive) is written block by block and appears only when
+    /// [`BlobStore::commit_blocks`] commits the list. Block ids are ASCII letters, digits, `-`
+    /// or `_`, at most 64 characters, all of the same length within one blob (Azure's rule).
+    async fn stage_block(&self, blob: &BlobRef, block_id: &str, body: Bytes) -> StoreResult<()>;
+
+    /// Make the staged blocks, in this order, the blob's whole content, replacing any blob of
+    /// that name (Put Block List). Returns the new ETag. Until this call nothing is visible.
+    async fn commit_blocks(
+        &self,
+        blob: &BlobRef,
+        block_ids: &[String],
+        content_type: &str,
+    ) -> StoreResult<String>;
+}
+
+/// Checks a block id against [`BlobStore::stage_block`]'s rule (the local stores use the id as a
+/// file name, so it must be checked before it touches the file system).
+pub fn check_block_id(id: &str) -> StoreResult<()> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(StoreError::InvalidName(format!("block id {id:?}")));
+    }
+    Ok(())
 }
 
 /// [`BlobStore::delete_many`] for stores without a batch API: one [`BlobStore::delete`] per name.

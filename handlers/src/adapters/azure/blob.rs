@@ -26,7 +26,8 @@ use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
     BlobClientStartCopyFromUrlResultHeaders, BlobClientUploadOptions,
     BlobContainerClientListBlobsOptions, BlobDeleteType, BlobServiceClientListContainersOptions,
-    CopyStatus, DeleteSnapshotsOptionType, KeyInfo, ListBlobsIncludeItem,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
+    BlockLookupList, CopyStatus, DeleteSnapshotsOptionType, KeyInfo, ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobServiceClient, BlobServiceClientOptions};
 use bytes::Bytes;
@@ -1365,6 +1366,50 @@ impl BlobStore for AzureBlobStore {
             out[i] = Ok(outcome);
         }
         Ok(out)
+    }
+
+    async fn stage_block(&self, blob: &BlobRef, block_id: &str, body: Bytes) -> StoreResult<()> {
+        crate::ports::blob::check_block_id(block_id)?;
+        let acct = self.account(&blob.account)?;
+        let client = acct
+            .service
+            .blob_client(&blob.container, &blob.name)
+            .block_blob_client();
+        let len = body.len() as u64;
+        client
+            .stage_block(block_id.as_bytes(), len, body.into(), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(e, &format!("stage block {block_id} of {blob}")))
+    }
+
+    async fn commit_blocks(
+        &self,
+        blob: &BlobRef,
+        block_ids: &[String],
+        content_type: &str,
+    ) -> StoreResult<String> {
+        let acct = self.account(&blob.account)?;
+        let client = acct
+            .service
+            .blob_client(&blob.container, &blob.name)
+            .block_blob_client();
+        let what = format!("commit {} blocks of {blob}", block_ids.len());
+        let list = BlockLookupList {
+            latest: Some(block_ids.iter().map(|id| id.as_bytes().to_vec()).collect()),
+            ..Default::default()
+        };
+        let content = list
+            .try_into()
+            .map_err(|e: azure_core::Error| StoreError::Other(format!("{what}: {e}")))?;
+        let options = BlockBlobClientCommitBlockListOptions {
+            blob_content_type: Some(content_type.to_string()),
+            ..Default::default()
+        };
+        match client.commit_block_list(content, Some(options)).await {
+            Ok(r) => Ok(etag_string(r.etag().ok().flatten())),
+            Err(e) => Err(map_err(e, &what)),
+        }
     }
 }
 

@@ -26,6 +26,8 @@ use crate::ports::blob::*;
 const META_DIR: &str = ".dsr-meta";
 const DELETED_DIR: &str = ".dsr-deleted";
 const ACCOUNT_FILE: &str = ".dsr-account.json";
+/// Staged, uncommitted blocks: `<account>/.dsr-blocks/<container>/<name>/<block id>`.
+const BLOCKS_DIR: &str = ".dsr-blocks";
 
 pub struct FsBlobStore {
     root: PathBuf,
@@ -96,6 +98,17 @@ impl FsBlobStore {
             .container_dir(&blob.account, &blob.container)?
             .join(META_DIR)
             .join(format!("{}.json", blob.name)))
+    }
+
+    fn blocks_dir(&self, blob: &BlobRef) -> StoreResult<PathBuf> {
+        validate_name(&blob.name)?;
+        self.container_dir(&blob.account, &blob.container)?;
+        Ok(self
+            .root
+            .join(&blob.account)
+            .join(BLOCKS_DIR)
+            .join(&blob.container)
+            .join(&blob.name))
     }
 
     fn tmp_path(&self, dir: &Path) -> PathBuf {
@@ -687,6 +700,81 @@ impl BlobStore for FsBlobStore {
         names: &[String],
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         delete_one_by_one(self, account, container, names).await
+    }
+
+    async fn stage_block(&self, blob: &BlobRef, block_id: &str, body: Bytes) -> StoreResult<()> {
+        check_block_id(block_id)?;
+        let dir = self.blocks_dir(blob)?;
+        let file = dir.join(block_id);
+        let tmp = self.tmp_path(&dir);
+        let root = self.root.clone();
+        blocking(move || {
+            no_links_below(&root, &file)?;
+            std::fs::create_dir_all(&dir).map_err(io_err)?;
+            std::fs::write(&tmp, &body).map_err(io_err)?;
+            std::fs::rename(&tmp, &file).map_err(io_err)
+        })
+        .await?
+    }
+
+    async fn commit_blocks(
+        &self,
+        blob: &BlobRef,
+        block_ids: &[String],
+        _content_type: &str,
+    ) -> StoreResult<String> {
+        for id in block_ids {
+            check_block_id(id)?;
+        }
+        let dir = self.blocks_dir(blob)?;
+        let path = self.blob_path(blob)?;
+        let meta_path = self.meta_path(blob)?;
+        let parent = path
+            .parent()
+            .ok_or_else(|| StoreError::InvalidName(blob.name.clone()))?
+            .to_path_buf();
+        let tmp = self.tmp_path(&parent);
+        let ids = block_ids.to_vec();
+        let root = self.root.clone();
+        let display = blob.to_string();
+        let _g = self.write_lock.lock().await;
+        // Concatenate the blocks into a temporary file (streaming, file to file), then rename it
+        // into place: readers see the old blob or the whole new one, never a part.
+        blocking(move || {
+            no_links_below(&root, &dir)?;
+            no_links_below(&root, &path)?;
+            std::fs::create_dir_all(&parent).map_err(io_err)?;
+            if path.is_dir() {
+                return Err(StoreError::InvalidName(format!(
+                    "{display} is a folder of other blobs"
+                )));
+            }
+            let written = (|| -> StoreResult<()> {
+                let mut out = std::fs::File::create(&tmp).map_err(io_err)?;
+                for id in &ids {
+                    let mut block = std::fs::File::open(dir.join(id)).map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            StoreError::Other(format!("{display}: block {id} not staged"))
+                        } else {
+                            io_err(e)
+                        }
+                    })?;
+                    std::io::copy(&mut block, &mut out).map_err(io_err)?;
+                }
+                out.sync_all().map_err(io_err)?;
+                std::fs::rename(&tmp, &path).map_err(io_err)
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
+            let _ = std::fs::remove_file(&meta_path);
+            // Committing discards the blob's other uncommitted blocks, as Azure does.
+            let _ = std::fs::remove_dir_all(&dir);
+            let md = std::fs::metadata(&path).map_err(io_err)?;
+            Ok(etag_of(&md))
+        })
+        .await?
     }
 }
 

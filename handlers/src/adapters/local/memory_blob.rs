@@ -31,6 +31,8 @@ pub struct MemoryBlobStore {
     /// (account, container) -> blobs by name. One lock: operations are short and never await.
     data: Mutex<BTreeMap<(String, String), Container>>,
     etags: AtomicU64,
+    /// Blocks staged and not yet committed, by blob and block id (as Azure keeps them).
+    staged: Mutex<BTreeMap<(BlobRef, String), Bytes>>,
 }
 
 impl MemoryBlobStore {
@@ -244,6 +246,50 @@ impl BlobStore for MemoryBlobStore {
         names: &[String],
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         delete_one_by_one(self, account, container, names).await
+    }
+
+    async fn stage_block(&self, blob: &BlobRef, block_id: &str, body: Bytes) -> StoreResult<()> {
+        Self::blob_key(blob)?;
+        check_block_id(block_id)?;
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((blob.clone(), block_id.to_string()), body);
+        Ok(())
+    }
+
+    async fn commit_blocks(
+        &self,
+        blob: &BlobRef,
+        block_ids: &[String],
+        content_type: &str,
+    ) -> StoreResult<String> {
+        let key = Self::blob_key(blob)?;
+        let body = {
+            let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            let mut body = Vec::new();
+            for id in block_ids {
+                let block = staged
+                    .get(&(blob.clone(), id.clone()))
+                    .ok_or_else(|| StoreError::Other(format!("{blob}: block {id} not staged")))?;
+                body.extend_from_slice(block);
+            }
+            // Committing discards every other uncommitted block of the blob, as Azure does.
+            staged.retain(|(b, _), _| b != blob);
+            Bytes::from(body)
+        };
+        let etag = self.next_etag();
+        self.lock().entry(key).or_default().insert(
+            blob.name.clone(),
+            Entry {
+                body,
+                etag: etag.clone(),
+                content_type: content_type.to_string(),
+                modified: OffsetDateTime::now_utc(),
+                metadata: BTreeMap::new(),
+            },
+        );
+        Ok(etag)
     }
 }
 

@@ -1,0 +1,745 @@
+//! A streaming ZIP writer and a ZIP entry reader for export archives. Pure: the writer turns
+//! entry names and data into the bytes to append (local headers, data descriptors, the central
+//! directory), the caller moves the bytes; nothing here holds an entry's data.
+//!
+//! Why hand-written: no ZIP or CRC-32 crate is in Cargo.lock, and the archive needs only the
+//! simplest part of the format (APPNOTE.TXT 6.3.x): stored entries (method 0; most exported files
+//! are already compressed or small JSON), data descriptors (flag bit 3, so the CRC-32 is written
+//! after the data and nothing is read twice), UTF-8 names (bit 11), and ZIP64 records (4.3.14-
+//! 4.5.3) as soon as an entry, an offset or the directory passes 4 GiB or the archive holds 65,535
+//! entries. What the writer keeps per entry is its central-directory record (name, sizes, CRC,
+//! offset): memory grows with the number of entries, never with their size.
+
+use std::fmt;
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) as ZIP uses it.
+#[derive(Debug, Clone, Copy)]
+pub struct Crc32(u32);
+
+const CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Crc32 {
+    pub fn new() -> Self {
+        Crc32(0xFFFF_FFFF)
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        let mut c = self.0;
+        for &b in data {
+            c = CRC_TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
+        }
+        self.0 = c;
+    }
+    pub fn finish(&self) -> u32 {
+        self.0 ^ 0xFFFF_FFFF
+    }
+}
+
+const LOCAL_SIG: u32 = 0x0403_4b50;
+const DESCRIPTOR_SIG: u32 = 0x0807_4b50;
+const CENTRAL_SIG: u32 = 0x0201_4b50;
+const EOCD_SIG: u32 = 0x0605_4b50;
+const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+/// Bit 3: sizes and CRC follow the data; bit 11: the name is UTF-8.
+const FLAGS: u16 = 0x0808;
+const U32_MAX: u64 = 0xFFFF_FFFF;
+/// An entry count this high is recorded only in the ZIP64 end record (APPNOTE 4.4.21).
+const ZIP64_ENTRIES: usize = 0xFFFF;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZipError {
+    /// The name cannot be an archive path (empty, absolute, `..`, backslash, control character).
+    BadName(String),
+    /// A call out of order (an entry started while one is open, data with none open).
+    Sequence(&'static str),
+    /// The data written differs from the size announced when the entry was started.
+    SizeMismatch { name: String, want: u64, got: u64 },
+    /// Not an archive this module can read.
+    Corrupt(String),
+}
+
+impl fmt::Display for ZipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ZipError::BadName(n) => write!(f, "not a valid archive path: {n:?}"),
+            ZipError::Sequence(s) => write!(f, "zip writer used out of order: {s}"),
+            ZipError::SizeMismatch { name, want, got } => {
+                write!(f, "{name}: announced {want} bytes, got {got}")
+            }
+            ZipError::Corrupt(s) => write!(f, "not a readable archive: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for ZipError {}
+
+/// An archive path: relative, `/`-separated, no empty, `.` or `..` segments, no backslashes or
+/// control characters (so no reader can be made to write outside its target folder).
+pub fn check_name(name: &str) -> Result<(), ZipError> {
+    let bad = name.is_empty()
+        || name.len() > 0xFFFF
+        || name.starts_with('/')
+        || name.contains('\\')
+        || name.chars().any(char::is_control)
+        || name
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(ZipError::BadName(name.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// MS-DOS date and time (local-time fields; we write UTC), as the ZIP headers carry them.
+pub fn dos_time(t: time::OffsetDateTime) -> (u16, u16) {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let year = (t.year().clamp(1980, 2107) - 1980) as u16;
+    let date = (year << 9) | ((u8::from(t.month()) as u16) << 5) | t.day() as u16;
+    let time = ((t.hour() as u16) << 11) | ((t.minute() as u16) << 5) | (t.second() as u16 / 2);
+    (time, date)
+}
+
+struct Record {
+    name: String,
+    crc: u32,
+    size: u64,
+    offset: u64,
+    zip64: bool,
+}
+
+struct Open {
+    name: String,
+    want: u64,
+    offset: u64,
+    zip64: bool,
+    crc: Crc32,
+    got: u64,
+}
+
+/// Builds a ZIP archive as a sequence of byte slices to append, in order.
+pub struct ZipWriter {
+    offset: u64,
+    records: Vec<Record>,
+    open: Option<Open>,
+    time: u16,
+    date: u16,
+    /// Sizes and offsets from this value up go to ZIP64 fields: 2^32 - 1 (the format's limit);
+    /// tests lower it to exercise the ZIP64 records with small data.
+    limit: u64,
+}
+
+fn put16(b: &mut Vec<u8>, v: u16) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+impl ZipWriter {
+    /// Every entry carries `modified` (the report's time: the same request gives the same bytes).
+    pub fn new(modified: time::OffsetDateTime) -> Self {
+        let (time, date) = dos_time(modified);
+        Self {
+            offset: 0,
+            records: Vec::new(),
+            open: None,
+            time,
+            date,
+            limit: U32_MAX,
+        }
+    }
+
+    #[cfg(test)]
+    fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn slot(&self, v: u64) -> u32 {
+        if v >= self.limit {
+            0xFFFF_FFFF
+        } else {
+            v as u32
+        }
+    }
+
+    /// Bytes produced so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn entries(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Start an entry of `size` bytes; returns its local header.
+    pub fn start(&mut self, name: &str, size: u64) -> Result<Vec<u8>, ZipError> {
+        check_name(name)?;
+        if self.open.is_some() {
+            return Err(ZipError::Sequence("start while an entry is open"));
+        }
+        // ZIP64 when the data or where it starts cannot be written in 32 bits.
+        let zip64 = size >= self.limit || self.offset >= self.limit;
+        let mut b = Vec::with_capacity(30 + name.len() + 20);
+        put32(&mut b, LOCAL_SIG);
+        put16(&mut b, if zip64 { 45 } else { 20 });
+        put16(&mut b, FLAGS);
+        put16(&mut b, 0); // stored
+        put16(&mut b, self.time);
+        put16(&mut b, self.date);
+        put32(&mut b, 0); // CRC-32: in the data descriptor
+        if zip64 {
+            put32(&mut b, 0xFFFF_FFFF);
+            put32(&mut b, 0xFFFF_FFFF);
+        } else {
+            put32(&mut b, 0);
+            put32(&mut b, 0);
+        }
+        put16(&mut b, name.len() as u16);
+        put16(&mut b, if zip64 { 20 } else { 0 });
+        b.extend_from_slice(name.as_bytes());
+        if zip64 {
+            // Marks the entry as ZIP64 so readers expect 8-byte sizes in its descriptor.
+            put16(&mut b, 0x0001);
+            put16(&mut b, 16);
+            put64(&mut b, 0);
+            put64(&mut b, 0);
+        }
+        self.open = Some(Open {
+            name: name.to_string(),
+            want: size,
+            offset: self.offset,
+            zip64,
+            crc: Crc32::new(),
+            got: 0,
+        });
+        self.offset += b.len() as u64;
+        Ok(b)
+    }
+
+    /// Account for `chunk` of the open entry's data (the caller appends the chunk itself).
+    pub fn data(&mut self, chunk: &[u8]) -> Result<(), ZipError> {
+        let open = self
+            .open
+            .as_mut()
+            .ok_or(ZipError::Sequence("data with no entry open"))?;
+        open.crc.update(chunk);
+        open.got += chunk.len() as u64;
+        self.offset += chunk.len() as u64;
+        if open.got > open.want {
+            return Err(ZipError::SizeMismatch {
+                name: open.name.clone(),
+                want: open.want,
+                got: open.got,
+            });
+        }
+        Ok(())
+    }
+
+    /// End the open entry; returns its data descriptor and the entry's CRC-32.
+    pub fn finish_entry(&mut self) -> Result<(Vec<u8>, u32), ZipError> {
+        let open = self
+            .open
+            .take()
+            .ok_or(ZipError::Sequence("finish with no entry open"))?;
+        if open.got != open.want {
+            return Err(ZipError::SizeMismatch {
+                name: open.name,
+                want: open.want,
+                got: open.got,
+            });
+        }
+        let crc = open.crc.finish();
+        let mut b = Vec::with_capacity(24);
+        put32(&mut b, DESCRIPTOR_SIG);
+        put32(&mut b, crc);
+        if open.zip64 {
+            put64(&mut b, open.got);
+            put64(&mut b, open.got);
+        } else {
+            put32(&mut b, open.got as u32);
+            put32(&mut b, open.got as u32);
+        }
+        self.offset += b.len() as u64;
+        self.records.push(Record {
+            name: open.name,
+            crc,
+            size: open.got,
+            offset: open.offset,
+            zip64: open.zip64,
+        });
+        Ok((b, crc))
+    }
+
+    fn central_record(&self, r: &Record) -> Vec<u8> {
+        let big_size = r.size >= self.limit;
+        let big_offset = r.offset >= self.limit;
+        let mut extra = Vec::new();
+        if big_size {
+            put64(&mut extra, r.size);
+            put64(&mut extra, r.size);
+        }
+        if big_offset {
+            put64(&mut extra, r.offset);
+        }
+        let mut b = Vec::with_capacity(46 + r.name.len() + 4 + extra.len());
+        put32(&mut b, CENTRAL_SIG);
+        put16(&mut b, (3 << 8) | 45); // made by: Unix, spec 4.5
+        put16(&mut b, if r.zip64 || big_offset { 45 } else { 20 });
+        put16(&mut b, FLAGS);
+        put16(&mut b, 0);
+        put16(&mut b, self.time);
+        put16(&mut b, self.date);
+        put32(&mut b, r.crc);
+        put32(&mut b, if big_size { 0xFFFF_FFFF } else { r.size as u32 });
+        put32(&mut b, if big_size { 0xFFFF_FFFF } else { r.size as u32 });
+        put16(&mut b, r.name.len() as u16);
+        put16(
+            &mut b,
+            if extra.is_empty() {
+                0
+            } else {
+                extra.len() as u16 + 4
+            },
+        );
+        put16(&mut b, 0); // comment
+        put16(&mut b, 0); // disk
+        put16(&mut b, 0); // internal attributes
+        put32(&mut b, 0o100644 << 16); // a regular file, rw-r--r--
+        put32(&mut b, self.slot(r.offset));
+        b.extend_from_slice(r.name.as_bytes());
+        if !extra.is_empty() {
+            put16(&mut b, 0x0001);
+            put16(&mut b, extra.len() as u16);
+            b.extend_from_slice(&extra);
+        }
+        b
+    }
+
+    fn record_len(&self, r: &Record) -> u64 {
+        let mut extra = 0;
+        if r.size >= self.limit {
+            extra += 16;
+        }
+        if r.offset >= self.limit {
+            extra += 8;
+        }
+        46 + r.name.len() as u64 + if extra > 0 { 4 + extra } else { 0 }
+    }
+
+    /// Ends the archive: the central directory and end records, handed out in pieces of about
+    /// `piece` bytes by [`Directory::next_piece`] (a directory of 100,000 entries is never one
+    /// buffer).
+    pub fn into_directory(self, piece: usize) -> Result<Directory, ZipError> {
+        if self.open.is_some() {
+            return Err(ZipError::Sequence("finish while an entry is open"));
+        }
+        let cd_size = self.records.iter().map(|r| self.record_len(r)).sum();
+        Ok(Directory {
+            cd_start: self.offset,
+            cd_size,
+            next: 0,
+            done: false,
+            piece: piece.max(1),
+            w: self,
+        })
+    }
+
+    /// The whole directory as pieces (small archives and tests).
+    pub fn finish(self, piece: usize) -> Result<Vec<Vec<u8>>, ZipError> {
+        let mut d = self.into_directory(piece)?;
+        let mut out = Vec::new();
+        while let Some(p) = d.next_piece() {
+            out.push(p);
+        }
+        Ok(out)
+    }
+}
+
+/// The end of an archive being handed out piece by piece.
+pub struct Directory {
+    w: ZipWriter,
+    cd_start: u64,
+    cd_size: u64,
+    next: usize,
+    done: bool,
+    piece: usize,
+}
+
+impl Directory {
+    /// The next piece, `None` after the end records.
+    pub fn next_piece(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::new();
+        while self.next < self.w.records.len() {
+            buf.extend(self.w.central_record(&self.w.records[self.next]));
+            self.next += 1;
+            if buf.len() >= self.piece {
+                return Some(buf);
+            }
+        }
+        self.done = true;
+        self.end_records(&mut buf);
+        Some(buf)
+    }
+
+    fn end_records(&self, buf: &mut Vec<u8>) {
+        let (cd_start, cd_size) = (self.cd_start, self.cd_size);
+        let w = &self.w;
+        let n = w.records.len() as u64;
+        let zip64 = w.records.len() >= ZIP64_ENTRIES
+            || cd_start >= w.limit
+            || cd_size >= w.limit
+            || w.records.iter().any(|r| r.zip64);
+        if zip64 {
+            let eocd64_at = cd_start + cd_size;
+            put32(buf, ZIP64_EOCD_SIG);
+            put64(buf, 44); // size of the rest of this record
+            put16(buf, (3 << 8) | 45);
+            put16(buf, 45);
+            put32(buf, 0);
+            put32(buf, 0);
+            put64(buf, n);
+            put64(buf, n);
+            put64(buf, cd_size);
+            put64(buf, cd_start);
+            put32(buf, ZIP64_LOCATOR_SIG);
+            put32(buf, 0);
+            put64(buf, eocd64_at);
+            put32(buf, 1);
+        }
+        put32(buf, EOCD_SIG);
+        put16(buf, 0);
+        put16(buf, 0);
+        let n16 = if zip64 { 0xFFFF } else { n as u16 };
+        put16(buf, n16);
+        put16(buf, n16);
+        put32(buf, w.slot(cd_size));
+        put32(buf, if zip64 { 0xFFFF_FFFF } else { cd_start as u32 });
+        put16(buf, 0);
+    }
+}
+
+/// One entry as the central directory describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipEntry {
+    pub name: String,
+    pub crc: u32,
+    pub compressed_size: u64,
+    pub size: u64,
+    pub method: u16,
+    pub local_offset: u64,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<u16, ZipError> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or_else(|| ZipError::Corrupt("truncated record".into()))
+}
+fn u32_at(b: &[u8], at: usize) -> Result<u32, ZipError> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| ZipError::Corrupt("truncated record".into()))
+}
+fn u64_at(b: &[u8], at: usize) -> Result<u64, ZipError> {
+    let lo = u32_at(b, at)? as u64;
+    let hi = u32_at(b, at + 4)? as u64;
+    Ok(lo | (hi << 32))
+}
+
+/// Where the central directory is, from the archive's tail (its last up to 65,557 + 20 + 56
+/// bytes) and the archive's length. Returns (offset, size, entries).
+pub fn locate_directory(tail: &[u8], len: u64) -> Result<(u64, u64, u64), ZipError> {
+    let tail_start = len - tail.len() as u64;
+    let at = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| u32_at(tail, i).ok() == Some(EOCD_SIG))
+        .ok_or_else(|| ZipError::Corrupt("no end of central directory record".into()))?;
+    let mut entries = u16_at(tail, at + 10)? as u64;
+    let mut size = u32_at(tail, at + 12)? as u64;
+    let mut offset = u32_at(tail, at + 16)? as u64;
+    if at >= 20 && u32_at(tail, at - 20)? == ZIP64_LOCATOR_SIG {
+        let eocd64 = u64_at(tail, at - 20 + 8)?;
+        let rel = eocd64
+            .checked_sub(tail_start)
+            .ok_or_else(|| ZipError::Corrupt("ZIP64 end record outside the tail".into()))?
+            as usize;
+        if u32_at(tail, rel)? != ZIP64_EOCD_SIG {
+            return Err(ZipError::Corrupt("bad ZIP64 end record".into()));
+        }
+        entries = u64_at(tail, rel + 32)?;
+        size = u64_at(tail, rel + 40)?;
+        offset = u64_at(tail, rel + 48)?;
+    }
+    if offset.checked_add(size).is_none_or(|end| end > len) {
+        return Err(ZipError::Corrupt(
+            "central directory beyond the end of the file".into(),
+        ));
+    }
+    Ok((offset, size, entries))
+}
+
+/// Parse a central directory (`cd` is its bytes) into entries.
+pub fn parse_directory(cd: &[u8], entries: u64) -> Result<Vec<ZipEntry>, ZipError> {
+    let mut out = Vec::with_capacity(entries.min(1 << 20) as usize);
+    let mut at = 0usize;
+    while at < cd.len() {
+        if u32_at(cd, at)? != CENTRAL_SIG {
+            return Err(ZipError::Corrupt(format!(
+                "bad central directory record at {at}"
+            )));
+        }
+        let method = u16_at(cd, at + 10)?;
+        let crc = u32_at(cd, at + 16)?;
+        let mut compressed_size = u32_at(cd, at + 20)? as u64;
+        let mut size = u32_at(cd, at + 24)? as u64;
+        let name_len = u16_at(cd, at + 28)? as usize;
+        let extra_len = u16_at(cd, at + 30)? as usize;
+        let comment_len = u16_at(cd, at + 32)? as usize;
+        let mut local_offset = u32_at(cd, at + 42)? as u64;
+        let name_bytes = cd
+            .get(at + 46..at + 46 + name_len)
+            .ok_or_else(|| ZipError::Corrupt("truncated name".into()))?;
+        let name = String::from_utf8(name_bytes.to_vec())
+            .map_err(|_| ZipError::Corrupt("a name is not UTF-8".into()))?;
+        let extra = cd
+            .get(at + 46 + name_len..at + 46 + name_len + extra_len)
+            .ok_or_else(|| ZipError::Corrupt("truncated extra field".into()))?;
+        // ZIP64 extended information: only the fields whose 32-bit slot is saturated, in order.
+        let mut e = 0usize;
+        while e + 4 <= extra.len() {
+            let id = u16_at(extra, e)?;
+            let n = u16_at(extra, e + 2)? as usize;
+            if id == 0x0001 {
+                let mut f = e + 4;
+                for field in [&mut size, &mut compressed_size, &mut local_offset] {
+                    if *field == U32_MAX {
+                        *field = u64_at(extra, f)?;
+                        f += 8;
+                    }
+                }
+            }
+            e += 4 + n;
+        }
+        out.push(ZipEntry {
+            name,
+            crc,
+            compressed_size,
+            size,
+            method,
+            local_offset,
+        });
+        at += 46 + name_len + extra_len + comment_len;
+    }
+    if out.len() as u64 != entries {
+        return Err(ZipError::Corrupt(format!(
+            "the end record counts {entries} entries, the directory holds {}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Where an entry's data starts, from its 30-byte local header (name and extra lengths).
+pub fn data_offset(entry: &ZipEntry, local_header: &[u8]) -> Result<u64, ZipError> {
+    if u32_at(local_header, 0)? != LOCAL_SIG {
+        return Err(ZipError::Corrupt(format!(
+            "{}: bad local header",
+            entry.name
+        )));
+    }
+    let n = u16_at(local_header, 26)? as u64;
+    let e = u16_at(local_header, 28)? as u64;
+    Ok(entry.local_offset + 30 + n + e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = ZipWriter::new(time::macros::datetime!(2026-11-28 12:00 UTC));
+        let mut out = Vec::new();
+        for (name, data) in entries {
+            out.extend(w.start(name, data.len() as u64).unwrap());
+            w.data(data).unwrap();
+            out.extend_from_slice(data);
+            out.extend(w.finish_entry().unwrap().0);
+        }
+        for p in w.finish(1 << 16).unwrap() {
+            out.extend(p);
+        }
+        out
+    }
+
+    fn read(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let tail = &zip[zip.len().saturating_sub(70_000)..];
+        let (off, size, n) = locate_directory(tail, zip.len() as u64).unwrap();
+        let entries = parse_directory(&zip[off as usize..(off + size) as usize], n).unwrap();
+        entries
+            .into_iter()
+            .map(|e| {
+                let at = data_offset(&e, &zip[e.local_offset as usize..]).unwrap() as usize;
+                let data = zip[at..at + e.size as usize].to_vec();
+                let mut c = Crc32::new();
+                c.update(&data);
+                assert_eq!(c.finish(), e.crc);
+                (e.name, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crc32_known_value() {
+        let mut c = Crc32::new();
+        c.update(b"123456789");
+        assert_eq!(c.finish(), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn round_trip_and_names() {
+        let zip = build(&[("a/b.txt", b"hello"), ("empty", b""), ("ü.json", b"{}")]);
+        let got = read(&zip);
+        assert_eq!(got[0], ("a/b.txt".into(), b"hello".to_vec()));
+        assert_eq!(got[1].1, b"");
+        assert_eq!(got[2].0, "ü.json");
+        for bad in ["", "/abs", "a/../b", "a\\b", "a//b", "./a", "a\u{0}b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn size_must_match_announcement() {
+        let mut w = ZipWriter::new(time::OffsetDateTime::UNIX_EPOCH);
+        w.start("x", 3).unwrap();
+        w.data(b"ab").unwrap();
+        assert!(matches!(
+            w.finish_entry(),
+            Err(ZipError::SizeMismatch { .. })
+        ));
+        let mut w = ZipWriter::new(time::OffsetDateTime::UNIX_EPOCH);
+        w.start("x", 1).unwrap();
+        assert!(w.data(b"ab").is_err());
+        assert!(ZipWriter::new(time::OffsetDateTime::UNIX_EPOCH)
+            .data(b"a")
+            .is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for junk in [
+            &b""[..],
+            b"PK\x05\x06",
+            b"PK\x05\x06\0\0\0\0\x01\0\x01\0\xff\xff\xff\xff\0\0\0\0\0\0",
+        ] {
+            let r = locate_directory(junk, junk.len() as u64).and_then(|(o, s, n)| {
+                parse_directory(junk.get(o as usize..(o + s) as usize).unwrap_or(&[]), n)
+            });
+            assert!(r.is_err(), "{junk:?}");
+        }
+    }
+
+    /// More than 65,535 entries: the count lives only in the ZIP64 end record. Python's
+    /// zipfile (not our reader) must list every entry with the right bytes.
+    #[test]
+    fn zip64_entry_count_read_by_python() {
+        let n = 70_000usize;
+        let names: Vec<String> = (0..n).map(|i| format!("d/{i}.txt")).collect();
+        let datas: Vec<Vec<u8>> = (0..n).map(|i| i.to_string().into_bytes()).collect();
+        let entries: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(String::as_str)
+            .zip(datas.iter().map(Vec::as_slice))
+            .collect();
+        let zip = build(&entries);
+        assert_eq!(read(&zip).len(), n);
+        let script = "import sys, zipfile\n\
+z = zipfile.ZipFile(sys.argv[1])\n\
+assert z.testzip() is None\n\
+names = z.namelist()\n\
+assert len(names) == int(sys.argv[2]), len(names)\n\
+for i in range(0, len(names), 997): assert z.read('d/%d.txt' % i) == str(i).encode()\n\
+print('ok', len(names))\n";
+        assert_eq!(python_reads(&zip, script, &[&n.to_string()]), "ok 70000");
+    }
+
+    fn python_reads(zip: &[u8], script: &str, args: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.zip");
+        std::fs::write(&path, zip).unwrap();
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&path)
+            .args(args)
+            .output()
+            .expect("python3 (a standard ZIP reader) is needed for this test");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Sizes and offsets past the 32-bit limit: the limit lowered to 100 bytes, so every field
+    /// past it goes to ZIP64 records (local extra, 8-byte descriptor, central extra, ZIP64 end
+    /// record) with small data. Python's zipfile and our reader must both read it back.
+    #[test]
+    fn zip64_sizes_and_offsets_read_by_python() {
+        let big = vec![7u8; 300];
+        let mut w = ZipWriter::new(time::OffsetDateTime::UNIX_EPOCH).with_limit(100);
+        let mut zip = Vec::new();
+        for (name, data) in [("small", &b"abc"[..]), ("big.bin", &big), ("after", b"xyz")] {
+            let h = w.start(name, data.len() as u64).unwrap();
+            zip.extend(h);
+            w.data(data).unwrap();
+            zip.extend_from_slice(data);
+            zip.extend(w.finish_entry().unwrap().0);
+        }
+        for p in w.finish(64).unwrap() {
+            zip.extend(p);
+        }
+        let got = read(&zip);
+        assert_eq!(got[1].1, big);
+        assert_eq!(got[2].1, b"xyz");
+        let script = "import sys, zipfile\n\
+z = zipfile.ZipFile(sys.argv[1])\n\
+assert z.testzip() is None\n\
+assert z.read('small') == b'abc'\n\
+assert z.read('big.bin') == bytes([7]) * 300\n\
+assert z.read('after') == b'xyz'\n\
+print('ok')\n";
+        assert_eq!(python_reads(&zip, script, &[]), "ok");
+    }
+}
