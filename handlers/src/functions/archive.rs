@@ -163,19 +163,40 @@ pub async fn ensure(
     report: &FinalReport,
     block_size: usize,
 ) -> Result<ArchiveSummary, FnError> {
+    if let Some(found) = committed(store, state, report).await? {
+        return Ok(found);
+    }
+    match build(store, state, report, block_size).await {
+        Ok(s) => Ok(s),
+        // Concurrent finalisers (redeliveries) build the same bytes; the first commit discards
+        // the blocks the others staged, so their commits fail. The archive is then there.
+        Err(e) => match committed(store, state, report).await? {
+            Some(found) => Ok(found),
+            None => Err(e),
+        },
+    }
+}
+
+/// The committed archive, if any (a committed archive is always complete).
+async fn committed(
+    store: &dyn BlobStore,
+    state: &StateStore,
+    report: &FinalReport,
+) -> Result<Option<ArchiveSummary>, FnError> {
     let blob = archive_ref(state, report);
     let page = store
         .list_page(&blob.account, &blob.container, &blob.name, None, 1)
         .await?;
-    if let Some(found) = page.items.iter().find(|i| i.name == blob.name) {
-        return Ok(ArchiveSummary {
-            blob,
-            entries: 0,
+    Ok(page
+        .items
+        .iter()
+        .find(|i| i.name == blob.name)
+        .map(|found| ArchiveSummary {
             bytes: found.size,
+            blob: blob.clone(),
+            entries: 0,
             built: false,
-        });
-    }
-    build(store, state, report, block_size).await
+        }))
 }
 
 /// Build (or rebuild) the archive: guide, report, every exported item, CSV next to each
