@@ -18,7 +18,7 @@
 //! operation, never timings.
 
 /// The test suite's Azurite harness (pinned npm install into .build/azurite, free port).
-#[path = "../tests/support/azurite.rs"]
+#[path = "../tests/it/support/azurite.rs"]
 #[allow(dead_code)]
 mod azurite;
 mod raw;

@@ -10,7 +10,7 @@
 //!
 //! Both wrappers implement every [`BlobStore`] method by hand: the trait has no default
 //! methods, so a wrapper that forgot one (`delete_many`, `read_link`) would not compile, and the
-//! conformance suite (`tests/support/blob_conformance.rs`) runs through each wrapper.
+//! conformance suite (`tests/it/support/blob_conformance.rs`) runs through each wrapper.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

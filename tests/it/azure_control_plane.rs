@@ -2,9 +2,10 @@
 //! local HTTP servers that replay the response bodies of the official API examples
 //! (`tests/fixtures/azure-rest/README.md` names each source): paging through `nextLink`,
 //! long-running deletes (202 + `Location` / `Azure-AsyncOperation`), 429 + `Retry-After`, 404,
-//! refusals. Tokens come from `azure_identity`'s `ManagedIdentityCredential`, pointed at a local
-//! App Service-style token endpoint through `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`; every fake
-//! service checks the bearer token's audience, so a wrong scope fails the test.
+//! refusals. Tokens come from `azure_identity`'s `ManagedIdentityCredential`, pointed at the
+//! process-wide identity stand-in (`stand_ins::identity`, shared with `twin`) through
+//! `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`; every fake service checks the bearer token's audience,
+//! so a wrong scope fails the test.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,9 +36,10 @@ use azureml_dsr::ports::telemetry::{PurgePoll, PurgeSend, PurgeStatus, Telemetry
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::stand_ins::identity::IdentityStandIn;
+
 const WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/workspace-1234/providers/Microsoft.MachineLearningServices/workspaces/testworkspace";
 const LA: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/workspace-1234/providers/Microsoft.OperationalInsights/workspaces/testla";
-const IDENTITY_SECRET: &str = "local-identity-header";
 
 // ---------------------------------------------------------------- fixtures
 
@@ -57,71 +59,12 @@ fn body(name: &str, code: &str) -> Value {
 
 // ---------------------------------------------------------------- token endpoint
 
-/// The App Service managed-identity protocol (`GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&
-/// resource=...` with header `X-IDENTITY-HEADER`), on its own thread and runtime so it outlives
-/// every test's runtime. The token is `tok:<resource>`, so services can check the audience.
+/// Tokens from the process-wide identity stand-in (`stand_ins::identity`), the same endpoint the
+/// `twin` tests use: `IDENTITY_ENDPOINT` is process-global, so every test in this binary must
+/// point it at one endpoint. The token is a JWT whose `aud` is the requested resource, so each
+/// fake service checks the audience by comparing the whole header with [`audience`].
 fn credential() -> Arc<dyn TokenCredential> {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    let endpoint = ENDPOINT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let app =
-                    axum::Router::new().route(
-                        "/msi/token",
-                        axum::routing::get(
-                            |headers: HeaderMap,
-                             axum::extract::Query(q): axum::extract::Query<
-                                HashMap<String, String>,
-                            >| async move {
-                                let secret = headers
-                                    .get("x-identity-header")
-                                    .and_then(|v| v.to_str().ok());
-                                if secret != Some(IDENTITY_SECRET)
-                                    || q.get("api-version").map(String::as_str)
-                                        != Some("2019-08-01")
-                                {
-                                    return (
-                                        axum::http::StatusCode::UNAUTHORIZED,
-                                        "bad identity header",
-                                    )
-                                        .into_response();
-                                }
-                                let resource = q.get("resource").cloned().unwrap_or_default();
-                                let expires =
-                                    time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
-                                axum::Json(json!({
-                                    "access_token": format!("tok:{resource}"),
-                                    "expires_on": expires.to_string(),
-                                    "token_type": "Bearer",
-                                    "resource": resource,
-                                }))
-                                .into_response()
-                            },
-                        ),
-                    );
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(format!(
-                    "http://{}/msi/token",
-                    listener.local_addr().unwrap()
-                ))
-                .unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        let endpoint = rx.recv().unwrap();
-        // Process-global: set once, before any credential of this test binary is built, and
-        // never changed (every test uses the same token endpoint).
-        std::env::set_var("IDENTITY_ENDPOINT", &endpoint);
-        std::env::set_var("IDENTITY_HEADER", IDENTITY_SECRET);
-        endpoint
-    });
-    assert!(endpoint.starts_with("http://127.0.0.1:"));
-    azure_identity::ManagedIdentityCredential::new(None).unwrap()
+    IdentityStandIn::shared().credential()
 }
 
 fn fast_retry() -> RetryConfig {
@@ -138,7 +81,7 @@ fn rest(scope: &str) -> RestClient {
 }
 
 fn audience(scope: &str) -> String {
-    format!("Bearer tok:{}", scope.trim_end_matches("/.default"))
+    IdentityStandIn::shared().bearer(scope.trim_end_matches("/.default"))
 }
 
 // ---------------------------------------------------------------- replay server

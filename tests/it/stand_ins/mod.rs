@@ -12,7 +12,7 @@
 //! - [`files`]: Azure Files REST (list, read, delete files and directories, share snapshots).
 //! - [`run_history`]: Azure ML run history (a run, its children, paged).
 //!
-//! Azurite over HTTPS with OAuth lives in `tests/support/azurite.rs`.
+//! Azurite over HTTPS with OAuth lives in `tests/it/support/azurite.rs`.
 #![allow(dead_code)]
 
 pub mod files;

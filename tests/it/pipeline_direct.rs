@@ -20,7 +20,7 @@ use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
 use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 use serde_json::json;
 
-mod support;
+use crate::support;
 
 struct Env {
     _dir: tempfile::TempDir,

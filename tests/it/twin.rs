@@ -1,4 +1,4 @@
-//! Proof of the "Azure twin" stand-ins (`tests/stand_ins/`) against the project's production
+//! Proof of the "Azure twin" stand-ins (`tests/it/stand_ins/`) against the project's production
 //! adapters: each stand-in is driven by the adapter the handler uses in `DSR_MODE=azure`
 //! (`GraphDirectory`, `LogAnalyticsTelemetry`, `ServiceBusSender`, `AzureBlobStore` on Azurite
 //! over https with bearer tokens), with tokens from `azure_identity`'s
@@ -6,8 +6,8 @@
 //! Retry-After, wrong token audience) are exercised too, so a stand-in that answered loosely, or
 //! an adapter that ignored what it was told, fails here.
 
-mod stand_ins;
-mod support;
+use crate::stand_ins;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
