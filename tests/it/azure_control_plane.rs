@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use azure_core::credentials::TokenCredential;
 use azure_core::http::Url;
 use azureml_dsr::adapters::azure::arm::{ArmConfig, AzureMlControlPlane, ARM_SCOPE};
 use azureml_dsr::adapters::azure::graph::{GraphDirectory, GRAPH_SCOPE};
@@ -25,7 +24,7 @@ use azureml_dsr::adapters::azure::rest::RestClient;
 use azureml_dsr::adapters::azure::retry::RetryConfig;
 use azureml_dsr::adapters::azure::servicebus::{ServiceBusSender, SERVICEBUS_SCOPE};
 use azureml_dsr::domain::request::SubjectRef;
-use azureml_dsr::domain::subject::{ResolvedSubject, Upn};
+use azureml_dsr::domain::subject::Upn;
 use azureml_dsr::domain::workspace::WorkspaceId;
 use azureml_dsr::ports::bus::{MessageBus, OutMessage, SendOutcome};
 use azureml_dsr::ports::control_plane::{
@@ -37,6 +36,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::stand_ins::identity::IdentityStandIn;
+use crate::support::azure::{credential, rest, subject, workspace_info};
 
 const WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/workspace-1234/providers/Microsoft.MachineLearningServices/workspaces/testworkspace";
 const LA: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/workspace-1234/providers/Microsoft.OperationalInsights/workspaces/testla";
@@ -57,29 +57,11 @@ fn body(name: &str, code: &str) -> Value {
     example(name)["responses"][code]["body"].clone()
 }
 
-// ---------------------------------------------------------------- token endpoint
+// ---------------------------------------------------------------- tokens
 
-/// Tokens from the process-wide identity stand-in (`stand_ins::identity`), the same endpoint the
-/// `twin` tests use: `IDENTITY_ENDPOINT` is process-global, so every test in this binary must
-/// point it at one endpoint. The token is a JWT whose `aud` is the requested resource, so each
-/// fake service checks the audience by comparing the whole header with [`audience`].
-fn credential() -> Arc<dyn TokenCredential> {
-    IdentityStandIn::shared().credential()
-}
-
-fn fast_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 4,
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        max_total: Duration::from_secs(20),
-    }
-}
-
-fn rest(scope: &str) -> RestClient {
-    RestClient::new(credential(), scope).with_retry(fast_retry())
-}
-
+/// The token is a JWT whose `aud` is the requested resource (from the process-wide identity
+/// stand-in, `support::azure::credential`), so each fake service checks the audience by
+/// comparing the whole header with this.
 fn audience(scope: &str) -> String {
     IdentityStandIn::shared().bearer(scope.trim_end_matches("/.default"))
 }
@@ -837,29 +819,7 @@ async fn graph_resolves_upn_and_reports_unknown_users_as_none() {
 // ---------------------------------------------------------------- Log Analytics
 
 fn info_with_la() -> WorkspaceInfo {
-    WorkspaceInfo {
-        id: ws(),
-        storage_account: "teststorageaccount".into(),
-        artifact_container: "azureml".into(),
-        blobstore_container: "b".into(),
-        file_share: "f".into(),
-        app_insights: None,
-        log_analytics_workspace: Some(LA.into()),
-        diagnostic_destinations: vec![],
-        diagnostic_settings_error: None,
-        key_vault: None,
-        tags: Default::default(),
-        location: None,
-    }
-}
-
-fn subject(oid: &str) -> ResolvedSubject {
-    ResolvedSubject {
-        object_id: oid.parse().unwrap(),
-        tenant_id: None,
-        upn: None,
-        notebook_aliases: vec![],
-    }
+    workspace_info(ws(), "teststorageaccount", LA)
 }
 
 #[tokio::test]

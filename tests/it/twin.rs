@@ -19,12 +19,10 @@ use azureml_dsr::adapters::azure::graph::{GraphDirectory, GRAPH_SCOPE};
 use azureml_dsr::adapters::azure::purge::{
     LogAnalyticsTelemetry, PurgeBudget, PurgeConfig, LOG_ANALYTICS_SCOPE,
 };
-use azureml_dsr::adapters::azure::rest::RestClient;
-use azureml_dsr::adapters::azure::retry::RetryConfig;
 use azureml_dsr::adapters::azure::servicebus::{ServiceBusSender, SERVICEBUS_SCOPE};
 use azureml_dsr::adapters::local::sqlite_queue::LocalQueue;
 use azureml_dsr::domain::request::SubjectRef;
-use azureml_dsr::domain::subject::{ResolvedSubject, Upn};
+use azureml_dsr::domain::subject::Upn;
 use azureml_dsr::domain::workspace::WorkspaceId;
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, Condition, DeleteOutcome, StoreError};
 use azureml_dsr::ports::bus::{BusError, MessageBus, OutMessage, SendOutcome};
@@ -41,28 +39,12 @@ use stand_ins::graph::{DirectoryUser, GraphStandIn};
 use stand_ins::identity::IdentityStandIn;
 use stand_ins::log_analytics::{LogAnalyticsStandIn, PurgeState};
 use stand_ins::service_bus::ServiceBusStandIn;
+use support::azure::{credential, fast_retry, rest, subject, workspace_info};
 
 const ML_WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-0";
 const LA_WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.OperationalInsights/workspaces/law-0";
 const ALICE: &str = "11111111-2222-3333-4444-555555555555";
 const BOB: &str = "66666666-7777-8888-9999-000000000000";
-
-fn fast_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 4,
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        max_total: Duration::from_secs(20),
-    }
-}
-
-fn credential() -> Arc<dyn TokenCredential> {
-    IdentityStandIn::shared().credential()
-}
-
-fn rest(scope: &str) -> RestClient {
-    RestClient::new(credential(), scope).with_retry(fast_retry())
-}
 
 fn url(s: &str) -> azure_core::http::Url {
     azure_core::http::Url::parse(s).unwrap()
@@ -256,29 +238,7 @@ async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
 // ---------------------------------------------------------------- Log Analytics
 
 fn info() -> WorkspaceInfo {
-    WorkspaceInfo {
-        id: WorkspaceId::parse(ML_WS).unwrap(),
-        storage_account: "mlwstore0".into(),
-        artifact_container: "azureml".into(),
-        blobstore_container: "b".into(),
-        file_share: "f".into(),
-        app_insights: None,
-        log_analytics_workspace: Some(LA_WS.into()),
-        diagnostic_destinations: vec![],
-        diagnostic_settings_error: None,
-        key_vault: None,
-        tags: Default::default(),
-        location: None,
-    }
-}
-
-fn subject(oid: &str) -> ResolvedSubject {
-    ResolvedSubject {
-        object_id: oid.parse().unwrap(),
-        tenant_id: None,
-        upn: None,
-        notebook_aliases: vec![],
-    }
+    workspace_info(WorkspaceId::parse(ML_WS).unwrap(), "mlwstore0", LA_WS)
 }
 
 /// `AmlRunEvent.Identity` is `dynamic` and `AmlRunStatusChangedEvent.Identity` a string (Azure

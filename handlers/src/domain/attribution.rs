@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::holds::{HoldRef, HoldSet};
-use super::plan::ResourceType;
+use super::resource_type::ResourceType;
 use super::subject::ResolvedSubject;
 use super::workspace::WorkspaceId;
 
@@ -145,8 +145,7 @@ pub fn retention_hold(
     holds
         .holds
         .iter()
-        .filter(|h| h.workspace.as_ref().is_none_or(|w| w == ws))
-        .filter(|h| h.resource_types.is_empty() || h.resource_types.contains(&ResourceType::Jobs))
+        .filter(|h| h.covers(ws, ResourceType::Jobs))
         .find(|h| match (h.subject_object_id, known) {
             (Some(held), Some((oid, _))) => held == oid,
             // A per-person hold and a job nobody can attribute: keep it.

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod report;
 pub mod request;
 pub mod resource;
+pub mod resource_type;
 pub mod slice;
 pub mod subject;
 pub mod telemetry;
