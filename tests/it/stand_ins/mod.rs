@@ -2,7 +2,7 @@
 //! for the "Azure twin" tests: each answers as the real API documents (paths, bodies, paging,
 //! long-running operations, throttling, error shapes, token audiences), binds 127.0.0.1 only, and
 //! runs on its own thread so it can serve a child handler process. Include with
-//! `mod stand_ins;` (it uses no other test module).
+//! `tests/it/main.rs` as `mod stand_ins` (it uses no other test module).
 //!
 //! - [`identity`]: App Service managed-identity token endpoint issuing JWTs (Azurite-compatible),
 //!   and the bearer-audience check the others use;

@@ -1,4 +1,4 @@
-//! Shared test support; include with `mod support;`.
+//! Shared test support, a module of the one test binary (`tests/it/main.rs`).
 #![allow(dead_code)]
 
 pub mod azure;
