@@ -44,7 +44,7 @@ pub struct Plan {
     pub slices: Vec<SliceSpec>,
 }
 
-pub fn slice_key(workspace: &WorkspaceId, resource_type: ResourceType) -> String {
+pub(crate) fn slice_key(workspace: &WorkspaceId, resource_type: ResourceType) -> String {
     format!("{}-{}", workspace.key(), resource_type.as_str())
 }
 

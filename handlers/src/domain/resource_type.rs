@@ -36,7 +36,7 @@ impl ResourceType {
     }
 
     /// The function that handles this slice (folder name under `functions/`).
-    pub fn function_name(&self) -> String {
+    pub(crate) fn function_name(&self) -> String {
         format!("slice-{}", self.as_str())
     }
 
@@ -45,7 +45,7 @@ impl ResourceType {
         format!("dsr-slice-{}", self.as_str())
     }
 
-    pub fn from_function(name: &str) -> Option<ResourceType> {
+    pub(crate) fn from_function(name: &str) -> Option<ResourceType> {
         Self::ALL.into_iter().find(|t| t.function_name() == name)
     }
 }

@@ -172,7 +172,7 @@ fn out_of_scope(scope: &[WorkspaceId], request: &DsrRequest) -> Option<Rejection
     })
 }
 
-pub async fn fan_out(svc: &Services, plan: &Plan) -> Result<(), FnError> {
+pub(crate) async fn fan_out(svc: &Services, plan: &Plan) -> Result<(), FnError> {
     let msgs = plan
         .slices
         .iter()

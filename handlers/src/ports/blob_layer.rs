@@ -57,7 +57,7 @@ impl Op {
     }
 
     /// Whether the call can change stored data.
-    pub fn mutates(self) -> bool {
+    pub(crate) fn mutates(self) -> bool {
         matches!(
             self,
             Op::CreateContainer

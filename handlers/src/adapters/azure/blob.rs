@@ -52,7 +52,7 @@ mod store;
 
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 /// Blob Batch accepts at most 256 sub-requests.
-pub const BATCH_MAX: usize = 256;
+pub(crate) const BATCH_MAX: usize = 256;
 /// How long a cached soft-delete policy is trusted.
 const RETENTION_TTL: StdDuration = StdDuration::from_secs(300);
 /// Lifetime of the SAS put on a copy source (only the service reads it).
@@ -71,7 +71,7 @@ pub enum Endpoints {
 }
 
 impl Endpoints {
-    pub fn account_url(&self, account: &str) -> StoreResult<Url> {
+    pub(crate) fn account_url(&self, account: &str) -> StoreResult<Url> {
         if account.is_empty() || !account.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(StoreError::InvalidName(format!(
                 "storage account {account:?}"
@@ -195,14 +195,6 @@ impl AzureBlobConfig {
             copy_poll: StdDuration::from_millis(500),
             copy_timeout: StdDuration::from_secs(3600),
         }
-    }
-
-    /// Production: `https://{account}.blob.core.windows.net` with an Entra ID credential.
-    pub fn public_cloud(credential: Arc<dyn TokenCredential>) -> Self {
-        Self::new(
-            Endpoints::Template("https://{account}.blob.core.windows.net".into()),
-            Auth::Token(credential),
-        )
     }
 }
 

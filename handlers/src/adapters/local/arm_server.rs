@@ -42,7 +42,7 @@ use crate::ports::control_plane::{
 
 /// The token the local runtime sends to a local ARM server (and the server expects) unless
 /// `DSR_ARM_TOKEN` says otherwise. It grants nothing anywhere else.
-pub const LOCAL_ARM_TOKEN: &str = "local-arm-token";
+pub(crate) const LOCAL_ARM_TOKEN: &str = "local-arm-token";
 
 #[derive(Debug, Clone)]
 pub struct ArmServerOptions {

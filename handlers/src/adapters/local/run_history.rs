@@ -49,7 +49,7 @@ impl LocalRunHistory {
     }
 
     /// Write (seed) a run document; its parent's child marker too when it has a `parentRunId`.
-    pub async fn put_run(
+    pub(crate) async fn put_run(
         &self,
         ws: &crate::domain::workspace::WorkspaceId,
         doc: &Value,

@@ -6,7 +6,7 @@ use super::*;
 
 impl AzureBlobStore {
     /// The account's soft-delete policy (cached for a few minutes).
-    pub async fn retention_policy(&self, account: &str) -> StoreResult<RetentionPolicy> {
+    pub(crate) async fn retention_policy(&self, account: &str) -> StoreResult<RetentionPolicy> {
         if let Some(p) = self.cfg.retention_override {
             return Ok(p);
         }
