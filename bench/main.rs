@@ -22,7 +22,7 @@
 #[path = "archive.rs"]
 mod archive;
 /// The test suite's Azurite harness (pinned npm install into .build/azurite, free port).
-#[path = "../tests/support/azurite.rs"]
+#[path = "../tests/it/support/azurite.rs"]
 #[allow(dead_code)]
 mod azurite;
 mod dsr;

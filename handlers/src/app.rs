@@ -17,9 +17,9 @@ use crate::protocol::timer::TimerInfo;
 use crate::startup::{InvocationContext, InvokeError, Invoker};
 
 pub const INTAKE: &str = "dsr-intake";
-pub const AGGREGATE: &str = "dsr-aggregate";
-pub const RETENTION_SWEEP: &str = "retention-sweep";
-pub const WORKSPACE_DELETED: &str = "workspace-deleted";
+pub(crate) const AGGREGATE: &str = "dsr-aggregate";
+pub(crate) const RETENTION_SWEEP: &str = "retention-sweep";
+pub(crate) const WORKSPACE_DELETED: &str = "workspace-deleted";
 
 /// The functions over wired services (built by [`crate::wiring`] before the port is bound).
 pub struct App {

@@ -10,7 +10,7 @@ use crate::settings::AppSettings;
 
 /// `default_level` applies unless `DSR_LOG` says otherwise (`info` for the handler; the demo
 /// keeps its console for people and logs warnings only).
-pub fn init(default_level: &str, app: &AppSettings) {
+pub(crate) fn init(default_level: &str, app: &AppSettings) {
     let filter = app
         .log_filter
         .as_deref()
@@ -35,7 +35,7 @@ pub fn init(default_level: &str, app: &AppSettings) {
 /// `/users/alice@contoso.com`), the segment after `users/` or `Users/` (Graph ids, notebook
 /// folders `Users/<alias>/…`), and query strings (a `$filter` can quote a mail address). What
 /// stays — hosts, containers, operation names, status codes — is what an operator needs.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while !rest.is_empty() {

@@ -27,7 +27,7 @@ use crate::ports::control_plane::{ArmKind, WorkspaceInfo};
 use crate::ports::directory::DirectoryEntry;
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-pub const SUBSCRIPTION: &str = "00000000-1111-2222-3333-444444444444";
+pub(crate) const SUBSCRIPTION: &str = "00000000-1111-2222-3333-444444444444";
 /// Owner recorded for items no single user owns (shared folders, shared clusters' data).
 pub const SHARED: &str = "(shared)";
 
@@ -126,7 +126,7 @@ pub fn review_owner(key: &str) -> String {
 pub const REVIEW_PREFIX: &str = "review:";
 
 /// `ali` shares Alice's display name: a display name never identifies anyone.
-pub const NAMESAKE_DISPLAY_NAME: &str = "Alice Example";
+pub(crate) const NAMESAKE_DISPLAY_NAME: &str = "Alice Example";
 
 const NAMES: [(&str, &str); 10] = [
     ("alice", NAMESAKE_DISPLAY_NAME),

@@ -19,7 +19,7 @@ use crate::protocol::envelope::{InvocationRequest, InvocationResponse};
 
 /// Largest invocation body accepted (Service Bus Premium messages go up to 100 MB, but DSRs
 /// and our own messages are small; the host never sends more than the trigger's payload).
-pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct InvocationContext {

@@ -18,14 +18,14 @@ pub const STATE: &str = "dsr-state";
 pub const EXPORTS: &str = "dsr-exports";
 pub const REPORTS: &str = "dsr-reports";
 pub const AUDIT: &str = "dsr-audit";
-pub const ARCHIVE: &str = "dsr-intake-archive";
-pub const CONTAINERS: [&str; 5] = [STATE, EXPORTS, REPORTS, AUDIT, ARCHIVE];
+pub(crate) const ARCHIVE: &str = "dsr-intake-archive";
+pub(crate) const CONTAINERS: [&str; 5] = [STATE, EXPORTS, REPORTS, AUDIT, ARCHIVE];
 /// Legal holds, in [`STATE`].
 pub const HOLDS_DOC: &str = "config/holds.json";
 /// Telemetry purges of requests (`purges/<request>/<slice>/<id>.json`), in [`STATE`].
-pub const PURGES_PREFIX: &str = "purges/";
+pub(crate) const PURGES_PREFIX: &str = "purges/";
 /// Workspaces in scope, in [`STATE`].
-pub const SCOPE_DOC: &str = "config/workspaces.json";
+pub(crate) const SCOPE_DOC: &str = "config/workspaces.json";
 
 /// One inventory entry: the item, plus the resource document for management-plane items
 /// (exported as JSON) or the records for telemetry.
@@ -56,7 +56,7 @@ impl Inventory {
     /// What is stored for a request that does not export: every document (ARM resources,
     /// telemetry rows) replaced by its SHA-256, so the state account holds no copy of the
     /// personal data being erased.
-    pub fn without_copies(mut self) -> Self {
+    pub(crate) fn without_copies(mut self) -> Self {
         for e in self.entries.iter_mut().chain(
             self.candidates
                 .iter_mut()
@@ -103,7 +103,7 @@ impl StateStore {
     }
 
     /// Share `memo` with other state stores over the same store and account.
-    pub fn sharing_containers_ready(mut self, memo: ContainersReady) -> Self {
+    pub(crate) fn sharing_containers_ready(mut self, memo: ContainersReady) -> Self {
         self.containers_ready = memo;
         self
     }
@@ -130,35 +130,38 @@ impl StateStore {
         self.blob(STATE, format!("requests/{id}/{rest}"))
     }
 
-    pub fn plan_ref(&self, id: &RequestId) -> BlobRef {
+    pub(crate) fn plan_ref(&self, id: &RequestId) -> BlobRef {
         self.req(id, "plan.json")
     }
-    pub fn report_ref(&self, id: &RequestId) -> BlobRef {
+    pub(crate) fn report_ref(&self, id: &RequestId) -> BlobRef {
         self.req(id, "report.json")
     }
-    pub fn completion_ref(&self, id: &RequestId, key: &str) -> BlobRef {
+    pub(crate) fn completion_ref(&self, id: &RequestId, key: &str) -> BlobRef {
         self.req(id, &format!("completions/{key}.json"))
     }
     pub fn inventory_ref(&self, t: &SliceTask) -> BlobRef {
         self.req(&t.request_id, &format!("slices/{}/inventory.json", t.key))
     }
-    pub fn chunk_ref(&self, t: &SliceTask, chunk: u32) -> BlobRef {
+    pub(crate) fn chunk_ref(&self, t: &SliceTask, chunk: u32) -> BlobRef {
         self.req(
             &t.request_id,
             &format!("slices/{}/chunks/{chunk:06}.json", t.key),
         )
     }
-    pub fn result_ref(&self, id: &RequestId, key: &str) -> BlobRef {
+    pub(crate) fn result_ref(&self, id: &RequestId, key: &str) -> BlobRef {
         self.req(id, &format!("slices/{key}/result.json"))
     }
-    pub fn workspace_inventory_ref(&self, ws: &crate::domain::workspace::WorkspaceId) -> BlobRef {
+    pub(crate) fn workspace_inventory_ref(
+        &self,
+        ws: &crate::domain::workspace::WorkspaceId,
+    ) -> BlobRef {
         self.blob(STATE, format!("inventory/workspaces/{}.json", ws.key()))
     }
-    pub fn cleanup_ref(&self, ws: &crate::domain::workspace::WorkspaceId) -> BlobRef {
+    pub(crate) fn cleanup_ref(&self, ws: &crate::domain::workspace::WorkspaceId) -> BlobRef {
         self.blob(STATE, format!("cleanups/{}.json", ws.key()))
     }
     /// A telemetry purge of a request, kept until its certificate has been revised.
-    pub fn purge_ref(&self, rec: &crate::domain::telemetry::PurgeRecord) -> BlobRef {
+    pub(crate) fn purge_ref(&self, rec: &crate::domain::telemetry::PurgeRecord) -> BlobRef {
         self.blob(
             STATE,
             format!(
@@ -172,7 +175,7 @@ impl StateStore {
 
     /// Every purge record under `prefix` (`purges/` for all, `purges/<request>/<slice>/` for
     /// one slice), with the name it is stored under.
-    pub async fn purge_records(
+    pub(crate) async fn purge_records(
         &self,
         prefix: &str,
     ) -> StoreResult<Vec<(BlobRef, crate::domain::telemetry::PurgeRecord)>> {
@@ -215,7 +218,7 @@ impl StateStore {
     }
 
     /// Keys of slices whose completion the aggregator has recorded.
-    pub async fn completed_keys(&self, id: &RequestId) -> StoreResult<Vec<String>> {
+    pub(crate) async fn completed_keys(&self, id: &RequestId) -> StoreResult<Vec<String>> {
         let prefix = format!("requests/{id}/completions/");
         Ok(self
             .store
@@ -232,7 +235,7 @@ impl StateStore {
     }
 
     /// Remember what a workspace is connected to: once it is deleted it can no longer be read.
-    pub async fn record_workspace(
+    pub(crate) async fn record_workspace(
         &self,
         info: &crate::ports::control_plane::WorkspaceInfo,
     ) -> StoreResult<()> {
@@ -242,7 +245,7 @@ impl StateStore {
     }
 
     /// Every workspace ever recorded.
-    pub async fn known_workspaces(
+    pub(crate) async fn known_workspaces(
         &self,
     ) -> StoreResult<Vec<crate::ports::control_plane::WorkspaceInfo>> {
         let mut out = Vec::new();
@@ -281,7 +284,7 @@ impl StateStore {
 
     /// Change a configuration document with optimistic concurrency (If-Match on the version
     /// read, If-None-Match when absent), retrying when another writer got there first.
-    pub async fn update_config<T, F>(&self, doc: &str, mut change: F) -> anyhow::Result<T>
+    pub(crate) async fn update_config<T, F>(&self, doc: &str, mut change: F) -> anyhow::Result<T>
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Default,
         F: FnMut(&mut T) -> anyhow::Result<()>,
@@ -340,7 +343,11 @@ impl StateStore {
     }
 
     /// Archive an intake payload exactly as received (kept for audit, also when rejected).
-    pub async fn archive_intake(&self, body: &[u8], now: OffsetDateTime) -> StoreResult<String> {
+    pub(crate) async fn archive_intake(
+        &self,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<String> {
         let sha = crate::domain::ids::sha256_hex(body);
         let name = format!("{}/{sha}.bin", now.date());
         let blob = self.blob(ARCHIVE, name.clone());

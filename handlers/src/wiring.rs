@@ -79,7 +79,7 @@ pub fn build(app: &AppSettings) -> anyhow::Result<Wired> {
 
 /// The state store alone (CLI commands that read or change state), without opening the local
 /// queue: in Azure mode the state account, in local mode the local store.
-pub fn build_state(app: &AppSettings) -> anyhow::Result<crate::state::StateStore> {
+pub(crate) fn build_state(app: &AppSettings) -> anyhow::Result<crate::state::StateStore> {
     let store: Arc<dyn BlobStore> = match &app.adapters {
         Adapters::Local(local) => store(local),
         Adapters::Azure(az) => azure_store(az)?,
@@ -128,7 +128,7 @@ pub fn local_store(paths: &LocalPaths) -> Arc<dyn BlobStore> {
 }
 
 /// The durable local queue under the data folder.
-pub fn open_queue(local: &LocalSettings) -> anyhow::Result<Arc<LocalQueue>> {
+pub(crate) fn open_queue(local: &LocalSettings) -> anyhow::Result<Arc<LocalQueue>> {
     let paths = LocalPaths::new(&local.data_dir);
     std::fs::create_dir_all(&paths.root)
         .with_context(|| format!("creating {}", paths.root.display()))?;
@@ -182,7 +182,7 @@ fn local_arm_control(
 
 /// Production adapters only: Blob through Entra tokens at the state account's endpoint form,
 /// Azure Files (REST, Entra tokens) at its file form, Service Bus, ARM, Graph and Log Analytics.
-pub fn azure_services(app: &AppSettings, az: &AzureSettings) -> anyhow::Result<Services> {
+pub(crate) fn azure_services(app: &AppSettings, az: &AzureSettings) -> anyhow::Result<Services> {
     let cred = azure_credential(az.client_id.as_deref())?;
     let store = azure_store_with(az, cred.clone());
     let arm_rest = RestClient::new(cred.clone(), arm::ARM_SCOPE);

@@ -8,21 +8,21 @@
 //! inner store's transport already retried ([`StoreError::RetriesSpent`]), so over the Azure
 //! store attempts do not multiply.
 //!
-//! Both wrappers implement every [`BlobStore`] method by hand: the trait has no default
-//! methods, so a wrapper that forgot one (`delete_many`, `read_link`) would not compile, and the
-//! conformance suite (`tests/support/blob_conformance.rs`) runs through each wrapper.
+//! Both are [`BlobLayer`]s that override only [`BlobLayer::around`]: every [`BlobStore`] method
+//! reaches the wrapped store's same method (`delete_many` stays one batch, `read_link` stays
+//! the inner store's link), and the conformance suite (`tests/it/support/blob_conformance.rs`)
+//! runs through each wrapper.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::adapters::azure::retry::{with_retries, RetryConfig};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 
 use crate::ports::blob::*;
+use crate::ports::blob_layer::{BlobLayer, Op, StoreFuture};
 
 pub struct FaultyStore {
     inner: Arc<dyn BlobStore>,
@@ -65,89 +65,27 @@ impl FaultyStore {
     }
 }
 
-macro_rules! faulty {
-    ($self:ident, $mutating:expr, $call:expr) => {{
-        match $self.roll($mutating) {
-            Fault::Before => Err(FaultyStore::err()),
-            Fault::After => {
-                let _ = $call.await;
-                Err(FaultyStore::err())
-            }
-            Fault::None => $call.await,
-        }
-    }};
-}
-
 #[async_trait]
-impl BlobStore for FaultyStore {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
+impl BlobLayer for FaultyStore {
+    fn inner(&self) -> &dyn BlobStore {
+        &*self.inner
     }
-    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
-        faulty!(self, true, self.inner.create_container(a, c))
-    }
-    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
-        faulty!(self, false, self.inner.list_containers(a, p))
-    }
-    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
-        faulty!(self, true, self.inner.delete_container(a, c))
-    }
-    async fn list_page(
-        &self,
-        a: &str,
-        c: &str,
-        p: &str,
-        m: Option<String>,
-        n: u32,
-    ) -> StoreResult<ListPage> {
-        faulty!(self, false, self.inner.list_page(a, c, p, m.clone(), n))
-    }
-    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
-        faulty!(self, false, self.inner.open(b))
-    }
-    async fn put(
-        &self,
-        b: &BlobRef,
-        body: Bytes,
-        ct: &str,
-        cond: Condition,
-        md: &BTreeMap<String, String>,
-    ) -> StoreResult<String> {
-        faulty!(
-            self,
-            true,
-            self.inner.put(b, body.clone(), ct, cond.clone(), md)
-        )
-    }
-    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
-        faulty!(self, true, self.inner.copy(s, d))
-    }
-    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
-        faulty!(self, true, self.inner.delete(b))
-    }
-    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
-        faulty!(self, false, self.inner.read_link(b, e))
-    }
-    async fn recoverable(
-        &self,
-        b: &BlobRef,
-        now: time::OffsetDateTime,
-    ) -> StoreResult<Vec<String>> {
-        faulty!(self, false, self.inner.recoverable(b, now))
-    }
-    async fn delete_many(
-        &self,
-        a: &str,
-        c: &str,
-        names: &[String],
-    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
-        faulty!(self, true, self.inner.delete_many(a, c, names))
-    }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
-        faulty!(self, true, self.inner.stage_block(b, id, body.clone()))
-    }
-    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
-        faulty!(self, true, self.inner.commit_blocks(b, ids, ct))
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        call: &'a (dyn Fn() -> StoreFuture<'a, T> + Send + Sync + 'a),
+    ) -> StoreFuture<'a, T> {
+        let fault = self.roll(op.mutates());
+        Box::pin(async move {
+            match fault {
+                Fault::Before => Err(FaultyStore::err()),
+                Fault::After => {
+                    let _ = call().await;
+                    Err(FaultyStore::err())
+                }
+                Fault::None => call().await,
+            }
+        })
     }
 }
 
@@ -175,97 +113,15 @@ impl RetryingStore {
 }
 
 #[async_trait]
-impl BlobStore for RetryingStore {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
+impl BlobLayer for RetryingStore {
+    fn inner(&self) -> &dyn BlobStore {
+        &*self.inner
     }
-    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
-        with_retries(&self.retry, "create container", || {
-            self.inner.create_container(a, c)
-        })
-        .await
-    }
-    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
-        with_retries(&self.retry, "list containers", || {
-            self.inner.list_containers(a, p)
-        })
-        .await
-    }
-    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
-        with_retries(&self.retry, "delete container", || {
-            self.inner.delete_container(a, c)
-        })
-        .await
-    }
-    async fn list_page(
-        &self,
-        a: &str,
-        c: &str,
-        p: &str,
-        m: Option<String>,
-        n: u32,
-    ) -> StoreResult<ListPage> {
-        with_retries(&self.retry, "list", || {
-            self.inner.list_page(a, c, p, m.clone(), n)
-        })
-        .await
-    }
-    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
-        with_retries(&self.retry, "open", || self.inner.open(b)).await
-    }
-    async fn put(
-        &self,
-        b: &BlobRef,
-        body: Bytes,
-        ct: &str,
-        cond: Condition,
-        md: &BTreeMap<String, String>,
-    ) -> StoreResult<String> {
-        with_retries(&self.retry, "put", || {
-            self.inner.put(b, body.clone(), ct, cond.clone(), md)
-        })
-        .await
-    }
-    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
-        with_retries(&self.retry, "copy", || self.inner.copy(s, d)).await
-    }
-    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
-        with_retries(&self.retry, "delete", || self.inner.delete(b)).await
-    }
-    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
-        with_retries(&self.retry, "read link", || self.inner.read_link(b, e)).await
-    }
-    async fn recoverable(
-        &self,
-        b: &BlobRef,
-        now: time::OffsetDateTime,
-    ) -> StoreResult<Vec<String>> {
-        with_retries(&self.retry, "recoverable", || {
-            self.inner.recoverable(b, now)
-        })
-        .await
-    }
-    async fn delete_many(
-        &self,
-        a: &str,
-        c: &str,
-        names: &[String],
-    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
-        with_retries(&self.retry, "delete many", || {
-            self.inner.delete_many(a, c, names)
-        })
-        .await
-    }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
-        with_retries(&self.retry, "stage block", || {
-            self.inner.stage_block(b, id, body.clone())
-        })
-        .await
-    }
-    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
-        with_retries(&self.retry, "commit blocks", || {
-            self.inner.commit_blocks(b, ids, ct)
-        })
-        .await
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        call: &'a (dyn Fn() -> StoreFuture<'a, T> + Send + Sync + 'a),
+    ) -> StoreFuture<'a, T> {
+        Box::pin(with_retries(&self.retry, op.name(), call))
     }
 }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::ports::blob::*;
+use crate::ports::blob_layer::BlobLayer;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallCounts {
@@ -46,10 +47,12 @@ impl CountingStore {
     }
 }
 
+/// Counts and forwards; `read_link` (no storage call) and `kind` forward uncounted through
+/// [`BlobLayer`]'s defaults.
 #[async_trait]
-impl BlobStore for CountingStore {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
+impl BlobLayer for CountingStore {
+    fn inner(&self) -> &dyn BlobStore {
+        &*self.inner
     }
     async fn create_container(&self, account: &str, container: &str) -> StoreResult<()> {
         self.mutate(account, 1);
@@ -108,20 +111,6 @@ impl BlobStore for CountingStore {
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
         self.mutate(account, names.len() as u64);
         self.inner.delete_many(account, container, names).await
-    }
-    async fn read_link(
-        &self,
-        blob: &BlobRef,
-        expiry: time::Duration,
-    ) -> StoreResult<Option<String>> {
-        self.inner.read_link(blob, expiry).await
-    }
-    async fn recoverable(
-        &self,
-        blob: &BlobRef,
-        now: time::OffsetDateTime,
-    ) -> StoreResult<Vec<String>> {
-        self.inner.recoverable(blob, now).await
     }
     async fn stage_block(&self, blob: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
         self.mutate(&blob.account, 1);

@@ -14,7 +14,7 @@ pub async fn run(app: &AppSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -40,7 +40,10 @@ impl LocalRuntime {
 
     /// Local mode from `app`'s settings; the function set from `app_root`, else the one built
     /// into the binary.
-    pub async fn start_with(app: &AppSettings, app_root: Option<&Path>) -> anyhow::Result<Self> {
+    pub(crate) async fn start_with(
+        app: &AppSettings,
+        app_root: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let local = app.local_only("run")?;
         let wired = crate::wiring::build(app)?;
         let queue = wired

@@ -32,7 +32,10 @@ pub struct SubmitArgs {
 }
 
 /// Build the request body from flags.
-pub fn request_from_flags(paths: &LocalPaths, a: &SubmitArgs) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn request_from_flags(
+    paths: &LocalPaths,
+    a: &SubmitArgs,
+) -> anyhow::Result<serde_json::Value> {
     let mut workspaces = a.workspaces.clone();
     if workspaces.is_empty() {
         let truth: crate::seed::SeedTruth =
@@ -87,7 +90,7 @@ pub async fn enqueue(queue: &LocalQueue, body: Vec<u8>) -> anyhow::Result<String
 
 /// The intake MessageId for a request id and the SHA-256 of its bytes (at most 64 + 1 + 32
 /// characters, within Service Bus's 128).
-pub fn intake_message_id(request_id: &str, body_sha256: &str) -> String {
+pub(crate) fn intake_message_id(request_id: &str, body_sha256: &str) -> String {
     format!("{request_id}:{}", &body_sha256[..32.min(body_sha256.len())])
 }
 
@@ -228,7 +231,7 @@ pub async fn report(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<(
 
 /// Queue events for an Event Grid function; `run` delivers them with the host's envelope and
 /// Event Grid's retry schedule. MessageId = event id, so injecting the same file twice is harmless.
-pub async fn inject_events(
+pub(crate) async fn inject_events(
     local: &LocalSettings,
     file: &Path,
     function: &str,

@@ -11,13 +11,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::holds::{HoldRef, HoldSet};
-use super::plan::ResourceType;
+use super::resource_type::ResourceType;
 use super::subject::ResolvedSubject;
 use super::workspace::WorkspaceId;
 
 /// Notes that start with this mark something the slice could not attribute and left untouched:
 /// a report with such a note is `needs_review`, never `completed`.
-pub const UNATTRIBUTED_NOTE: &str = "unattributed:";
+pub(crate) const UNATTRIBUTED_NOTE: &str = "unattributed:";
 
 /// The creator of a run, from run history's `createdBy` (model `User`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -47,7 +47,7 @@ fn text(v: Option<&Value>) -> Option<String> {
 
 impl RunCreator {
     /// From a run-history `User` object; `None` when it is not an object.
-    pub fn from_user(user: &Value) -> Option<RunCreator> {
+    pub(crate) fn from_user(user: &Value) -> Option<RunCreator> {
         user.as_object()?;
         Some(RunCreator {
             object_id: guid(user.get("userObjectId")),
@@ -75,7 +75,7 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// From a run-history `Run` document; `None` without a `runId`.
-    pub fn from_doc(doc: Value) -> Option<RunRecord> {
+    pub(crate) fn from_doc(doc: Value) -> Option<RunRecord> {
         let run_id = text(doc.get("runId"))?;
         Some(RunRecord {
             parent_run_id: text(doc.get("parentRunId")),
@@ -90,7 +90,7 @@ impl RunRecord {
     /// The run's folders in the artifact container: `ExperimentRun/<dcid>/` and, as Azure ML
     /// writes for some runs, `ExperimentRun/<dcid>_setup/`. `None` when the container id could
     /// name more than one folder (a separator, a dot segment, a wildcard).
-    pub fn artifact_prefixes(&self) -> Option<[String; 2]> {
+    pub(crate) fn artifact_prefixes(&self) -> Option<[String; 2]> {
         let dcid = self.data_container_id.as_deref()?;
         if !super::subject::valid_alias(dcid) || dcid.contains('/') || dcid.contains('%') {
             return None;
@@ -136,7 +136,7 @@ pub fn attribute(subject: &ResolvedSubject, creator: Option<&RunCreator>) -> Att
 /// The per-person legal hold a retention sweep must honour for one job of `ws`: the hold of its
 /// creator when the creator is known; when the creator is unknown, any per-person hold that
 /// reaches this workspace's jobs (the job may be that person's: it is kept).
-pub fn retention_hold(
+pub(crate) fn retention_hold(
     holds: &HoldSet,
     ws: &WorkspaceId,
     creator: Option<&RunCreator>,
@@ -145,8 +145,7 @@ pub fn retention_hold(
     holds
         .holds
         .iter()
-        .filter(|h| h.workspace.as_ref().is_none_or(|w| w == ws))
-        .filter(|h| h.resource_types.is_empty() || h.resource_types.contains(&ResourceType::Jobs))
+        .filter(|h| h.covers(ws, ResourceType::Jobs))
         .find(|h| match (h.subject_object_id, known) {
             (Some(held), Some((oid, _))) => held == oid,
             // A per-person hold and a job nobody can attribute: keep it.

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::plan::ResourceType;
+use super::resource_type::ResourceType;
 use super::workspace::WorkspaceId;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +32,23 @@ pub struct HoldSet {
     pub holds: Vec<LegalHold>,
 }
 
+impl LegalHold {
+    /// Whether the hold reaches data of `resource_type` in `workspace`, whoever it names (the one
+    /// place the workspace and type parts of a hold are matched).
+    pub fn covers(&self, workspace: &WorkspaceId, resource_type: ResourceType) -> bool {
+        self.workspace.as_ref().is_none_or(|w| w == workspace)
+            && (self.resource_types.is_empty() || self.resource_types.contains(&resource_type))
+    }
+
+    /// The reference copied into plans, messages and reports.
+    pub fn reference(&self) -> HoldRef {
+        HoldRef {
+            id: self.id.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 impl HoldSet {
     /// The first hold covering this subject's data of `resource_type` in `workspace`.
     pub fn find(
@@ -44,13 +61,9 @@ impl HoldSet {
             .iter()
             .find(|h| {
                 h.subject_object_id.is_none_or(|s| s == subject)
-                    && h.workspace.as_ref().is_none_or(|w| w == workspace)
-                    && (h.resource_types.is_empty() || h.resource_types.contains(&resource_type))
+                    && h.covers(workspace, resource_type)
             })
-            .map(|h| HoldRef {
-                id: h.id.clone(),
-                reason: h.reason.clone(),
-            })
+            .map(LegalHold::reference)
     }
 }
 

@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 /// First `n` hex characters of SHA-256 over `parts` joined with a separator byte.
-pub fn short_hash(parts: &[&str], n: usize) -> String {
+pub(crate) fn short_hash(parts: &[&str], n: usize) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());

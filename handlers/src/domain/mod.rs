@@ -15,6 +15,7 @@ pub mod plan;
 pub mod report;
 pub mod request;
 pub mod resource;
+pub mod resource_type;
 pub mod review;
 pub mod slice;
 pub mod subject;

@@ -5,58 +5,12 @@ use time::OffsetDateTime;
 
 use super::deadline::{deadline, Regulation};
 use super::holds::{HoldRef, HoldSet};
+// Re-exported: `ResourceType` lived here before it got its own module (holds.rs needs it, and
+// plan.rs needs holds.rs).
 use super::request::{DsrRequest, RequestId, RequestKind};
+pub use super::resource_type::ResourceType;
 use super::subject::ResolvedSubject;
 use super::workspace::WorkspaceId;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ResourceType {
-    Jobs,
-    Models,
-    Data,
-    Compute,
-    Notebooks,
-    Telemetry,
-}
-
-impl ResourceType {
-    pub const ALL: [ResourceType; 6] = [
-        ResourceType::Jobs,
-        ResourceType::Models,
-        ResourceType::Data,
-        ResourceType::Compute,
-        ResourceType::Notebooks,
-        ResourceType::Telemetry,
-    ];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ResourceType::Jobs => "jobs",
-            ResourceType::Models => "models",
-            ResourceType::Data => "data",
-            ResourceType::Compute => "compute",
-            ResourceType::Notebooks => "notebooks",
-            ResourceType::Telemetry => "telemetry",
-        }
-    }
-
-    /// The function that handles this slice (folder name under `functions/`).
-    pub fn function_name(&self) -> String {
-        format!("slice-{}", self.as_str())
-    }
-
-    /// The queue that triggers that function.
-    pub fn queue(&self) -> String {
-        format!("dsr-slice-{}", self.as_str())
-    }
-
-    pub fn from_function(name: &str) -> Option<ResourceType> {
-        Self::ALL.into_iter().find(|t| t.function_name() == name)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -93,7 +47,7 @@ pub struct Plan {
     pub submitted_by: Option<String>,
 }
 
-pub fn slice_key(workspace: &WorkspaceId, resource_type: ResourceType) -> String {
+pub(crate) fn slice_key(workspace: &WorkspaceId, resource_type: ResourceType) -> String {
     format!("{}-{}", workspace.key(), resource_type.as_str())
 }
 

@@ -134,13 +134,13 @@ impl FinalReport {
 }
 
 /// True when every planned slice has a stored result.
-pub fn all_slices_in(plan: &Plan, completed: &[String]) -> bool {
+pub(crate) fn all_slices_in(plan: &Plan, completed: &[String]) -> bool {
     plan.slices
         .iter()
         .all(|s| completed.iter().any(|c| c == &s.key))
 }
 
-pub fn build_report(
+pub(crate) fn build_report(
     plan: &Plan,
     mut results: Vec<SliceResult>,
     finished_at: OffsetDateTime,
@@ -216,7 +216,7 @@ fn final_status(results: &[SliceResult], total: &Counts) -> FinalStatus {
 
 impl FinalReport {
     /// The purges still open: (operation, requested at).
-    pub fn pending_operations(&self) -> Vec<(String, Option<OffsetDateTime>)> {
+    pub(crate) fn pending_operations(&self) -> Vec<(String, Option<OffsetDateTime>)> {
         self.results
             .iter()
             .flat_map(|r| &r.items)
@@ -264,7 +264,7 @@ impl FinalReport {
 
 /// The status line of a report: "completed — telemetry purge pending (operation …, requested
 /// …)" while purges run.
-pub fn status_line(r: &FinalReport) -> String {
+pub(crate) fn status_line(r: &FinalReport) -> String {
     match r.status {
         FinalStatus::Completed
         | FinalStatus::PartiallyFailed

@@ -11,10 +11,10 @@ use super::subject::Upn;
 use super::workspace::WorkspaceId;
 
 /// Largest accepted message body (Service Bus Standard's own limit is 256 KiB).
-pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// Major schema version this build understands.
-pub const SCHEMA_MAJOR: u64 = 1;
-pub const MAX_WORKSPACES: usize = 100;
+pub(crate) const SCHEMA_MAJOR: u64 = 1;
+pub(crate) const MAX_WORKSPACES: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,7 +33,7 @@ impl RequestKind {
             RequestKind::Retention => "retention",
         }
     }
-    pub fn mutates(&self) -> bool {
+    pub(crate) fn mutates(&self) -> bool {
         !matches!(self, RequestKind::Export)
     }
 }

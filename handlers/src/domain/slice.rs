@@ -30,7 +30,7 @@ pub struct SliceTask {
 }
 
 impl SliceTask {
-    pub fn from_plan(plan: &Plan, spec: &SliceSpec) -> SliceTask {
+    pub(crate) fn from_plan(plan: &Plan, spec: &SliceSpec) -> SliceTask {
         SliceTask {
             request_id: plan.request_id.clone(),
             kind: plan.kind,

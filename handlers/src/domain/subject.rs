@@ -41,7 +41,7 @@ impl Upn {
         &self.0
     }
     /// The part before '@', the default Azure ML notebooks folder name.
-    pub fn local_part(&self) -> &str {
+    pub(crate) fn local_part(&self) -> &str {
         self.0.split('@').next().unwrap_or_default()
     }
 }
@@ -80,18 +80,18 @@ pub struct ResolvedSubject {
 
 impl ResolvedSubject {
     /// The identifier used in logs and traces: a salted hash, never the id itself.
-    pub fn log_id(&self) -> String {
+    pub(crate) fn log_id(&self) -> String {
         log_hash(&self.object_id.to_string())
     }
 
-    pub fn matches_object_id(&self, candidate: &str) -> bool {
+    pub(crate) fn matches_object_id(&self, candidate: &str) -> bool {
         match Uuid::parse_str(candidate.trim()) {
             Ok(id) => !id.is_nil() && id == self.object_id,
             Err(_) => false,
         }
     }
 
-    pub fn matches_tenant(&self, candidate: Option<&str>) -> bool {
+    pub(crate) fn matches_tenant(&self, candidate: Option<&str>) -> bool {
         match (
             self.tenant_id,
             candidate.and_then(|c| Uuid::parse_str(c.trim()).ok()),
@@ -102,7 +102,7 @@ impl ResolvedSubject {
         }
     }
 
-    pub fn matches_upn(&self, candidate: &str) -> bool {
+    pub(crate) fn matches_upn(&self, candidate: &str) -> bool {
         match (&self.upn, Upn::parse(candidate)) {
             (Some(mine), Ok(theirs)) => *mine == theirs,
             _ => false,
@@ -110,7 +110,7 @@ impl ResolvedSubject {
     }
 
     /// `Users/<alias>/` prefixes for the notebooks share; invalid aliases are dropped.
-    pub fn notebook_prefixes(&self) -> Vec<String> {
+    pub(crate) fn notebook_prefixes(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .notebook_aliases
             .iter()
@@ -128,7 +128,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// A folder name that can only ever name one folder: no separators, wildcards or dot segments.
-pub fn valid_alias(a: &str) -> bool {
+pub(crate) fn valid_alias(a: &str) -> bool {
     !a.is_empty()
         && a.len() <= 128
         && a != "."
@@ -144,13 +144,13 @@ pub const LOCAL_LOG_SALT: &str = "azureml-dsr";
 static LOG_SALT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Set the log-hash salt; the first call wins (one process, one salt).
-pub fn set_log_salt(salt: &str) {
+pub(crate) fn set_log_salt(salt: &str) {
     let _ = LOG_SALT.set(salt.to_string());
 }
 
 /// Salted hash for logs. The salt keeps hashes from being reversed by hashing a directory of
 /// known ids; until [`set_log_salt`] is called (tests, library use) the public local default.
-pub fn log_hash(value: &str) -> String {
+pub(crate) fn log_hash(value: &str) -> String {
     let salt = LOG_SALT.get().map(String::as_str).unwrap_or(LOCAL_LOG_SALT);
     format!(
         "subj-{}",

@@ -60,7 +60,7 @@ macro_rules! col {
 /// `AmlPipelineEvent` have `Identity dynamic`; `AmlRunStatusChangedEvent` has `Identity
 /// string`; `AmlOnlineEndpointTrafficLog` has `IdentityData string` ("the identity data from
 /// the user client (JWT OID)").
-pub const IDENTITY_COLUMNS: &[IdentityColumn] = &[
+pub(crate) const IDENTITY_COLUMNS: &[IdentityColumn] = &[
     col!("AmlRunEvent", "Identity", Dynamic),
     col!("AmlRunStatusChangedEvent", "Identity", String),
     col!("AmlDataStoreEvent", "Identity", Dynamic),
@@ -71,7 +71,7 @@ pub const IDENTITY_COLUMNS: &[IdentityColumn] = &[
 
 /// The identity column of `table`, if the table is covered (table names are case-sensitive in
 /// KQL).
-pub fn identity_column(table: &str) -> Option<&'static IdentityColumn> {
+pub(crate) fn identity_column(table: &str) -> Option<&'static IdentityColumn> {
     IDENTITY_COLUMNS.iter().find(|c| c.table == table)
 }
 
@@ -99,7 +99,7 @@ fn kql_str(s: &str) -> String {
 }
 
 /// The export query: every record of the table whose identity column names `object_id`.
-pub fn export_query(col: &IdentityColumn, object_id: &str) -> String {
+pub(crate) fn export_query(col: &IdentityColumn, object_id: &str) -> String {
     match col.kind {
         ColumnType::String => format!(
             "{} | where {} == {}",
@@ -119,7 +119,7 @@ pub fn export_query(col: &IdentityColumn, object_id: &str) -> String {
 /// Top-level properties of the dynamic column, in the rows the export query returned, whose
 /// value is `object_id` (compared case-insensitively, as GUIDs are). The value may be stored as
 /// an object or as JSON text. Sorted, without duplicates.
-pub fn keys_holding(col: &IdentityColumn, rows: &[Value], object_id: &str) -> Vec<String> {
+pub(crate) fn keys_holding(col: &IdentityColumn, rows: &[Value], object_id: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     for row in rows {
         let v = match row.get(col.column) {
@@ -145,7 +145,7 @@ pub fn keys_holding(col: &IdentityColumn, rows: &[Value], object_id: &str) -> Ve
 /// The purge bodies (`{table, filters:[{column, key?, operator, value}]}`) that remove the
 /// subject's records of the table, given the rows the export query found. `Err` names why the
 /// records cannot be addressed by a purge filter.
-pub fn purge_bodies(
+pub(crate) fn purge_bodies(
     col: &IdentityColumn,
     rows: &[Value],
     object_id: &str,
@@ -248,7 +248,7 @@ pub enum PurgeState {
 }
 
 impl PurgeState {
-    pub fn is_open(self) -> bool {
+    pub(crate) fn is_open(self) -> bool {
         !matches!(self, PurgeState::Completed | PurgeState::Failed)
     }
 }
@@ -296,7 +296,7 @@ impl PurgeRecord {
     }
 
     /// The item status this purge gives its table, while it is open or once it ended.
-    pub fn item_status(&self) -> super::slice::ItemStatus {
+    pub(crate) fn item_status(&self) -> super::slice::ItemStatus {
         use super::slice::ItemStatus;
         match self.state {
             PurgeState::Completed => ItemStatus::Deleted { verified: false },
@@ -326,7 +326,7 @@ impl PurgeRecord {
 
 /// The combined status of the purges of one table: failed if any failed, pending while any is
 /// open, deleted once all completed.
-pub fn combined_status(records: &[&PurgeRecord]) -> Option<super::slice::ItemStatus> {
+pub(crate) fn combined_status(records: &[&PurgeRecord]) -> Option<super::slice::ItemStatus> {
     use super::slice::ItemStatus;
     let statuses: Vec<ItemStatus> = records.iter().map(|r| r.item_status()).collect();
     statuses

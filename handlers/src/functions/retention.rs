@@ -66,7 +66,7 @@ pub fn retention_days(svc: &Services, info: &crate::ports::control_plane::Worksp
 }
 
 /// The app's setting, or a workspace tag's value when it is a longer one.
-pub fn effective_retention_days(setting: u32, tag: Option<&str>) -> u32 {
+pub(crate) fn effective_retention_days(setting: u32, tag: Option<&str>) -> u32 {
     tag.and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|&t| t > setting)
         .unwrap_or(setting)
@@ -184,7 +184,7 @@ pub async fn run(
 /// `dsr-reports`, the certificate and the audit record stay. A request without a report is in
 /// progress and is never touched, however old. The intake archive (raw payloads, with UPNs and
 /// names) goes after the same number of days. A retention dry run counts without deleting.
-pub async fn expire_request_state(
+pub(crate) async fn expire_request_state(
     svc: &Services,
     now: OffsetDateTime,
 ) -> Result<ExpiredState, FnError> {
@@ -329,7 +329,7 @@ pub async fn expire_request_state(
 /// whose rule was removed, keep no export past its links. Only the export container is
 /// touched; reports, audit records and the intake archive are not. A retention dry run counts
 /// without deleting. A blob with no modification time is kept.
-pub async fn expire_exports(svc: &Services, now: OffsetDateTime) -> Result<usize, FnError> {
+pub(crate) async fn expire_exports(svc: &Services, now: OffsetDateTime) -> Result<usize, FnError> {
     let state = svc.state();
     let cutoff = now - time::Duration::days(svc.settings.export_link_days);
     let mut expired = 0;

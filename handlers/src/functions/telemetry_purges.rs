@@ -33,9 +33,9 @@ use crate::ports::telemetry::{PurgePoll, PurgeSend};
 use crate::state::{StateStore, PURGES_PREFIX, REPORTS};
 
 /// Microsoft's stated time for a purge to complete.
-pub const PURGE_SLA: time::Duration = time::Duration::days(30);
+pub(crate) const PURGE_SLA: time::Duration = time::Duration::days(30);
 /// How long a record may stay `sending` before its outcome is declared unknown.
-pub const SENDING_GRACE: time::Duration = time::Duration::hours(1);
+pub(crate) const SENDING_GRACE: time::Duration = time::Duration::hours(1);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurgeSweep {
@@ -92,7 +92,7 @@ async fn send(
 
 /// The delete slice's telemetry step: plan (once), persist, send what can be sent; the item
 /// status of each telemetry entry (by index).
-pub async fn purge_for_slice(
+pub(crate) async fn purge_for_slice(
     svc: &Services,
     task: &SliceTask,
     ws: &WorkspaceInfo,

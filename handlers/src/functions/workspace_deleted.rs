@@ -28,7 +28,7 @@ use crate::ports::control_plane::{WorkspaceInfo, WorkspaceState};
 use crate::protocol::eventgrid::{GridEvent, RESOURCE_DELETE_SUCCESS};
 use crate::state::{StateStore, STATE};
 
-pub const WORKSPACE_DELETE: &str = "Microsoft.MachineLearningServices/workspaces/delete";
+pub(crate) const WORKSPACE_DELETE: &str = "Microsoft.MachineLearningServices/workspaces/delete";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {
@@ -225,7 +225,10 @@ fn job_names_ref(state: &StateStore, ws: &WorkspaceId) -> crate::ports::blob::Bl
 }
 
 /// The job names recorded for `ws` (empty when none were).
-pub async fn job_names(state: &StateStore, ws: &WorkspaceId) -> Result<BTreeSet<String>, FnError> {
+pub(crate) async fn job_names(
+    state: &StateStore,
+    ws: &WorkspaceId,
+) -> Result<BTreeSet<String>, FnError> {
     Ok(state
         .store
         .read_json::<BTreeSet<String>>(&job_names_ref(state, ws))
@@ -235,7 +238,7 @@ pub async fn job_names(state: &StateStore, ws: &WorkspaceId) -> Result<BTreeSet<
 
 /// Add `names` to the job names recorded for `ws` (every job discovery lists all of a
 /// workspace's jobs). A lost concurrent update only means fewer names, so less deleted later.
-pub async fn record_job_names(
+pub(crate) async fn record_job_names(
     state: &StateStore,
     ws: &WorkspaceId,
     names: BTreeSet<String>,

@@ -157,6 +157,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Blob storage. Implementations: `adapters::local::fs_blob` (plain files) and
 /// `adapters::azure::blob` (official Azure SDK, tested against Azurite).
+/// A wrapper around another store implements [`super::blob_layer::BlobLayer`] instead, which
+/// forwards every method it does not override.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Human-readable adapter name for logs and reports.

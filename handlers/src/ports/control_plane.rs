@@ -59,7 +59,7 @@ pub struct Datastore {
 impl WorkspaceInfo {
     /// Every Log Analytics workspace that may hold the workspace's telemetry, without
     /// duplicates (resource ids compared case-insensitively).
-    pub fn log_analytics_destinations(&self) -> Vec<String> {
+    pub(crate) fn log_analytics_destinations(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for d in self
             .diagnostic_destinations
@@ -77,7 +77,7 @@ impl WorkspaceInfo {
 impl Datastore {
     /// From an ARM datastore document (`name`, `properties.datastoreType`,
     /// `properties.accountName`, `properties.containerName` or `fileShareName`).
-    pub fn from_arm(doc: &Value) -> Option<Datastore> {
+    pub(crate) fn from_arm(doc: &Value) -> Option<Datastore> {
         let s = |p: &str| doc.pointer(p).and_then(Value::as_str);
         let name = s("/name")?.to_string();
         let account = s("/properties/accountName")?.to_ascii_lowercase();

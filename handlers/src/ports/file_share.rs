@@ -98,7 +98,7 @@ pub type ShareResult<T> = Result<T, ShareError>;
 
 /// A path with every segment after `Users/` hidden (those segments name a person), for error
 /// texts that may reach logs.
-pub fn redact_path(path: &str) -> String {
+pub(crate) fn redact_path(path: &str) -> String {
     let mut out = Vec::new();
     let mut hide = false;
     for seg in path.split('/') {

@@ -2,6 +2,7 @@
 //! machine) and an Azure adapter; the domain and the functions never see which one is wired.
 
 pub mod blob;
+pub mod blob_layer;
 pub mod bus;
 pub mod control_plane;
 pub mod directory;

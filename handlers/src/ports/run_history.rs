@@ -28,7 +28,7 @@ pub enum RunHistoryError {
 
 /// A job hierarchy deeper or wider than this is not walked to the end: the job is reported as
 /// not fully attributable instead (a bound on memory and calls, whatever the service answers).
-pub const MAX_DESCENDANTS: usize = 10_000;
+pub(crate) const MAX_DESCENDANTS: usize = 10_000;
 
 #[async_trait]
 pub trait RunHistory: Send + Sync + 'static {

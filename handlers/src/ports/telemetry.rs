@@ -98,7 +98,10 @@ pub trait TelemetryStore: Send + Sync + 'static {
 
 /// The purges that would remove `subject`'s rows found by a query: one plan per table the
 /// identity map covers (`domain::telemetry`), every adapter's answer to `plan_purges`.
-pub fn plan_purges(found: Vec<TelemetryRows>, subject: &ResolvedSubject) -> Vec<PlannedPurge> {
+pub(crate) fn plan_purges(
+    found: Vec<TelemetryRows>,
+    subject: &ResolvedSubject,
+) -> Vec<PlannedPurge> {
     let oid = subject.object_id.to_string();
     found
         .into_iter()

@@ -95,7 +95,7 @@ impl InvocationRequest {
 
 /// `"\"abc\""` -> `"abc"`, `"1"` -> `1`, `"true"` -> `true`; other strings stay strings
 /// (a naive datetime is not JSON); objects and numbers pass through.
-pub fn decode_meta(v: &Value) -> Value {
+pub(crate) fn decode_meta(v: &Value) -> Value {
     match v {
         Value::String(s) => match serde_json::from_str::<Value>(s) {
             Ok(

@@ -38,7 +38,7 @@ pub struct ResourceActionData {
     pub http_request_url: Option<String>,
 }
 
-pub const RESOURCE_DELETE_SUCCESS: &str = "Microsoft.Resources.ResourceDeleteSuccess";
+pub(crate) const RESOURCE_DELETE_SUCCESS: &str = "Microsoft.Resources.ResourceDeleteSuccess";
 
 impl GridEvent {
     pub fn from_envelope(req: &InvocationRequest, binding: &str) -> Result<Self, ProtocolError> {

@@ -13,7 +13,7 @@ use super::{type_name, ProtocolError};
 
 /// Metadata keys the Service Bus extension sets; a body property with one of these names
 /// shadows the real value.
-pub const SYSTEM_KEYS: [&str; 20] = [
+pub(crate) const SYSTEM_KEYS: [&str; 20] = [
     "MessageId",
     "DeliveryCount",
     "SequenceNumber",

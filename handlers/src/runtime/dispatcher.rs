@@ -33,7 +33,7 @@ use crate::adapters::local::sqlite_queue::{
 };
 
 /// Prefix of the internal queues that stand in for Event Grid subscriptions.
-pub const EVENT_GRID_QUEUE_PREFIX: &str = "$eventgrid/";
+pub(crate) const EVENT_GRID_QUEUE_PREFIX: &str = "$eventgrid/";
 
 /// The durable queue holding events for an eventGridTrigger function.
 pub fn event_grid_queue(function: &str) -> String {
@@ -262,7 +262,7 @@ impl Dispatcher {
     }
 
     /// Every queue this dispatcher receives from (Service Bus queues and `$eventgrid/*`).
-    pub fn queue_names(&self) -> Vec<String> {
+    pub(crate) fn queue_names(&self) -> Vec<String> {
         self.shared
             .queue_functions
             .iter()

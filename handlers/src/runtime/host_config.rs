@@ -12,13 +12,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// Settings the product defines a default for, so a bare local run needs no configuration.
-pub const DEFAULT_SETTINGS: &[(&str, &str)] = &[("RETENTION_SWEEP_SCHEDULE", "0 0 3 * * *")];
+pub(crate) const DEFAULT_SETTINGS: &[(&str, &str)] = &[("RETENTION_SWEEP_SCHEDULE", "0 0 3 * * *")];
 
 /// This repository's `host.json`, built in.
-pub const EMBEDDED_HOST: &str = include_str!("../../../host.json");
+pub(crate) const EMBEDDED_HOST: &str = include_str!("../../../host.json");
 
 /// This repository's function folders, built in (a test checks the list against `functions/`).
-pub const EMBEDDED_FUNCTIONS: &[(&str, &str)] = &[
+pub(crate) const EMBEDDED_FUNCTIONS: &[(&str, &str)] = &[
     (
         "dsr-aggregate",
         include_str!("../../../functions/dsr-aggregate/function.json"),
@@ -63,7 +63,7 @@ pub const EMBEDDED_FUNCTIONS: &[(&str, &str)] = &[
 
 /// The Service Bus extension's default when host.json does not set maxConcurrentCalls
 /// (16 per processor in extension v5; this runtime assumes one processor's worth).
-pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
+pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomHandler {
@@ -132,7 +132,7 @@ pub enum ConfigError {
 /// Resolve `%NAME%` expressions from `settings`, then from `DEFAULT_SETTINGS`. `%%` is a literal
 /// percent sign. An unknown setting is an error, as in the host (a function with an unresolved
 /// schedule would otherwise never run).
-pub fn resolve_expression(
+pub(crate) fn resolve_expression(
     value: &str,
     settings: &BTreeMap<String, String>,
 ) -> Result<String, String> {
@@ -167,7 +167,7 @@ pub fn resolve_expression(
 }
 
 /// `hh:mm:ss` or `d.hh:mm:ss` (a .NET TimeSpan); `-1` means unbounded.
-pub fn parse_timespan(s: &str) -> Option<Option<Duration>> {
+pub(crate) fn parse_timespan(s: &str) -> Option<Option<Duration>> {
     if s.trim() == "-1" {
         return Some(None);
     }

@@ -16,8 +16,8 @@ use crate::adapters::local::sqlite_queue::{Delivery, TimerStatus};
 
 /// Reported in `X-Azure-Functions-HostVersion`; "local" makes it obvious in handler logs that
 /// the real host was not involved.
-pub const HOST_VERSION: &str = "4.0.0-local";
-pub const USER_AGENT: &str = "Azure-Functions-Host/4.x (local azureml-dsr runtime)";
+pub(crate) const HOST_VERSION: &str = "4.0.0-local";
+pub(crate) const USER_AGENT: &str = "Azure-Functions-Host/4.x (local azureml-dsr runtime)";
 
 /// Service Bus messages without a TimeToLive expire at DateTime.MaxValue (seconds precision).
 const NEVER_EXPIRES_UTC: &str = "9999-12-31T23:59:59";
@@ -71,20 +71,20 @@ impl ServiceBusClient {
 }
 
 /// .NET `DateTime` as the host writes it: no offset, sub-seconds dropped.
-pub fn dotnet_datetime(t: OffsetDateTime) -> String {
+pub(crate) fn dotnet_datetime(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(NAIVE)
         .expect("formattable")
 }
 
 /// .NET `DateTimeOffset` as the host writes it in Service Bus metadata: `+00:00`, no sub-seconds.
-pub fn dotnet_datetime_offset(t: OffsetDateTime) -> String {
+pub(crate) fn dotnet_datetime_offset(t: OffsetDateTime) -> String {
     format!("{}+00:00", dotnet_datetime(t))
 }
 
 /// Json.NET round-trip form used inside TimerInfo: fraction only when non-zero, trailing zeros
 /// trimmed (`FFFFFFF`), then `+00:00`.
-pub fn dotnet_roundtrip(t: OffsetDateTime) -> String {
+pub(crate) fn dotnet_roundtrip(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let ticks = t.nanosecond() / 100;
     let frac = if ticks == 0 {
@@ -97,7 +97,7 @@ pub fn dotnet_roundtrip(t: OffsetDateTime) -> String {
 
 /// `default(DateTime)`: what TimerInfo.ScheduleStatus.Last holds before the first run. Stored
 /// as this instant so the durable status needs no special "never ran" marker.
-pub const DOTNET_MIN_TIME: OffsetDateTime = time::macros::datetime!(0001-01-01 00:00:00 UTC);
+pub(crate) const DOTNET_MIN_TIME: OffsetDateTime = time::macros::datetime!(0001-01-01 00:00:00 UTC);
 
 /// A Metadata value: objects stay nested, everything else is JSON-encoded into a string
 /// (`"abc"` -> `"\"abc\""`, `1` -> `"1"`). `None` for nulls, which the host drops.
@@ -121,7 +121,7 @@ fn finish_metadata(mut md: Map<String, Value>, sys: &Sys) -> Value {
 }
 
 /// Request body for a serviceBusTrigger invocation.
-pub fn servicebus_request(
+pub(crate) fn servicebus_request(
     binding: &str,
     data_type: Option<&str>,
     d: &Delivery,
@@ -214,7 +214,7 @@ pub fn servicebus_request(
 
 /// Request body for a timerTrigger invocation. `status` is None when the function does not use
 /// the schedule monitor.
-pub fn timer_request(
+pub(crate) fn timer_request(
     binding: &str,
     status: Option<&TimerStatus>,
     is_past_due: bool,
@@ -235,7 +235,7 @@ pub fn timer_request(
 
 /// Request body for an eventGridTrigger invocation: the event object, and `Metadata.data`
 /// repeating `event.data` (Event Grid and CloudEvents schemas both call it `data`).
-pub fn eventgrid_request(binding: &str, event: &Value, sys: &Sys) -> Value {
+pub(crate) fn eventgrid_request(binding: &str, event: &Value, sys: &Sys) -> Value {
     let mut md = Map::new();
     if let Some(data) = event.get("data").and_then(metadata_value) {
         md.insert("data".into(), data);
@@ -244,7 +244,7 @@ pub fn eventgrid_request(binding: &str, event: &Value, sys: &Sys) -> Value {
 }
 
 /// Headers the host sends with every invocation.
-pub fn invocation_headers(invocation_id: Uuid) -> [(&'static str, String); 4] {
+pub(crate) fn invocation_headers(invocation_id: Uuid) -> [(&'static str, String); 4] {
     [
         ("X-Azure-Functions-InvocationId", invocation_id.to_string()),
         ("X-Azure-Functions-HostVersion", HOST_VERSION.to_string()),

@@ -99,7 +99,7 @@ impl Schedule {
 
     /// The first occurrence strictly after `after` (UTC), or None if the expression can never
     /// match (e.g. 30 February) within the search horizon.
-    pub fn next_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
+    pub(crate) fn next_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
         let after = after.to_offset(time::UtcOffset::UTC);
         let mut t = after.replace_nanosecond(0).ok()? + Duration::seconds(1);
         // Five years covers every satisfiable day/month/weekday combination (leap days included).

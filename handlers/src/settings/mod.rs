@@ -53,7 +53,7 @@ const fn spec(
 use Applies::{Azure as A, Both as B, Local as L};
 
 /// Every variable read, in one table (README's configuration section mirrors it).
-pub const SPECS: &[Spec] = &[
+pub(crate) const SPECS: &[Spec] = &[
     spec("DSR_MODE", B, true, "local", "`local` (embedded adapters) or `azure` (production adapters only)"),
     spec("DSR_LOG", B, false, "info", "log filter (tracing EnvFilter syntax)"),
     spec("DSR_LOG_FORMAT", B, false, "text", "`text` or `json`"),
@@ -99,9 +99,9 @@ pub const SPECS: &[Spec] = &[
 pub use crate::domain::subject::LOCAL_LOG_SALT;
 
 /// Job history younger than this is never swept: a shorter setting is refused at start-up.
-pub const MIN_JOB_RETENTION_DAYS: u32 = 30;
+pub(crate) const MIN_JOB_RETENTION_DAYS: u32 = 30;
 /// Every table of the telemetry identity map (`domain/telemetry.rs`).
-pub const DEFAULT_TELEMETRY_TABLES: &str = "AmlRunEvent,AmlRunStatusChangedEvent,AmlDataStoreEvent,AmlModelsEvent,AmlPipelineEvent,AmlOnlineEndpointTrafficLog";
+pub(crate) const DEFAULT_TELEMETRY_TABLES: &str = "AmlRunEvent,AmlRunStatusChangedEvent,AmlDataStoreEvent,AmlModelsEvent,AmlPipelineEvent,AmlOnlineEndpointTrafficLog";
 
 /// A configuration error: names the setting and says what is wrong (never echoes a secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,7 +123,7 @@ fn err(name: &'static str, reason: impl Into<String>) -> SettingError {
 pub struct Env(BTreeMap<String, String>);
 
 impl Env {
-    pub fn from_process() -> Self {
+    pub(crate) fn from_process() -> Self {
         Self(std::env::vars().collect())
     }
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
@@ -183,7 +183,7 @@ impl Env {
         Url::parse(v).map_err(|e| err(name, format!("{v:?} is not a URL: {e}")))
     }
     /// Variables named like ours that nothing reads: most likely a typo, worth a warning.
-    pub fn unknown_dsr_names(&self) -> Vec<String> {
+    pub(crate) fn unknown_dsr_names(&self) -> Vec<String> {
         self.0
             .keys()
             .filter(|k| k.starts_with("DSR_") && !SPECS.iter().any(|s| s.name == k.as_str()))
@@ -575,7 +575,7 @@ impl AppSettings {
     }
 
     /// The local settings, or an error naming why this command needs local mode.
-    pub fn local_only(&self, command: &str) -> anyhow::Result<&LocalSettings> {
+    pub(crate) fn local_only(&self, command: &str) -> anyhow::Result<&LocalSettings> {
         match &self.adapters {
             Adapters::Local(l) => Ok(l),
             Adapters::Azure(_) => {

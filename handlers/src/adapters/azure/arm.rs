@@ -34,12 +34,12 @@ use crate::domain::workspace::WorkspaceId;
 use crate::ports::control_plane::*;
 
 /// Machine Learning Services REST API version used for every call.
-pub const ARM_API_VERSION: &str = "2024-10-01";
+pub(crate) const ARM_API_VERSION: &str = "2024-10-01";
 /// Application Insights components API (to find the Log Analytics workspace behind it).
-pub const APP_INSIGHTS_API_VERSION: &str = "2020-02-02";
+pub(crate) const APP_INSIGHTS_API_VERSION: &str = "2020-02-02";
 /// Azure Monitor diagnostic settings API (`Microsoft.Insights/diagnosticSettings`, spec
 /// `monitor/.../2021-05-01-preview/diagnosticsSettings_API.json`).
-pub const DIAGNOSTIC_SETTINGS_API_VERSION: &str = "2021-05-01-preview";
+pub(crate) const DIAGNOSTIC_SETTINGS_API_VERSION: &str = "2021-05-01-preview";
 
 /// `properties.workspaceId` of every diagnostic setting in a list answer
 /// (`{"value":[{"properties":{"workspaceId"}}]}`, example `listDiagnosticSettings.json`). A
@@ -415,22 +415,6 @@ impl AzureMlControlPlane {
                 _ => return Err(map(r.error())),
             }
         }
-    }
-
-    /// Delete a workspace, with `forceToPurge=true` skipping the 1-14 day soft-delete retention
-    /// (a request to erase personal data is a request for permanent deletion).
-    pub async fn delete_workspace(
-        &self,
-        ws: &WorkspaceId,
-        purge: bool,
-    ) -> Result<ResourceDelete, ControlPlaneError> {
-        let query: &[(&str, &str)] = if purge {
-            &[("forceToPurge", "true")]
-        } else {
-            &[]
-        };
-        let url = self.url(&ws.to_string(), query)?;
-        self.delete_url(&url).await
     }
 
     async fn delete_url(&self, url: &Url) -> Result<ResourceDelete, ControlPlaneError> {

@@ -44,7 +44,7 @@ pub const FILES_SCOPE: &str = "https://storage.azure.com/.default";
 /// 2024-11-04 or later: OAuth on List Shares too (2022-11-02 suffices for files/directories).
 pub const FILE_API_VERSION: &str = "2025-01-05";
 /// The only value the service accepts for `x-ms-file-request-intent`.
-pub const FILE_REQUEST_INTENT: &str = "backup";
+pub(crate) const FILE_REQUEST_INTENT: &str = "backup";
 /// Bytes per ranged Get File (the service's maximum range for a read is 4 MiB).
 pub const READ_CHUNK: u64 = 4 * 1024 * 1024;
 

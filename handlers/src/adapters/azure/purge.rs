@@ -118,7 +118,7 @@ fn valid_table(t: &str) -> bool {
 }
 
 /// A client that sends each request exactly once (for the purge POST).
-pub fn no_retry(client: RestClient) -> RestClient {
+pub(crate) fn no_retry(client: RestClient) -> RestClient {
     client.with_retry(RetryConfig {
         max_retries: 0,
         ..RetryConfig::default()

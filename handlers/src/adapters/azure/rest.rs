@@ -99,7 +99,7 @@ impl Reply {
     }
 }
 
-pub fn is_retryable(status: u16) -> bool {
+pub(crate) fn is_retryable(status: u16) -> bool {
     status == 408 || status == 429 || (status >= 500 && status != 501 && status != 505)
 }
 
@@ -149,7 +149,7 @@ impl RestClient {
     }
 
     /// Show URLs through `show` in logs and errors (for paths that are personal data).
-    pub fn with_url_display(mut self, show: fn(&Url) -> String) -> Self {
+    pub(crate) fn with_url_display(mut self, show: fn(&Url) -> String) -> Self {
         self.show_url = show;
         self
     }
@@ -315,7 +315,7 @@ pub fn join(base: &Url, path: &str) -> Result<Url, RestError> {
 
 /// Whether `candidate` is on the same scheme, host and port as `base`: tokens are only ever
 /// sent to the configured service, never to a host named in a response (nextLink, Location).
-pub fn same_origin(base: &Url, candidate: &Url) -> bool {
+pub(crate) fn same_origin(base: &Url, candidate: &Url) -> bool {
     base.scheme() == candidate.scheme()
         && base.host_str().map(str::to_ascii_lowercase)
             == candidate.host_str().map(str::to_ascii_lowercase)

@@ -23,12 +23,12 @@ use time::{Duration, OffsetDateTime};
 use crate::ports::blob::{StoreError, StoreResult};
 
 /// Retries after the first attempt, by default (transport layer, per request).
-pub const DEFAULT_MAX_RETRIES: u32 = 6;
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 6;
 
 /// The attempt budget: with the default [`RetryConfig`] one request (a blob call or a REST call)
 /// is sent at most this many times in total (1 + [`DEFAULT_MAX_RETRIES`]), and a failure that
 /// spent it is never retried by an outer layer. Proved against an always-503 server by
-/// `tests/azure_blob.rs::retry_budget` and `tests/azure_control_plane.rs::rest_retry_budget`.
+/// `tests/it/azure_blob.rs::retry_budget` and `tests/it/azure_control_plane.rs::rest_retry_budget`.
 pub const TRANSPORT_ATTEMPTS: u32 = DEFAULT_MAX_RETRIES + 1;
 
 /// Bounds for both retry layers.
@@ -55,7 +55,7 @@ impl Default for RetryConfig {
 
 impl RetryConfig {
     /// Pipeline retry options for the SDK clients.
-    pub fn to_options(&self) -> RetryOptions {
+    pub(crate) fn to_options(&self) -> RetryOptions {
         RetryOptions::exponential(ExponentialRetryOptions {
             initial_delay: to_time(self.initial_delay),
             max_retries: self.max_retries,
@@ -81,7 +81,7 @@ fn to_time(d: StdDuration) -> Duration {
 
 /// Parse a `Retry-After` value: delta-seconds or an HTTP date (relative to `now`).
 /// For callers that see raw responses outside the SDK pipeline (batch sub-responses).
-pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<StdDuration> {
+pub(crate) fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<StdDuration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(StdDuration::from_secs(secs));
@@ -97,7 +97,11 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<StdDuration
 
 /// Run `op` until it succeeds, fails with anything but [`StoreError::Transient`] (including
 /// [`StoreError::RetriesSpent`]: the transport already retried that), or the bounds are reached.
-pub async fn with_retries<T, F, Fut>(cfg: &RetryConfig, what: &str, mut op: F) -> StoreResult<T>
+pub(crate) async fn with_retries<T, F, Fut>(
+    cfg: &RetryConfig,
+    what: &str,
+    mut op: F,
+) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = StoreResult<T>>,

@@ -23,8 +23,6 @@ use super::rest::{join, same_origin, Reply, RestClient, RestError};
 use crate::ports::control_plane::WorkspaceInfo;
 use crate::ports::run_history::*;
 
-/// The default endpoint template: the workspace's region replaces `{region}`.
-pub const DEFAULT_ENDPOINT_TEMPLATE: &str = "https://{region}.api.azureml.ms";
 /// Token audience of the run-history client (its default `credential_scopes`).
 pub const RUN_HISTORY_SCOPE: &str = "https://management.azure.com/.default";
 

@@ -22,9 +22,9 @@ use super::shared_key::SharedKeyCredential;
 use crate::ports::blob::StoreError;
 
 /// Signed version used for every SAS built here (its string-to-sign layout is fixed below).
-pub const SAS_VERSION: &str = "2022-11-02";
+pub(crate) const SAS_VERSION: &str = "2022-11-02";
 /// Default and maximum lifetime of a link.
-pub const MAX_EXPIRY: Duration = Duration::days(7);
+pub(crate) const MAX_EXPIRY: Duration = Duration::days(7);
 /// Start time is back-dated to tolerate clock skew between us and the service.
 const CLOCK_SKEW: Duration = Duration::minutes(5);
 
@@ -69,7 +69,7 @@ pub enum SasSigner<'a> {
 }
 
 /// Clamp a requested lifetime to `(0, MAX_EXPIRY]`; `None` means the maximum.
-pub fn clamp_expiry(requested: Option<Duration>) -> Duration {
+pub(crate) fn clamp_expiry(requested: Option<Duration>) -> Duration {
     match requested {
         Some(d) if d > Duration::ZERO && d < MAX_EXPIRY => d,
         _ => MAX_EXPIRY,
@@ -100,7 +100,7 @@ fn hmac_b64(key: &[u8], s: &str) -> String {
 
 /// The SAS query string (without `?`) for `resource`, valid from now (minus skew) to `expiry`.
 /// `https_only` sets `spr=https`.
-pub fn sas_query(
+pub(crate) fn sas_query(
     signer: &SasSigner<'_>,
     resource: &SasResource<'_>,
     now: OffsetDateTime,
@@ -184,7 +184,7 @@ pub fn sas_query(
 }
 
 /// `url` with a SAS query appended (replacing any existing query).
-pub fn with_sas(mut url: Url, query: &str) -> Url {
+pub(crate) fn with_sas(mut url: Url, query: &str) -> Url {
     url.set_query(Some(query));
     url
 }

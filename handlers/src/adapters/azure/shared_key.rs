@@ -27,8 +27,6 @@ use url::Url;
 
 use crate::ports::blob::StoreError;
 
-/// Well-known Azurite / storage-emulator account name.
-pub const DEV_ACCOUNT: &str = "devstoreaccount1";
 /// Well-known Azurite / storage-emulator key (public, documented by Microsoft; not a secret),
 /// copied from the Azurite 3.37.0 sources.
 pub const DEV_KEY: &str =
@@ -89,7 +87,7 @@ impl SharedKeyCredential {
 }
 
 /// The Shared Key string-to-sign for the Blob service.
-pub fn string_to_sign(
+pub(crate) fn string_to_sign(
     account: &str,
     method: &str,
     url: &Url,

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
@@ -158,7 +157,7 @@ impl LocalControlPlane {
     }
 
     /// The registered (non-default) datastore documents of a workspace.
-    pub async fn datastore_documents(
+    pub(crate) async fn datastore_documents(
         &self,
         ws: &WorkspaceId,
     ) -> Result<Vec<Value>, ControlPlaneError> {
@@ -217,7 +216,7 @@ fn map_err(e: StoreError) -> ControlPlaneError {
 const DATASTORES: &str = "datastores/";
 
 /// The provisioning state ARM reports for a soft-deleted workspace.
-pub const SOFT_DELETED: &str = "SoftDeleted";
+pub(crate) const SOFT_DELETED: &str = "SoftDeleted";
 
 #[async_trait]
 impl ControlPlane for LocalControlPlane {
@@ -385,11 +384,6 @@ impl ControlPlane for LocalControlPlane {
             _ => Ok(ResourceDelete::Deleted),
         }
     }
-}
-
-/// Raw bytes helper for seeding.
-pub fn json_bytes(v: &Value) -> Bytes {
-    Bytes::from(serde_json::to_vec_pretty(v).unwrap_or_default())
 }
 
 #[cfg(test)]

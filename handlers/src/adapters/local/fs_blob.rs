@@ -244,7 +244,7 @@ pub(crate) fn validate_container(c: &str) -> StoreResult<()> {
 }
 
 /// Blob names that map to exactly one file inside the container folder.
-pub fn validate_name(n: &str) -> StoreResult<()> {
+pub(crate) fn validate_name(n: &str) -> StoreResult<()> {
     let bad = |why: &str| {
         Err(StoreError::InvalidName(format!(
             "{why}: {:?}",

@@ -277,7 +277,7 @@ impl LocalQueue {
         Self::open_with(path, LocalQueueOptions::default())
     }
 
-    pub fn open_with(
+    pub(crate) fn open_with(
         path: impl AsRef<Path>,
         options: LocalQueueOptions,
     ) -> Result<Self, QueueError> {
@@ -459,7 +459,7 @@ impl LocalQueue {
     }
 
     /// Settle successfully: the message is gone from the queue (its body is erased).
-    pub fn complete(&self, lock_token: &str) -> Result<(), QueueError> {
+    pub(crate) fn complete(&self, lock_token: &str) -> Result<(), QueueError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_micros();
@@ -477,12 +477,16 @@ impl LocalQueue {
     /// Release the lock so the message is receivable again at once (DeliveryCount grows on the
     /// next receive). If the delivery count is exhausted, it is dead-lettered now, as Service Bus
     /// does on the abandon that reaches MaxDeliveryCount.
-    pub fn abandon(&self, lock_token: &str) -> Result<(), QueueError> {
+    pub(crate) fn abandon(&self, lock_token: &str) -> Result<(), QueueError> {
         self.abandon_after(lock_token, Duration::ZERO)
     }
 
     /// Like `abandon`, but the message stays invisible for `delay` (Event Grid-style back-off).
-    pub fn abandon_after(&self, lock_token: &str, delay: Duration) -> Result<(), QueueError> {
+    pub(crate) fn abandon_after(
+        &self,
+        lock_token: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_micros();
@@ -508,7 +512,7 @@ impl LocalQueue {
     }
 
     /// Move the locked message to the dead-letter sub-queue with a reason and description.
-    pub fn dead_letter(
+    pub(crate) fn dead_letter(
         &self,
         lock_token: &str,
         reason: &str,
@@ -526,7 +530,7 @@ impl LocalQueue {
 
     /// Extend a live lock by `lock_duration` from now (the Functions host renews locks while an
     /// invocation runs). Returns the new expiry.
-    pub fn renew_lock(
+    pub(crate) fn renew_lock(
         &self,
         lock_token: &str,
         lock_duration: Duration,
@@ -1039,13 +1043,15 @@ mod tests {
                 .unwrap()
                 .iter()
                 .all(|o| *o == SendOutcome::Enqueued));
+            // The lock must outlast the 37 receives even on a loaded machine: a lock that
+            // expired mid-loop would hand the same message out again (flaky at 200 ms).
             for _ in 0..37 {
-                q.receive_with("a", fast(Duration::from_millis(200), 10))
+                q.receive_with("a", fast(Duration::from_millis(2000), 10))
                     .unwrap()
                     .unwrap();
             }
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(2100));
         let q = LocalQueue::open(&path).unwrap();
         let mut seen = std::collections::BTreeMap::new();
         while let Some(d) = q.receive("a").unwrap() {

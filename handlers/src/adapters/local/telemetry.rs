@@ -22,9 +22,9 @@ use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition, StoreError
 use crate::ports::control_plane::WorkspaceInfo;
 use crate::ports::telemetry::*;
 
-pub const TELEMETRY_ACCOUNT: &str = "telemetrylocal";
+pub(crate) const TELEMETRY_ACCOUNT: &str = "telemetrylocal";
 /// Where accepted purges wait for their polls.
-pub const OPERATIONS_CONTAINER: &str = "purge-operations";
+pub(crate) const OPERATIONS_CONTAINER: &str = "purge-operations";
 const STATUS_SCHEME: &str = "local-purge:";
 
 pub struct LocalTelemetry {

@@ -19,7 +19,7 @@ use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
-mod support;
+use crate::support;
 
 struct Env {
     _dir: tempfile::TempDir,

@@ -21,9 +21,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::identity::check_bearer;
-use super::server::{
-    header_pairs, json_reply, percent_decode, query_pairs, BackgroundServer, Faults, Log, Seen,
-};
+use super::server::{json_reply, percent_decode, query_pairs, BackgroundServer, Faults, Log, Seen};
 
 pub const RUN_HISTORY_AUDIENCE: &str = "https://management.azure.com";
 
@@ -99,14 +97,13 @@ async fn handle(
 ) -> Response {
     let query = query_pairs(uri.query());
     let resp = answer(&st, &method, &uri, &headers, &query);
-    st.log.push(Seen {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query,
-        headers: header_pairs(&headers),
-        body: Vec::new(),
-        status: resp.status().as_u16(),
-    });
+    st.log.push(Seen::of(
+        &method,
+        &uri,
+        &headers,
+        &[],
+        resp.status().as_u16(),
+    ));
     resp
 }
 

@@ -22,8 +22,8 @@ use serde_json::{json, Map, Value};
 
 use super::identity::{check_bearer, TokenProblem};
 use super::server::{
-    header_pairs, json_reply, now_naive, percent_decode, query_pairs, request_id, BackgroundServer,
-    Faults, Log, Seen,
+    json_reply, now_naive, percent_decode, query_pairs, request_id, BackgroundServer, Faults, Log,
+    Seen,
 };
 
 pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
@@ -235,14 +235,13 @@ async fn handle(
 ) -> Response {
     let query = query_pairs(uri.query());
     let resp = answer(&st, &method, &uri, &headers, &query);
-    st.log.push(Seen {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query,
-        headers: header_pairs(&headers),
-        body: Vec::new(),
-        status: resp.status().as_u16(),
-    });
+    st.log.push(Seen::of(
+        &method,
+        &uri,
+        &headers,
+        &[],
+        resp.status().as_u16(),
+    ));
     resp
 }
 

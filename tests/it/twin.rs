@@ -1,4 +1,4 @@
-//! Proof of the "Azure twin" stand-ins (`tests/stand_ins/`) against the project's production
+//! Proof of the "Azure twin" stand-ins (`tests/it/stand_ins/`) against the project's production
 //! adapters: each stand-in is driven by the adapter the handler uses in `DSR_MODE=azure`
 //! (`GraphDirectory`, `LogAnalyticsTelemetry`, `ServiceBusSender`, `AzureBlobStore` on Azurite
 //! over https with bearer tokens), with tokens from `azure_identity`'s
@@ -6,8 +6,8 @@
 //! Retry-After, wrong token audience) are exercised too, so a stand-in that answered loosely, or
 //! an adapter that ignored what it was told, fails here.
 
-mod stand_ins;
-mod support;
+use crate::stand_ins;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +19,10 @@ use azureml_dsr::adapters::azure::graph::{GraphDirectory, GRAPH_SCOPE};
 use azureml_dsr::adapters::azure::purge::{
     LogAnalyticsTelemetry, PurgeBudget, PurgeConfig, LOG_ANALYTICS_SCOPE,
 };
-use azureml_dsr::adapters::azure::rest::RestClient;
-use azureml_dsr::adapters::azure::retry::RetryConfig;
 use azureml_dsr::adapters::azure::servicebus::{ServiceBusSender, SERVICEBUS_SCOPE};
 use azureml_dsr::adapters::local::sqlite_queue::LocalQueue;
 use azureml_dsr::domain::request::SubjectRef;
-use azureml_dsr::domain::subject::{ResolvedSubject, Upn};
+use azureml_dsr::domain::subject::Upn;
 use azureml_dsr::domain::workspace::WorkspaceId;
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, Condition, DeleteOutcome, StoreError};
 use azureml_dsr::ports::bus::{BusError, MessageBus, OutMessage, SendOutcome};
@@ -41,28 +39,12 @@ use stand_ins::graph::{DirectoryUser, GraphStandIn};
 use stand_ins::identity::IdentityStandIn;
 use stand_ins::log_analytics::{LogAnalyticsStandIn, PurgeState};
 use stand_ins::service_bus::ServiceBusStandIn;
+use support::azure::{credential, fast_retry, rest, subject, workspace_info};
 
 const ML_WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-0";
 const LA_WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.OperationalInsights/workspaces/law-0";
 const ALICE: &str = "11111111-2222-3333-4444-555555555555";
 const BOB: &str = "66666666-7777-8888-9999-000000000000";
-
-fn fast_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 4,
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        max_total: Duration::from_secs(20),
-    }
-}
-
-fn credential() -> Arc<dyn TokenCredential> {
-    IdentityStandIn::shared().credential()
-}
-
-fn rest(scope: &str) -> RestClient {
-    RestClient::new(credential(), scope).with_retry(fast_retry())
-}
 
 fn url(s: &str) -> azure_core::http::Url {
     azure_core::http::Url::parse(s).unwrap()
@@ -271,31 +253,7 @@ async fn graph_directory_resolves_users_and_honours_404_429_and_audience() {
 // ---------------------------------------------------------------- Log Analytics
 
 fn info() -> WorkspaceInfo {
-    WorkspaceInfo {
-        id: WorkspaceId::parse(ML_WS).unwrap(),
-        storage_account: "mlwstore0".into(),
-        artifact_container: "azureml".into(),
-        blobstore_container: "b".into(),
-        file_share: "f".into(),
-        app_insights: None,
-        log_analytics_workspace: Some(LA_WS.into()),
-        diagnostic_destinations: vec![],
-        diagnostic_settings_error: None,
-        key_vault: None,
-        tags: Default::default(),
-        location: None,
-    }
-}
-
-fn subject(oid: &str) -> ResolvedSubject {
-    ResolvedSubject {
-        object_id: oid.parse().unwrap(),
-        tenant_id: None,
-        upn: None,
-        display_name: None,
-        notebook_aliases: vec![],
-        notebook_alias_conflicts: 0,
-    }
+    workspace_info(WorkspaceId::parse(ML_WS).unwrap(), "mlwstore0", LA_WS)
 }
 
 /// `AmlRunEvent.Identity` is `dynamic` and `AmlRunStatusChangedEvent.Identity` a string (Azure
@@ -1361,12 +1319,13 @@ mod as_deployed {
                 .await
                 .unwrap();
         }
-        // Control messages through the deployed handler: a finished export cannot be extended,
-        // a delete whose purge is running cannot be cancelled, and an unknown envelope version is
+        // Control messages through the deployed handler: an extension beyond GDPR's two further
+        // months, a cancel of a request never received, and an unknown envelope version are
         // refused; each answered on dsr-results with its reason through the production sender.
+        // (Both requests wait in needs review, where a valid cancel or extension would apply.)
         for (n, body) in [
-            json!({"type": "extend", "version": 1, "requestId": "TWIN-EXPORT", "days": 10, "reason": "complex"}),
-            json!({"type": "cancel", "version": 1, "requestId": "TWIN-DELETE"}),
+            json!({"type": "extend", "version": 1, "requestId": "TWIN-EXPORT", "days": 120, "reason": "complex"}),
+            json!({"type": "cancel", "version": 1, "requestId": "TWIN-NOBODY"}),
             json!({"type": "cancel", "version": 2, "requestId": "TWIN-DELETE"}),
         ]
         .into_iter()
@@ -1399,9 +1358,12 @@ mod as_deployed {
         assert_eq!(
             refusals,
             [
-                ("TWIN-DELETE".to_string(), "not_cancellable".to_string()),
                 ("TWIN-DELETE".to_string(), "unsupported_version".to_string()),
-                ("TWIN-EXPORT".to_string(), "not_extendable".to_string()),
+                (
+                    "TWIN-EXPORT".to_string(),
+                    "extension_beyond_legal_limit".to_string()
+                ),
+                ("TWIN-NOBODY".to_string(), "unknown_request".to_string()),
             ]
         );
         // Telemetry: the purge was requested once and is pending; her rows are still there.

@@ -620,7 +620,8 @@ async fn kill_9_mid_delivery_loses_nothing() {
     let path = e.queue.path().to_path_buf();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "child_enqueue_and_lock",
+            // Its name in the one test binary (`tests/it/main.rs`: module `local_runtime`).
+            "local_runtime::child_enqueue_and_lock",
             "--exact",
             "--nocapture",
             "--test-threads=1",

@@ -2,7 +2,7 @@
 //! HTTP server for retry behaviour. Workspace accounts and the state account are distinct
 //! Azurite accounts, as in production.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -26,7 +26,7 @@ use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
-mod support;
+use crate::support;
 
 /// The in-memory bus, recording every send attempt too (duplicates included), so "sent once"
 /// is checked at the sender and not only after the bus's duplicate detection.
@@ -212,7 +212,7 @@ fn control_rejected(out: &IntakeOutcome) -> Option<&str> {
 #[tokio::test]
 async fn a_delete_passes_through_its_states_each_announced_once_in_one_trace() {
     let e = env(5).await;
-    let body = request(&e, "LC-1", "delete", "alice");
+    let body = request(&e, "LC-1", "delete", "bob");
     send_intake(&e, &body).await;
     // A redelivered request re-announces nothing new.
     send_intake(&e, &body).await;
@@ -610,7 +610,7 @@ async fn the_timer_warns_before_the_deadline_and_when_it_is_missed_once_each() {
     open["receivedAt"] = rfc(received).into();
     send_intake(&e, &open).await;
     // Finished: never warned about.
-    let mut done = request(&e, "LC-7", "export", "alice");
+    let mut done = request(&e, "LC-7", "export", "bob");
     done["receivedAt"] = rfc(received).into();
     send_intake(&e, &done).await;
     while let Some(m) = e.bus.pop() {
@@ -750,7 +750,7 @@ async fn the_documented_examples_are_accepted_and_match_the_messages_sent() {
 #[tokio::test]
 async fn a_rejected_request_is_recorded_and_may_be_sent_again_corrected() {
     let e = env(5).await;
-    let mut bad = request(&e, "LC-8", "export", "alice");
+    let mut bad = request(&e, "LC-8", "export", "bob");
     bad["scope"]["workspaces"] = json!([
         "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/not-in-scope"
     ]);
@@ -764,7 +764,7 @@ async fn a_rejected_request_is_recorded_and_may_be_sent_again_corrected() {
         .as_deref()
         .is_some_and(|r| r.contains("not among the workspaces")));
     assert_eq!(announced_states(&e, "LC-8"), vec!["received", "rejected"]);
-    send_intake(&e, &request(&e, "LC-8", "export", "alice")).await;
+    send_intake(&e, &request(&e, "LC-8", "export", "bob")).await;
     drive(&e).await;
     let l = lifecycle(&e, "LC-8").await;
     assert_eq!(

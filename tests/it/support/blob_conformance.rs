@@ -1,7 +1,7 @@
 //! The `BlobStore` conformance suite: one body of checks that every store — the file store, the
 //! in-memory store, the Azure store on Azurite — and every decorator around them must pass, so
 //! the stores agree on what the pipeline relies on (paging, prefixes, conditions, batch delete,
-//! links, error classes). Called once per store from `tests/azure_blob.rs` (`mod conformance`).
+//! links, error classes). Called once per store from `tests/it/azure_blob.rs` (`mod conformance`).
 //!
 //! [`forwarding`] checks the decorators themselves: each trait method called on the wrapper
 //! must reach the same method of the wrapped store (a wrapper that turned `delete_many` into N
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use azureml_dsr::adapters::local::memory_blob::MemoryBlobStore;
 use azureml_dsr::ports::blob::*;
+use azureml_dsr::ports::blob_layer::{BlobLayer, Op, StoreFuture};
 use bytes::Bytes;
 
 /// Where the suite writes, and what the store can do.
@@ -323,77 +324,26 @@ impl Probe {
 /// The link the probe issues, to tell it from a wrapper's own answer.
 pub const PROBE_LINK: &str = "https://probe.invalid/link";
 
+/// Records each call's method at its entry ([`BlobLayer::around`]), answers `read_link` itself,
+/// and forwards the rest to its memory store.
 #[async_trait]
-impl BlobStore for Probe {
+impl BlobLayer for Probe {
+    fn inner(&self) -> &dyn BlobStore {
+        &self.inner
+    }
     fn kind(&self) -> &'static str {
         "probe"
     }
-    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
-        self.saw("create_container");
-        self.inner.create_container(a, c).await
-    }
-    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
-        self.saw("list_containers");
-        self.inner.list_containers(a, p).await
-    }
-    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
-        self.saw("delete_container");
-        self.inner.delete_container(a, c).await
-    }
-    async fn list_page(
-        &self,
-        a: &str,
-        c: &str,
-        p: &str,
-        m: Option<String>,
-        n: u32,
-    ) -> StoreResult<ListPage> {
-        self.saw("list_page");
-        self.inner.list_page(a, c, p, m, n).await
-    }
-    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
-        self.saw("open");
-        self.inner.open(b).await
-    }
-    async fn put(
-        &self,
-        b: &BlobRef,
-        body: Bytes,
-        ct: &str,
-        cond: Condition,
-        md: &BTreeMap<String, String>,
-    ) -> StoreResult<String> {
-        self.saw("put");
-        self.inner.put(b, body, ct, cond, md).await
-    }
-    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
-        self.saw("copy");
-        self.inner.copy(s, d).await
-    }
-    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
-        self.saw("delete");
-        self.inner.delete(b).await
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        call: &'a (dyn Fn() -> StoreFuture<'a, T> + Send + Sync + 'a),
+    ) -> StoreFuture<'a, T> {
+        self.saw(op.name());
+        call()
     }
     async fn read_link(&self, _b: &BlobRef, _e: time::Duration) -> StoreResult<Option<String>> {
-        self.saw("read_link");
         Ok(Some(PROBE_LINK.to_string()))
-    }
-    async fn delete_many(
-        &self,
-        a: &str,
-        c: &str,
-        names: &[String],
-    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
-        self.saw("delete_many");
-        self.inner.delete_many(a, c, names).await
-    }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: Bytes) -> StoreResult<()> {
-        self.saw("stage_block");
-        self.inner.stage_block(b, id, body).await
-    }
-    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
-        self.saw("commit_blocks");
-        self.inner.commit_blocks(b, ids, ct).await
     }
 }
 

@@ -1,7 +1,8 @@
-//! Shared test support; include with `mod support;`.
+//! Shared test support, a module of the one test binary (`tests/it/main.rs`).
 #![allow(dead_code)]
 
 pub mod archive_check;
+pub mod azure;
 pub mod azurite;
 pub mod blob_conformance;
 pub mod fault_proxy;

@@ -25,16 +25,36 @@ impl Write for Capture {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_dsr_logs_no_personal_data() {
+/// The capturing subscriber is this test's own, not the process's global default: the other
+/// tests of this binary run in the same process, and their log lines must neither land in this
+/// capture nor be formatted at TRACE level. It is the default of the test's thread and of every
+/// thread of the test's runtime (workers and blocking pool), where the code under test runs.
+#[test]
+fn a_full_dsr_logs_no_personal_data() {
     let capture = Capture::default();
     let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let _guard = tracing::dispatcher::set_default(&dispatch);
+    let on_start = dispatch.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // Held for the thread's life: runtime threads end with the runtime.
+            std::mem::forget(tracing::dispatcher::set_default(&on_start));
+        })
+        .build()
+        .unwrap();
+    rt.block_on(full_dsr(capture));
+}
 
+async fn full_dsr(capture: Capture) {
     let dir = tempfile::tempdir().unwrap();
     let truth = seed_into(
         dir.path(),

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 /// A server on `127.0.0.1:<port>` running on a dedicated thread; stopped when dropped.
@@ -85,6 +85,18 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// The log entry of a request a stand-in answered with `status`: the one way every stand-in
+    /// records what it saw.
+    pub fn of(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], status: u16) -> Seen {
+        Seen {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            query: query_pairs(uri.query()),
+            headers: header_pairs(headers),
+            body: body.to_vec(),
+            status,
+        }
+    }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

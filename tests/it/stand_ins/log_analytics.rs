@@ -47,8 +47,7 @@ use time::OffsetDateTime;
 
 use super::identity::{check_bearer, TokenProblem};
 use super::server::{
-    header_pairs, json_reply, percent_decode, query_pairs, request_id, BackgroundServer, Faults,
-    Log, Seen,
+    json_reply, percent_decode, query_pairs, request_id, BackgroundServer, Faults, Log, Seen,
 };
 
 pub const LOG_ANALYTICS_AUDIENCES: &[&str] = &[
@@ -841,14 +840,13 @@ async fn query_handler(
 ) -> Response {
     let query = query_pairs(uri.query());
     let resp = run_query(&st, &method, uri.path(), &query, &headers, &body);
-    st.query_log.push(Seen {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query,
-        headers: header_pairs(&headers),
-        body: body.to_vec(),
-        status: resp.status().as_u16(),
-    });
+    st.query_log.push(Seen::of(
+        &method,
+        &uri,
+        &headers,
+        &body,
+        resp.status().as_u16(),
+    ));
     resp
 }
 
@@ -1106,14 +1104,13 @@ async fn intercept(State(st): State<Arc<LaState>>, req: Request, next: Next) -> 
         .unwrap_or_default();
     let query = query_pairs(uri.query());
     let resp = purge_api(&st, &method, target, &query, &headers, &body);
-    st.arm_log.push(Seen {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query,
-        headers: header_pairs(&headers),
-        body: body.to_vec(),
-        status: resp.status().as_u16(),
-    });
+    st.arm_log.push(Seen::of(
+        &method,
+        &uri,
+        &headers,
+        &body,
+        resp.status().as_u16(),
+    ));
     resp
 }
 

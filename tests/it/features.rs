@@ -2,7 +2,7 @@
 //! appends against Azurite and the local store), the "retained until" follow-up, and lineage
 //! impact. The pipeline is driven directly over the in-memory bus (`support::pipeline`).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

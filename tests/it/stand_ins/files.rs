@@ -23,9 +23,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::identity::{check_bearer, TokenProblem};
-use super::server::{
-    header_pairs, percent_decode, query_pairs, request_id, BackgroundServer, Faults, Log, Seen,
-};
+use super::server::{percent_decode, query_pairs, request_id, BackgroundServer, Faults, Log, Seen};
 
 pub const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
 const MIN_OAUTH_VERSION: &str = "2022-11-02";
@@ -191,14 +189,13 @@ fn error(status: u16, code: &str, message: &str, head: bool) -> Response {
 
 fn handle(st: &State, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let r = answer(st, &method, &uri, &headers);
-    st.log.push(Seen {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: query_pairs(uri.query()),
-        headers: header_pairs(&headers),
-        body: body.to_vec(),
-        status: r.status().as_u16(),
-    });
+    st.log.push(Seen::of(
+        &method,
+        &uri,
+        &headers,
+        &body,
+        r.status().as_u16(),
+    ));
     r
 }
 

@@ -2,7 +2,7 @@
 //! the real handler over HTTP with the host's envelope, slices, aggregator, reports. The same
 //! assertions run against both stores: local files and Azure Blob (official SDK) on Azurite.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -199,7 +199,7 @@ async fn export_then_delete_exactly_the_subjects_items(azurite: bool) {
     e.submit(&del).await;
     e.drain().await;
     let r = e.report("E2E-DEL").await;
-    // The telemetry purge completes on a later timer poll (tests/pipeline_direct.rs follows it).
+    // The telemetry purge completes on a later timer poll (tests/it/pipeline_direct.rs follows it).
     assert_eq!(
         r.status,
         FinalStatus::CompletedPurgePending,

@@ -1,8 +1,8 @@
 //! Loopback stand-ins for the Azure services the handler calls in Azure mode (`DSR_MODE=azure`),
 //! for the "Azure twin" tests: each answers as the real API documents (paths, bodies, paging,
 //! long-running operations, throttling, error shapes, token audiences), binds 127.0.0.1 only, and
-//! runs on its own thread so it can serve a child handler process. Include with
-//! `mod stand_ins;` (it uses no other test module).
+//! runs on its own thread so it can serve a child handler process. Declared in
+//! `tests/it/main.rs` (it uses no other test module).
 //!
 //! - [`identity`]: App Service managed-identity token endpoint issuing JWTs (Azurite-compatible),
 //!   and the bearer-audience check the others use;
@@ -12,7 +12,7 @@
 //! - [`files`]: Azure Files REST (list, read, delete files and directories, share snapshots).
 //! - [`run_history`]: Azure ML run history (a run, its children, paged).
 //!
-//! Azurite over HTTPS with OAuth lives in `tests/support/azurite.rs`.
+//! Azurite over HTTPS with OAuth lives in `tests/it/support/azurite.rs`.
 #![allow(dead_code)]
 
 pub mod files;

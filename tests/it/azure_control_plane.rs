@@ -2,9 +2,10 @@
 //! local HTTP servers that replay the response bodies of the official API examples
 //! (`tests/fixtures/azure-rest/README.md` names each source): paging through `nextLink`,
 //! long-running deletes (202 + `Location` / `Azure-AsyncOperation`), 429 + `Retry-After`, 404,
-//! refusals. Tokens come from `azure_identity`'s `ManagedIdentityCredential`, pointed at a local
-//! App Service-style token endpoint through `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`; every fake
-//! service checks the bearer token's audience, so a wrong scope fails the test.
+//! refusals. Tokens come from `azure_identity`'s `ManagedIdentityCredential`, pointed at the
+//! process-wide identity stand-in (`stand_ins::identity`, shared with `twin`) through
+//! `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`; every fake service checks the bearer token's audience,
+//! so a wrong scope fails the test.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,7 +14,6 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use azure_core::credentials::TokenCredential;
 use azure_core::http::Url;
 use azureml_dsr::adapters::azure::arm::{ArmConfig, AzureMlControlPlane, ARM_SCOPE};
 use azureml_dsr::adapters::azure::graph::{GraphDirectory, GRAPH_SCOPE};
@@ -24,7 +24,7 @@ use azureml_dsr::adapters::azure::rest::RestClient;
 use azureml_dsr::adapters::azure::retry::RetryConfig;
 use azureml_dsr::adapters::azure::servicebus::{ServiceBusSender, SERVICEBUS_SCOPE};
 use azureml_dsr::domain::request::SubjectRef;
-use azureml_dsr::domain::subject::{ResolvedSubject, Upn};
+use azureml_dsr::domain::subject::Upn;
 use azureml_dsr::domain::workspace::WorkspaceId;
 use azureml_dsr::ports::bus::{MessageBus, OutMessage, SendOutcome};
 use azureml_dsr::ports::control_plane::{
@@ -35,9 +35,11 @@ use azureml_dsr::ports::telemetry::{PurgePoll, PurgeSend, PurgeStatus, Telemetry
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::stand_ins::identity::IdentityStandIn;
+use crate::support::azure::{credential, rest, subject, workspace_info};
+
 const WS: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/workspace-1234/providers/Microsoft.MachineLearningServices/workspaces/testworkspace";
 const LA: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/workspace-1234/providers/Microsoft.OperationalInsights/workspaces/testla";
-const IDENTITY_SECRET: &str = "local-identity-header";
 
 // ---------------------------------------------------------------- fixtures
 
@@ -55,90 +57,13 @@ fn body(name: &str, code: &str) -> Value {
     example(name)["responses"][code]["body"].clone()
 }
 
-// ---------------------------------------------------------------- token endpoint
+// ---------------------------------------------------------------- tokens
 
-/// The App Service managed-identity protocol (`GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&
-/// resource=...` with header `X-IDENTITY-HEADER`), on its own thread and runtime so it outlives
-/// every test's runtime. The token is `tok:<resource>`, so services can check the audience.
-fn credential() -> Arc<dyn TokenCredential> {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    let endpoint = ENDPOINT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let app =
-                    axum::Router::new().route(
-                        "/msi/token",
-                        axum::routing::get(
-                            |headers: HeaderMap,
-                             axum::extract::Query(q): axum::extract::Query<
-                                HashMap<String, String>,
-                            >| async move {
-                                let secret = headers
-                                    .get("x-identity-header")
-                                    .and_then(|v| v.to_str().ok());
-                                if secret != Some(IDENTITY_SECRET)
-                                    || q.get("api-version").map(String::as_str)
-                                        != Some("2019-08-01")
-                                {
-                                    return (
-                                        axum::http::StatusCode::UNAUTHORIZED,
-                                        "bad identity header",
-                                    )
-                                        .into_response();
-                                }
-                                let resource = q.get("resource").cloned().unwrap_or_default();
-                                let expires =
-                                    time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
-                                axum::Json(json!({
-                                    "access_token": format!("tok:{resource}"),
-                                    "expires_on": expires.to_string(),
-                                    "token_type": "Bearer",
-                                    "resource": resource,
-                                }))
-                                .into_response()
-                            },
-                        ),
-                    );
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(format!(
-                    "http://{}/msi/token",
-                    listener.local_addr().unwrap()
-                ))
-                .unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        let endpoint = rx.recv().unwrap();
-        // Process-global: set once, before any credential of this test binary is built, and
-        // never changed (every test uses the same token endpoint).
-        std::env::set_var("IDENTITY_ENDPOINT", &endpoint);
-        std::env::set_var("IDENTITY_HEADER", IDENTITY_SECRET);
-        endpoint
-    });
-    assert!(endpoint.starts_with("http://127.0.0.1:"));
-    azure_identity::ManagedIdentityCredential::new(None).unwrap()
-}
-
-fn fast_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 4,
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        max_total: Duration::from_secs(20),
-    }
-}
-
-fn rest(scope: &str) -> RestClient {
-    RestClient::new(credential(), scope).with_retry(fast_retry())
-}
-
+/// The token is a JWT whose `aud` is the requested resource (from the process-wide identity
+/// stand-in, `support::azure::credential`), so each fake service checks the audience by
+/// comparing the whole header with this.
 fn audience(scope: &str) -> String {
-    format!("Bearer tok:{}", scope.trim_end_matches("/.default"))
+    IdentityStandIn::shared().bearer(scope.trim_end_matches("/.default"))
 }
 
 // ---------------------------------------------------------------- replay server
@@ -894,31 +819,7 @@ async fn graph_resolves_upn_and_reports_unknown_users_as_none() {
 // ---------------------------------------------------------------- Log Analytics
 
 fn info_with_la() -> WorkspaceInfo {
-    WorkspaceInfo {
-        id: ws(),
-        storage_account: "teststorageaccount".into(),
-        artifact_container: "azureml".into(),
-        blobstore_container: "b".into(),
-        file_share: "f".into(),
-        app_insights: None,
-        log_analytics_workspace: Some(LA.into()),
-        diagnostic_destinations: vec![],
-        diagnostic_settings_error: None,
-        key_vault: None,
-        tags: Default::default(),
-        location: None,
-    }
-}
-
-fn subject(oid: &str) -> ResolvedSubject {
-    ResolvedSubject {
-        object_id: oid.parse().unwrap(),
-        tenant_id: None,
-        upn: None,
-        display_name: None,
-        notebook_aliases: vec![],
-        notebook_alias_conflicts: 0,
-    }
+    workspace_info(ws(), "teststorageaccount", LA)
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@
 //!   Blob Storage (the official SDK adapter) through the same kind of proxy in front of Azurite,
 //!   and ARM as in the set above through a second proxy with its own seed.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -12,15 +12,15 @@ use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::{Item, ItemStatus, SliceTask};
 use azureml_dsr::functions::{intake, slice, Delivery, Services, Settings};
 use azureml_dsr::ports::blob::{
-    BlobReader, BlobRef, BlobStore, BlobStoreExt, Condition, DeleteOutcome, ListPage, StoreError,
-    StoreResult,
+    BlobReader, BlobRef, BlobStore, BlobStoreExt, DeleteOutcome, ListPage, StoreError, StoreResult,
 };
+use azureml_dsr::ports::blob_layer::BlobLayer;
 use azureml_dsr::ports::bus::queues;
 use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
 use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 use serde_json::json;
 
-mod support;
+use crate::support;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -477,18 +477,12 @@ struct Flaky {
 }
 
 #[async_trait::async_trait]
-impl BlobStore for Flaky {
+impl BlobLayer for Flaky {
+    fn inner(&self) -> &dyn BlobStore {
+        &*self.inner
+    }
     fn kind(&self) -> &'static str {
         "flaky"
-    }
-    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
-        self.inner.create_container(a, c).await
-    }
-    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
-        self.inner.list_containers(a, p).await
-    }
-    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
-        self.inner.delete_container(a, c).await
     }
     async fn list_page(
         &self,
@@ -502,42 +496,6 @@ impl BlobStore for Flaky {
             return Err(StoreError::Transient("503 Server Busy (injected)".into()));
         }
         self.inner.list_page(a, c, p, m, n).await
-    }
-    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
-        self.inner.open(b).await
-    }
-    async fn put(
-        &self,
-        b: &BlobRef,
-        body: bytes::Bytes,
-        ct: &str,
-        cond: Condition,
-        md: &BTreeMap<String, String>,
-    ) -> StoreResult<String> {
-        self.inner.put(b, body, ct, cond, md).await
-    }
-    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
-        self.inner.copy(s, d).await
-    }
-    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
-        self.inner.delete(b).await
-    }
-    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
-        self.inner.read_link(b, e).await
-    }
-    async fn delete_many(
-        &self,
-        a: &str,
-        c: &str,
-        names: &[String],
-    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
-        self.inner.delete_many(a, c, names).await
-    }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
-        self.inner.stage_block(b, id, body).await
-    }
-    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
-        self.inner.commit_blocks(b, ids, ct).await
     }
 }
 
@@ -774,28 +732,12 @@ struct PlanRace {
 }
 
 #[async_trait::async_trait]
-impl BlobStore for PlanRace {
+impl BlobLayer for PlanRace {
+    fn inner(&self) -> &dyn BlobStore {
+        &*self.inner
+    }
     fn kind(&self) -> &'static str {
         "plan-race"
-    }
-    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
-        self.inner.create_container(a, c).await
-    }
-    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
-        self.inner.list_containers(a, p).await
-    }
-    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
-        self.inner.delete_container(a, c).await
-    }
-    async fn list_page(
-        &self,
-        a: &str,
-        c: &str,
-        p: &str,
-        m: Option<String>,
-        n: u32,
-    ) -> StoreResult<ListPage> {
-        self.inner.list_page(a, c, p, m, n).await
     }
     async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
         if b.name.ends_with("/plan.json")
@@ -804,39 +746,6 @@ impl BlobStore for PlanRace {
             return Err(StoreError::NotFound(b.to_string()));
         }
         self.inner.open(b).await
-    }
-    async fn put(
-        &self,
-        b: &BlobRef,
-        body: bytes::Bytes,
-        ct: &str,
-        cond: Condition,
-        md: &BTreeMap<String, String>,
-    ) -> StoreResult<String> {
-        self.inner.put(b, body, ct, cond, md).await
-    }
-    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
-        self.inner.copy(s, d).await
-    }
-    async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
-        self.inner.delete(b).await
-    }
-    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
-        self.inner.read_link(b, e).await
-    }
-    async fn delete_many(
-        &self,
-        a: &str,
-        c: &str,
-        names: &[String],
-    ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
-        self.inner.delete_many(a, c, names).await
-    }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
-        self.inner.stage_block(b, id, body).await
-    }
-    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
-        self.inner.commit_blocks(b, ids, ct).await
     }
 }
 
@@ -1279,45 +1188,15 @@ impl SilentDeletes {
     }
 }
 
+/// Lies in single deletes and in batches (one by one through its own `delete`, so the batch lies
+/// about the same names).
 #[async_trait::async_trait]
-impl BlobStore for SilentDeletes {
+impl BlobLayer for SilentDeletes {
+    fn inner(&self) -> &dyn BlobStore {
+        &*self.inner
+    }
     fn kind(&self) -> &'static str {
         "silent-deletes"
-    }
-    async fn create_container(&self, a: &str, c: &str) -> StoreResult<()> {
-        self.inner.create_container(a, c).await
-    }
-    async fn list_containers(&self, a: &str, p: &str) -> StoreResult<Vec<String>> {
-        self.inner.list_containers(a, p).await
-    }
-    async fn delete_container(&self, a: &str, c: &str) -> StoreResult<DeleteOutcome> {
-        self.inner.delete_container(a, c).await
-    }
-    async fn list_page(
-        &self,
-        a: &str,
-        c: &str,
-        p: &str,
-        m: Option<String>,
-        n: u32,
-    ) -> StoreResult<ListPage> {
-        self.inner.list_page(a, c, p, m, n).await
-    }
-    async fn open(&self, b: &BlobRef) -> StoreResult<BlobReader> {
-        self.inner.open(b).await
-    }
-    async fn put(
-        &self,
-        b: &BlobRef,
-        body: bytes::Bytes,
-        ct: &str,
-        cond: Condition,
-        md: &BTreeMap<String, String>,
-    ) -> StoreResult<String> {
-        self.inner.put(b, body, ct, cond, md).await
-    }
-    async fn copy(&self, s: &BlobRef, d: &BlobRef) -> StoreResult<()> {
-        self.inner.copy(s, d).await
     }
     async fn delete(&self, b: &BlobRef) -> StoreResult<DeleteOutcome> {
         if self.lies_about(&b.name) {
@@ -1325,26 +1204,13 @@ impl BlobStore for SilentDeletes {
         }
         self.inner.delete(b).await
     }
-    async fn read_link(&self, b: &BlobRef, e: time::Duration) -> StoreResult<Option<String>> {
-        self.inner.read_link(b, e).await
-    }
     async fn delete_many(
         &self,
         a: &str,
         c: &str,
         names: &[String],
     ) -> StoreResult<Vec<StoreResult<DeleteOutcome>>> {
-        let mut out = Vec::with_capacity(names.len());
-        for n in names {
-            out.push(self.delete(&BlobRef::new(a, c, n.clone())).await);
-        }
-        Ok(out)
-    }
-    async fn stage_block(&self, b: &BlobRef, id: &str, body: bytes::Bytes) -> StoreResult<()> {
-        self.inner.stage_block(b, id, body).await
-    }
-    async fn commit_blocks(&self, b: &BlobRef, ids: &[String], ct: &str) -> StoreResult<String> {
-        self.inner.commit_blocks(b, ids, ct).await
+        azureml_dsr::ports::blob::delete_one_by_one(self, a, c, names).await
     }
 }
 

@@ -1,0 +1,229 @@
+//! The export half of a slice: copy each inventoried blob (or notebook file) into the
+//! request's export area with a streaming SHA-256, and write ARM resource documents, each
+//! under `<export prefix><workspace>/<resource type>/`.
+
+use super::*;
+
+pub(super) fn export_name(task: &SliceTask, rest: &str) -> String {
+    format!(
+        "{}{}/{}/{rest}",
+        StateStore::export_prefix(&task.request_id),
+        task.workspace.name(),
+        task.resource_type.as_str()
+    )
+}
+
+pub(super) async fn export(
+    svc: &Services,
+    task: &SliceTask,
+    entries: &[InventoryEntry],
+) -> Result<Vec<ItemOutcome>, FnError> {
+    let state = svc.state();
+    futures::stream::iter(entries.iter().cloned())
+        .map(|e| {
+            let state = state.clone();
+            async move {
+                let status = match &e.item {
+                    Item::Blob {
+                        account,
+                        container,
+                        name,
+                        ..
+                    } => {
+                        let src = BlobRef::new(account.clone(), container.clone(), name.clone());
+                        let dst = state.blob(
+                            EXPORTS,
+                            export_name(task, &format!("files/{account}/{container}/{name}")),
+                        );
+                        export_blob(svc.store.as_ref(), &src, &dst).await?
+                    }
+                    Item::File {
+                        account,
+                        share,
+                        path,
+                        ..
+                    } => {
+                        let dst = state.blob(
+                            EXPORTS,
+                            export_name(task, &format!("files/{account}/{share}/{path}")),
+                        );
+                        export_file(svc, account, share, path, &dst).await?
+                    }
+                    Item::Resource { resource_type, id } => {
+                        let leaf = id
+                            .rsplit('/')
+                            .take(3)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("_");
+                        let leaf: String = leaf
+                            .chars()
+                            .map(|c| {
+                                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                                    c
+                                } else {
+                                    '_'
+                                }
+                            })
+                            .collect();
+                        write_doc(
+                            svc,
+                            &state,
+                            task,
+                            &format!("resources/{resource_type}/{leaf}.json"),
+                            e.doc.clone().unwrap_or_default(),
+                        )
+                        .await?
+                    }
+                    Item::Telemetry {
+                        table, destination, ..
+                    } => {
+                        // One file per table and Log Analytics workspace (named by its last
+                        // id segment): the same table can come from several.
+                        let path = match destination.as_deref().and_then(|d| d.rsplit('/').next()) {
+                            Some(la) => format!("telemetry/{la}/{table}.json"),
+                            None => format!("telemetry/{table}.json"),
+                        };
+                        write_doc(svc, &state, task, &path, e.doc.clone().unwrap_or_default())
+                            .await?
+                    }
+                };
+                Ok(ItemOutcome {
+                    item: e.item,
+                    status,
+                })
+            }
+        })
+        .buffered(svc.settings.concurrency.max(1))
+        .try_collect()
+        .await
+}
+
+/// Export one blob: server-side copy to `dst`, then hash what was exported, streaming (the
+/// manifest proves the bytes; memory stays bounded whatever the size).
+pub async fn export_blob(
+    store: &dyn BlobStore,
+    src: &BlobRef,
+    dst: &BlobRef,
+) -> Result<ItemStatus, FnError> {
+    match store.copy(src, dst).await {
+        Ok(()) => {
+            let mut reader = store.open(dst).await?;
+            let mut h = Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = reader.body.try_next().await? {
+                size += chunk.len() as u64;
+                h.update(&chunk);
+            }
+            Ok(ItemStatus::Exported {
+                path: dst.name.clone(),
+                sha256: hex::encode(h.finalize()),
+                size,
+                content_type: reader
+                    .props
+                    .content_type
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+            })
+        }
+        Err(crate::ports::blob::StoreError::NotFound(_)) => Ok(ItemStatus::Skipped {
+            reason: "deleted before it could be exported".into(),
+        }),
+        Err(e) => Err(FnError::from(e)),
+    }
+}
+
+pub(super) async fn write_doc(
+    svc: &Services,
+    state: &StateStore,
+    task: &SliceTask,
+    rel: &str,
+    doc: serde_json::Value,
+) -> Result<ItemStatus, FnError> {
+    let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    let dst = state.blob(EXPORTS, export_name(task, rel));
+    let sha = crate::domain::ids::sha256_hex(&body);
+    let size = body.len() as u64;
+    svc.store
+        .put(
+            &dst,
+            bytes::Bytes::from(body),
+            "application/json",
+            crate::ports::blob::Condition::None,
+            &BTreeMap::new(),
+        )
+        .await?;
+    Ok(ItemStatus::Exported {
+        path: dst.name,
+        sha256: sha,
+        size,
+        content_type: "application/json".into(),
+    })
+}
+
+/// Largest notebook-share file exported (read into memory to be written to the export area).
+pub const EXPORT_FILE_MAX: u64 = 256 * 1024 * 1024;
+
+/// Export one file of the share: read it through the file-share port (bounded), write it to
+/// `dst`, hash what was written.
+pub(super) async fn export_file(
+    svc: &Services,
+    account: &str,
+    share: &str,
+    path: &str,
+    dst: &BlobRef,
+) -> Result<ItemStatus, FnError> {
+    use crate::ports::file_share::ShareError;
+    let mut reader = match svc.files.open(account, share, path).await {
+        Ok(r) => r,
+        Err(ShareError::FileNotFound(_)) => {
+            return Ok(ItemStatus::Skipped {
+                reason: "deleted before it could be exported".into(),
+            })
+        }
+        Err(e) if e.is_transient() => return Err(FnError::Transient(e.to_string())),
+        Err(e) => {
+            return Ok(ItemStatus::Failed {
+                reason: e.to_string(),
+            })
+        }
+    };
+    if reader.size > EXPORT_FILE_MAX {
+        return Ok(ItemStatus::Failed {
+            reason: format!(
+                "file of {} bytes is larger than the {EXPORT_FILE_MAX}-byte export limit for share files",
+                reader.size
+            ),
+        });
+    }
+    let mut buf = Vec::with_capacity(reader.size as usize);
+    while let Some(chunk) = reader.body.try_next().await? {
+        if (buf.len() + chunk.len()) as u64 > EXPORT_FILE_MAX {
+            return Ok(ItemStatus::Failed {
+                reason: "file grew beyond the export limit while being read".into(),
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let sha256 = crate::domain::ids::sha256_hex(&buf);
+    let size = buf.len() as u64;
+    let content_type = reader
+        .content_type
+        .unwrap_or_else(|| "application/octet-stream".into());
+    svc.store
+        .put(
+            dst,
+            bytes::Bytes::from(buf),
+            &content_type,
+            crate::ports::blob::Condition::None,
+            &BTreeMap::new(),
+        )
+        .await?;
+    Ok(ItemStatus::Exported {
+        path: dst.name.clone(),
+        sha256,
+        size,
+        content_type,
+    })
+}
