@@ -148,6 +148,24 @@ pub async fn decide(
     d: &ReviewDecision,
     at: OffsetDateTime,
 ) -> Result<ReviewOutcome, FnError> {
+    // What a decision does to a request is announced in the request's trace, whether it came
+    // from the CLI (no trace) or a control message (its own trace).
+    let state = svc.state();
+    let trace_id = match super::lifecycle::load(&state, &d.request_id).await? {
+        Some(l) if !l.trace_id.is_empty() => l.trace_id,
+        _ => match state.plan(&d.request_id).await? {
+            Some(plan) => crate::trace::trace_id_for(&plan.request_sha256),
+            None => crate::trace::trace_id_for(d.request_id.as_str()),
+        },
+    };
+    crate::trace::in_trace(&trace_id, decide_in_trace(svc, d, at)).await
+}
+
+async fn decide_in_trace(
+    svc: &Services,
+    d: &ReviewDecision,
+    at: OffsetDateTime,
+) -> Result<ReviewOutcome, FnError> {
     let refuse = |why: String| Ok(ReviewOutcome::Refused(why));
     if let Err(why) = d.validate() {
         return refuse(why);
