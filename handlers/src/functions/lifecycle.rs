@@ -278,6 +278,19 @@ pub async fn advance(
     }
 }
 
+/// The trace a request's messages go in, for work that has none of its own (the timer, the
+/// review CLI) or another's (a control message): the lifecycle's, else the one intake derives
+/// from the request's hash, else one derived from its id.
+pub async fn trace_id_of(state: &StateStore, id: &RequestId) -> Result<String, FnError> {
+    Ok(match load(state, id).await? {
+        Some(l) if !l.trace_id.is_empty() => l.trace_id,
+        _ => match state.plan(id).await? {
+            Some(plan) => crate::trace::trace_id_for(&plan.request_sha256),
+            None => crate::trace::trace_id_for(id.as_str()),
+        },
+    })
+}
+
 /// The timer's deadline warnings: for every open request, each warning due and not yet sent
 /// for its current deadline is recorded and sent (MessageId `warning/<id>/<kind>/<deadline>`,
 /// so a run that crashed between the two cannot send it twice). Returns what was sent.

@@ -151,13 +151,7 @@ pub async fn decide(
     // What a decision does to a request is announced in the request's trace, whether it came
     // from the CLI (no trace) or a control message (its own trace).
     let state = svc.state();
-    let trace_id = match super::lifecycle::load(&state, &d.request_id).await? {
-        Some(l) if !l.trace_id.is_empty() => l.trace_id,
-        _ => match state.plan(&d.request_id).await? {
-            Some(plan) => crate::trace::trace_id_for(&plan.request_sha256),
-            None => crate::trace::trace_id_for(d.request_id.as_str()),
-        },
-    };
+    let trace_id = super::lifecycle::trace_id_of(&state, &d.request_id).await?;
     crate::trace::in_trace(&trace_id, decide_in_trace(svc, d, at)).await
 }
 

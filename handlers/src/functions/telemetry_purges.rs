@@ -358,13 +358,7 @@ async fn revise_certificate(
     });
     super::audit_trail::record(state, &format!("requests/{id}.v{version}.json"), &audit).await?;
     // The timer has no trace of its own: these messages go in the request's.
-    let trace_id = match super::lifecycle::load(state, id).await? {
-        Some(l) if !l.trace_id.is_empty() => l.trace_id,
-        _ => match state.plan(id).await? {
-            Some(plan) => crate::trace::trace_id_for(&plan.request_sha256),
-            None => crate::trace::trace_id_for(id.as_str()),
-        },
-    };
+    let trace_id = super::lifecycle::trace_id_of(state, id).await?;
     crate::trace::within(&trace_id, async {
         let msg = ResultMessage {
             schema_version: "1.0".into(),
