@@ -12,6 +12,7 @@
 mod stand_ins;
 mod support;
 
+mod audit_redelivery;
 mod azure_blob;
 mod azure_control_plane;
 mod chaos;

@@ -7,9 +7,13 @@
 //! (time-based immutability) audit container. Only the head hint in the state account is
 //! replaced, with If-Match, and it is only a hint: appends probe forward from it.
 //!
-//! A record is chained once: `chain-index/<hash of its name>.json` says where. A crash between
-//! the append and the index lets a redelivery chain the record again; the second entry is a
-//! duplicate, not a gap, and verification accepts it.
+//! A record is chained once: `chain-index/<hash of its name>.json` says where. Before appending,
+//! a reservation (`audit-chain/pending/<hash of its name>.json`, in the state account: it is
+//! replaced and removed, which the WORM container would refuse) records where the chain ended.
+//! A crash between the append and the index leaves the reservation behind, so the redelivery
+//! looks for its own record in the entries written since then and indexes that entry instead of
+//! chaining the record a second time. A record chained twice anyway (a trail written before the
+//! reservation, or edited) is reported by [`verify`] as a duplicate, with both positions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +27,8 @@ use crate::state::{StateStore, AUDIT, STATE};
 /// The head hint, in the state account (replaceable; the audit container is not).
 pub const HEAD_DOC: &str = "audit-chain/head.json";
 const INDEX_PREFIX: &str = "chain-index/";
+/// Reservations of records being appended (state account).
+const PENDING_PREFIX: &str = "audit-chain/pending/";
 /// Positions tried before giving up (each failed try means another append won that position).
 const MAX_ATTEMPTS: usize = 256;
 
@@ -33,9 +39,25 @@ fn index_ref(state: &StateStore, name: &str) -> BlobRef {
     )
 }
 
+fn pending_ref(state: &StateStore, name: &str) -> BlobRef {
+    state.blob(
+        STATE,
+        format!(
+            "{PENDING_PREFIX}{}.json",
+            &sha256_hex(name.as_bytes())[..40]
+        ),
+    )
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct IndexDoc {
     seq: u64,
+}
+
+/// A reservation: the chain held no entry of this record before position `from`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingDoc {
+    from: u64,
 }
 
 /// Record an audit document: append it to the chain, then keep its indexed copy at
@@ -52,10 +74,50 @@ pub async fn record(
         state.store.create_json(&copy, record).await?;
         return Ok(seq);
     }
-    let seq = append(state, &format!("{AUDIT}/{name}"), record).await?;
+    let record_ref = format!("{AUDIT}/{name}");
+    let pending = pending_ref(state, name);
+    let seq = match state.store.read_json::<PendingDoc>(&pending).await? {
+        // An earlier delivery got this far: its append may have landed.
+        Some(PendingDoc { from }) => match find_since(state, from, &record_ref, record).await? {
+            Some(seq) => seq,
+            None => append(state, &record_ref, record).await?,
+        },
+        None => {
+            // Entries before the hinted head were all written before this record was first
+            // tried, so a later delivery need only look from there.
+            let from = read_head(state).await?.map(|(h, _)| h.seq).unwrap_or(0);
+            state
+                .store
+                .write_json(&pending, &PendingDoc { from })
+                .await?;
+            append(state, &record_ref, record).await?
+        }
+    };
     state.store.create_json(&index, &IndexDoc { seq }).await?;
     state.store.create_json(&copy, record).await?;
+    // Only a hint for a crashed delivery; left behind it costs a scan, never a duplicate.
+    let _ = state.store.delete(&pending).await;
     Ok(seq)
+}
+
+/// The position of an entry at or after `from` that holds this very record, if any.
+async fn find_since(
+    state: &StateStore,
+    from: u64,
+    record_ref: &str,
+    record: &serde_json::Value,
+) -> StoreResult<Option<u64>> {
+    let hash = audit_chain::record_hash(record);
+    let mut seq = from;
+    while let Some(b) = read_entry(state, seq).await? {
+        if let Ok(e) = serde_json::from_slice::<ChainEntry>(&b) {
+            if e.record_ref == record_ref && e.record_sha256 == hash {
+                return Ok(Some(seq));
+            }
+        }
+        seq += 1;
+    }
+    Ok(None)
 }
 
 async fn read_entry(state: &StateStore, seq: u64) -> StoreResult<Option<Bytes>> {
@@ -208,11 +270,26 @@ pub async fn verify(state: &StateStore) -> StoreResult<Verification> {
         ..Default::default()
     };
     let mut chained: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut first_at: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for (&pos, e) in &chain {
         chained
             .entry(e.record_ref.as_str())
             .or_default()
             .insert(e.record_sha256.as_str());
+        // Every record is chained once (`record` is idempotent per name): a second entry of the
+        // same record is a redelivery that got through, or a copied-in entry.
+        match first_at.get(&(e.record_ref.as_str(), e.record_sha256.as_str())) {
+            Some(first) => findings.push(Finding {
+                position: pos,
+                problem: format!(
+                    "record {} chained again (duplicate of position {first})",
+                    e.record_ref
+                ),
+            }),
+            None => {
+                first_at.insert((e.record_ref.as_str(), e.record_sha256.as_str()), pos);
+            }
+        }
         // The root the record promised, against the root of the document as stored now.
         let (Some(root), Some(doc)) = (
             e.record.get("itemsMerkleRoot").and_then(|v| v.as_str()),
