@@ -117,81 +117,6 @@ fn err(name: &'static str, reason: impl Into<String>) -> SettingError {
         reason: reason.into(),
     }
 }
-
-/// The environment as read at start-up (a snapshot, so tests build it from pairs).
-#[derive(Debug, Clone, Default)]
-pub struct Env(BTreeMap<String, String>);
-
-impl Env {
-    pub(crate) fn from_process() -> Self {
-        Self(std::env::vars().collect())
-    }
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
-    }
-    pub fn set(&mut self, k: impl Into<String>, v: impl Into<String>) {
-        self.0.insert(k.into(), v.into());
-    }
-    /// A listed setting's value; empty or blank counts as unset (App Service keeps empty values).
-    fn get(&self, name: &'static str) -> Option<&str> {
-        debug_assert!(
-            SPECS.iter().any(|s| s.name == name),
-            "{name} is read but not listed in settings::SPECS"
-        );
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
-    }
-    fn parse<T>(
-        &self,
-        name: &'static str,
-        default: T,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, SettingError>
-    where
-        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-    {
-        let Some(v) = self.get(name) else {
-            return Ok(default);
-        };
-        let n: T = v
-            .parse()
-            .map_err(|_| err(name, format!("{v:?} is not a number")))?;
-        if !range.contains(&n) {
-            return Err(err(
-                name,
-                format!("{n} is outside {}..={}", range.start(), range.end()),
-            ));
-        }
-        Ok(n)
-    }
-    fn flag(&self, name: &'static str, default: bool) -> Result<bool, SettingError> {
-        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
-            None => Ok(default),
-            Some("true" | "1" | "yes") => Ok(true),
-            Some("false" | "0" | "no") => Ok(false),
-            Some(v) => Err(err(name, format!("{v:?} is not true or false"))),
-        }
-    }
-    fn url(&self, name: &'static str, default: &str) -> Result<Url, SettingError> {
-        let v = self.get(name).unwrap_or(default);
-        Url::parse(v).map_err(|e| err(name, format!("{v:?} is not a URL: {e}")))
-    }
-    /// Variables named like ours that nothing reads: most likely a typo, worth a warning.
-    pub(crate) fn unknown_dsr_names(&self) -> Vec<String> {
-        self.0
-            .keys()
-            .filter(|k| k.starts_with("DSR_") && !SPECS.iter().any(|s| s.name == k.as_str()))
-            .cloned()
-            .collect()
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Local,
@@ -621,6 +546,9 @@ pub fn render_app_settings(
 mod endpoints;
 pub use endpoints::{account_and_template, derived_file_template, file_endpoint_template};
 use endpoints::{loopback_url, run_history_template};
+
+mod env;
+pub use env::Env;
 
 #[cfg(test)]
 mod infra_tests;
