@@ -56,6 +56,16 @@ pub struct Wired {
 
 /// Build every adapter the mode needs from validated settings.
 pub fn build(app: &AppSettings) -> anyhow::Result<Wired> {
+    let mut wired = build_uncached(app)?;
+    // One read of a workspace and its asset listings per process for a short while, not one
+    // per slice invocation (issue 19; `adapters::cached_control` says why that is safe).
+    wired.services.control = Arc::new(crate::adapters::cached_control::CachedControlPlane::new(
+        wired.services.control.clone(),
+    ));
+    Ok(wired)
+}
+
+fn build_uncached(app: &AppSettings) -> anyhow::Result<Wired> {
     match &app.adapters {
         Adapters::Local(local) => {
             let paths = LocalPaths::new(&local.data_dir);

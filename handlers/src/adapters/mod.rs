@@ -2,6 +2,7 @@
 //! `azure` talks to the real services.
 
 pub mod azure;
+pub mod cached_control;
 pub mod chaos;
 pub mod counting;
 pub mod counting_ports;

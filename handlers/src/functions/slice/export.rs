@@ -127,9 +127,33 @@ pub async fn export_blob(
                     .unwrap_or_else(|| "application/octet-stream".into()),
             })
         }
-        Err(crate::ports::blob::StoreError::NotFound(_)) => Ok(ItemStatus::Skipped {
-            reason: "deleted before it could be exported".into(),
-        }),
+        // Copy Blob answers 404 for more than a missing source (the copy source refused as
+        // unreadable — `CannotVerifyCopySource` —, a missing destination container): only a
+        // source that is really gone is "deleted before it could be exported"; otherwise the
+        // blob was not exported, and the report must say so (never Completed on a skip).
+        Err(crate::ports::blob::StoreError::NotFound(_)) => match source_exists(store, src).await? {
+            false => Ok(ItemStatus::Skipped {
+                reason: "deleted before it could be exported".into(),
+            }),
+            true => Ok(ItemStatus::Failed {
+                reason:
+                    "the copy was answered 404 although the source blob exists; it was not exported"
+                        .into(),
+            }),
+        },
+        Err(e) => Err(FnError::from(e)),
+    }
+}
+
+/// Whether `blob` still exists: one listing of at most one name (the cheapest call that
+/// tells, with no body), a missing container meaning no.
+async fn source_exists(store: &dyn BlobStore, blob: &BlobRef) -> Result<bool, FnError> {
+    match store
+        .list_page(&blob.account, &blob.container, &blob.name, None, 1)
+        .await
+    {
+        Ok(page) => Ok(page.items.first().is_some_and(|b| b.name == blob.name)),
+        Err(crate::ports::blob::StoreError::NotFound(_)) => Ok(false),
         Err(e) => Err(FnError::from(e)),
     }
 }
@@ -226,4 +250,60 @@ pub(super) async fn export_file(
         size,
         content_type,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::memory_blob::MemoryBlobStore;
+    use crate::ports::blob::{Condition, StoreError, StoreResult};
+    use crate::ports::blob_layer::BlobLayer;
+
+    /// A store whose copies are all answered 404 (as Azurite answers a copy source it cannot
+    /// read), whatever the source.
+    struct CopyAnswers404(MemoryBlobStore);
+
+    #[async_trait::async_trait]
+    impl BlobLayer for CopyAnswers404 {
+        fn inner(&self) -> &dyn BlobStore {
+            &self.0
+        }
+        async fn copy(&self, src: &BlobRef, _dst: &BlobRef) -> StoreResult<()> {
+            Err(StoreError::NotFound(format!("copy {src}")))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_answered_404_is_skipped_only_when_the_source_is_gone() {
+        let mem = MemoryBlobStore::new();
+        for c in ["data", "exports"] {
+            mem.create_container("acct", c).await.unwrap();
+        }
+        let src = BlobRef::new("acct", "data", "runs/a/model.pkl");
+        mem.put(
+            &src,
+            bytes::Bytes::from_static(b"weights"),
+            "application/octet-stream",
+            Condition::None,
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+        // A namesake prefix of the source (listed first) does not make a gone source exist.
+        let gone = BlobRef::new("acct", "data", "runs/a/model");
+        let dst = BlobRef::new("acct", "exports", "x/model.pkl");
+        let store = CopyAnswers404(mem);
+
+        let status = export_blob(&store, &src, &dst).await.unwrap();
+        assert!(
+            matches!(&status, ItemStatus::Failed { reason } if reason.contains("404")),
+            "the source exists: not exported, never skipped: {status:?}"
+        );
+        let status = export_blob(&store, &gone, &dst).await.unwrap();
+        assert!(matches!(status, ItemStatus::Skipped { .. }), "{status:?}");
+        let status = export_blob(&store, &BlobRef::new("acct", "nocontainer", "x"), &dst)
+            .await
+            .unwrap();
+        assert!(matches!(status, ItemStatus::Skipped { .. }), "{status:?}");
+    }
 }
