@@ -18,6 +18,7 @@ mod azure_control_plane;
 mod chaos;
 mod e2e;
 mod features;
+mod follow_up_azure;
 mod handler_http;
 mod lifecycle;
 mod local_runtime;

@@ -1,8 +1,10 @@
 //! "Retained until", followed to the end. A delete that leaves data recoverable for a while
-//! (blob soft delete) says so in its certificate; the follow-up ledger remembers each such item
-//! and its date, and once every date has passed the items are checked again and a final
-//! certificate version says either "fully erased on <date>, verified" or names what is still
-//! there. Pure: the checks themselves run through the blob store port (`functions::follow_up`).
+//! (blob soft delete, a telemetry purge still inside its completion window) says so in its
+//! certificate; the follow-up ledger remembers each such item and its date, and once every date
+//! has passed the items are checked again and a final certificate version says either "fully
+//! erased on <date>, verified" or names what is still there. Pure: the checks themselves run
+//! through the ports (`functions::follow_up`: blob store, file share, the purge operation's
+//! status; `functions::follow_up_workspace` for a soft-deleted workspace).
 
 use std::collections::BTreeMap;
 
@@ -20,6 +22,23 @@ pub struct LedgerItem {
     pub item: Item,
     #[serde(with = "time::serde::rfc3339")]
     pub until: OffsetDateTime,
+    /// For a telemetry item: the status locations of its purge operations (`x-ms-status-location`
+    /// of the 202), polled again by the final check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purge_status: Vec<String>,
+}
+
+/// How long Log Analytics may take to complete a purge ("purge requests are completed within 30
+/// days", Azure Monitor "Manage personal data in Azure Monitor Logs"): the date by which a
+/// purged table is promised erased.
+pub const PURGE_WINDOW: time::Duration = time::Duration::days(30);
+
+impl LedgerItem {
+    /// A telemetry purge is re-checked by its operation's status, not by a date: the follow-up
+    /// waits for the request's purges to end (certificate v2) and then asks each operation again.
+    pub fn is_purge(&self) -> bool {
+        matches!(self.item, Item::Telemetry { .. })
+    }
 }
 
 /// The follow-up ledger entry of one request (`dsr-state/follow-up/<id>.json`).
@@ -45,12 +64,22 @@ impl Ledger {
             .results
             .iter()
             .flat_map(|r| r.items.iter().map(move |i| (r, i)))
-            .filter_map(|(r, i)| match i.status {
-                ItemStatus::RetainedUntil { until } => Some(LedgerItem {
+            .filter_map(|(r, i)| match (&i.status, &i.item) {
+                (ItemStatus::RetainedUntil { until }, _) => Some(LedgerItem {
                     slice_key: r.key.clone(),
                     item: i.item.clone(),
-                    until,
+                    until: *until,
+                    purge_status: vec![],
                 }),
+                // Purged telemetry stays queryable until the purge completes.
+                (ItemStatus::Pending { requested_at, .. }, Item::Telemetry { .. }) => {
+                    Some(LedgerItem {
+                        slice_key: r.key.clone(),
+                        item: i.item.clone(),
+                        until: requested_at.unwrap_or(report.finished_at) + PURGE_WINDOW,
+                        purge_status: vec![],
+                    })
+                }
                 _ => None,
             })
             .collect();
@@ -62,9 +91,14 @@ impl Ledger {
         })
     }
 
-    /// Open, and every retention date has passed.
+    /// Open, and every retention date has passed (purges excepted: see [`LedgerItem::is_purge`]).
     pub fn due(&self, now: OffsetDateTime) -> bool {
-        self.done_at.is_none() && self.items.iter().all(|i| i.until <= now)
+        self.done_at.is_none()
+            && self
+                .items
+                .iter()
+                .filter(|i| !i.is_purge())
+                .all(|i| i.until <= now)
     }
 }
 
@@ -112,7 +146,22 @@ pub fn final_version(
             }
         }
     });
-    let statement = if still.is_empty() && unchecked.is_empty() {
+    // "Fully erased" is about the whole certificate: an item that failed before the follow-up
+    // (a refused purge, a delete that failed) is named too.
+    let failed_before: Vec<String> = revised
+        .results
+        .iter()
+        .flat_map(|r| r.items.iter().map(move |i| (r, i)))
+        .filter(|(r, i)| {
+            matches!(i.status, ItemStatus::Failed { .. })
+                && !ledger
+                    .items
+                    .iter()
+                    .any(|l| l.slice_key == r.key && l.item == i.item)
+        })
+        .map(|(_, i)| i.item.label())
+        .collect();
+    let statement = if still.is_empty() && unchecked.is_empty() && failed_before.is_empty() {
         format!(
             "fully erased on {}, verified: {} item(s) that were retained are no longer recoverable",
             now.date(),
@@ -129,6 +178,9 @@ pub fn final_version(
         }
         if !unchecked.is_empty() {
             parts.push(format!("not re-checkable: {}", unchecked.join(", ")));
+        }
+        if !failed_before.is_empty() {
+            parts.push(format!("not erased (failed): {}", failed_before.join(", ")));
         }
         parts.join("; ")
     };

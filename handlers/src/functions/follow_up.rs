@@ -1,7 +1,9 @@
 //! The "retained until" follow-up (`domain::follow_up`), run by the retention-sweep timer with
 //! its clock: due ledger entries are re-checked through the blob store port
 //! ([`BlobStore::recoverable`](crate::ports::blob::BlobStore::recoverable): in Azure a listing
-//! with deleted blobs, versions and snapshots), and a final certificate version
+//! with deleted blobs, versions and snapshots), the file-share port (Azure Files: the file and
+//! each share snapshot) and the telemetry port (each purge operation's status, asked again:
+//! "fully erased" only once it reports `completed`), and a final certificate version
 //! (`dsr-reports/<id>/certificate.final.{json,md}`) and a chained audit record are written.
 //! A request whose telemetry purges are still running waits for them (certificate v2) first.
 
@@ -30,7 +32,27 @@ pub async fn record_ledger(
     report: &FinalReport,
     certificate: &BlobRef,
 ) -> Result<(), FnError> {
-    if let Some(ledger) = Ledger::for_report(report, certificate.to_string()) {
+    if let Some(mut ledger) = Ledger::for_report(report, certificate.to_string()) {
+        // Where each purge's status can be asked again (the records are dropped once the
+        // purges end; the ledger keeps only the status locations).
+        let prefix = format!("{}{}/", crate::state::PURGES_PREFIX, ledger.request_id);
+        let records = state.purge_records(&prefix).await?;
+        for l in ledger.items.iter_mut() {
+            if let Item::Telemetry {
+                table, destination, ..
+            } = &l.item
+            {
+                l.purge_status = records
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.slice_key == l.slice_key
+                            && &r.table == table
+                            && destination.as_deref().is_none_or(|d| d == r.destination)
+                    })
+                    .filter_map(|(_, r)| r.status_url.clone())
+                    .collect();
+            }
+        }
         state
             .store
             .create_json(&ledger_ref(state, &ledger.request_id), &ledger)
@@ -52,6 +74,10 @@ pub struct FollowUpSweep {
 pub async fn sweep(svc: &Services, now: OffsetDateTime) -> Result<FollowUpSweep, FnError> {
     let state = svc.state();
     let mut out = FollowUpSweep::default();
+    let ws = super::follow_up_workspace::sweep(svc, &state, now).await?;
+    out.finalised.extend(ws.finalised);
+    out.still_recoverable += ws.still_recoverable;
+    out.waiting += ws.waiting;
     for item in state
         .store
         .list_all(&state.account, STATE, LEDGER_PREFIX)
@@ -98,6 +124,52 @@ async fn latest(state: &StateStore, id: &str) -> Result<Option<(BlobRef, FinalRe
     Ok(None)
 }
 
+/// What of a purged table may still be there: each purge operation asked again through its
+/// status location (`GET …/operations/{purgeId}`, `{"status": "pending" | "completed"}`); only
+/// `completed` counts as erased. `None` when a status cannot be read (then the final version
+/// does not say "erased").
+async fn purge_left(
+    svc: &Services,
+    report: &FinalReport,
+    l: &crate::domain::follow_up::LedgerItem,
+) -> Option<Vec<String>> {
+    use crate::domain::slice::ItemStatus;
+    use crate::ports::telemetry::PurgePoll;
+    let status = report
+        .results
+        .iter()
+        .filter(|r| r.key == l.slice_key)
+        .flat_map(|r| r.items.iter())
+        .find(|i| i.item == l.item)
+        .map(|i| i.status.clone());
+    if let Some(ItemStatus::Failed { reason }) = &status {
+        return Some(vec![format!("purge failed: {reason}")]);
+    }
+    if l.purge_status.is_empty() {
+        // Never accepted with a status location: only the certificate's own record remains.
+        return match status {
+            Some(ItemStatus::Deleted { verified: true }) => Some(vec![]),
+            Some(ItemStatus::Pending { .. }) => Some(vec!["purge not completed".into()]),
+            _ => None,
+        };
+    }
+    let mut left = Vec::new();
+    for url in &l.purge_status {
+        match svc.telemetry.poll_purge(url).await {
+            Ok(PurgePoll::Completed) => {}
+            Ok(PurgePoll::Pending) => {
+                left.push("purge operation still pending (not completed)".to_string())
+            }
+            Ok(PurgePoll::Failed { reason }) => left.push(format!(
+                "purge operation failed: {}",
+                crate::logging::redact(&reason)
+            )),
+            Err(_) => return None,
+        }
+    }
+    Some(left)
+}
+
 /// Returns the number of items still recoverable, or `None` when the request must wait.
 async fn finalise(
     svc: &Services,
@@ -111,7 +183,20 @@ async fn finalise(
             "follow-up of {id}: no certificate found"
         )));
     };
-    if report.status == FinalStatus::CompletedPurgePending {
+    // Purges still running: wait for their certificate version, unless their completion
+    // window has ended (then the final version names them still open).
+    let window_over = ledger
+        .items
+        .iter()
+        .filter(|l| l.is_purge())
+        .all(|l| l.until <= now);
+    // (A request in review carries its running purges as pending items, not in its status.)
+    let purges_running = report.status == FinalStatus::CompletedPurgePending
+        || report.results.iter().flat_map(|r| r.items.iter()).any(|i| {
+            matches!(i.item, Item::Telemetry { .. })
+                && matches!(i.status, crate::domain::slice::ItemStatus::Pending { .. })
+        });
+    if purges_running && !window_over {
         return Ok(None);
     }
     let mut found = Found::new();
@@ -138,6 +223,7 @@ async fn finalise(
                     .await
                     .map_err(|e| FnError::Transient(format!("follow-up of {id}: {e}")))?,
             ),
+            Item::Telemetry { .. } => purge_left(svc, &report, l).await,
             _ => None,
         };
         found.insert(key(&l.slice_key, &l.item), pieces);

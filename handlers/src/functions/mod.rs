@@ -8,6 +8,7 @@ pub mod audit_trail;
 pub mod control;
 pub mod discovery;
 pub mod follow_up;
+pub mod follow_up_workspace;
 pub mod intake;
 pub mod lifecycle;
 pub mod lineage;

@@ -128,6 +128,18 @@ pub async fn run(
         short_hash(&[&event.id], 12)
     );
     super::audit_trail::record(&state, &audit_name, &audit).await?;
+    if !purge {
+        // Recoverable until the soft-delete retention ends: followed up after that date.
+        let until = at + time::Duration::days(svc.settings.workspace_soft_delete_days as i64);
+        super::follow_up_workspace::record(
+            &state,
+            &ws,
+            at,
+            until,
+            &format!("{}/{audit_name}", crate::state::AUDIT),
+        )
+        .await?;
+    }
 
     let Some(info) = state
         .store

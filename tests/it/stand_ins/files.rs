@@ -6,7 +6,11 @@
 //!   [`FilesStandIn::set_page_cap`] entries so paging is exercised;
 //! - Get File Properties (`HEAD`), Get File with `x-ms-range` (206, `Content-Range`);
 //! - Delete File (202), Delete Directory (`?restype=directory`, 202; 409 `DirectoryNotEmpty`);
-//! - List Shares (`/{account}?comp=list&prefix=&include=snapshots`).
+//! - List Shares (`/{account}?comp=list&prefix=&include=snapshots`);
+//! - share snapshots: [`FilesStandIn::add_snapshot`] keeps a copy of the share's files under
+//!   the opaque snapshot value, and Get File Properties / Get File with `sharesnapshot=<value>`
+//!   answer from that copy — only for the exact value List Shares returned (404
+//!   `ShareSnapshotNotFound` otherwise).
 //!
 //! Errors are the Storage XML `<Error><Code/><Message/></Error>` with `x-ms-error-code`:
 //! 404 `ShareNotFound` / `ResourceNotFound` / `ParentNotFound`; 401 `InvalidAuthenticationInfo`
@@ -32,7 +36,8 @@ const MIN_OAUTH_VERSION: &str = "2022-11-02";
 struct Share {
     files: BTreeMap<String, Vec<u8>>,
     dirs: BTreeSet<String>,
-    snapshots: Vec<String>,
+    /// Each snapshot's opaque value and the files it holds.
+    snapshots: Vec<(String, BTreeMap<String, Vec<u8>>)>,
 }
 
 #[derive(Default)]
@@ -101,9 +106,19 @@ impl FilesStandIn {
         s.files.insert(path.to_string(), body.to_vec());
     }
 
+    /// Take a share snapshot now, named `at` (the service's form is
+    /// `2026-11-20T10:00:00.0000000Z`): it keeps the files the share holds at this moment.
     pub fn add_snapshot(&self, account: &str, share: &str, at: &str) {
         if let Some(s) = lock(&self.state.shares).get_mut(&(account.into(), share.into())) {
-            s.snapshots.push(at.to_string());
+            let files = s.files.clone();
+            s.snapshots.push((at.to_string(), files));
+        }
+    }
+
+    /// Delete a share snapshot (as an operator or a backup policy would).
+    pub fn delete_snapshot(&self, account: &str, share: &str, at: &str) {
+        if let Some(s) = lock(&self.state.shares).get_mut(&(account.into(), share.into())) {
+            s.snapshots.retain(|(v, _)| v != at);
         }
     }
 
@@ -321,8 +336,23 @@ fn answer(st: &State, method: &Method, uri: &Uri, headers: &HeaderMap) -> Respon
             list_dir(share, &account, &share_name, &path, qv("marker"), cap)
         }
         (Method::HEAD, false) | (Method::GET, false) => {
-            let Some(content) = share.files.get(&path) else {
-                if parent_missing(share, &path) {
+            let snapshot = qv("sharesnapshot");
+            let files = match snapshot {
+                None => &share.files,
+                Some(v) => match share.snapshots.iter().find(|(s, _)| s == v) {
+                    Some((_, files)) => files,
+                    None => {
+                        return error(
+                            404,
+                            "ShareSnapshotNotFound",
+                            "The specified share snapshot does not exist.",
+                            head,
+                        )
+                    }
+                },
+            };
+            let Some(content) = files.get(&path) else {
+                if snapshot.is_none() && parent_missing(share, &path) {
                     return error(
                         404,
                         "ParentNotFound",
@@ -514,7 +544,7 @@ fn list_shares(
             continue;
         }
         if with_snapshots {
-            for snap in &s.snapshots {
+            for (snap, _) in &s.snapshots {
                 xml.push_str(&format!("<Share><Name>{}</Name><Snapshot>{}</Snapshot><Properties><Quota>5120</Quota></Properties></Share>", esc(name), esc(snap)));
             }
         }

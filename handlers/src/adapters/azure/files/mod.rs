@@ -391,10 +391,9 @@ impl FileShare for AzureFileShare {
             404 => {}
             _ => return Err(classify(&head, Target::File, &at)),
         }
-        for t in self.retention(account, share).await?.snapshots {
-            let Ok(snap) = t.format(&time::format_description::well_known::Rfc3339) else {
-                continue;
-            };
+        // The snapshot value is opaque and must be sent back exactly as listed
+        // (`2026-11-20T10:00:00.0000000Z`); a reformatted time names no snapshot.
+        for (snap, _) in self.snapshots(account, share).await? {
             let mut u = url.clone();
             u.query_pairs_mut().append_pair("sharesnapshot", &snap);
             let h = self.send(Method::Head, &u, &[]).await?;
@@ -408,7 +407,26 @@ impl FileShare for AzureFileShare {
     }
 
     async fn retention(&self, account: &str, share: &str) -> ShareResult<ShareRetention> {
-        let mut out = ShareRetention::default();
+        Ok(ShareRetention {
+            snapshots: self
+                .snapshots(account, share)
+                .await?
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect(),
+        })
+    }
+}
+
+impl AzureFileShare {
+    /// The share's snapshots as List Shares (`include=snapshots`) names them: the opaque
+    /// `Snapshot` value and the time it stands for.
+    async fn snapshots(
+        &self,
+        account: &str,
+        share: &str,
+    ) -> ShareResult<Vec<(String, time::OffsetDateTime)>> {
+        let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
             let mut url = self.account_url(account)?;
@@ -446,7 +464,7 @@ impl FileShare for AzureFileShare {
                             "{share}: unreadable snapshot time {snap:?}: {e}"
                         ))
                     })?;
-                    out.snapshots.push(t);
+                    out.push((snap, t));
                 }
             }
             match doc.text_at(&["NextMarker"]).filter(|m| !m.is_empty()) {
