@@ -19,6 +19,7 @@ mod e2e;
 mod features;
 mod handler_http;
 mod lifecycle;
+mod lifecycle_edges;
 mod local_runtime;
 mod no_pii_in_logs;
 mod pipeline_direct;

@@ -776,6 +776,59 @@ impl BlobStore for FsBlobStore {
         })
         .await?
     }
+
+    /// Blocks of a build that never committed (a crash, a failed build) would stay under
+    /// `.dsr-blocks/` for ever: a blob's blocks whose newest is older than `older_than` go.
+    async fn discard_stale_blocks(
+        &self,
+        account: &str,
+        older_than: time::Duration,
+    ) -> StoreResult<usize> {
+        validate_account(account)?;
+        let dir = self.root.join(account).join(BLOCKS_DIR);
+        let root = self.root.clone();
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than.unsigned_abs())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        // A commit in this process holds the lock while it reads a blob's blocks.
+        let _g = self.write_lock.lock().await;
+        blocking(move || {
+            if !dir.exists() {
+                return Ok(0);
+            }
+            no_links_below(&root, &dir)?;
+            discard_stale_under(&dir, cutoff).map_err(io_err)
+        })
+        .await?
+    }
+}
+
+/// [`FsBlobStore::discard_stale_blocks`] below `dir`: a folder's block files (one blob's blocks)
+/// go when the newest of them is older than `cutoff`; emptied folders go too. Symbolic links
+/// are never followed (nor removed). Returns the number of blobs whose blocks went.
+fn discard_stale_under(dir: &Path, cutoff: std::time::SystemTime) -> std::io::Result<usize> {
+    let mut files = Vec::new();
+    let mut newest = std::time::UNIX_EPOCH;
+    let mut discarded = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            discarded += discard_stale_under(&e.path(), cutoff)?;
+            // Only if now empty (a folder still holding a newer blob's blocks stays).
+            let _ = std::fs::remove_dir(e.path());
+        } else if t.is_file() {
+            newest = newest.max(e.metadata()?.modified()?);
+            files.push(e.path());
+        }
+    }
+    if !files.is_empty() && newest < cutoff {
+        for f in &files {
+            std::fs::remove_file(f)?;
+        }
+        discarded += 1;
+    }
+    Ok(discarded)
 }
 
 #[cfg(test)]
@@ -1018,5 +1071,77 @@ mod tests {
             DeleteOutcome::Retained { .. }
         ));
         assert_eq!(s.list_all("acct", "cont", "p/").await.unwrap().len(), 24);
+    }
+
+    /// Blocks staged by a build that never committed (a crash) are discarded once stale; a
+    /// build's fresh blocks, and committed blobs, are left alone.
+    #[tokio::test]
+    async fn stale_uncommitted_blocks_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::new(dir.path());
+        store.create_container("acct", "exports").await.unwrap();
+        let crashed = BlobRef::new("acct", "exports", "req-1/dsr-export-req-1.zip");
+        let fresh = BlobRef::new("acct", "exports", "req-2/dsr-export-req-2.zip");
+        let done = BlobRef::new("acct", "exports", "req-3/a.zip");
+        for b in [&crashed, &fresh, &done] {
+            for id in ["blk-00000000", "blk-00000001"] {
+                store
+                    .stage_block(b, id, Bytes::from_static(b"data"))
+                    .await
+                    .unwrap();
+            }
+        }
+        store
+            .commit_blocks(&done, &["blk-00000000".into()], "application/zip")
+            .await
+            .unwrap();
+        let blocks = dir.path().join("acct").join(BLOCKS_DIR).join("exports");
+        // The crashed build's blocks were staged two days ago.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+        for e in std::fs::read_dir(blocks.join("req-1/dsr-export-req-1.zip")).unwrap() {
+            std::fs::File::options()
+                .write(true)
+                .open(e.unwrap().path())
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let n = store
+            .discard_stale_blocks("acct", time::Duration::days(1))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            !blocks.join("req-1").exists(),
+            "stale blocks and their folder stay"
+        );
+        assert!(blocks
+            .join("req-2/dsr-export-req-2.zip/blk-00000001")
+            .exists());
+        // The fresh build still commits.
+        store
+            .commit_blocks(
+                &fresh,
+                &["blk-00000000".into(), "blk-00000001".into()],
+                "application/zip",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.read_small(&fresh).await.unwrap().0.as_ref(),
+            b"datadata"
+        );
+        assert_eq!(store.read_small(&done).await.unwrap().0.as_ref(), b"data");
+        assert_eq!(
+            store
+                .discard_stale_blocks("acct", time::Duration::days(1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(store
+            .discard_stale_blocks("../x", time::Duration::days(1))
+            .await
+            .is_err());
     }
 }
