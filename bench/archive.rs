@@ -16,7 +16,7 @@ use azureml_dsr::domain::request::{RequestId, RequestKind};
 use azureml_dsr::domain::slice::{Item, ItemOutcome, ItemStatus, SliceResult, SliceStatus};
 use azureml_dsr::domain::workspace::WorkspaceId;
 use azureml_dsr::functions::archive;
-use azureml_dsr::ports::blob::{BlobRef, BlobStore, Condition};
+use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition};
 use azureml_dsr::state::{StateStore, EXPORTS};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -152,6 +152,20 @@ pub async fn seed(
     let report = report(req.clone(), items)?;
     let file = root.join(format!("{req}-report.json"));
     std::fs::write(&file, serde_json::to_vec(&report)?)?;
+    // The export's stored report (JSON, Markdown), as fan-in writes it before the archive:
+    // the archive copies these as streams.
+    let state = StateStore::new(store.clone(), STATE);
+    let (json, md) = archive::stored_report_refs(&state, &report);
+    store.write_json(&json, &report).await?;
+    store
+        .put(
+            &md,
+            Bytes::from(azureml_dsr::domain::report::render_markdown(&report)),
+            "text/markdown",
+            Condition::None,
+            &Default::default(),
+        )
+        .await?;
     Ok(file)
 }
 

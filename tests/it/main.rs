@@ -21,6 +21,7 @@ mod features;
 mod follow_up_azure;
 mod handler_http;
 mod lifecycle;
+mod lifecycle_edges;
 mod local_runtime;
 mod no_pii_in_logs;
 mod pipeline_direct;

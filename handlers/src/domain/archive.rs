@@ -73,24 +73,38 @@ impl Part {
     }
 }
 
-/// One exported item to copy into the archive.
+/// One exported item to copy into the archive. Borrowed from the report (which the caller
+/// holds anyway): a plan of 100,000 items costs a few MB, not a copy of their names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned {
+pub struct Planned<'r> {
     /// Blob name in the export area.
-    pub source: String,
-    /// Path inside the archive.
-    pub path: String,
+    pub source: &'r str,
     pub size: u64,
     /// What the export step recorded: the archive must hold exactly these bytes.
-    pub sha256: String,
+    pub sha256: &'r str,
     pub part: Part,
     /// Telemetry rows: a CSV rendering goes next to the JSON.
     pub telemetry: bool,
-    /// Where it came from, as the report names it.
-    pub origin: String,
+    /// The item, as the report names it (the manifest's `origin`).
+    pub item: &'r Item,
+    /// 0, or n >= 2 when another source was cleaned to the same path first: `~n` is appended.
+    pub dup: u32,
 }
 
-/// Something found for the person that the archive does not hold, and why.
+impl Planned<'_> {
+    /// Path inside the archive.
+    pub fn path(&self, request_prefix: &str) -> String {
+        let base = archive_path(request_prefix, self.source);
+        match self.dup {
+            0 => base,
+            n => format!("{base}~{n}"),
+        }
+    }
+}
+
+/// Something found for the person that the archive does not hold, and why. Either one of the
+/// person's own items (named, as the report names it), or a category with a count: what a
+/// search note or a review candidate concerns may be another person's, so it is never named.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeftOut {
     pub item: String,
@@ -121,6 +135,59 @@ pub struct ArchiveManifest {
     pub left_out: Vec<LeftOut>,
 }
 
+/// The fields of `manifest.json` other than its two lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub request_id: String,
+    pub regulation: String,
+    pub created_at: time::OffsetDateTime,
+}
+
+/// `manifest.json` piece by piece (its head, then one piece per entry and per left-out line),
+/// so that a manifest of 100,000 entries is never one buffer. The same input gives the same
+/// bytes, so the caller counts them first (the size goes in the entry's header), then writes
+/// them. The result parses as [`ArchiveManifest`].
+pub fn manifest_pieces<'a>(
+    head: &'a ManifestHead,
+    entries: impl Iterator<Item = ManifestEntry> + 'a,
+    left_out: &'a [LeftOut],
+) -> impl Iterator<Item = Result<Vec<u8>, String>> + 'a {
+    fn list_item<T: serde::Serialize>(first: bool, v: &T) -> Result<Vec<u8>, String> {
+        let mut b = if first {
+            b"\n    ".to_vec()
+        } else {
+            b",\n    ".to_vec()
+        };
+        serde_json::to_writer(&mut b, v).map_err(|e| format!("manifest: {e}"))?;
+        Ok(b)
+    }
+    let opening = (|| -> Result<Vec<u8>, String> {
+        let created = head
+            .created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| format!("manifest: {e}"))?;
+        let j = |v: &str| serde_json::Value::String(v.to_string()).to_string();
+        Ok(format!(
+            "{{\n  \"schema\": {},\n  \"requestId\": {},\n  \"regulation\": {},\n  \"createdAt\": {},\n  \"entries\": [",
+            j(MANIFEST_SCHEMA),
+            j(&head.request_id),
+            j(&head.regulation),
+            j(&created)
+        )
+        .into_bytes())
+    })();
+    std::iter::once(opening)
+        .chain(entries.enumerate().map(|(i, e)| list_item(i == 0, &e)))
+        .chain(std::iter::once(Ok(b"\n  ],\n  \"leftOut\": [".to_vec())))
+        .chain(
+            left_out
+                .iter()
+                .enumerate()
+                .map(|(i, l)| list_item(i == 0, l)),
+        )
+        .chain(std::iter::once(Ok(b"\n  ]\n}\n".to_vec())))
+}
+
 /// A path segment safe in any ZIP reader: `.`/`..`, empty segments, backslashes and control
 /// characters cannot come through (blob names allow them; archive paths must not).
 fn clean_segment(s: &str) -> String {
@@ -148,78 +215,138 @@ pub fn archive_path(request_prefix: &str, source: &str) -> String {
     format!("workspaces/{}", segs.join("/"))
 }
 
+/// Kinds of search notes, as the guide names them. A note is free text that can name another
+/// person's job or asset (why it was left alone), so the archive only ever counts them.
+fn note_category(note: &str) -> &'static str {
+    if note == super::lifecycle::CANCELLED_BEFORE_START {
+        "not searched: the request was cancelled before this part was started"
+    } else if note.starts_with(super::attribution::UNATTRIBUTED_NOTE) {
+        "left untouched: whose they are could not be established from Azure's records, so a person decides; they are not in this archive"
+    } else if note.contains("shared with another user") {
+        "left in place: files shared with other people's work"
+    } else if note.contains("left in place") || note.contains("left untouched") {
+        "left in place: files that could not be shown to be yours alone"
+    } else if note.contains("not searched") || note.contains("could not") {
+        "not searched completely: a folder or listing could not be read"
+    } else {
+        "other remarks from the search (the privacy team has the details)"
+    }
+}
+
 /// The entries to copy (in report order, each exported path once) and what was left out.
-pub fn plan(report: &FinalReport, request_prefix: &str) -> (Vec<Planned>, Vec<LeftOut>) {
+pub fn plan<'r>(report: &'r FinalReport, request_prefix: &str) -> (Vec<Planned<'r>>, Vec<LeftOut>) {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashSet;
     let mut planned = Vec::new();
     let mut left_out = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut taken = BTreeSet::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    // Archive paths taken, by SHA-256 (32 bytes each, not the path).
+    let mut taken: HashSet<[u8; 32]> = HashSet::new();
     for r in &report.results {
+        let part = Part::from(r.resource_type);
+        let place = format!("{} in workspace {}", part.title(), r.workspace.name());
+        let mut cancelled = 0usize;
         for o in &r.items {
             let reason = match &o.status {
                 ItemStatus::Exported {
                     path, sha256, size, ..
                 } => {
-                    if !seen.insert(path.clone()) {
+                    if !seen.insert(path.as_str()) {
                         continue;
                     }
-                    let mut p = archive_path(request_prefix, path);
-                    // Two sources cleaned to one path: keep both, the later one renamed.
-                    let mut n = 1;
-                    while !taken.insert(p.clone()) {
+                    let base = archive_path(request_prefix, path);
+                    let key = |p: &str| {
+                        let mut k = [0u8; 32];
+                        k.copy_from_slice(&Sha256::digest(p.as_bytes()));
+                        k
+                    };
+                    let mut n = 1u32;
+                    while !taken.insert(if n == 1 {
+                        key(&base)
+                    } else {
+                        key(&format!("{base}~{n}"))
+                    }) {
                         n += 1;
-                        p = format!("{}~{n}", archive_path(request_prefix, path));
                     }
                     planned.push(Planned {
-                        source: path.clone(),
-                        path: p,
+                        source: path,
                         size: *size,
-                        sha256: sha256.clone(),
-                        part: r.resource_type.into(),
+                        sha256,
+                        part,
                         telemetry: matches!(o.item, Item::Telemetry { .. }),
-                        origin: o.item.label(),
+                        item: &o.item,
+                        dup: if n == 1 { 0 } else { n },
                     });
+                    continue;
+                }
+                s if super::lifecycle::is_cancelled_skip(s) => {
+                    cancelled += 1;
                     continue;
                 }
                 ItemStatus::Skipped { reason } => reason.clone(),
                 ItemStatus::Failed { reason } => format!("could not be exported: {reason}"),
-                ItemStatus::Held { reason, .. } => format!("under a legal hold: {reason}"),
+                // The hold's own text is the organisation's (it can name a case or its
+                // parties): only the fact is the person's.
+                ItemStatus::Held { .. } => "kept under a legal hold".to_string(),
                 ItemStatus::Pending { operation, .. } => {
                     format!("still being processed ({operation})")
                 }
-                other => format!("not exported ({other:?})"),
+                ItemStatus::RetainedUntil { .. } => {
+                    "kept by the storage account's retention".into()
+                }
+                ItemStatus::Deleted { .. } => "deleted, not exported".into(),
+                ItemStatus::WouldExport | ItemStatus::WouldDelete => {
+                    "not exported (a dry run)".into()
+                }
             };
             left_out.push(LeftOut {
                 item: o.item.label(),
                 reason,
             });
         }
-        if r.status == SliceStatus::Failed {
+        if cancelled > 0 {
             left_out.push(LeftOut {
-                item: format!(
-                    "{} in workspace {}",
-                    r.resource_type.as_str(),
-                    r.workspace.name()
-                ),
-                reason: format!(
-                    "this part could not be searched completely: {}",
-                    r.reason.as_deref().unwrap_or("no reason recorded")
-                ),
+                item: format!("{cancelled} item(s) among {place}"),
+                reason: "not exported: the request was cancelled before they were reached".into(),
+            });
+        }
+        if !r.review.is_empty() {
+            left_out.push(LeftOut {
+                item: format!("{} item(s) among {place}", r.review.len()),
+                reason: "awaiting a person's review: they may be yours, but Azure's records do not prove it; they are not in this archive".into(),
+            });
+        }
+        let mut notes: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for n in &r.notes {
+            *notes.entry(note_category(n)).or_default() += 1;
+        }
+        for (category, count) in notes {
+            left_out.push(LeftOut {
+                item: format!("{count} note(s) from the search of {place}"),
+                reason: category.into(),
+            });
+        }
+        if r.status == SliceStatus::Failed {
+            // The failure's own text can quote what the search met (another person's names
+            // among them): the category only.
+            left_out.push(LeftOut {
+                item: place.clone(),
+                reason:
+                    "this part could not be searched completely (the privacy team has the details)"
+                        .into(),
             });
         }
     }
     for s in &report.slices {
-        if let Some(hold) = &s.hold {
-            if !report.results.iter().any(|r| r.key == s.key) {
-                left_out.push(LeftOut {
-                    item: format!(
-                        "{} in workspace {}",
-                        s.resource_type.as_str(),
-                        s.workspace.name()
-                    ),
-                    reason: format!("under a legal hold ({hold})"),
-                });
-            }
+        if s.hold.is_some() && !report.results.iter().any(|r| r.key == s.key) {
+            left_out.push(LeftOut {
+                item: format!(
+                    "{} in workspace {}",
+                    Part::from(s.resource_type).title(),
+                    s.workspace.name()
+                ),
+                reason: "under a legal hold: not searched".into(),
+            });
         }
     }
     (planned, left_out)
@@ -289,12 +416,32 @@ fn human(n: u64) -> String {
 /// Most files listed per part in the guide (all of them are in manifest.json).
 const INDEX_LIST_MAX: usize = 200;
 
-/// The plain-language guide. `entries` are the archive's data entries (path, size, part).
-pub fn render_index(
-    report: &FinalReport,
-    entries: &[(String, u64, Part)],
-    left_out: &[LeftOut],
-) -> String {
+/// What the guide says about one part: how many files, how large, and the first few by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartFiles {
+    pub files: usize,
+    pub bytes: u64,
+    /// At most [`INDEX_LIST_MAX`] (path, size), in archive order.
+    pub shown: Vec<(String, u64)>,
+}
+
+/// The archive's data entries by part, as the guide lists them (bounded however many files).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contents(BTreeMap<Part, PartFiles>);
+
+impl Contents {
+    pub fn add(&mut self, part: Part, path: impl FnOnce() -> String, size: u64) {
+        let p = self.0.entry(part).or_default();
+        p.files += 1;
+        p.bytes += size;
+        if p.shown.len() < INDEX_LIST_MAX {
+            p.shown.push((path(), size));
+        }
+    }
+}
+
+/// The plain-language guide.
+pub fn render_index(report: &FinalReport, contents: &Contents, left_out: &[LeftOut]) -> String {
     let rfc = |t: time::OffsetDateTime| {
         t.format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
@@ -317,10 +464,6 @@ pub fn render_index(
         esc(&rfc(report.finished_at)),
     ));
     h.push_str("<p>Everything is in common formats: JSON (open with any text editor or a browser), CSV (open with a spreadsheet) and the files exactly as they were stored. <code>manifest.json</code> lists every file with its SHA-256 fingerprint; the tool that made this archive checks it with <code>azureml-dsr export verify &lt;archive&gt;</code>, and any SHA-256 tool can check each file.</p>\n");
-    let mut by_part: BTreeMap<Part, Vec<&(String, u64, Part)>> = BTreeMap::new();
-    for e in entries {
-        by_part.entry(e.2).or_default().push(e);
-    }
     h.push_str("<h2>What is in this archive</h2>\n");
     for part in [
         Part::Guide,
@@ -332,7 +475,8 @@ pub fn render_index(
         Part::Notebooks,
         Part::Telemetry,
     ] {
-        let files = by_part.get(&part).map(Vec::as_slice).unwrap_or(&[]);
+        let empty = PartFiles::default();
+        let files = contents.0.get(&part).unwrap_or(&empty);
         h.push_str(&format!(
             "<h3>{}</h3>\n<p>{}</p>\n",
             part.title(),
@@ -343,19 +487,18 @@ pub fn render_index(
                 h.push_str("<ul><li><code>index.html</code></li><li><code>manifest.json</code></li></ul>\n");
                 continue;
             }
-            _ if files.is_empty() => {
+            _ if files.files == 0 => {
                 h.push_str("<p><em>Nothing of this kind was found for you.</em></p>\n");
                 continue;
             }
             _ => {}
         }
-        let total: u64 = files.iter().map(|e| e.1).sum();
         h.push_str(&format!(
             "<p>{} file(s), {} in all.</p>\n<table><tr><th>file</th><th>size</th></tr>\n",
-            files.len(),
-            human(total)
+            files.files,
+            human(files.bytes)
         ));
-        for e in files.iter().take(INDEX_LIST_MAX) {
+        for e in &files.shown {
             h.push_str(&format!(
                 "<tr><td><code>{}</code></td><td>{}</td></tr>\n",
                 esc(&e.0),
@@ -363,10 +506,10 @@ pub fn render_index(
             ));
         }
         h.push_str("</table>\n");
-        if files.len() > INDEX_LIST_MAX {
+        if files.files > files.shown.len() {
             h.push_str(&format!(
                 "<p>… and {} more, all listed in <code>manifest.json</code>.</p>\n",
-                files.len() - INDEX_LIST_MAX
+                files.files - files.shown.len()
             ));
         }
     }
@@ -374,11 +517,17 @@ pub fn render_index(
     if left_out.is_empty() {
         h.push_str("<p>Nothing that was found for you was left out.</p>\n");
     } else {
-        h.push_str("<ul>\n");
-        for l in left_out {
+        h.push_str("<p>Items of yours are named; where something concerns what may be another person's (notes from the search, items awaiting review), only how many and why.</p>\n<ul>\n");
+        for l in left_out.iter().take(INDEX_LIST_MAX) {
             h.push_str(&format!("<li>{} — {}</li>\n", esc(&l.item), esc(&l.reason)));
         }
         h.push_str("</ul>\n");
+        if left_out.len() > INDEX_LIST_MAX {
+            h.push_str(&format!(
+                "<p>… and {} more, all listed in <code>manifest.json</code> (<code>leftOut</code>).</p>\n",
+                left_out.len() - INDEX_LIST_MAX
+            ));
+        }
     }
     h.push_str("<p>Not included in any export: data about other people (only items attributed to you are exported; items whose owner is uncertain are reviewed by a person first), the workspace's own configuration, and copies that exist only in backups or as deleted versions kept by the storage account for a limited time.</p>\n");
     h.push_str("<p>Questions about this export go to the privacy contact who sent you the link; quote the request id above.</p>\n</body></html>\n");
@@ -416,6 +565,53 @@ mod tests {
             "a,b,c\r\n\"x,y\",1,\r\n,\"{\"\"k\"\":\"\"v\"\"}\",\"say \"\"hi\"\"\"\r\n"
         );
         assert_eq!(telemetry_csv(&serde_json::json!({"a": 1})), None);
+    }
+
+    #[test]
+    fn streamed_manifest_parses_as_the_manifest() {
+        let head = ManifestHead {
+            request_id: "R-1".into(),
+            regulation: "gdpr".into(),
+            created_at: time::macros::datetime!(2026-11-28 12:00 UTC),
+        };
+        let entries = vec![
+            ManifestEntry {
+                path: "a \"quoted\" ü/b.txt".into(),
+                size: 3,
+                sha256: "ab".repeat(32),
+                part: Part::Jobs,
+                origin: Some("blob x/y/z".into()),
+            },
+            ManifestEntry {
+                path: "index.html".into(),
+                size: 10,
+                sha256: "cd".repeat(32),
+                part: Part::Guide,
+                origin: None,
+            },
+        ];
+        let left = vec![LeftOut {
+            item: "blob x/y/gone".into(),
+            reason: "deleted before it could be exported".into(),
+        }];
+        for (e, l) in [(entries.clone(), left.clone()), (vec![], vec![])] {
+            let bytes: Vec<u8> = manifest_pieces(&head, e.clone().into_iter(), &l)
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+                .concat();
+            let parsed: ArchiveManifest = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(
+                parsed,
+                ArchiveManifest {
+                    schema: MANIFEST_SCHEMA.into(),
+                    request_id: "R-1".into(),
+                    regulation: "gdpr".into(),
+                    created_at: head.created_at,
+                    entries: e,
+                    left_out: l,
+                }
+            );
+        }
     }
 
     #[test]

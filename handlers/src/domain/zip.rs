@@ -7,8 +7,10 @@
 //! are already compressed or small JSON), data descriptors (flag bit 3, so the CRC-32 is written
 //! after the data and nothing is read twice), UTF-8 names (bit 11), and ZIP64 records (4.3.14-
 //! 4.5.3) as soon as an entry, an offset or the directory passes 4 GiB or the archive holds 65,535
-//! entries. What the writer keeps per entry is its central-directory record (name, sizes, CRC,
-//! offset): memory grows with the number of entries, never with their size.
+//! entries. The writer keeps nothing per entry: each entry's central-directory record is handed
+//! to the caller when the entry ends, and the caller appends the records, in order, right after
+//! the last entry (the archive builder stages them as blocks of their own), so memory does not
+//! grow with the number of entries either.
 
 use std::fmt;
 
@@ -124,14 +126,6 @@ pub fn dos_time(t: time::OffsetDateTime) -> (u16, u16) {
     (time, date)
 }
 
-struct Record {
-    name: String,
-    crc: u32,
-    size: u64,
-    offset: u64,
-    zip64: bool,
-}
-
 struct Open {
     name: String,
     want: u64,
@@ -141,10 +135,24 @@ struct Open {
     got: u64,
 }
 
+/// An ended entry: the bytes to append after its data, and its central-directory record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The data descriptor (CRC-32 and sizes), appended right after the entry's data.
+    pub descriptor: Vec<u8>,
+    pub crc: u32,
+    /// The entry's central-directory record: the caller keeps these, in order, and appends
+    /// them after the last entry, before [`ZipWriter::end`]'s records.
+    pub central: Vec<u8>,
+}
+
 /// Builds a ZIP archive as a sequence of byte slices to append, in order.
 pub struct ZipWriter {
     offset: u64,
-    records: Vec<Record>,
+    /// Entries ended, the bytes of their central records, and whether any needed ZIP64.
+    entries: u64,
+    cd_size: u64,
+    any_zip64: bool,
     open: Option<Open>,
     time: u16,
     date: u16,
@@ -169,7 +177,9 @@ impl ZipWriter {
         let (time, date) = dos_time(modified);
         Self {
             offset: 0,
-            records: Vec::new(),
+            entries: 0,
+            cd_size: 0,
+            any_zip64: false,
             open: None,
             time,
             date,
@@ -196,8 +206,9 @@ impl ZipWriter {
         self.offset
     }
 
-    pub fn entries(&self) -> usize {
-        self.records.len()
+    /// Entries ended so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
     }
 
     /// Start an entry of `size` bytes; returns its local header.
@@ -264,8 +275,8 @@ impl ZipWriter {
         Ok(())
     }
 
-    /// End the open entry; returns its data descriptor and the entry's CRC-32.
-    pub fn finish_entry(&mut self) -> Result<(Vec<u8>, u32), ZipError> {
+    /// End the open entry: its data descriptor and its central-directory record.
+    pub fn finish_entry(&mut self) -> Result<Finished, ZipError> {
         let open = self
             .open
             .take()
@@ -289,39 +300,40 @@ impl ZipWriter {
             put32(&mut b, open.got as u32);
         }
         self.offset += b.len() as u64;
-        self.records.push(Record {
-            name: open.name,
+        let central = self.central_record(&open.name, crc, open.got, open.offset, open.zip64);
+        self.entries += 1;
+        self.cd_size += central.len() as u64;
+        self.any_zip64 |= open.zip64;
+        Ok(Finished {
+            descriptor: b,
             crc,
-            size: open.got,
-            offset: open.offset,
-            zip64: open.zip64,
-        });
-        Ok((b, crc))
+            central,
+        })
     }
 
-    fn central_record(&self, r: &Record) -> Vec<u8> {
-        let big_size = r.size >= self.limit;
-        let big_offset = r.offset >= self.limit;
+    fn central_record(&self, name: &str, crc: u32, size: u64, offset: u64, zip64: bool) -> Vec<u8> {
+        let big_size = size >= self.limit;
+        let big_offset = offset >= self.limit;
         let mut extra = Vec::new();
         if big_size {
-            put64(&mut extra, r.size);
-            put64(&mut extra, r.size);
+            put64(&mut extra, size);
+            put64(&mut extra, size);
         }
         if big_offset {
-            put64(&mut extra, r.offset);
+            put64(&mut extra, offset);
         }
-        let mut b = Vec::with_capacity(46 + r.name.len() + 4 + extra.len());
+        let mut b = Vec::with_capacity(46 + name.len() + 4 + extra.len());
         put32(&mut b, CENTRAL_SIG);
         put16(&mut b, (3 << 8) | 45); // made by: Unix, spec 4.5
-        put16(&mut b, if r.zip64 || big_offset { 45 } else { 20 });
+        put16(&mut b, if zip64 || big_offset { 45 } else { 20 });
         put16(&mut b, FLAGS);
         put16(&mut b, 0);
         put16(&mut b, self.time);
         put16(&mut b, self.date);
-        put32(&mut b, r.crc);
-        put32(&mut b, if big_size { 0xFFFF_FFFF } else { r.size as u32 });
-        put32(&mut b, if big_size { 0xFFFF_FFFF } else { r.size as u32 });
-        put16(&mut b, r.name.len() as u16);
+        put32(&mut b, crc);
+        put32(&mut b, if big_size { 0xFFFF_FFFF } else { size as u32 });
+        put32(&mut b, if big_size { 0xFFFF_FFFF } else { size as u32 });
+        put16(&mut b, name.len() as u16);
         put16(
             &mut b,
             if extra.is_empty() {
@@ -334,8 +346,8 @@ impl ZipWriter {
         put16(&mut b, 0); // disk
         put16(&mut b, 0); // internal attributes
         put32(&mut b, 0o100644 << 16); // a regular file, rw-r--r--
-        put32(&mut b, self.slot(r.offset));
-        b.extend_from_slice(r.name.as_bytes());
+        put32(&mut b, self.slot(offset));
+        b.extend_from_slice(name.as_bytes());
         if !extra.is_empty() {
             put16(&mut b, 0x0001);
             put16(&mut b, extra.len() as u16);
@@ -344,109 +356,46 @@ impl ZipWriter {
         b
     }
 
-    fn record_len(&self, r: &Record) -> u64 {
-        let mut extra = 0;
-        if r.size >= self.limit {
-            extra += 16;
-        }
-        if r.offset >= self.limit {
-            extra += 8;
-        }
-        46 + r.name.len() as u64 + if extra > 0 { 4 + extra } else { 0 }
-    }
-
-    /// Ends the archive: the central directory and end records, handed out in pieces of about
-    /// `piece` bytes by [`Directory::next_piece`] (a directory of 100,000 entries is never one
-    /// buffer).
-    pub fn into_directory(self, piece: usize) -> Result<Directory, ZipError> {
+    /// The end records (ZIP64 end record and locator when needed, then the classic one), for
+    /// an archive whose central records (from [`ZipWriter::finish_entry`], in order) follow the
+    /// last entry directly: appended after them, this ends the archive.
+    pub fn end(self) -> Result<Vec<u8>, ZipError> {
         if self.open.is_some() {
             return Err(ZipError::Sequence("finish while an entry is open"));
         }
-        let cd_size = self.records.iter().map(|r| self.record_len(r)).sum();
-        Ok(Directory {
-            cd_start: self.offset,
-            cd_size,
-            next: 0,
-            done: false,
-            piece: piece.max(1),
-            w: self,
-        })
-    }
-
-    /// The whole directory as pieces (small archives and tests).
-    pub fn finish(self, piece: usize) -> Result<Vec<Vec<u8>>, ZipError> {
-        let mut d = self.into_directory(piece)?;
-        let mut out = Vec::new();
-        while let Some(p) = d.next_piece() {
-            out.push(p);
-        }
-        Ok(out)
-    }
-}
-
-/// The end of an archive being handed out piece by piece.
-pub struct Directory {
-    w: ZipWriter,
-    cd_start: u64,
-    cd_size: u64,
-    next: usize,
-    done: bool,
-    piece: usize,
-}
-
-impl Directory {
-    /// The next piece, `None` after the end records.
-    pub fn next_piece(&mut self) -> Option<Vec<u8>> {
-        if self.done {
-            return None;
-        }
-        let mut buf = Vec::new();
-        while self.next < self.w.records.len() {
-            buf.extend(self.w.central_record(&self.w.records[self.next]));
-            self.next += 1;
-            if buf.len() >= self.piece {
-                return Some(buf);
-            }
-        }
-        self.done = true;
-        self.end_records(&mut buf);
-        Some(buf)
-    }
-
-    fn end_records(&self, buf: &mut Vec<u8>) {
-        let (cd_start, cd_size) = (self.cd_start, self.cd_size);
-        let w = &self.w;
-        let n = w.records.len() as u64;
-        let zip64 = w.records.len() >= ZIP64_ENTRIES
-            || cd_start >= w.limit
-            || cd_size >= w.limit
-            || w.records.iter().any(|r| r.zip64);
+        let (cd_start, cd_size, n) = (self.offset, self.cd_size, self.entries);
+        let zip64 = n >= ZIP64_ENTRIES as u64
+            || cd_start >= self.limit
+            || cd_size >= self.limit
+            || self.any_zip64;
+        let mut buf = Vec::with_capacity(22 + 76);
         if zip64 {
             let eocd64_at = cd_start + cd_size;
-            put32(buf, ZIP64_EOCD_SIG);
-            put64(buf, 44); // size of the rest of this record
-            put16(buf, (3 << 8) | 45);
-            put16(buf, 45);
-            put32(buf, 0);
-            put32(buf, 0);
-            put64(buf, n);
-            put64(buf, n);
-            put64(buf, cd_size);
-            put64(buf, cd_start);
-            put32(buf, ZIP64_LOCATOR_SIG);
-            put32(buf, 0);
-            put64(buf, eocd64_at);
-            put32(buf, 1);
+            put32(&mut buf, ZIP64_EOCD_SIG);
+            put64(&mut buf, 44); // size of the rest of this record
+            put16(&mut buf, (3 << 8) | 45);
+            put16(&mut buf, 45);
+            put32(&mut buf, 0);
+            put32(&mut buf, 0);
+            put64(&mut buf, n);
+            put64(&mut buf, n);
+            put64(&mut buf, cd_size);
+            put64(&mut buf, cd_start);
+            put32(&mut buf, ZIP64_LOCATOR_SIG);
+            put32(&mut buf, 0);
+            put64(&mut buf, eocd64_at);
+            put32(&mut buf, 1);
         }
-        put32(buf, EOCD_SIG);
-        put16(buf, 0);
-        put16(buf, 0);
+        put32(&mut buf, EOCD_SIG);
+        put16(&mut buf, 0);
+        put16(&mut buf, 0);
         let n16 = if zip64 { 0xFFFF } else { n as u16 };
-        put16(buf, n16);
-        put16(buf, n16);
-        put32(buf, w.slot(cd_size));
-        put32(buf, if zip64 { 0xFFFF_FFFF } else { cd_start as u32 });
-        put16(buf, 0);
+        put16(&mut buf, n16);
+        put16(&mut buf, n16);
+        put32(&mut buf, self.slot(cd_size));
+        put32(&mut buf, if zip64 { 0xFFFF_FFFF } else { cd_start as u32 });
+        put16(&mut buf, 0);
+        Ok(buf)
     }
 }
 
@@ -590,15 +539,17 @@ mod tests {
     fn build(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut w = ZipWriter::new(time::macros::datetime!(2026-11-28 12:00 UTC));
         let mut out = Vec::new();
+        let mut dir = Vec::new();
         for (name, data) in entries {
             out.extend(w.start(name, data.len() as u64).unwrap());
             w.data(data).unwrap();
             out.extend_from_slice(data);
-            out.extend(w.finish_entry().unwrap().0);
+            let f = w.finish_entry().unwrap();
+            out.extend(f.descriptor);
+            dir.extend(f.central);
         }
-        for p in w.finish(1 << 16).unwrap() {
-            out.extend(p);
-        }
+        out.extend(dir);
+        out.extend(w.end().unwrap());
         out
     }
 
@@ -720,16 +671,18 @@ print('ok', len(names))\n";
         let big = vec![7u8; 300];
         let mut w = ZipWriter::new(time::OffsetDateTime::UNIX_EPOCH).with_limit(100);
         let mut zip = Vec::new();
+        let mut dir = Vec::new();
         for (name, data) in [("small", &b"abc"[..]), ("big.bin", &big), ("after", b"xyz")] {
             let h = w.start(name, data.len() as u64).unwrap();
             zip.extend(h);
             w.data(data).unwrap();
             zip.extend_from_slice(data);
-            zip.extend(w.finish_entry().unwrap().0);
+            let f = w.finish_entry().unwrap();
+            zip.extend(f.descriptor);
+            dir.extend(f.central);
         }
-        for p in w.finish(64).unwrap() {
-            zip.extend(p);
-        }
+        zip.extend(dir);
+        zip.extend(w.end().unwrap());
         let got = read(&zip);
         assert_eq!(got[1].1, big);
         assert_eq!(got[2].1, b"xyz");

@@ -10,7 +10,7 @@ use tracing::info;
 use super::{FnError, Services};
 use crate::domain::plan::Plan;
 use crate::domain::report::{
-    all_slices_in, build_report, render_markdown, FinalReport, ResultMessage,
+    all_slices_in, build_report, render_markdown, FinalReport, FinalStatus, ResultMessage,
 };
 use crate::domain::request::RequestKind;
 use crate::domain::slice::SliceCompletion;
@@ -87,7 +87,9 @@ async fn finalise(
     // A cancelled request's report says so; its items say what was and was not done.
     let lifecycle = super::lifecycle::load(state, &plan.request_id).await?;
     if let Some(l) = &lifecycle {
-        if l.cancel_requested() {
+        // Only when it stopped something: a cancel that landed while the last chunk was
+        // finishing leaves every outcome in place, and the report keeps its true status.
+        if l.cancel_requested() && crate::domain::lifecycle::cancel_cut_short(&candidate.results) {
             candidate.status = crate::domain::report::FinalStatus::Cancelled;
         }
         // The deadline in force is the extended one, where the request was extended.
@@ -197,7 +199,12 @@ async fn finalise(
                 .correlated(plan.request_id.to_string()),
         )
         .await?;
-    if lifecycle.is_some() {
+    if lifecycle
+        .as_ref()
+        .is_some_and(|l| l.cancel_requested() && report.status != FinalStatus::Cancelled)
+    {
+        super::control::cancel::settle_overtaken(svc, &plan.request_id, report.status).await?;
+    } else if lifecycle.is_some() {
         super::lifecycle::advance(
             svc,
             &plan.request_id,

@@ -1,8 +1,12 @@
 //! The export archive: one ZIP per export request, built once at fan-in from the export area
 //! and written to the state account block by block (stage block, commit block list). Nothing
-//! holds the archive or an entry: each exported blob is read as a stream, hashed (SHA-256 for the
-//! manifest, CRC-32 for the ZIP) and appended to a block buffer of [`BLOCK_SIZE`]; memory is one
-//! block plus, per entry, its central-directory record and manifest line.
+//! holds the archive, an entry or a list of entries: each exported blob, and the stored report
+//! (JSON and Markdown), is read as a stream, hashed (SHA-256 for the manifest, CRC-32 for the
+//! ZIP) and appended to a block buffer of [`BLOCK_SIZE`]; each entry's central-directory record
+//! goes to a second, smaller buffer staged as blocks of its own ([`BlockSink::write_dir`]) and
+//! committed after the data; `manifest.json` is serialised entry by entry, counted first and
+//! then written. Memory is the two buffers, the plan (a few dozen bytes per item, borrowed from
+//! the report) and the guide; it does not grow with the data, and barely with the entries.
 //!
 //! The archive is deterministic for a stored report (entry order and timestamps come from it),
 //! and the blob appears only when its block list is committed, so a redelivered fan-in that
@@ -13,10 +17,10 @@ use sha2::{Digest, Sha256};
 
 use super::FnError;
 use crate::domain::archive::{
-    self, ArchiveManifest, ManifestEntry, Part, INDEX_NAME, MANIFEST_NAME, MANIFEST_SCHEMA,
+    self, Contents, ManifestEntry, ManifestHead, Part, Planned, INDEX_NAME, MANIFEST_NAME,
     REPORT_JSON, REPORT_MD,
 };
-use crate::domain::report::{render_markdown, FinalReport};
+use crate::domain::report::FinalReport;
 use crate::domain::zip::{ZipError, ZipWriter};
 use crate::ports::blob::{BlobRef, BlobStore, StoreError};
 use crate::state::{StateStore, EXPORTS};
@@ -24,6 +28,8 @@ use crate::state::{StateStore, EXPORTS};
 /// Bytes per staged block: 4 MiB keeps memory flat and stays far below Azure's limits (4,000
 /// MiB per block, 50,000 blocks: this block size allows archives of up to ~195 GiB).
 pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
+/// Blocks of the central directory: smaller (it is ~130 bytes per entry).
+const DIR_BLOCK_SIZE: usize = 1024 * 1024;
 /// Azure's limit on blocks per blob.
 const MAX_BLOCKS: usize = 50_000;
 
@@ -40,6 +46,18 @@ pub fn archive_ref(state: &StateStore, report: &FinalReport) -> BlobRef {
     )
 }
 
+/// The stored report the archive copies (JSON, Markdown): the export's own copies, written by
+/// fan-in (`aggregate::finalise`, stem `manifest`) before it builds the archive. Copying them as
+/// streams keeps the report's size out of the builder's memory, and the archive holds exactly
+/// the report that was stored.
+pub fn stored_report_refs(state: &StateStore, report: &FinalReport) -> (BlobRef, BlobRef) {
+    let prefix = StateStore::export_prefix(&report.request_id);
+    (
+        state.blob(EXPORTS, format!("{prefix}manifest.json")),
+        state.blob(EXPORTS, format!("{prefix}manifest.md")),
+    )
+}
+
 impl From<ZipError> for FnError {
     fn from(e: ZipError) -> Self {
         // The writer refuses only what retrying cannot change (a size that differs from the
@@ -48,60 +66,96 @@ impl From<ZipError> for FnError {
     }
 }
 
-/// Appends bytes to a blob as staged blocks; [`BlockSink::commit`] makes them the blob.
+/// Block ids of the data (`blk-…`) and of the central directory (`dir-…`): same length, as
+/// Azure requires of one blob's blocks.
+fn block_id(kind: &str, n: usize) -> String {
+    format!("{kind}-{n:08}")
+}
+
+/// Appends bytes to a blob as staged blocks: the data stream, and the central directory in
+/// blocks of its own that [`BlockSink::commit`] puts after the data. Nothing is visible before
+/// the commit; blocks of a build that never commits are the store's to discard (Azure: after a
+/// week; the local file store: [`crate::ports::blob::BlobStore::discard_stale_blocks`]).
 pub struct BlockSink<'a> {
     store: &'a dyn BlobStore,
     blob: BlobRef,
-    buf: Vec<u8>,
     block_size: usize,
-    ids: Vec<String>,
+    data: Vec<u8>,
+    data_ids: Vec<String>,
+    dir: Vec<u8>,
+    dir_block_size: usize,
+    dir_ids: Vec<String>,
     written: u64,
 }
 
 impl<'a> BlockSink<'a> {
     pub fn new(store: &'a dyn BlobStore, blob: BlobRef, block_size: usize) -> Self {
+        let block_size = block_size.max(1);
+        let dir_block_size = block_size.min(DIR_BLOCK_SIZE);
         Self {
             store,
             blob,
-            buf: Vec::with_capacity(block_size.min(BLOCK_SIZE)),
-            block_size: block_size.max(1),
-            ids: Vec::new(),
+            block_size,
+            data: Vec::with_capacity(block_size.min(BLOCK_SIZE)),
+            data_ids: Vec::new(),
+            dir: Vec::with_capacity(dir_block_size),
+            dir_block_size,
+            dir_ids: Vec::new(),
             written: 0,
         }
     }
 
-    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+    /// Append to the archive's data.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.append(false, data).await
+    }
+
+    /// Append to the central directory (committed after all the data).
+    pub async fn write_dir(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.append(true, data).await
+    }
+
+    async fn append(&mut self, dir: bool, mut data: &[u8]) -> Result<(), StoreError> {
         self.written += data.len() as u64;
         while !data.is_empty() {
-            let room = self.block_size - self.buf.len();
+            let (buf, size) = if dir {
+                (&mut self.dir, self.dir_block_size)
+            } else {
+                (&mut self.data, self.block_size)
+            };
+            let room = size - buf.len();
             let (now, rest) = data.split_at(room.min(data.len()));
-            self.buf.extend_from_slice(now);
+            buf.extend_from_slice(now);
             data = rest;
-            if self.buf.len() == self.block_size {
-                self.flush().await?;
+            if buf.len() == size {
+                self.flush(dir).await?;
             }
         }
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.buf.is_empty() {
+    async fn flush(&mut self, dir: bool) -> Result<(), StoreError> {
+        if (dir && self.dir.is_empty()) || (!dir && self.data.is_empty()) {
             return Ok(());
         }
-        if self.ids.len() >= MAX_BLOCKS {
+        if self.data_ids.len() + self.dir_ids.len() >= MAX_BLOCKS {
             return Err(StoreError::Other(format!(
                 "{}: more than {MAX_BLOCKS} blocks of {} bytes",
                 self.blob, self.block_size
             )));
         }
-        // Same-length ids (Azure's rule), in order.
-        let id = format!("blk-{:08}", self.ids.len());
+        let (buf, ids, kind, size) = if dir {
+            (&mut self.dir, &mut self.dir_ids, "dir", self.dir_block_size)
+        } else {
+            (&mut self.data, &mut self.data_ids, "blk", self.block_size)
+        };
+        let id = block_id(kind, ids.len());
         let body = bytes::Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(self.block_size.min(BLOCK_SIZE)),
+            buf,
+            Vec::with_capacity(size.min(BLOCK_SIZE)),
         ));
         self.store.stage_block(&self.blob, &id, body).await?;
-        self.ids.push(id);
+        ids.push(id);
         Ok(())
     }
 
@@ -110,10 +164,18 @@ impl<'a> BlockSink<'a> {
         self.written
     }
 
-    pub async fn commit(mut self, content_type: &str) -> Result<u64, StoreError> {
-        self.flush().await?;
+    /// Commit the data, then the directory, then `tail` (the ZIP's end records).
+    pub async fn commit(mut self, tail: &[u8], content_type: &str) -> Result<u64, StoreError> {
+        self.flush(false).await?;
+        self.write_dir(tail).await?;
+        self.flush(true).await?;
+        let ids: Vec<String> = self
+            .data_ids
+            .drain(..)
+            .chain(self.dir_ids.drain(..))
+            .collect();
         self.store
-            .commit_blocks(&self.blob, &self.ids, content_type)
+            .commit_blocks(&self.blob, &ids, content_type)
             .await?;
         Ok(self.written)
     }
@@ -133,26 +195,59 @@ pub struct ArchiveSummary {
 struct Builder<'a> {
     zip: ZipWriter,
     sink: BlockSink<'a>,
-    manifest: Vec<ManifestEntry>,
 }
 
 impl Builder<'_> {
-    /// One entry whose bytes are in memory (the guide, the report, CSV renderings).
-    async fn small(&mut self, path: &str, body: &[u8], part: Part) -> Result<(), FnError> {
-        let h = self.zip.start(path, body.len() as u64)?;
+    async fn start(&mut self, path: &str, size: u64) -> Result<(), FnError> {
+        let h = self.zip.start(path, size)?;
         self.sink.write(&h).await?;
-        self.zip.data(body)?;
-        self.sink.write(body).await?;
-        let (d, _) = self.zip.finish_entry()?;
-        self.sink.write(&d).await?;
-        self.manifest.push(ManifestEntry {
-            path: path.to_string(),
-            size: body.len() as u64,
-            sha256: hex::encode(Sha256::digest(body)),
-            part,
-            origin: None,
-        });
         Ok(())
+    }
+
+    async fn data(&mut self, chunk: &[u8]) -> Result<(), FnError> {
+        self.zip.data(chunk)?;
+        self.sink.write(chunk).await?;
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), FnError> {
+        let f = self.zip.finish_entry()?;
+        self.sink.write(&f.descriptor).await?;
+        self.sink.write_dir(&f.central).await?;
+        Ok(())
+    }
+
+    /// One entry whose bytes are in memory (the guide, CSV renderings); returns its SHA-256.
+    async fn small(&mut self, path: &str, body: &[u8]) -> Result<String, FnError> {
+        self.start(path, body.len() as u64).await?;
+        self.data(body).await?;
+        self.finish().await?;
+        Ok(hex::encode(Sha256::digest(body)))
+    }
+
+    /// One entry copied from a blob as a stream; returns its SHA-256. `size` is what the
+    /// caller recorded: a blob of another size fails the build.
+    async fn copy(
+        &mut self,
+        store: &dyn BlobStore,
+        src: &BlobRef,
+        path: &str,
+        size: u64,
+    ) -> Result<String, FnError> {
+        let mut reader = store.open(src).await.map_err(|e| match e {
+            StoreError::NotFound(_) => FnError::BadRequest(format!(
+                "export archive: the source of {path} is no longer in the export area"
+            )),
+            e => FnError::from(e),
+        })?;
+        self.start(path, size).await?;
+        let mut sha = Sha256::new();
+        while let Some(chunk) = reader.body.try_next().await? {
+            sha.update(&chunk);
+            self.data(&chunk).await?;
+        }
+        self.finish().await?;
+        Ok(hex::encode(sha.finalize()))
     }
 }
 
@@ -177,6 +272,14 @@ pub async fn ensure(
     }
 }
 
+/// The size of blob `b`, if it exists (one listing call).
+async fn size_of(store: &dyn BlobStore, b: &BlobRef) -> Result<Option<u64>, FnError> {
+    let page = store
+        .list_page(&b.account, &b.container, &b.name, None, 1)
+        .await?;
+    Ok(page.items.iter().find(|i| i.name == b.name).map(|i| i.size))
+}
+
 /// The committed archive, if any (a committed archive is always complete).
 async fn committed(
     store: &dyn BlobStore,
@@ -184,19 +287,12 @@ async fn committed(
     report: &FinalReport,
 ) -> Result<Option<ArchiveSummary>, FnError> {
     let blob = archive_ref(state, report);
-    let page = store
-        .list_page(&blob.account, &blob.container, &blob.name, None, 1)
-        .await?;
-    Ok(page
-        .items
-        .iter()
-        .find(|i| i.name == blob.name)
-        .map(|found| ArchiveSummary {
-            bytes: found.size,
-            blob: blob.clone(),
-            entries: 0,
-            built: false,
-        }))
+    Ok(size_of(store, &blob).await?.map(|bytes| ArchiveSummary {
+        bytes,
+        blob: blob.clone(),
+        entries: 0,
+        built: false,
+    }))
 }
 
 /// Build (or rebuild) the archive: guide, report, every exported item, CSV next to each
@@ -210,117 +306,155 @@ pub async fn build(
     let blob = archive_ref(state, report);
     let prefix = StateStore::export_prefix(&report.request_id);
     let (planned, left_out) = archive::plan(report, &prefix);
+
+    // Telemetry tables as CSV (by plan index), rendered up front so the guide shows real
+    // sizes (tables are bounded: the slice that exported them held them in memory too).
+    let mut csvs = std::collections::BTreeMap::new();
+    for (i, p) in planned.iter().enumerate().filter(|(_, p)| p.telemetry) {
+        let body = read_all(store, state, p.source).await?;
+        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            FnError::BadRequest(format!(
+                "telemetry export {} is not JSON: {e}",
+                p.path(&prefix)
+            ))
+        })?;
+        if let Some(csv) = archive::telemetry_csv(&doc) {
+            csvs.insert(i, csv);
+        }
+    }
+    let (report_json, report_md) = stored_report_refs(state, report);
+    let mut report_sizes = [0u64; 2];
+    for (b, size) in [&report_json, &report_md]
+        .into_iter()
+        .zip(&mut report_sizes)
+    {
+        *size = size_of(store, b).await?.ok_or_else(|| {
+            FnError::Transient(format!(
+                "export archive: the stored report {} is not there (fan-in writes it first)",
+                b.name
+            ))
+        })?;
+    }
+    // The guide lists the data entries, known before any byte is copied.
+    let index = {
+        let mut contents = Contents::default();
+        contents.add(Part::Report, || REPORT_JSON.into(), report_sizes[0]);
+        contents.add(Part::Report, || REPORT_MD.into(), report_sizes[1]);
+        for (i, p) in planned.iter().enumerate() {
+            contents.add(p.part, || p.path(&prefix), p.size);
+            if let Some(csv) = csvs.get(&i) {
+                contents.add(p.part, || csv_path(&p.path(&prefix)), csv.len() as u64);
+            }
+        }
+        archive::render_index(report, &contents, &left_out)
+    };
     let mut b = Builder {
         zip: ZipWriter::new(report.finished_at),
         sink: BlockSink::new(store, blob.clone(), block_size),
-        manifest: Vec::with_capacity(planned.len() + 4),
     };
-
-    // Telemetry tables as CSV, rendered up front so the guide shows real sizes (tables are
-    // bounded: the slice that exported them held them in memory too).
-    let mut csvs = std::collections::BTreeMap::new();
-    for p in planned.iter().filter(|p| p.telemetry) {
-        let body = read_all(store, state, &p.source).await?;
-        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-            FnError::BadRequest(format!("telemetry export {} is not JSON: {e}", p.path))
-        })?;
-        if let Some(csv) = archive::telemetry_csv(&doc) {
-            csvs.insert(p.path.clone(), csv);
-        }
+    // What the manifest lists besides the planned items: the guide, the report, the CSVs.
+    let mut firsts: Vec<ManifestEntry> = Vec::with_capacity(3);
+    let sha = b.small(INDEX_NAME, index.as_bytes()).await?;
+    firsts.push(entry(
+        INDEX_NAME.into(),
+        index.len() as u64,
+        sha,
+        Part::Guide,
+        None,
+    ));
+    drop(index);
+    for (src, path, size) in [
+        (&report_json, REPORT_JSON, report_sizes[0]),
+        (&report_md, REPORT_MD, report_sizes[1]),
+    ] {
+        let sha = b.copy(store, src, path, size).await?;
+        firsts.push(entry(path.into(), size, sha, Part::Report, None));
     }
-    let report_json =
-        serde_json::to_vec_pretty(report).map_err(|e| FnError::Transient(e.to_string()))?;
-    let report_md = render_markdown(report);
-    // The guide lists the data entries, known before any byte is copied.
-    let mut listed: Vec<(String, u64, Part)> = Vec::with_capacity(planned.len() + csvs.len() + 2);
-    listed.push((REPORT_JSON.into(), report_json.len() as u64, Part::Report));
-    listed.push((REPORT_MD.into(), report_md.len() as u64, Part::Report));
-    for p in &planned {
-        listed.push((p.path.clone(), p.size, p.part));
-        if let Some(csv) = csvs.get(&p.path) {
-            listed.push((csv_path(&p.path), csv.len() as u64, p.part));
-        }
-    }
-    let index = archive::render_index(report, &listed, &left_out);
-    drop(listed);
-    b.small(INDEX_NAME, index.as_bytes(), Part::Guide).await?;
-    b.small(REPORT_JSON, &report_json, Part::Report).await?;
-    b.small(REPORT_MD, report_md.as_bytes(), Part::Report)
-        .await?;
-    drop(report_json);
-
-    for p in &planned {
-        let src = state.blob(EXPORTS, p.source.clone());
-        let mut reader = store.open(&src).await.map_err(|e| match e {
-            StoreError::NotFound(_) => FnError::BadRequest(format!(
-                "export archive: {} was exported but is no longer in the export area",
-                p.path
-            )),
-            e => FnError::from(e),
-        })?;
-        let h = b.zip.start(&p.path, p.size)?;
-        b.sink.write(&h).await?;
-        let mut sha = Sha256::new();
-        while let Some(chunk) = reader.body.try_next().await? {
-            b.zip.data(&chunk)?;
-            sha.update(&chunk);
-            b.sink.write(&chunk).await?;
-        }
-        let (d, _) = b.zip.finish_entry()?;
-        b.sink.write(&d).await?;
-        let sha = hex::encode(sha.finalize());
+    let mut csv_shas = std::collections::BTreeMap::new();
+    for (i, p) in planned.iter().enumerate() {
+        let path = p.path(&prefix);
+        let src = state.blob(EXPORTS, p.source.to_string());
+        let sha = b.copy(store, &src, &path, p.size).await?;
         if sha != p.sha256 {
             // The archive must hold what the report proves was exported, nothing else.
             return Err(FnError::BadRequest(format!(
-                "export archive: {} changed in the export area since it was exported",
-                p.path
+                "export archive: {path} changed in the export area since it was exported"
             )));
         }
-        b.manifest.push(ManifestEntry {
-            path: p.path.clone(),
-            size: p.size,
-            sha256: sha,
-            part: p.part,
-            origin: Some(p.origin.clone()),
-        });
-        if let Some(csv) = csvs.remove(&p.path) {
-            b.small(&csv_path(&p.path), csv.as_bytes(), p.part).await?;
+        if let Some(csv) = csvs.remove(&i) {
+            let sha = b.small(&csv_path(&path), csv.as_bytes()).await?;
+            csv_shas.insert(i, (csv.len() as u64, sha));
         }
     }
 
-    let manifest = ArchiveManifest {
-        schema: MANIFEST_SCHEMA.into(),
+    // The manifest, serialised entry by entry twice: counted, then written.
+    let head = ManifestHead {
         request_id: report.request_id.to_string(),
         regulation: format!("{:?}", report.regulation).to_lowercase(),
         created_at: report.finished_at,
-        entries: std::mem::take(&mut b.manifest),
-        left_out,
     };
-    let body =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| FnError::Transient(e.to_string()))?;
-    let n = manifest.entries.len() + 1;
-    drop(manifest);
-    let h = b.zip.start(MANIFEST_NAME, body.len() as u64)?;
-    b.sink.write(&h).await?;
-    b.zip.data(&body)?;
-    b.sink.write(&body).await?;
-    let (d, _) = b.zip.finish_entry()?;
-    b.sink.write(&d).await?;
-    drop(body);
-
-    let Builder { zip, mut sink, .. } = b;
-    // The central directory, 64 KiB at a time.
-    let mut dir = zip.into_directory(64 * 1024)?;
-    while let Some(piece) = dir.next_piece() {
-        sink.write(&piece).await?;
+    let entries = || {
+        firsts.iter().cloned().chain(
+            planned
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| manifest_entries(p, &prefix, csv_shas.get(&i))),
+        )
+    };
+    let mut size = 0u64;
+    for piece in archive::manifest_pieces(&head, entries(), &left_out) {
+        size += piece.map_err(FnError::Transient)?.len() as u64;
     }
-    let bytes = sink.commit("application/zip").await?;
+    b.start(MANIFEST_NAME, size).await?;
+    for piece in archive::manifest_pieces(&head, entries(), &left_out) {
+        b.data(&piece.map_err(FnError::Transient)?).await?;
+    }
+    b.finish().await?;
+
+    let Builder { zip, sink } = b;
+    let n = zip.entries() as usize;
+    let bytes = sink.commit(&zip.end()?, "application/zip").await?;
     Ok(ArchiveSummary {
         blob,
         entries: n,
         bytes,
         built: true,
     })
+}
+
+fn entry(
+    path: String,
+    size: u64,
+    sha256: String,
+    part: Part,
+    origin: Option<String>,
+) -> ManifestEntry {
+    ManifestEntry {
+        path,
+        size,
+        sha256,
+        part,
+        origin,
+    }
+}
+
+/// A planned item's manifest line (its SHA-256 is the report's: the copy was checked against
+/// it), and its CSV's when it has one.
+fn manifest_entries(
+    p: &Planned<'_>,
+    prefix: &str,
+    csv: Option<&(u64, String)>,
+) -> impl Iterator<Item = ManifestEntry> {
+    let path = p.path(prefix);
+    let csv = csv.map(|(size, sha)| entry(csv_path(&path), *size, sha.clone(), p.part, None));
+    std::iter::once(entry(
+        path,
+        p.size,
+        p.sha256.to_string(),
+        p.part,
+        Some(p.item.label()),
+    ))
+    .chain(csv)
 }
 
 fn csv_path(json_path: &str) -> String {
@@ -466,7 +600,24 @@ mod tests {
             items_merkle_root: None,
             derived_from_subject_data: None,
         };
+        store_report(store.as_ref(), &state, &report).await;
         (store, state, report)
+    }
+
+    /// The export's stored report (JSON, Markdown), as fan-in writes it before the archive.
+    async fn store_report(store: &dyn BlobStore, state: &StateStore, report: &FinalReport) {
+        let (json, md) = stored_report_refs(state, report);
+        store.write_json(&json, report).await.unwrap();
+        store
+            .put(
+                &md,
+                bytes::Bytes::from(crate::domain::report::render_markdown(report)),
+                "text/markdown",
+                Condition::None,
+                &BTreeMap::new(),
+            )
+            .await
+            .unwrap();
     }
 
     /// Built in 1,000-byte blocks (many blocks), read back by Python's zipfile; `export verify`
@@ -597,5 +748,114 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
             .read_small(&archive_ref(&state, &report))
             .await
             .is_err());
+    }
+
+    /// The guide's "left out" section and the manifest's `leftOut` say what was left out and
+    /// why by category and count, and never name what may be another person's: search notes
+    /// (which name other people's jobs), items awaiting review, a failed part's own error text,
+    /// a legal hold's text. The person's own items left out are named.
+    #[tokio::test]
+    async fn left_out_is_told_by_category_without_other_peoples_identifiers() {
+        use crate::domain::resource::ArmKind;
+        use crate::domain::review::ReviewItem;
+        let (store, state, mut report) = seeded().await;
+        let ws = WorkspaceId::parse(WS).unwrap();
+        let r = &mut report.results[0];
+        r.notes = vec![
+            "unattributed: job \"dana-private-run\" was left untouched: its creator cannot be established (no record)".into(),
+            "unattributed: job \"erin-other-run\" was left untouched: its creator cannot be established (no record)".into(),
+            "model frank-model:3: its files are shared with another user's assets or jobs and were left in place".into(),
+        ];
+        r.review = vec![ReviewItem::new(
+            "k",
+            ArmKind::ModelVersion,
+            "/subscriptions/s/x/models/gina-candidate-model/versions/1",
+            "display name only (gina@contoso.example)".into(),
+            3,
+        )];
+        for i in 0..3 {
+            r.items.push(ItemOutcome {
+                item: Item::Blob {
+                    account: "acct".into(),
+                    container: "azureml".into(),
+                    name: format!("later-{i}.txt"),
+                    size: 1,
+                },
+                status: ItemStatus::Skipped {
+                    reason: crate::domain::lifecycle::cancelled_item_reason(RequestKind::Export),
+                },
+            });
+        }
+        r.items.push(ItemOutcome {
+            item: Item::Blob {
+                account: "acct".into(),
+                container: "azureml".into(),
+                name: "held.txt".into(),
+                size: 1,
+            },
+            status: ItemStatus::Held {
+                hold: "LH-7".into(),
+                reason: "litigation Harry Hollis v. Contoso".into(),
+            },
+        });
+        report.results.push(SliceResult {
+            key: "k2".into(),
+            workspace: ws,
+            resource_type: ResourceType::Data,
+            status: SliceStatus::Failed,
+            reason: Some("listing of ivan-secret-dataset failed".into()),
+            notes: vec![],
+            items: vec![],
+            review: vec![],
+        });
+        store_report(store.as_ref(), &state, &report).await;
+        let s = build(store.as_ref(), &state, &report, 1000).await.unwrap();
+        let (zip, _) = store.read_small(&s.blob).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.zip");
+        std::fs::write(&file, &zip).unwrap();
+        let entry = |name: &str| {
+            let out = std::process::Command::new("unzip")
+                .arg("-p")
+                .arg(&file)
+                .arg(name)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "unzip {name}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let (index, manifest) = (entry("index.html"), entry("manifest.json"));
+        for other in [
+            "dana-private-run",
+            "erin-other-run",
+            "frank-model",
+            "gina",
+            "Harry Hollis",
+            "LH-7",
+            "ivan-secret-dataset",
+        ] {
+            assert!(!index.contains(other), "index.html names {other}:\n{index}");
+            assert!(!manifest.contains(other), "manifest.json names {other}");
+        }
+        for told in [
+            // Two unattributed notes counted as one category, the shared-files note another.
+            "2 note(s) from the search of Jobs in workspace ws1 — left untouched: whose they are could not be established",
+            "1 note(s) from the search of Jobs in workspace ws1 — left in place: files shared with other people&#x27;s work",
+            "1 item(s) among Jobs in workspace ws1 — awaiting a person&#x27;s review",
+            "3 item(s) among Jobs in workspace ws1 — not exported: the request was cancelled before they were reached",
+            "blob acct/azureml/held.txt — kept under a legal hold",
+            "Data in workspace ws1 — this part could not be searched completely",
+            // The person's own item left out is still named.
+            "gone.txt — deleted before it could be exported",
+        ] {
+            let told_plain = told.replace("&#x27;", "'");
+            assert!(
+                index.contains(told) || index.contains(&told_plain),
+                "index.html lacks {told:?}:\n{index}"
+            );
+        }
+        let m: crate::domain::archive::ArchiveManifest = serde_json::from_str(&manifest).unwrap();
+        assert_eq!(m.left_out.len(), 7, "{:#?}", m.left_out);
+        assert!(crate::cli::export::verify(&file).unwrap().ok());
     }
 }

@@ -247,7 +247,9 @@ async fn start_lifecycle(svc: &Services, plan: &Plan) -> Result<(), FnError> {
         Some(Changed::Yes((), d) | Changed::Unchanged(d)) => d,
         _ => return Ok(()),
     };
-    announce_received_and_planned(svc, &stored).await
+    announce_received_and_planned(svc, &stored).await?;
+    // A cancel that overtook this request on the queue is applied now, before any slice starts.
+    super::control::cancel::apply_pending(svc, &plan.request_id).await
 }
 
 /// Announce the request's latest `received` and `planned` changes (a redelivery repeats them

@@ -42,6 +42,10 @@ pub struct SweepOutcome {
     pub cleanups: Vec<String>,
     /// Export-area blobs deleted (or, in a dry run, that would be) because their links expired.
     pub expired_exports: usize,
+    /// Blobs whose staged, never committed blocks were discarded (a crashed archive build).
+    pub discarded_blocks: usize,
+    /// Cancels remembered for a request that never arrived, forgotten after their time.
+    pub expired_pending_cancels: usize,
     /// Finished requests whose working state was removed, and intake archive entries removed.
     pub expired_state: ExpiredState,
     /// Telemetry purges sent, polled and ended; certificates revised.
@@ -175,8 +179,31 @@ pub async fn run(
     out.follow_ups = super::follow_up::sweep(svc, now).await?;
     out.expired_exports = expire_exports(svc, now).await?;
     out.expired_state = expire_request_state(svc, now).await?;
+    out.discarded_blocks = discard_stale_blocks(svc).await?;
+    out.expired_pending_cancels = super::control::cancel::expire_pending(svc, now).await?;
     out.deadline_warnings = super::lifecycle::send_deadline_warnings(svc, now).await?;
     Ok(out)
+}
+
+/// How long a staged block may wait for its commit before the sweep discards it: an archive
+/// build commits within one function invocation (minutes), so a day-old block is a crash's.
+pub const STALE_BLOCK_HOURS: i64 = 24;
+
+/// Staged blocks of archive builds that never committed, in the state account. (Azure discards
+/// them itself after a week; the local file store keeps them until this.)
+async fn discard_stale_blocks(svc: &Services) -> Result<usize, FnError> {
+    let state = svc.state();
+    let n = state
+        .store
+        .discard_stale_blocks(&state.account, time::Duration::hours(STALE_BLOCK_HOURS))
+        .await?;
+    if n > 0 {
+        info!(
+            blobs = n,
+            "retention-sweep: stale uncommitted blocks discarded"
+        );
+    }
+    Ok(n)
 }
 
 /// The working state of a request holds what its slices found; once the request is finished

@@ -249,6 +249,18 @@ pub trait BlobStore: Send + Sync + 'static {
         block_ids: &[String],
         content_type: &str,
     ) -> StoreResult<String>;
+
+    /// Discard blocks staged in `account` more than `older_than` ago and never committed (a
+    /// build that crashed or failed before its commit); returns how many blobs' blocks went.
+    /// Azure discards uncommitted blocks by itself (after a week) and has no call for it, so
+    /// by default this does nothing; stores that keep staged blocks themselves override it.
+    async fn discard_stale_blocks(
+        &self,
+        _account: &str,
+        _older_than: time::Duration,
+    ) -> StoreResult<usize> {
+        Ok(0)
+    }
 }
 
 /// Checks a block id against [`BlobStore::stage_block`]'s rule (the local stores use the id as a

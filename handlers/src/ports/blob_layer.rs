@@ -189,6 +189,14 @@ pub trait BlobLayer: Send + Sync + 'static {
             .commit_blocks(blob, block_ids, content_type)
             .await
     }
+
+    async fn discard_stale_blocks(
+        &self,
+        account: &str,
+        older_than: time::Duration,
+    ) -> StoreResult<usize> {
+        self.inner().discard_stale_blocks(account, older_than).await
+    }
 }
 
 /// Each [`BlobStore`] method is [`BlobLayer::around`] its [`Op`], around the layer's hook of the
@@ -313,5 +321,14 @@ impl<L: BlobLayer> BlobStore for L {
     ) -> StoreResult<String> {
         let call = || BlobLayer::commit_blocks(self, blob, block_ids, content_type);
         self.around(Op::CommitBlocks, &call).await
+    }
+
+    /// Housekeeping of the wrapped store, not a storage call of its own: no hook around it.
+    async fn discard_stale_blocks(
+        &self,
+        account: &str,
+        older_than: time::Duration,
+    ) -> StoreResult<usize> {
+        BlobLayer::discard_stale_blocks(self, account, older_than).await
     }
 }

@@ -156,6 +156,10 @@ pub struct CancelRecord {
     pub at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The cancel stopped nothing: it landed while the last part was finishing, and every part
+    /// had done its work (see [`Lifecycle::cancel_overtaken`]). It no longer stops anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overtaken: bool,
 }
 
 /// The two deadline warnings, each sent once per deadline (an extension makes a new deadline).
@@ -242,6 +246,18 @@ pub const CANCELLED_PREFIX: &str = "request cancelled";
 pub const CANCELLED_BEFORE_START: &str =
     "request cancelled before this slice started: nothing in it was looked at or changed";
 
+/// Why a cancelled request ended in another state ([`Lifecycle::cancel_overtaken`]).
+pub const CANCEL_OVERTAKEN: &str = "the cancel arrived while the last part was finishing: every part had already done its work, so nothing was stopped and the request ends with its own outcome";
+
+/// Whether a cancel cut the work short: a slice that never started because of it, or an item
+/// it left unreached. Neither: the cancel came too late to stop anything.
+pub fn cancel_cut_short(results: &[super::slice::SliceResult]) -> bool {
+    results.iter().any(|r| {
+        r.notes.iter().any(|n| n == CANCELLED_BEFORE_START)
+            || r.items.iter().any(|o| is_cancelled_skip(&o.status))
+    })
+}
+
 /// Whether `status` is a cancelled, unreached item.
 pub fn is_cancelled_skip(status: &super::slice::ItemStatus) -> bool {
     matches!(status, super::slice::ItemStatus::Skipped { reason } if reason.starts_with(CANCELLED_PREFIX))
@@ -310,12 +326,12 @@ impl Lifecycle {
 
     /// Whether a cancel was requested (slices stop between chunks when it was).
     pub fn cancel_requested(&self) -> bool {
-        self.cancel.is_some()
+        self.cancel.as_ref().is_some_and(|c| !c.overtaken)
     }
 
     /// Record a cancel and move to `cancelled`. `Ok(false)`: already cancelled.
     pub fn cancel(&mut self, at: OffsetDateTime, reason: Option<String>) -> Result<bool, Refusal> {
-        if self.cancel.is_some() {
+        if self.cancel_requested() {
             return Ok(false);
         }
         if !self.state.is_cancellable() {
@@ -330,8 +346,52 @@ impl Lifecycle {
         self.cancel = Some(CancelRecord {
             at,
             reason: reason.clone(),
+            overtaken: false,
         });
         self.transition(RequestState::Cancelled, at, reason)
+    }
+
+    /// A cancel that stopped nothing: accepted while the last part of the work was finishing
+    /// its last chunk, so every item had its outcome when the slices next looked (fan-in finds
+    /// nothing cut short, [`cancel_cut_short`]). Claiming `cancelled` would misstate what was
+    /// done: the request ends in `to`, the state its work earned, and the history says why.
+    /// `Ok(false)` when there is nothing to settle (not cancelled, or settled already).
+    pub fn cancel_overtaken(
+        &mut self,
+        to: RequestState,
+        at: OffsetDateTime,
+    ) -> Result<bool, Refusal> {
+        if self.state != RequestState::Cancelled
+            || !self.cancel_requested()
+            || to == RequestState::Cancelled
+        {
+            return Ok(false);
+        }
+        if !matches!(
+            to,
+            RequestState::NeedsReview
+                | RequestState::Completed
+                | RequestState::CompletedPurgePending
+                | RequestState::PartiallyFailed
+        ) {
+            return Err(refuse(
+                "invalid_transition",
+                format!(
+                    "request {} was cancelled; it cannot become {to}",
+                    self.request_id
+                ),
+            ));
+        }
+        if let Some(c) = &mut self.cancel {
+            c.overtaken = true;
+        }
+        self.state = to;
+        self.history.push(StateChange {
+            state: to,
+            at,
+            reason: Some(CANCEL_OVERTAKEN.to_string()),
+        });
+        Ok(true)
     }
 
     /// The latest deadline the law allows: GDPR Art. 12(3) "by two further months", CCPA

@@ -158,7 +158,7 @@ pub async fn run(
     archived: &str,
 ) -> Result<ControlOutcome, FnError> {
     let result = match kind {
-        "cancel" => cancel::run(svc, body).await?,
+        "cancel" => cancel::run(svc, body, sha).await?,
         "extend" => extend::run(svc, body, sha).await?,
         other => Err((
             None,

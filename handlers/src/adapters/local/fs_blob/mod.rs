@@ -542,6 +542,59 @@ impl BlobStore for FsBlobStore {
         })
         .await?
     }
+
+    /// Blocks of a build that never committed (a crash, a failed build) would stay under
+    /// `.dsr-blocks/` for ever: a blob's blocks whose newest is older than `older_than` go.
+    async fn discard_stale_blocks(
+        &self,
+        account: &str,
+        older_than: time::Duration,
+    ) -> StoreResult<usize> {
+        validate_account(account)?;
+        let dir = self.root.join(account).join(BLOCKS_DIR);
+        let root = self.root.clone();
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than.unsigned_abs())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        // A commit in this process holds the lock while it reads a blob's blocks.
+        let _g = self.write_lock.lock().await;
+        blocking(move || {
+            if !dir.exists() {
+                return Ok(0);
+            }
+            no_links_below(&root, &dir)?;
+            discard_stale_under(&dir, cutoff).map_err(io_err)
+        })
+        .await?
+    }
+}
+
+/// [`FsBlobStore::discard_stale_blocks`] below `dir`: a folder's block files (one blob's blocks)
+/// go when the newest of them is older than `cutoff`; emptied folders go too. Symbolic links
+/// are never followed (nor removed). Returns the number of blobs whose blocks went.
+fn discard_stale_under(dir: &Path, cutoff: std::time::SystemTime) -> std::io::Result<usize> {
+    let mut files = Vec::new();
+    let mut newest = std::time::UNIX_EPOCH;
+    let mut discarded = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            discarded += discard_stale_under(&e.path(), cutoff)?;
+            // Only if now empty (a folder still holding a newer blob's blocks stays).
+            let _ = std::fs::remove_dir(e.path());
+        } else if t.is_file() {
+            newest = newest.max(e.metadata()?.modified()?);
+            files.push(e.path());
+        }
+    }
+    if !files.is_empty() && newest < cutoff {
+        for f in &files {
+            std::fs::remove_file(f)?;
+        }
+        discarded += 1;
+    }
+    Ok(discarded)
 }
 
 #[cfg(test)]
