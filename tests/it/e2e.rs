@@ -314,8 +314,8 @@ async fn soft_delete_gives_honest_retained_until_dates(azurite: bool) {
 
 async fn aggregator_finalises_exactly_once_under_concurrency(azurite: bool) {
     use azureml_dsr::adapters::local::memory_bus::MemoryBus;
-    use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
-    use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Settings};
+    use azureml_dsr::domain::slice::SliceCompletion;
+    use azureml_dsr::functions::{aggregate, intake, Settings};
     let e = env(azurite).await;
     let paths = LocalPaths::new(e.dir.path());
     let bus = Arc::new(MemoryBus::new());
@@ -325,26 +325,23 @@ async fn aggregator_finalises_exactly_once_under_concurrency(azurite: bool) {
         bus.clone(),
         Settings::default(),
     );
-    let d = Delivery {
-        delivery_count: 1,
-        ..Default::default()
-    };
     intake::run(
         &svc,
         e.request("E2E-CONC", "export", "carol", false)
             .to_string()
             .as_bytes(),
-        &d,
+        &support::pipeline::delivery(),
     )
     .await
     .unwrap();
+    // The slices run through the shared driver; the completions are held back, to be
+    // delivered all at once below.
     let mut completions = Vec::new();
     while let Some(m) = bus.pop() {
-        if m.queue.starts_with("dsr-slice-") {
-            let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
-            slice::run(&svc, &t, &d).await.unwrap();
-        } else if m.queue == "dsr-completions" {
+        if m.queue == "dsr-completions" {
             completions.push(serde_json::from_slice::<SliceCompletion>(&m.body).unwrap());
+        } else {
+            support::pipeline::deliver(&svc, &m).await;
         }
     }
     assert_eq!(completions.len(), 6);

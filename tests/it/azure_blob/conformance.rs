@@ -1,5 +1,6 @@
 //! The `BlobStore` conformance suite (`support::blob_conformance`) on every store, directly and
 //! through every decorator: one place per store.
+
 use std::sync::Arc;
 
 use azureml_dsr::adapters::azure::blob::AzureBlobStore;

@@ -12,9 +12,9 @@ use azureml_dsr::domain::audit_chain::{entry_name, ChainEntry};
 use azureml_dsr::functions::audit_trail;
 use azureml_dsr::functions::{intake, Delivery, Services, Settings};
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition};
-use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+use azureml_dsr::seed::{SeedOptions, SeedTruth};
 use azureml_dsr::state::{StateStore, AUDIT, REPORTS};
-use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
+use azureml_dsr::wiring::{local_store, LocalPaths};
 use serde_json::json;
 
 struct Env {
@@ -26,31 +26,22 @@ struct Env {
 }
 
 async fn env_with(settings: Settings) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = LocalPaths::new(dir.path());
-    let store = local_store(&paths);
     let opts = SeedOptions {
         users: 4,
         runs_per_user: 2,
         ..Default::default()
     };
-    let truth = seed(&store, &opts, time::OffsetDateTime::now_utc())
+    let seeded = support::pipeline::Seeded::new(&opts, time::OffsetDateTime::now_utc())
         .await
-        .unwrap();
-    std::fs::write(
-        paths.directory(),
-        serde_json::to_vec(&truth.directory()).unwrap(),
-    )
-    .unwrap();
+        .with_directory();
     let bus = Arc::new(MemoryBus::new());
-    let svc = local_services(&paths, store.clone(), bus.clone(), settings);
-    svc.state().put_scope(&truth.workspaces).await.unwrap();
+    let svc = seeded.services(bus.clone(), settings).await;
     Env {
-        dir,
-        store,
+        store: seeded.store.clone(),
+        truth: seeded.truth.clone(),
+        dir: seeded.dir,
         bus,
         svc,
-        truth,
     }
 }
 

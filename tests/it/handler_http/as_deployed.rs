@@ -3,6 +3,7 @@
 //! identity endpoint, unreachable Azure). It must either refuse to start, naming the setting,
 //! or serve with Azure adapters and fail invocations with a clear error — and never create a
 //! local store, queue or file.
+
 use std::process::{Command, Stdio};
 
 fn infra_settings() -> Vec<(String, String)> {

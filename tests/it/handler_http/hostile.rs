@@ -3,6 +3,7 @@
 //! field made hostile. Whatever arrives, the handler answers JSON with 200 (a DSR rejected
 //! with a reason is a success for the host) or a 4xx — never a 5xx, which would make the
 //! host retry garbage, never a dropped connection (a panic) — and keeps serving.
+
 use super::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -14,19 +14,19 @@ use azureml_dsr::domain::lifecycle::{
 };
 use azureml_dsr::domain::report::{FinalReport, FinalStatus};
 use azureml_dsr::domain::request::RequestId;
-use azureml_dsr::domain::slice::{Item, ItemStatus, SliceCompletion, SliceTask};
+use azureml_dsr::domain::slice::{Item, ItemStatus, SliceTask};
 use azureml_dsr::functions::control::ControlOutcome;
 use azureml_dsr::functions::intake::IntakeOutcome;
-use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services, Settings};
+use azureml_dsr::functions::{intake, Delivery, Services, Settings};
 use azureml_dsr::ports::blob::{BlobStore, BlobStoreExt};
 use azureml_dsr::ports::bus::{queues, BusError, MessageBus, OutMessage, SendOutcome};
-use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+use azureml_dsr::seed::{SeedOptions, SeedTruth};
 use azureml_dsr::trace::{TraceContext, DIAGNOSTIC_ID};
-use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
 use crate::support;
+use support::pipeline::deliver;
 
 /// The in-memory bus, recording every send attempt too (duplicates included), so "sent once"
 /// is checked at the sender and not only after the bus's duplicate detection.
@@ -53,22 +53,14 @@ struct Env {
 }
 
 async fn env(chunk_size: usize) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = LocalPaths::new(dir.path());
-    let store = local_store(&paths);
     let opts = SeedOptions {
         users: 4,
         runs_per_user: 5,
         ..Default::default()
     };
-    let truth = seed(&store, &opts, OffsetDateTime::now_utc())
+    let seeded = support::pipeline::Seeded::new(&opts, OffsetDateTime::now_utc())
         .await
-        .unwrap();
-    std::fs::write(
-        paths.directory(),
-        serde_json::to_vec(&truth.directory()).unwrap(),
-    )
-    .unwrap();
+        .with_directory();
     let bus = Arc::new(MemoryBus::new());
     let rec = Arc::new(Recording {
         inner: bus.clone(),
@@ -78,24 +70,20 @@ async fn env(chunk_size: usize) -> Env {
         chunk_size,
         ..Default::default()
     };
-    let svc = local_services(&paths, store.clone(), rec.clone(), settings);
+    let svc = seeded.services(rec.clone(), settings).await;
     svc.state().put_holds(&HoldSet::default()).await.unwrap();
-    svc.state().put_scope(&truth.workspaces).await.unwrap();
     Env {
-        _dir: dir,
-        store,
+        store: seeded.store.clone(),
+        truth: seeded.truth.clone(),
+        _dir: seeded.dir,
         bus,
         rec,
         svc,
-        truth,
     }
 }
 
 fn delivery() -> Delivery {
-    Delivery {
-        delivery_count: 1,
-        ..Default::default()
-    }
+    support::pipeline::delivery()
 }
 
 fn request(e: &Env, id: &str, kind: &str, user: &str) -> Value {
@@ -110,42 +98,8 @@ async fn send_intake(e: &Env, body: &Value) -> IntakeOutcome {
         .unwrap()
 }
 
-/// Deliver one message as the handler does (`app.rs`): inside the trace its `Diagnostic-Id`
-/// carries.
-async fn deliver(svc: &Services, m: &OutMessage) {
-    let d = delivery();
-    let ctx = m
-        .application_properties
-        .get(DIAGNOSTIC_ID)
-        .and_then(|v| v.as_str())
-        .and_then(TraceContext::parse);
-    let work = async {
-        match m.queue.as_str() {
-            queues::INTAKE => {
-                intake::run(svc, &m.body, &d).await.unwrap();
-            }
-            queues::COMPLETIONS => {
-                let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
-                aggregate::run(svc, &c).await.unwrap();
-            }
-            queues::RESULTS => {}
-            q if q.starts_with("dsr-slice-") => {
-                let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
-                slice::run(svc, &t, &d).await.unwrap();
-            }
-            other => panic!("unexpected queue {other}"),
-        }
-    };
-    match ctx {
-        Some(c) => azureml_dsr::trace::scope(c, work).await,
-        None => work.await,
-    }
-}
-
 async fn drive(e: &Env) {
-    while let Some(m) = e.bus.pop() {
-        deliver(&e.svc, &m).await;
-    }
+    support::pipeline::drive(&e.svc, &e.bus, 1).await
 }
 
 /// Lifecycle messages on the results queue (as the ticketing system reads them).

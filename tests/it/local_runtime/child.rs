@@ -5,7 +5,7 @@ use super::*;
 const CHILD_ENV: &str = "DSR_LOCAL_RUNTIME_CHILD_QUEUE";
 
 /// Not a test on its own: the child process of `kill_9_mid_delivery_loses_nothing`. It enqueues
-/// 200 messages, locks 50, announces it, and waits to be killed.
+/// 200 messages, locks the first 50 (each a first delivery), announces it, and waits to be killed.
 #[test]
 fn child_enqueue_and_lock() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
@@ -16,16 +16,34 @@ fn child_enqueue_and_lock() {
         .map(|i| msg("dsr-intake", &format!("m{i:03}"), json!({"i": i})))
         .collect();
     q.send_many_blocking(&batch).unwrap();
+    // The locks must outlive the time the child takes to take all 50 of them. With 300 ms, a
+    // loaded machine (50 fsync'd transactions) let the first locks expire while the child was
+    // still locking, so the child re-received those instead of new messages and the parent saw
+    // 46 second deliveries instead of 50. Three seconds is far beyond that; the parent does not
+    // sleep it out, its drain waits for live locks (`pending` counts them). Each receive is
+    // checked to be a first delivery of a new message, so an expired lock fails here, by name.
     let opts = azureml_dsr::adapters::local::sqlite_queue::ReceiveOptions {
-        lock_duration: Duration::from_millis(300),
+        lock_duration: Duration::from_secs(3),
         max_delivery_count: 10,
     };
-    for _ in 0..50 {
-        q.receive_with("dsr-intake", opts).unwrap().unwrap();
+    for i in 0..50 {
+        let d = q.receive_with("dsr-intake", opts).unwrap().unwrap();
+        assert_eq!(
+            (d.message_id.as_str(), d.delivery_count),
+            (format!("m{i:03}").as_str(), 1),
+            "a lock of this child expired before it had taken all 50"
+        );
     }
     // libtest prints "test <name> ... " on the same line, so the parent matches the line end.
     println!("LOCKED");
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// `child_enqueue_and_lock` as libtest names it: `module_path!()` is `it::local_runtime::child`.
+fn child_test_name() -> String {
+    let module = module_path!();
+    let module = module.split_once("::").map_or(module, |(_, m)| m);
+    format!("{module}::child_enqueue_and_lock")
 }
 
 #[tokio::test]
@@ -34,8 +52,9 @@ async fn kill_9_mid_delivery_loses_nothing() {
     let path = e.queue.path().to_path_buf();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            // Its name in the one test binary (`tests/it/main.rs`: module `local_runtime`).
-            "local_runtime::child_enqueue_and_lock",
+            // Its name in the one test binary, derived from this module's path (without the
+            // crate name), so moving the module cannot silently make the child run no test.
+            child_test_name().as_str(),
             "--exact",
             "--nocapture",
             "--test-threads=1",
@@ -51,14 +70,17 @@ async fn kill_9_mid_delivery_loses_nothing() {
             .map_while(Result::ok)
             .any(|l| l.trim_end().ends_with("LOCKED"))
     });
-    assert!(tokio::time::timeout(Duration::from_secs(60), ready)
-        .await
-        .unwrap()
-        .unwrap());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), ready)
+            .await
+            .unwrap()
+            .unwrap(),
+        "the child ({}) never announced its 50 locks; its stderr says why",
+        child_test_name()
+    );
     child.kill().unwrap(); // SIGKILL on Unix: no destructor, no settlement.
     child.wait().unwrap();
 
-    tokio::time::sleep(Duration::from_millis(350)).await; // let the child's locks expire
     let h = Handler::start(|_, _, _| (200, Duration::ZERO)).await;
     let queue = LocalQueue::open(&path).unwrap();
     let d = Dispatcher::new(&e.root, queue.clone(), &h.base_url, fast_options()).unwrap();

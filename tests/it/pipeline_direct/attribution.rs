@@ -321,22 +321,7 @@ async fn display_name_only_assets_wait_for_review_and_approval_deletes_exactly_t
         "{out:?}"
     );
     let bad = json!({"type": "approve", "version": 1, "requestId": "REV-1", "items": ["x"], "approver": "dpo"});
-    let out = intake::run(
-        &e.svc,
-        bad.to_string().as_bytes(),
-        &Delivery {
-            delivery_count: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        out,
-        intake::IntakeOutcome::Rejected {
-            code: "invalid_control_message".into()
-        }
-    );
+    intake_rejects(&e, bad.to_string().as_bytes(), "invalid_control_message").await;
     assert_eq!(snapshot(&e).await, after);
 }
 

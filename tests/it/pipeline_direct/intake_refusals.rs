@@ -6,15 +6,7 @@ use super::*;
 async fn invalid_requests_are_rejected_with_a_reason_and_archived() {
     let e = env(HoldSet::default(), 50).await;
     let bad = br#"{"schemaVersion":"1.0","requestId":"BAD-1","type":"erase","subject":{"upn":"x@y.com"},"scope":{"workspaces":[]}}"#;
-    let out = intake::run(&e.svc, bad, &Delivery::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        out,
-        intake::IntakeOutcome::Rejected {
-            code: "invalid_field".into()
-        }
-    );
+    intake_rejects(&e, bad, "invalid_field").await;
     // One result; the lifecycle messages (received, rejected) are counted in tests/lifecycle.rs.
     let msgs: Vec<_> = e
         .bus
@@ -35,15 +27,7 @@ async fn invalid_requests_are_rejected_with_a_reason_and_archived() {
     assert_eq!(archived.len(), 1);
     let mut unknown = request(&e, "U-1", "export", "alice", false);
     unknown["subject"] = json!({"upn": "nobody@contoso.com"});
-    let out = intake::run(&e.svc, unknown.to_string().as_bytes(), &Delivery::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        out,
-        intake::IntakeOutcome::Rejected {
-            code: "subject_not_found".into()
-        }
-    );
+    intake_rejects(&e, unknown.to_string().as_bytes(), "subject_not_found").await;
 }
 
 /// The result messages sent so far, as JSON.
@@ -95,13 +79,7 @@ async fn a_reused_request_id_with_other_content_is_rejected_with_a_reason() {
     };
     let out1 = intake::run(&e.svc, first.as_bytes(), &d).await.unwrap();
     assert!(matches!(out1, intake::IntakeOutcome::Planned { .. }));
-    let out2 = intake::run(&e.svc, second.as_bytes(), &d).await.unwrap();
-    assert_eq!(
-        out2,
-        intake::IntakeOutcome::Rejected {
-            code: "request_conflict".into()
-        }
-    );
+    intake_rejects(&e, second.as_bytes(), "request_conflict").await;
     let rejected: Vec<_> = results(&e)
         .into_iter()
         .filter(|r| r["status"] == "rejected")
@@ -164,13 +142,7 @@ async fn a_reused_request_id_that_loses_the_plan_race_is_rejected() {
         inner: e.store.clone(),
         hidden: Default::default(),
     });
-    let out = intake::run(&e.svc, second.as_bytes(), &d).await.unwrap();
-    assert_eq!(
-        out,
-        intake::IntakeOutcome::Rejected {
-            code: "request_conflict".into()
-        }
-    );
+    intake_rejects(&e, second.as_bytes(), "request_conflict").await;
 }
 
 /// Intake acts only on the configured workspaces, compared as ARM compares ids (any case); an
@@ -188,15 +160,7 @@ async fn intake_refuses_workspaces_outside_the_configured_scope() {
         .as_array_mut()
         .unwrap()
         .push(json!(other));
-    let out = intake::run(&e.svc, req.to_string().as_bytes(), &d)
-        .await
-        .unwrap();
-    assert_eq!(
-        out,
-        intake::IntakeOutcome::Rejected {
-            code: "workspace_out_of_scope".into()
-        }
-    );
+    intake_rejects(&e, req.to_string().as_bytes(), "workspace_out_of_scope").await;
     let r = results(&e);
     let reason = r[0]["reason"].as_str().unwrap();
     assert!(
@@ -231,13 +195,5 @@ async fn intake_refuses_workspaces_outside_the_configured_scope() {
     // No scope configured: every request is refused.
     e.svc.state().put_scope(&[]).await.unwrap();
     let req = request(&e, "SCOPE-3", "export", "alice", false);
-    let out = intake::run(&e.svc, req.to_string().as_bytes(), &d)
-        .await
-        .unwrap();
-    assert_eq!(
-        out,
-        intake::IntakeOutcome::Rejected {
-            code: "workspace_out_of_scope".into()
-        }
-    );
+    intake_rejects(&e, req.to_string().as_bytes(), "workspace_out_of_scope").await;
 }

@@ -16,8 +16,8 @@ use azureml_dsr::ports::blob::{
 };
 use azureml_dsr::ports::blob_layer::BlobLayer;
 use azureml_dsr::ports::bus::queues;
-use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
-use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
+use azureml_dsr::seed::{SeedOptions, SeedTruth};
+use azureml_dsr::wiring::{local_services, LocalPaths};
 use serde_json::json;
 
 use crate::support;
@@ -31,43 +31,46 @@ struct Env {
 }
 
 async fn env(holds: HoldSet, chunk_size: usize) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = LocalPaths::new(dir.path());
-    let store = local_store(&paths);
     let opts = SeedOptions {
         users: 4,
         runs_per_user: 5,
         ..Default::default()
     };
-    let truth = seed(&store, &opts, time::OffsetDateTime::now_utc())
+    let seeded = support::pipeline::Seeded::new(&opts, time::OffsetDateTime::now_utc())
         .await
-        .unwrap();
-    std::fs::write(
-        paths.directory(),
-        serde_json::to_vec(&truth.directory()).unwrap(),
-    )
-    .unwrap();
+        .with_directory();
     let bus = Arc::new(MemoryBus::new());
     let settings = Settings {
         chunk_size,
         ..Default::default()
     };
-    let svc = local_services(&paths, store.clone(), bus.clone(), settings);
+    let svc = seeded.services(bus.clone(), settings).await;
     svc.state().put_holds(&holds).await.unwrap();
-    // The workspaces this service may act on (intake refuses any other).
-    svc.state().put_scope(&truth.workspaces).await.unwrap();
     Env {
-        _dir: dir,
-        store,
+        store: seeded.store.clone(),
+        truth: seeded.truth.clone(),
+        _dir: seeded.dir,
         bus,
         svc,
-        truth,
     }
 }
 
 /// Deliver every message (each `copies` times) until the bus is empty.
 async fn drive(e: &Env, copies: usize) {
     support::pipeline::drive(&e.svc, &e.bus, copies).await
+}
+
+/// Intake, given `body`, rejects it with `code` (and nothing else): the one body of every
+/// "intake refuses X" check.
+async fn intake_rejects(e: &Env, body: impl AsRef<[u8]>, code: &str) {
+    let out = intake::run(&e.svc, body.as_ref(), &support::pipeline::delivery())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        intake::IntakeOutcome::Rejected { code: code.into() },
+        "intake should reject with {code}"
+    );
 }
 
 /// The slice task intake sent to `queue`.

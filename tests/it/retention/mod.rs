@@ -14,10 +14,11 @@ use azureml_dsr::functions::{intake, retention, Delivery, Services, Settings};
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
 use azureml_dsr::protocol::eventgrid::GridEvent;
 use azureml_dsr::protocol::timer::TimerInfo;
-use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
-use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
+use azureml_dsr::seed::{SeedOptions, SeedTruth};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
+
+use azureml_dsr::wiring::LocalPaths;
 
 use crate::support;
 
@@ -49,22 +50,15 @@ async fn env(holds: HoldSet, dry_run: bool) -> Env {
 }
 
 async fn env_with(holds: HoldSet, dry_run: bool, max_share_pct: u32) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = LocalPaths::new(dir.path());
-    let store = local_store(&paths);
     let now = OffsetDateTime::now_utc();
-    let truth = seed(
-        &store,
-        &SeedOptions {
-            users: 4,
-            runs_per_user: 6,
-            history_days: 400,
-            ..Default::default()
-        },
-        now,
-    )
-    .await
-    .unwrap();
+    let opts = SeedOptions {
+        users: 4,
+        runs_per_user: 6,
+        history_days: 400,
+        ..Default::default()
+    };
+    // No local directory: the sweeps resolve no person by name.
+    let seeded = support::pipeline::Seeded::new(&opts, now).await;
     let bus = Arc::new(MemoryBus::new());
     let settings = Settings {
         job_retention_enabled: true,
@@ -74,15 +68,14 @@ async fn env_with(holds: HoldSet, dry_run: bool, max_share_pct: u32) -> Env {
         chunk_size: 7,
         ..Default::default()
     };
-    let svc = local_services(&paths, store.clone(), bus.clone(), settings);
-    svc.state().put_scope(&truth.workspaces).await.unwrap();
+    let svc = seeded.services(bus.clone(), settings).await;
     svc.state().put_holds(&holds).await.unwrap();
     Env {
-        _dir: dir,
-        store,
+        store: seeded.store.clone(),
+        truth: seeded.truth.clone(),
+        _dir: seeded.dir,
         bus,
         svc,
-        truth,
         now,
     }
 }

@@ -22,8 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::identity::{check_bearer, TokenProblem};
 use super::server::{
-    json_reply, now_naive, percent_decode, query_pairs, request_id, BackgroundServer, Faults, Log,
-    Seen,
+    json_reply, now_naive, percent_decode, request_id, BackgroundServer, Faults, Log, Seen,
 };
 
 pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
@@ -233,16 +232,9 @@ async fn handle(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let query = query_pairs(uri.query());
-    let resp = answer(&st, &method, &uri, &headers, &query);
-    st.log.push(Seen::of(
-        &method,
-        &uri,
-        &headers,
-        &[],
-        resp.status().as_u16(),
-    ));
-    resp
+    st.log.answered(&method, &uri, &headers, &[], |query| {
+        answer(&st, &method, &uri, &headers, query)
+    })
 }
 
 fn answer(

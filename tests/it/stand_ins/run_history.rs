@@ -21,7 +21,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::identity::check_bearer;
-use super::server::{json_reply, percent_decode, query_pairs, BackgroundServer, Faults, Log, Seen};
+use super::server::{json_reply, percent_decode, BackgroundServer, Faults, Log, Seen};
 
 pub const RUN_HISTORY_AUDIENCE: &str = "https://management.azure.com";
 
@@ -95,16 +95,9 @@ async fn handle(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let query = query_pairs(uri.query());
-    let resp = answer(&st, &method, &uri, &headers, &query);
-    st.log.push(Seen::of(
-        &method,
-        &uri,
-        &headers,
-        &[],
-        resp.status().as_u16(),
-    ));
-    resp
+    st.log.answered(&method, &uri, &headers, &[], |query| {
+        answer(&st, &method, &uri, &headers, query)
+    })
 }
 
 fn answer(

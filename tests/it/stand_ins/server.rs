@@ -119,6 +119,21 @@ impl Log {
     pub fn push(&self, s: Seen) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(s);
     }
+    /// Answer a request with `answer` (given its query pairs) and record it with the status
+    /// answered: the one shape of the stand-ins' handlers (Graph, run history, Log Analytics).
+    pub fn answered(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        answer: impl FnOnce(&[(String, String)]) -> Response,
+    ) -> Response {
+        let resp = answer(&query_pairs(uri.query()));
+        self.push(Seen::of(method, uri, headers, body, resp.status().as_u16()));
+        resp
+    }
+
     pub fn all(&self) -> Vec<Seen> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

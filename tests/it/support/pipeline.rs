@@ -1,38 +1,109 @@
-//! Driving the pipeline's functions directly over the in-memory bus, and fingerprinting a
-//! store, for tests that need no host: what changed and what did not is compared by hash.
+//! The one pipeline driver for tests that need no host: a seeded local environment, the
+//! functions driven directly over the in-memory bus (each message inside the trace its
+//! `Diagnostic-Id` carries, as the handler does), and fingerprints of a store, so what changed
+//! and what did not is compared by hash.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use azureml_dsr::adapters::local::memory_bus::MemoryBus;
 use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
-use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services};
+use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services, Settings};
 use azureml_dsr::ports::blob::{BlobRef, BlobStore, BlobStoreExt};
-use azureml_dsr::ports::bus::queues;
+use azureml_dsr::ports::bus::{queues, MessageBus, OutMessage};
+use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+use azureml_dsr::trace::{TraceContext, DIAGNOSTIC_ID};
+use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
+use time::OffsetDateTime;
 
-/// Deliver every message on `bus` (each `copies` times, as a redelivering queue would) through
-/// the functions until the bus is empty. Result messages are left for the test to read.
-pub async fn drive(svc: &Services, bus: &MemoryBus, copies: usize) {
-    let d = Delivery {
+/// A seeded local store in a temporary folder: what every direct pipeline test starts from.
+pub struct Seeded {
+    pub dir: tempfile::TempDir,
+    pub paths: LocalPaths,
+    pub store: Arc<dyn BlobStore>,
+    pub truth: SeedTruth,
+}
+
+impl Seeded {
+    /// Seed `opts` at `now` into a new local store.
+    pub async fn new(opts: &SeedOptions, now: OffsetDateTime) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LocalPaths::new(dir.path());
+        let store = local_store(&paths);
+        let truth = seed(&store, opts, now).await.unwrap();
+        Seeded {
+            dir,
+            paths,
+            store,
+            truth,
+        }
+    }
+
+    /// Also write the seeded people as the local directory (what Graph answers locally).
+    pub fn with_directory(self) -> Self {
+        std::fs::write(
+            self.paths.directory(),
+            serde_json::to_vec(&self.truth.directory()).unwrap(),
+        )
+        .unwrap();
+        self
+    }
+
+    /// The local services over this store, sending on `bus`, allowed to act on the seeded
+    /// workspaces (intake refuses any other).
+    pub async fn services(&self, bus: Arc<dyn MessageBus>, settings: Settings) -> Services {
+        let svc = local_services(&self.paths, self.store.clone(), bus, settings);
+        svc.state().put_scope(&self.truth.workspaces).await.unwrap();
+        svc
+    }
+}
+
+/// A first delivery.
+pub fn delivery() -> Delivery {
+    Delivery {
         delivery_count: 1,
         ..Default::default()
+    }
+}
+
+/// Deliver one message to its function as the handler does (`app.rs`): inside the trace its
+/// `Diagnostic-Id` carries. Result messages are left for the test to read.
+pub async fn deliver(svc: &Services, m: &OutMessage) {
+    let d = delivery();
+    let ctx = m
+        .application_properties
+        .get(DIAGNOSTIC_ID)
+        .and_then(|v| v.as_str())
+        .and_then(TraceContext::parse);
+    let work = async {
+        match m.queue.as_str() {
+            queues::INTAKE => {
+                intake::run(svc, &m.body, &d).await.unwrap();
+            }
+            queues::COMPLETIONS => {
+                let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
+                aggregate::run(svc, &c).await.unwrap();
+            }
+            queues::RESULTS => {}
+            q if q.starts_with("dsr-slice-") => {
+                let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
+                slice::run(svc, &t, &d).await.unwrap();
+            }
+            other => panic!("unexpected queue {other}"),
+        }
     };
+    match ctx {
+        Some(c) => azureml_dsr::trace::scope(c, work).await,
+        None => work.await,
+    }
+}
+
+/// Deliver every message on `bus` (each `copies` times, as a redelivering queue would) through
+/// the functions until the bus is empty.
+pub async fn drive(svc: &Services, bus: &MemoryBus, copies: usize) {
     while let Some(m) = bus.pop() {
         for _ in 0..copies {
-            match m.queue.as_str() {
-                queues::INTAKE => {
-                    intake::run(svc, &m.body, &d).await.unwrap();
-                }
-                queues::COMPLETIONS => {
-                    let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
-                    aggregate::run(svc, &c).await.unwrap();
-                }
-                queues::RESULTS => {}
-                q if q.starts_with("dsr-slice-") => {
-                    let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
-                    slice::run(svc, &t, &d).await.unwrap();
-                }
-                other => panic!("unexpected queue {other}"),
-            }
+            deliver(svc, &m).await;
         }
     }
 }

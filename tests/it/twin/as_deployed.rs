@@ -8,6 +8,12 @@
 //! the Service Bus stand-in feeds a queue the local dispatcher delivers from, over HTTP, to
 //! the child process. Everything is asserted from Azurite's and the stand-ins' state, never
 //! from the handler's own word — and the app folder must hold nothing new afterwards.
+//!
+//! One file, one test, above the usual size on purpose: the phases (deploy, holds and scope,
+//! control messages, telemetry purge, review, reports, trace, export, delete, the empty app
+//! folder) run against one deployed process and one set of stand-ins, each phase reading what
+//! the earlier ones left; split into tests they would each need the whole deployment again.
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,6 @@
 //! The Azure Files stand-in against the production adapter (`AzureFileShare`), and a notebooks
 //! delete through the pipeline with that adapter wired.
+
 use super::*;
 use azureml_dsr::adapters::azure::files::{
     parse, AzureFileShare, FILES_SCOPE, FILE_API_VERSION, READ_CHUNK,

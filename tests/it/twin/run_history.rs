@@ -2,6 +2,7 @@
 //! tenant, display name, a null UPN), its data container, its children over several pages (by
 //! `continuationToken` and by `nextLink`), grandchildren, 404 as "unknown", 429 honoured, and
 //! only ARM-audience tokens, sent to the configured host only.
+
 use super::*;
 use azureml_dsr::adapters::azure::run_history::{AzureRunHistory, RUN_HISTORY_SCOPE};
 use azureml_dsr::ports::run_history::{RunHistory, RunHistoryError};
