@@ -12,9 +12,9 @@
 //! - `datastores` and `list_all` of model and data versions for [`LISTING_TTL`]: the asset
 //!   slices of one request start together, and each needs both kinds (an asset's files are
 //!   taken only when no other asset is in or over them). A listing this young is what the
-//!   second slice would have read had it been scheduled at the same moment; a `delete`
-//!   through this decorator drops the workspace's listings at once, so nothing this process
-//!   verifies or discovers after a delete reads a listing from before it.
+//!   second slice would have read had it been scheduled at the same moment; a `delete` of a
+//!   model or data version through this decorator drops that kind's listing at once, so
+//!   nothing this process verifies or discovers after a delete reads a listing from before it.
 //! - Concurrent callers of one key share one request (single flight); errors are not cached.
 //!
 //! Everything else (`list` pages, `exists`, `delete`, `deployments`, `workspace_state`) goes
@@ -162,10 +162,12 @@ impl ControlPlane for CachedControlPlane {
         kind: ArmKind,
         id: &str,
     ) -> Result<ResourceDelete, ControlPlaneError> {
-        // Dropped before and after: no listing read while the delete runs outlives it.
-        self.listings.forget_prefix(&Self::key(ws));
+        // Only a listing of the deleted kind changes (a job's delete leaves the model list as
+        // it was). Dropped before and after: no listing read while the delete runs outlives it.
+        let key = format!("{}{}", Self::key(ws), kind.as_str());
+        self.listings.forget_prefix(&key);
         let r = self.inner.delete(ws, kind, id).await;
-        self.listings.forget_prefix(&Self::key(ws));
+        self.listings.forget_prefix(&key);
         r
     }
 
@@ -302,6 +304,7 @@ mod tests {
         );
         let w = ws();
         cached.list_all(&w, ArmKind::ModelVersion).await.unwrap();
+        cached.list_all(&w, ArmKind::DataVersion).await.unwrap();
         cached
             .delete(&w, ArmKind::ModelVersion, "m1")
             .await
@@ -309,9 +312,13 @@ mod tests {
         cached.list_all(&w, ArmKind::ModelVersion).await.unwrap();
         assert_eq!(
             inner.lists.load(Ordering::SeqCst),
-            2,
+            3,
             "listing read again after a delete"
         );
+        // Deleting a job or a model changes no data listing.
+        cached.delete(&w, ArmKind::Job, "j1").await.unwrap();
+        cached.list_all(&w, ArmKind::DataVersion).await.unwrap();
+        assert_eq!(inner.lists.load(Ordering::SeqCst), 3);
 
         cached.workspace(&w).await.unwrap();
         tokio::time::sleep(Duration::from_millis(80)).await;

@@ -293,6 +293,8 @@ async fn job_entries(
     };
     // (container, prefix) of every folder the job and its descendants own.
     let mut folders: Vec<(String, String)> = Vec::new();
+    // `dcid.<run>_setup/` folders already looked at (listed, and taken or left).
+    let mut setup_listed = std::collections::BTreeSet::new();
     let mut own = |container: &str, prefix: String| {
         if !folders.iter().any(|(c, p)| c == container && *p == prefix) {
             folders.push((container.to_string(), prefix));
@@ -328,12 +330,20 @@ async fn job_entries(
                     .as_deref()
                     .and_then(|d| d.strip_prefix("dcid."))
                     .map(|run| format!("{run}_setup"));
-                if let Some(setup_run) = setup_run {
-                    match job_run(svc, ws, &setup_run).await? {
-                        Err(_) => own(&ws.artifact_container, setup),
-                        Ok(_) => notes.push(format!(
-                            "job {name:?}: a setup folder is also the folder of another run; it was left in place"
-                        )),
+                if let Some(setup_run) = setup_run.filter(|_| setup_listed.insert(setup.clone())) {
+                    // Listed first: an empty or absent setup folder (most runs have none) holds
+                    // nothing to take, so run history need not be asked whose it is (issue 19:
+                    // one run-history read fewer per run, and no listing more).
+                    let mut found = Vec::new();
+                    blobs_under(svc, &ws.storage_account, &ws.artifact_container, &setup, &mut found)
+                        .await?;
+                    if !found.is_empty() {
+                        match job_run(svc, ws, &setup_run).await? {
+                            Err(_) => entries.extend(found),
+                            Ok(_) => notes.push(format!(
+                                "job {name:?}: a setup folder is also the folder of another run; it was left in place"
+                            )),
+                        }
                     }
                 }
             }
