@@ -17,6 +17,7 @@ pub mod ports;
 pub mod protocol;
 pub mod runtime;
 pub mod seed;
+pub mod seed_lineage;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -70,6 +70,8 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
         }
     }
     let store = crate::wiring::store(&LocalSettings::new(&a.dir, storage.clone()));
+    // Another user's job trained on the subject's data (the report's "derived" section).
+    let lineage = crate::seed_lineage::add(&store, &truth, &user.key).await?;
     let before = snapshot_others(&store, &truth, &user.key).await?;
     say(
         json,
@@ -90,6 +92,16 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
             truth.resources_of(&user.key).len()
         ),
     );
+
+    if let Some(l) = &lineage {
+        say(
+            json,
+            &format!(
+                "Lineage example: job {} of another user read the subject's data asset {}, produced a model, served by deployment {}.",
+                l.job, l.data_asset, l.deployment
+            ),
+        );
+    }
 
     let app = AppSettings::local(&a.dir, storage.clone());
     let rt = LocalRuntime::start_with(&app, a.app_root.as_deref()).await?;
@@ -175,6 +187,17 @@ pub async fn run(storage: &StorageChoice, a: &DemoArgs, json: bool) -> anyhow::R
                     "   (decide with: azureml-dsr --data-dir {} review approve|reject {id} <item>... --reason TEXT --by YOU)",
                     a.dir.display()
                 );
+            }
+            if let Some(l) = report
+                .derived_from_subject_data
+                .as_ref()
+                .filter(|l| !l.derived.is_empty() || !l.incomplete.is_empty())
+            {
+                for line in crate::domain::lineage::render(l).lines() {
+                    if !line.trim().is_empty() {
+                        println!("   {}", line.trim_start_matches("## "));
+                    }
+                }
             }
             let where_ = if kind == "export" {
                 "dsr-exports"

@@ -4,7 +4,10 @@
 //!
 //! - jobs consuming those assets: `properties.inputs.<name>.uri` of a job (ARM `JobInput`:
 //!   `uri_file`, `uri_folder`, `mltable` and model inputs carry `uri`, e.g. `azureml:<name>:<version>`
-//!   or an asset id `…/data/<name>/versions/<version>`);
+//!   or an asset id `…/data/<name>/versions/<version>`), and the inputs run history recorded
+//!   for the job's run and its child runs (pipeline steps, which ARM lists no inputs for):
+//!   `inputs.<name>.assetId` (run-history `RunDetails.inputs`, `{TypedAssetReference}` with
+//!   `assetId` and `type`; azure-sdk-for-python `_restclient/runhistory/models/_models_py3.py`);
 //! - model versions produced by those jobs or by the subject's own: `properties.jobName`
 //!   (ARM `ModelVersionProperties.jobName`);
 //! - online and batch deployments serving those models: `properties.model` (ARM
@@ -54,6 +57,8 @@ pub struct Start {
 #[derive(Debug, Clone, Default)]
 pub struct Documents<'a> {
     pub jobs: &'a [Value],
+    /// Run-history records (`Run`, by `runId`) of those jobs and of their child runs.
+    pub runs: &'a [Value],
     pub models: &'a [Value],
     pub deployments: &'a [Value],
 }
@@ -127,10 +132,13 @@ pub fn trace(start: &Start, docs: &Documents<'_>) -> Vec<Derived> {
         if own_jobs.contains(name) {
             continue;
         }
-        let Some(inputs) = job.pointer("/properties/inputs").and_then(Value::as_object) else {
-            continue;
-        };
-        for (input, spec) in inputs {
+        let inputs = job
+            .pointer("/properties/inputs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let mut found = false;
+        for (input, spec) in &inputs {
             let Some(uri) = s(spec, "/uri") else { continue };
             let Some((an, av)) = asset_ref(uri, "data") else {
                 continue;
@@ -150,8 +158,39 @@ pub fn trace(start: &Start, docs: &Documents<'_>) -> Vec<Derived> {
                     evidence: evidence.clone(),
                 });
                 producers.push((name.to_string(), evidence));
+                found = true;
                 break;
             }
+        }
+        if !found {
+            if let Some(d) = consumed_per_run_history(name, id, docs.runs, &subject_assets) {
+                producers.push((name.to_string(), d.evidence.clone()));
+                out.push(d);
+            }
+        }
+    }
+    // Runs only run history knows (child runs: pipeline steps, sweep trials), addressed as jobs
+    // of the same workspace.
+    let arm_names: BTreeSet<&str> = docs.jobs.iter().filter_map(|j| s(j, "/name")).collect();
+    let jobs_prefix = docs
+        .jobs
+        .iter()
+        .filter_map(|j| s(j, "/id"))
+        .find_map(|id| id.rsplit_once('/').map(|(p, _)| p.to_string()));
+    for run in docs.runs {
+        let Some(run_id) = s(run, "/runId") else {
+            continue;
+        };
+        if arm_names.contains(run_id) || own_jobs.contains(run_id) {
+            continue;
+        }
+        let id = match &jobs_prefix {
+            Some(p) => format!("{p}/{run_id}"),
+            None => run_id.to_string(),
+        };
+        if let Some(d) = consumed_per_run_history(run_id, &id, docs.runs, &subject_assets) {
+            producers.push((run_id.to_string(), d.evidence.clone()));
+            out.push(d);
         }
     }
 
@@ -212,6 +251,44 @@ pub fn trace(start: &Start, docs: &Documents<'_>) -> Vec<Derived> {
         });
     }
     out
+}
+
+/// A job whose run-history record lists one of the subject's data assets among its inputs.
+fn consumed_per_run_history(
+    name: &str,
+    id: &str,
+    runs: &[Value],
+    subject_assets: &[((String, String), &String)],
+) -> Option<Derived> {
+    let run = runs.iter().find(|r| s(r, "/runId") == Some(name))?;
+    let inputs = run.get("inputs").and_then(Value::as_object)?;
+    for (input, reference) in inputs {
+        let Some(asset) = s(reference, "/assetId") else {
+            continue;
+        };
+        let Some((an, av)) = asset_ref(asset, "data") else {
+            continue;
+        };
+        if let Some(((n, v), _)) = subject_assets
+            .iter()
+            .find(|((n, v), _)| n == &an && (v == &av || av == "latest"))
+        {
+            let via = match s(run, "/parentRunId") {
+                Some(p) => format!(" (a child run of {p})"),
+                None => String::new(),
+            };
+            return Some(Derived {
+                kind: "job".into(),
+                id: id.to_string(),
+                name: name.to_string(),
+                evidence: vec![
+                    format!("data asset {n}:{v} (the subject's, in the report)"),
+                    format!("job {name}{via}: run history inputs.{input}.assetId = {asset}"),
+                ],
+            });
+        }
+    }
+    None
 }
 
 /// `endpoint/deployment` from `…/onlineEndpoints/<e>/deployments/<d>`.
@@ -318,6 +395,7 @@ mod tests {
             &start,
             &Documents {
                 jobs: &jobs,
+                runs: &[],
                 models: &models,
                 deployments: &deployments,
             },
@@ -337,5 +415,60 @@ mod tests {
         );
         assert_eq!(d[2].evidence.len(), 4, "{:?}", d[2].evidence);
         assert!(d[2].evidence[1].contains("properties.inputs.training_data.uri"));
+    }
+
+    #[test]
+    fn run_history_inputs_and_child_runs_are_followed() {
+        const WS: &str = "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w";
+        let start = Start {
+            data_versions: vec![format!("{WS}/data/rows/versions/2")],
+            ..Default::default()
+        };
+        // ARM lists the pipeline job with no inputs naming the asset; run history recorded the
+        // step's inputs (`TypedAssetReference`).
+        let jobs = vec![
+            json!({"id": format!("{WS}/jobs/pipe"), "name": "pipe", "properties": {"jobType": "Pipeline"}}),
+            json!({"id": format!("{WS}/jobs/plain"), "name": "plain", "properties": {"jobType": "Command"}}),
+        ];
+        let runs = vec![
+            json!({"runId": "pipe", "inputs": {}}),
+            json!({"runId": "pipe_step_train", "parentRunId": "pipe", "rootRunId": "pipe",
+                   "inputs": {"train": {"assetId": format!("azureml://locations/westeurope/workspaces/x/data/rows/versions/2"), "type": "UriFolder"}}}),
+            json!({"runId": "plain", "inputs": {"d": {"assetId": "azureml:rows:2", "type": "UriFile"}}}),
+            json!({"runId": "unrelated_step", "parentRunId": "pipe",
+                   "inputs": {"d": {"assetId": "azureml:rows:3", "type": "UriFile"}}}),
+        ];
+        let models = vec![
+            json!({"id": format!("{WS}/models/m/versions/1"), "name": "1",
+                                 "properties": {"jobName": "pipe_step_train"}}),
+        ];
+        let d = trace(
+            &start,
+            &Documents {
+                jobs: &jobs,
+                runs: &runs,
+                models: &models,
+                deployments: &[],
+            },
+        );
+        let names: Vec<(&str, &str)> = d
+            .iter()
+            .map(|d| (d.kind.as_str(), d.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("job", "plain"),
+                ("job", "pipe_step_train"),
+                ("modelVersion", "m:1")
+            ]
+        );
+        assert_eq!(d[1].id, format!("{WS}/jobs/pipe_step_train"));
+        assert!(
+            d[1].evidence[1].contains("child run of pipe"),
+            "{:?}",
+            d[1].evidence
+        );
+        assert!(d[2].evidence[1].contains("run history inputs.train.assetId"));
     }
 }

@@ -1,7 +1,8 @@
 //! Lineage impact for a finished request (`domain::lineage`): per workspace of the report, the
 //! subject's data assets, jobs and models (the report's items) traced forward through the
-//! workspace's jobs, model versions and deployments, read through the control-plane port.
-//! Read-only. A workspace that cannot be read is named as incomplete, never left out silently.
+//! workspace's jobs, model versions and deployments, read through the control-plane port, and
+//! the jobs' inputs as run history recorded them (each job's run and its child runs, read
+//! through the run-history port). Read-only. A workspace that cannot be read is named as incomplete, never left out silently.
 //! Also records the controller's decision on a derived model in the chained audit trail.
 
 use time::OffsetDateTime;
@@ -55,18 +56,69 @@ pub async fn trace_report(svc: &Services, report: &FinalReport) -> Lineage {
         }
         .await;
         match docs {
-            Ok((jobs, models, deployments)) => out.derived.extend(trace(
-                &start,
-                &Documents {
-                    jobs: &jobs,
-                    models: &models,
-                    deployments: &deployments,
-                },
-            )),
+            Ok((jobs, models, deployments)) => {
+                let runs = match runs_of(svc, &ws, &jobs).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // ARM's inputs are still traced; what run history alone knows is not.
+                        out.incomplete
+                            .push(format!("workspace {}: run history: {e}", ws.name()));
+                        Vec::new()
+                    }
+                };
+                out.derived.extend(trace(
+                    &start,
+                    &Documents {
+                        jobs: &jobs,
+                        runs: &runs,
+                        models: &models,
+                        deployments: &deployments,
+                    },
+                ))
+            }
             Err(e) => out.incomplete.push(format!("workspace {}: {e}", ws.name())),
         }
     }
     out
+}
+
+/// The run-history records of the workspace's jobs and, for pipeline jobs, of their child runs
+/// (the steps, whose inputs ARM does not list).
+async fn runs_of(
+    svc: &Services,
+    ws: &WorkspaceId,
+    jobs: &[serde_json::Value],
+) -> Result<Vec<serde_json::Value>, String> {
+    let info = svc.control.workspace(ws).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for job in jobs {
+        let Some(name) = job.get("name").and_then(serde_json::Value::as_str) else {
+            continue;
+        };
+        if let Some(r) = svc
+            .run_history
+            .run(&info, name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            out.push(r.doc);
+        }
+        let pipeline = job
+            .pointer("/properties/jobType")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("Pipeline"));
+        if pipeline {
+            for child in svc
+                .run_history
+                .descendants(&info, name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                out.push(child.doc);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The controller's decision on one derived model.
