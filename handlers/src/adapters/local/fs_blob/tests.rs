@@ -237,76 +237,76 @@ async fn conditional_writes_and_paging() {
         DeleteOutcome::Retained { .. }
     ));
     assert_eq!(s.list_all("acct", "cont", "p/").await.unwrap().len(), 24);
+}
 
-    /// Blocks staged by a build that never committed (a crash) are discarded once stale; a
-    /// build's fresh blocks, and committed blobs, are left alone.
-    #[tokio::test]
-    async fn stale_uncommitted_blocks_are_discarded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::new(dir.path());
-        store.create_container("acct", "exports").await.unwrap();
-        let crashed = BlobRef::new("acct", "exports", "req-1/dsr-export-req-1.zip");
-        let fresh = BlobRef::new("acct", "exports", "req-2/dsr-export-req-2.zip");
-        let done = BlobRef::new("acct", "exports", "req-3/a.zip");
-        for b in [&crashed, &fresh, &done] {
-            for id in ["blk-00000000", "blk-00000001"] {
-                store
-                    .stage_block(b, id, Bytes::from_static(b"data"))
-                    .await
-                    .unwrap();
-            }
-        }
-        store
-            .commit_blocks(&done, &["blk-00000000".into()], "application/zip")
-            .await
-            .unwrap();
-        let blocks = dir.path().join("acct").join(BLOCKS_DIR).join("exports");
-        // The crashed build's blocks were staged two days ago.
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
-        for e in std::fs::read_dir(blocks.join("req-1/dsr-export-req-1.zip")).unwrap() {
-            std::fs::File::options()
-                .write(true)
-                .open(e.unwrap().path())
-                .unwrap()
-                .set_modified(old)
+/// Blocks staged by a build that never committed (a crash) are discarded once stale; a
+/// build's fresh blocks, and committed blobs, are left alone.
+#[tokio::test]
+async fn stale_uncommitted_blocks_are_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlobStore::new(dir.path());
+    store.create_container("acct", "exports").await.unwrap();
+    let crashed = BlobRef::new("acct", "exports", "req-1/dsr-export-req-1.zip");
+    let fresh = BlobRef::new("acct", "exports", "req-2/dsr-export-req-2.zip");
+    let done = BlobRef::new("acct", "exports", "req-3/a.zip");
+    for b in [&crashed, &fresh, &done] {
+        for id in ["blk-00000000", "blk-00000001"] {
+            store
+                .stage_block(b, id, Bytes::from_static(b"data"))
+                .await
                 .unwrap();
         }
-        let n = store
+    }
+    store
+        .commit_blocks(&done, &["blk-00000000".into()], "application/zip")
+        .await
+        .unwrap();
+    let blocks = dir.path().join("acct").join(BLOCKS_DIR).join("exports");
+    // The crashed build's blocks were staged two days ago.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    for e in std::fs::read_dir(blocks.join("req-1/dsr-export-req-1.zip")).unwrap() {
+        std::fs::File::options()
+            .write(true)
+            .open(e.unwrap().path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let n = store
+        .discard_stale_blocks("acct", time::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        !blocks.join("req-1").exists(),
+        "stale blocks and their folder stay"
+    );
+    assert!(blocks
+        .join("req-2/dsr-export-req-2.zip/blk-00000001")
+        .exists());
+    // The fresh build still commits.
+    store
+        .commit_blocks(
+            &fresh,
+            &["blk-00000000".into(), "blk-00000001".into()],
+            "application/zip",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_small(&fresh).await.unwrap().0.as_ref(),
+        b"datadata"
+    );
+    assert_eq!(store.read_small(&done).await.unwrap().0.as_ref(), b"data");
+    assert_eq!(
+        store
             .discard_stale_blocks("acct", time::Duration::days(1))
             .await
-            .unwrap();
-        assert_eq!(n, 1);
-        assert!(
-            !blocks.join("req-1").exists(),
-            "stale blocks and their folder stay"
-        );
-        assert!(blocks
-            .join("req-2/dsr-export-req-2.zip/blk-00000001")
-            .exists());
-        // The fresh build still commits.
-        store
-            .commit_blocks(
-                &fresh,
-                &["blk-00000000".into(), "blk-00000001".into()],
-                "application/zip",
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store.read_small(&fresh).await.unwrap().0.as_ref(),
-            b"datadata"
-        );
-        assert_eq!(store.read_small(&done).await.unwrap().0.as_ref(), b"data");
-        assert_eq!(
-            store
-                .discard_stale_blocks("acct", time::Duration::days(1))
-                .await
-                .unwrap(),
-            0
-        );
-        assert!(store
-            .discard_stale_blocks("../x", time::Duration::days(1))
-            .await
-            .is_err());
-    }
+            .unwrap(),
+        0
+    );
+    assert!(store
+        .discard_stale_blocks("../x", time::Duration::days(1))
+        .await
+        .is_err());
 }
