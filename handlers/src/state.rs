@@ -91,7 +91,7 @@ pub struct StateStore {
 }
 
 /// A memo that the state containers exist, shareable between [`StateStore`]s of one store.
-pub type ContainersReady = Arc<tokio::sync::OnceCell<()>>;
+pub(crate) type ContainersReady = Arc<tokio::sync::OnceCell<()>>;
 
 impl StateStore {
     pub fn new(store: Arc<dyn BlobStore>, account: impl Into<String>) -> Self {

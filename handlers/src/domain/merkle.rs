@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::report::FinalReport;
 
-pub type Hash = [u8; 32];
+pub(crate) type Hash = [u8; 32];
 
 /// Canonical JSON bytes of a value (see the module doc). `serde_json::Value` keeps object keys
 /// in a sorted map (this crate does not enable `preserve_order`), so serialising through it

@@ -289,7 +289,7 @@ pub(crate) fn status_line(r: &FinalReport) -> String {
 /// ticket's own id.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResultMessage {
+pub(crate) struct ResultMessage {
     pub schema_version: String,
     pub request_id: Option<String>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]

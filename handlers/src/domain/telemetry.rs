@@ -24,14 +24,14 @@
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
+pub(crate) enum ColumnType {
     String,
     Dynamic,
 }
 
 /// The column of `table` that holds the identity of the user who caused the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdentityColumn {
+pub(crate) struct IdentityColumn {
     pub table: &'static str,
     pub column: &'static str,
     pub kind: ColumnType,

@@ -47,7 +47,7 @@ pub enum EventOutcome {
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Cleanup {
+pub(crate) struct Cleanup {
     pub workspace: WorkspaceId,
     #[serde(with = "time::serde::rfc3339")]
     pub due_at: OffsetDateTime,

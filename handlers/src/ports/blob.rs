@@ -104,7 +104,7 @@ pub struct BlobReader {
 }
 
 /// A cause kept for the error chain (`std::error::Error::source`).
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Storage failures, by what the caller can do about them. Permanent: [`NotFound`],
 /// [`AlreadyExists`], [`ConditionFailed`] and [`InvalidName`] repeat on every try; transient:

@@ -94,7 +94,7 @@ impl ShareError {
     }
 }
 
-pub type ShareResult<T> = Result<T, ShareError>;
+pub(crate) type ShareResult<T> = Result<T, ShareError>;
 
 /// A path with every segment after `Users/` hidden (those segments name a person), for error
 /// texts that may reach logs.

@@ -30,7 +30,7 @@ const UTC_NOW: &[FormatItem<'static>] =
 
 /// `Metadata.sys`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sys {
+pub(crate) struct Sys {
     pub method_name: String,
     pub utc_now: OffsetDateTime,
     pub rand_guid: Uuid,
@@ -56,7 +56,7 @@ impl Sys {
 
 /// What the Service Bus extension reports as `Metadata.Client`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceBusClient {
+pub(crate) struct ServiceBusClient {
     pub fully_qualified_namespace: String,
     pub identifier: String,
 }

@@ -30,17 +30,15 @@ const CLOCK_SKEW: Duration = Duration::minutes(5);
 
 /// What a link opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SasResource<'a> {
-    /// One blob (`sr=b`, `sp=r`).
+pub(crate) enum SasResource<'a> {
+    /// One blob (`sr=b`, `sp=r`). (Container links, `sr=c`, were never issued: a flat-namespace
+    /// account cannot scope one to a prefix, so one person's link could list another's export.)
     Blob { container: &'a str, name: &'a str },
-    /// A whole container (`sr=c`, `sp=rl`). Flat-namespace accounts cannot scope a SAS to a
-    /// prefix, so only use this for containers that hold nothing but the export.
-    Container { container: &'a str },
 }
 
 /// A user delegation key as returned by Get User Delegation Key (fields as in the response).
 #[derive(Clone)]
-pub struct DelegationKey {
+pub(crate) struct DelegationKey {
     pub signed_oid: String,
     pub signed_tid: String,
     pub signed_start: OffsetDateTime,
@@ -60,7 +58,7 @@ impl std::fmt::Debug for DelegationKey {
 }
 
 /// Which key signs.
-pub enum SasSigner<'a> {
+pub(crate) enum SasSigner<'a> {
     SharedKey(&'a SharedKeyCredential),
     UserDelegation {
         account: &'a str,
@@ -111,12 +109,8 @@ pub(crate) fn sas_query(
         SasSigner::SharedKey(c) => c.account(),
         SasSigner::UserDelegation { account, .. } => account,
     };
-    let (sr, sp, canonical) = match resource {
-        SasResource::Blob { container, name } => {
-            ("b", "r", format!("/blob/{account}/{container}/{name}"))
-        }
-        SasResource::Container { container } => ("c", "rl", format!("/blob/{account}/{container}")),
-    };
+    let SasResource::Blob { container, name } = resource;
+    let (sr, sp, canonical) = ("b", "r", format!("/blob/{account}/{container}/{name}"));
     let st = sas_time(now - CLOCK_SKEW);
     let se = sas_time(expiry);
     let spr = if https_only { "https" } else { "https,http" };
@@ -244,16 +238,17 @@ mod tests {
             account: "acct",
             key: &key,
         };
-        let res = SasResource::Container {
+        let res = SasResource::Blob {
             container: "export",
+            name: "R-1/export.zip",
         };
         let q = sas_query(&signer, &res, now, now + Duration::hours(2), true).unwrap();
         for f in [
             "skoid=oid",
             "sktid=tid",
             "sks=b",
-            "sr=c",
-            "sp=rl",
+            "sr=b",
+            "sp=r",
             "spr=https",
         ] {
             assert!(q.contains(f), "{q} lacks {f}");
@@ -266,7 +261,9 @@ mod tests {
     #[test]
     fn signatures_are_pinned() {
         const SK_SIG: &str = "mxPh8mykWWCiZ4zWSWxyKjCivsxXUB47jB7R2VNggpg=";
-        const UD_SIG: &str = "0C7ZhscBA3g+l2Qtu/2C4B/4Y+D039lT5Li7s4exB9s=";
+        // Re-pinned when the unused container variant was deleted (this link now opens one
+        // blob, as every link the product issues does); the string-to-sign code is unchanged.
+        const UD_SIG: &str = "5Vcb8Hci9z9YZ9GzAaZy1jkVjS7wZEU9mZJxS9KKeKc=";
         let now = time::macros::datetime!(2026-11-28 20:00:00 UTC);
         let c = SharedKeyCredential::new("acct", DEV_KEY).unwrap();
         let blob = SasResource::Blob {
@@ -293,8 +290,9 @@ mod tests {
                 account: "acct",
                 key: &key,
             },
-            &SasResource::Container {
+            &SasResource::Blob {
                 container: "export",
+                name: "R-1/export.zip",
             },
             now,
             now + Duration::hours(2),

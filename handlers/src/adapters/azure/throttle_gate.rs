@@ -29,7 +29,7 @@ use azure_core::http::{Context, Request};
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
-pub struct ThrottleGate {
+pub(crate) struct ThrottleGate {
     /// No request is sent before this instant.
     resume_at: Mutex<Option<Instant>>,
     throttled: AtomicU64,

@@ -192,7 +192,7 @@ pub async fn run(
 
 /// What a handler returns: the request it changed, whether it changed it, and the audit
 /// details; or the request id (when readable) and the refusal.
-pub type HandlerResult = Result<(RequestId, bool, Value), (Option<RequestId>, Refused)>;
+pub(crate) type HandlerResult = Result<(RequestId, bool, Value), (Option<RequestId>, Refused)>;
 
 /// The request's lifecycle document, created from its plan for a request accepted before
 /// lifecycles were recorded. `None`: no request with this id was ever accepted.
