@@ -22,6 +22,9 @@ use azureml_dsr::ports::control_plane::{ArmKind, ControlPlane, ResourceDelete};
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::{Opts, Row};
+use azureml_dsr::functions::Settings;
+
 pub struct ThrottleResult {
     pub jobs: usize,
     pub invocations: usize,
@@ -61,7 +64,7 @@ pub async fn run(
         "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-bench/providers/Microsoft.MachineLearningServices/workspaces/throttled",
     )
     .map_err(anyhow::Error::msg)?;
-    super::seed_workspace_info(&store, &ws).await?;
+    crate::seed::seed_workspace_info(&store, &ws).await?;
     let lcp = LocalControlPlane::new(store.clone());
     let mut ids = Vec::with_capacity(jobs);
     for i in 0..jobs {
@@ -157,4 +160,103 @@ pub async fn run(
         server_429: throttle.refused(),
         client_429: rest.throttled(),
     })
+}
+
+/// Which throttled service a row is about: the scenario's words for its items and bucket.
+pub struct Service {
+    pub verb: &'static str,
+    pub items: &'static str,
+    pub unit: &'static str,
+    /// The service and its bucket, e.g. "throttled ARM (deletes bucket".
+    pub through: &'static str,
+    /// What the client-side count is.
+    pub client: &'static str,
+}
+
+/// A throttle scenario's row: the measured rate against the bucket's best, failures and 429s
+/// (the run fails if any item failed).
+pub fn row(s: &Service, r: &ThrottleResult) -> anyhow::Result<Row> {
+    eprintln!(
+        "bench: throttle: {} {} in {:.1}s, {} failed, 429s server {} client {}",
+        r.jobs, s.items, r.secs, r.failed, r.server_429, r.client_429
+    );
+    ensure!(
+        r.failed == 0,
+        "{} of {} {} failed under throttling",
+        r.failed,
+        r.jobs,
+        s.items
+    );
+    Ok(Row {
+        scenario: format!(
+            "{} {} {} through {} {} refilled {}/s), {} callers x {} in flight",
+            s.verb, r.jobs, s.items, s.through, r.bucket.capacity, r.bucket.per_sec, r.invocations, r.concurrency
+        ),
+        unit: s.unit,
+        ours: r.rate(),
+        ceiling: Some(r.ceiling_rate()),
+        azcopy: None,
+        note: format!(
+            "{} failed; {} 429s answered ({} {}); ceiling = the bucket's best: {} at once, the rest at {}/s; {:.1} s",
+            r.failed, r.server_429, r.client_429, s.client, r.bucket.capacity, r.bucket.per_sec, r.secs
+        ),
+    })
+}
+
+/// The throttle rows: ARM deletes, Graph lookups, Log Analytics purges.
+pub async fn bench_throttle(o: &Opts, want: impl Fn(&str) -> bool) -> anyhow::Result<Vec<Row>> {
+    let concurrency = Settings::default().concurrency;
+    let mut rows = Vec::new();
+    if want("throttle-arm") {
+        let bucket = Bucket {
+            capacity: o.arm_burst,
+            per_sec: o.arm_rate,
+        };
+        let r = run(o.arm_jobs, 4, concurrency, bucket).await?;
+        rows.push(row(
+            &Service {
+                verb: "delete",
+                items: "jobs",
+                unit: "deletes/s",
+                through: "throttled ARM (deletes bucket",
+                client: "the client waited out",
+            },
+            &r,
+        )?);
+    }
+    if want("throttle-graph") {
+        let bucket = Bucket {
+            capacity: o.graph_burst,
+            per_sec: o.graph_rate,
+        };
+        let r = crate::throttle_graph::run(o.graph_lookups, 4, concurrency, bucket).await?;
+        rows.push(row(
+            &Service {
+                verb: "resolve",
+                items: "subjects",
+                unit: "lookups/s",
+                through: "throttled Graph (resource-unit bucket",
+                client: "the client waited out",
+            },
+            &r,
+        )?);
+    }
+    if want("throttle-purge") {
+        let bucket = Bucket {
+            capacity: o.purge_burst,
+            per_sec: o.purge_rate,
+        };
+        let r = crate::throttle_purge::run(o.purges, 4, concurrency, bucket).await?;
+        rows.push(row(
+            &Service {
+                verb: "send",
+                items: "purges",
+                unit: "purges/s",
+                through: "throttled Log Analytics purge (bucket",
+                client: "purges deferred and re-sent",
+            },
+            &r,
+        )?);
+    }
+    Ok(rows)
 }

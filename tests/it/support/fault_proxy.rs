@@ -3,14 +3,14 @@
 //! the upstream, or forwarded and then cut off mid-body (the effect happened, the response is
 //! lost), plus an optional burst of throttling at the start. The client's `Host` goes upstream as
 //! `X-Forwarded-Host`, so links the upstream hands out (ARM `nextLink`, operation URLs) lead back
-//! through the proxy.
+//! through the proxy (`super::forward`, shared with the benchmark's counting proxy).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Response, StatusCode};
+use axum::http::Response;
 use rand::{Rng, SeedableRng};
 
 pub struct FaultProxy {
@@ -105,47 +105,18 @@ async fn proxy(State(s): State<Arc<Shared>>, req: Request) -> Response<Body> {
     let body: Bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    let url = format!(
-        "{}{}",
-        s.upstream,
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
-    let mut headers = HeaderMap::new();
-    for (k, v) in parts.headers.iter() {
-        if k == "host" {
-            headers.insert("x-forwarded-host", v.clone());
-        } else if k != "content-length" {
-            headers.insert(k.clone(), v.clone());
-        }
-    }
-    let upstream = match s
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await
+    let (builder, bytes) = match super::forward::forward(
+        &s.client,
+        &s.upstream,
+        &parts,
+        body,
+        super::forward::HostHeader::AsForwarded,
+    )
+    .await
     {
-        Ok(r) => r,
-        Err(_) => {
-            return Response::builder()
-                .status(StatusCode::BAD_GATEWAY)
-                .body(Body::empty())
-                .unwrap()
-        }
+        Ok(answer) => answer,
+        Err(bad_gateway) => return bad_gateway,
     };
-    let status = upstream.status();
-    let mut builder = Response::builder().status(status.as_u16());
-    for (k, v) in upstream.headers().iter() {
-        if k != "transfer-encoding" && k != "connection" {
-            builder = builder.header(k, v);
-        }
-    }
-    let bytes = upstream.bytes().await.unwrap_or_default();
     if let Fault::CutBody = fault {
         s.faults.fetch_add(1, Ordering::Relaxed);
         // Announce the full length, send half, then fail the stream: the client sees the

@@ -6,4 +6,5 @@ pub mod azure;
 pub mod azurite;
 pub mod blob_conformance;
 pub mod fault_proxy;
+pub mod forward;
 pub mod pipeline;
