@@ -6,7 +6,7 @@
 //!   `uri_file`, `uri_folder`, `mltable` and model inputs carry `uri`, e.g. `azureml:<name>:<version>`
 //!   or an asset id `…/data/<name>/versions/<version>`), and the inputs run history recorded
 //!   for the job's run and its child runs (pipeline steps, which ARM lists no inputs for):
-//!   `inputs.<name>.assetId` (run-history `RunDetails.inputs`, `{TypedAssetReference}` with
+//!   `inputs.<name>.assetId` (run-history `Run.inputs`, `{TypedAssetReference}` with
 //!   `assetId` and `type`; azure-sdk-for-python `_restclient/runhistory/models/_models_py3.py`);
 //! - model versions produced by those jobs or by the subject's own: `properties.jobName`
 //!   (ARM `ModelVersionProperties.jobName`);
