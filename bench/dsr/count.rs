@@ -151,17 +151,7 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response<Body>
     if kind == "delete" {
         s.counts.deleted(&account, parts.uri.path());
     }
-    match crate::forward::forward(
-        &s.client,
-        &s.upstream,
-        &parts,
-        body,
-        // Kept: Azurite serves a copy only from a source on the host the copy was sent to, and
-        // the source URL names the proxy (every copy through the proxy was answered 404 without).
-        crate::forward::HostHeader::Keep,
-    )
-    .await
-    {
+    match crate::forward::forward(&s.client, &s.upstream, &parts, body).await {
         Ok((builder, bytes)) => builder.body(Body::from(bytes)).unwrap_or_default(),
         Err(bad_gateway) => bad_gateway,
     }

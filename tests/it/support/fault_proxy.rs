@@ -1,9 +1,10 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1 in front of Azurite or the local ARM server: a
 //! seeded fraction of requests is answered 429 (with `Retry-After`), 500 or 503 without reaching
 //! the upstream, or forwarded and then cut off mid-body (the effect happened, the response is
-//! lost), plus an optional burst of throttling at the start. The client's `Host` goes upstream as
-//! `X-Forwarded-Host`, so links the upstream hands out (ARM `nextLink`, operation URLs) lead back
-//! through the proxy (`super::forward`, shared with the benchmark's counting proxy).
+//! lost), plus an optional burst of throttling at the start. Forwarding (`super::forward`, shared
+//! with the benchmark's counting proxy) keeps the client's `Host` and adds it as
+//! `X-Forwarded-Host`, so copies through the proxy work on Azurite and links the upstream hands
+//! out (ARM `nextLink`, operation URLs) lead back through the proxy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,14 +106,7 @@ async fn proxy(State(s): State<Arc<Shared>>, req: Request) -> Response<Body> {
     let body: Bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    let (builder, bytes) = match super::forward::forward(
-        &s.client,
-        &s.upstream,
-        &parts,
-        body,
-        super::forward::HostHeader::AsForwarded,
-    )
-    .await
+    let (builder, bytes) = match super::forward::forward(&s.client, &s.upstream, &parts, body).await
     {
         Ok(answer) => answer,
         Err(bad_gateway) => return bad_gateway,

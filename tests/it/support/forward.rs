@@ -3,23 +3,16 @@
 //! Test and benchmark code only: both crates include this file with `#[path]`, so it never ships
 //! in the library.
 //!
-//! With [`HostHeader::AsForwarded`] the client's `Host` goes upstream as `X-Forwarded-Host`, so
-//! links the upstream hands out (ARM `nextLink`, operation URLs) lead back through the proxy;
-//! [`HostHeader::Keep`] sends it unchanged, which Azurite needs to serve a copy whose source URL
-//! names the proxy (`validateCopySource` compares the source's host with the request's). The answer comes back as a response
+//! The client's `Host` goes upstream unchanged and as `X-Forwarded-Host`: the second makes links
+//! the upstream hands out (ARM `nextLink`, operation URLs) lead back through the proxy; the first
+//! is what Azurite needs to serve a copy whose source URL names the proxy (it serves a copy only
+//! from a source on the host the copy was sent to, and answered every copy through a proxy that
+//! replaced `Host` with 404). The answer comes back as a response
 //! builder (status and headers) and the whole body, so a proxy can still alter the body (the
 //! fault proxy cuts it mid-stream).
 
 use axum::body::{Body, Bytes};
 use axum::http::{request, response, HeaderMap, Response, StatusCode};
-
-/// What the proxy does with the client's `Host` header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // each including crate uses one of the two
-pub enum HostHeader {
-    Keep,
-    AsForwarded,
-}
 
 /// Send `parts` + `body` to `upstream` (scheme, host and port; the request's path and query are
 /// kept). `Err` is the response to give when the upstream could not be reached (502).
@@ -28,7 +21,6 @@ pub async fn forward(
     upstream: &str,
     parts: &request::Parts,
     body: Bytes,
-    host: HostHeader,
 ) -> Result<(response::Builder, Bytes), Response<Body>> {
     let url = format!(
         "{}{}",
@@ -41,9 +33,10 @@ pub async fn forward(
     );
     let mut headers = HeaderMap::new();
     for (k, v) in parts.headers.iter() {
-        if k == "host" && host == HostHeader::AsForwarded {
+        if k == "host" {
             headers.insert("x-forwarded-host", v.clone());
-        } else if k != "content-length" {
+        }
+        if k != "content-length" {
             headers.insert(k.clone(), v.clone());
         }
     }
