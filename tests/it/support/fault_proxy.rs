@@ -1,8 +1,8 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1 in front of Azurite or the local ARM server: a
 //! seeded fraction of requests is answered 429 (with `Retry-After`), 500 or 503 without reaching
 //! the upstream, or forwarded and then cut off mid-body (the effect happened, the response is
-//! lost), plus an optional burst of throttling at the start. The client's `Host` goes upstream as
-//! `X-Forwarded-Host`, so links the upstream hands out (ARM `nextLink`, operation URLs) lead back
+//! lost), plus an optional burst of throttling at the start. The client's `Host` goes upstream
+//! unchanged and as `X-Forwarded-Host`, so links the upstream hands out (ARM `nextLink`, operation URLs) lead back
 //! through the proxy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,7 +117,10 @@ async fn proxy(State(s): State<Arc<Shared>>, req: Request) -> Response<Body> {
     let mut headers = HeaderMap::new();
     for (k, v) in parts.headers.iter() {
         if k == "host" {
+            // Kept as well: Azurite serves a copy only when its source names the host the copy
+            // was sent to (the proxy), and answered every copy through the proxy 404 without it.
             headers.insert("x-forwarded-host", v.clone());
+            headers.insert(k.clone(), v.clone());
         } else if k != "content-length" {
             headers.insert(k.clone(), v.clone());
         }
