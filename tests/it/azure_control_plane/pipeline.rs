@@ -9,9 +9,7 @@ use azureml_dsr::adapters::local::control_plane::LocalControlPlane;
 use azureml_dsr::adapters::local::memory_bus::MemoryBus;
 use azureml_dsr::domain::report::FinalReport;
 use azureml_dsr::domain::request::RequestId;
-use azureml_dsr::domain::slice::{SliceCompletion, SliceTask};
-use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services, Settings};
-use azureml_dsr::ports::bus::queues;
+use azureml_dsr::functions::{intake, Services, Settings};
 use azureml_dsr::ports::directory::DirectoryEntry;
 use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
 use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
@@ -111,26 +109,14 @@ async fn submit(r: &Run, id: &str, kind: &str, user: &str) -> FinalReport {
     let ws: Vec<String> = r.truth.workspaces.iter().map(|w| w.to_string()).collect();
     let body = json!({"schemaVersion": "1.0", "requestId": id, "type": kind, "dryRun": false,
         "subject": {"upn": r.truth.user(user).unwrap().upn}, "scope": {"workspaces": ws}});
-    let d = Delivery {
-        delivery_count: 1,
-        ..Default::default()
-    };
-    intake::run(&r.svc, body.to_string().as_bytes(), &d)
-        .await
-        .unwrap();
-    while let Some(m) = r.bus.pop() {
-        match m.queue.as_str() {
-            queues::COMPLETIONS => {
-                let c: SliceCompletion = serde_json::from_slice(&m.body).unwrap();
-                aggregate::run(&r.svc, &c).await.unwrap();
-            }
-            q if q.starts_with("dsr-slice-") => {
-                let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
-                slice::run(&r.svc, &t, &d).await.unwrap();
-            }
-            _ => {}
-        }
-    }
+    intake::run(
+        &r.svc,
+        body.to_string().as_bytes(),
+        &crate::support::pipeline::delivery(),
+    )
+    .await
+    .unwrap();
+    crate::support::pipeline::drive(&r.svc, &r.bus, 1).await;
     r.svc
         .state()
         .report(&RequestId::parse(id).unwrap())

@@ -1,7 +1,7 @@
 //! The `BlobStore` conformance suite: one body of checks that every store — the file store, the
 //! in-memory store, the Azure store on Azurite — and every decorator around them must pass, so
 //! the stores agree on what the pipeline relies on (paging, prefixes, conditions, batch delete,
-//! links, error classes). Called once per store from `tests/it/azure_blob.rs` (`mod conformance`).
+//! links, error classes). Called once per store from `tests/it/azure_blob/conformance.rs`.
 //!
 //! [`forwarding`] checks the decorators themselves: each trait method called on the wrapper
 //! must reach the same method of the wrapped store (a wrapper that turned `delete_many` into N

@@ -28,7 +28,7 @@ pub(crate) const DEFAULT_MAX_RETRIES: u32 = 6;
 /// The attempt budget: with the default [`RetryConfig`] one request (a blob call or a REST call)
 /// is sent at most this many times in total (1 + [`DEFAULT_MAX_RETRIES`]), and a failure that
 /// spent it is never retried by an outer layer. Proved against an always-503 server by
-/// `tests/it/azure_blob.rs::retry_budget` and `tests/it/azure_control_plane.rs::rest_retry_budget`.
+/// `tests/it/azure_blob/retries.rs::retry_budget` and `tests/it/azure_control_plane/retry_budget.rs::rest_retry_budget`.
 pub const TRANSPORT_ATTEMPTS: u32 = DEFAULT_MAX_RETRIES + 1;
 
 /// Bounds for both retry layers.
