@@ -275,7 +275,11 @@ async fn finalise(
         "itemsMerkleRoot": revised.items_merkle_root,
     });
     super::audit_trail::record(state, &format!("requests/{id}.final.json"), &audit).await?;
-    if revised.kind != RequestKind::Export {
+    // A result message only when the outcome changed (something was still there): a final
+    // version confirming the previous one tells the ticketing system nothing new. It goes in
+    // the request's trace (the timer has none of its own).
+    if revised.kind != RequestKind::Export && revised.status != report.status {
+        let trace_id = super::lifecycle::trace_id_of(state, &ledger.request_id).await?;
         let msg = ResultMessage {
             schema_version: "1.0".into(),
             request_id: Some(id.clone()),
@@ -290,12 +294,15 @@ async fn finalise(
             export_link: None,
             reply_to: None,
         };
-        svc.bus
-            .send(
-                OutMessage::json(queues::RESULTS, format!("result/{id}/final"), &msg)
-                    .correlated(id.clone()),
-            )
-            .await?;
+        crate::trace::within(&trace_id, async {
+            svc.bus
+                .send(
+                    OutMessage::json(queues::RESULTS, format!("result/{id}/final"), &msg)
+                        .correlated(id.clone()),
+                )
+                .await
+        })
+        .await?;
     }
     info!(request = %id, status = ?revised.status, still_recoverable = still, "follow-up: final certificate version written");
     Ok(Some(still))
