@@ -262,7 +262,12 @@ mod tests {
     fn signatures_are_pinned() {
         const SK_SIG: &str = "mxPh8mykWWCiZ4zWSWxyKjCivsxXUB47jB7R2VNggpg=";
         // Re-pinned when the unused container variant was deleted (this link now opens one
-        // blob, as every link the product issues does); the string-to-sign code is unchanged.
+        // blob, as every link the product issues does). Recomputed outside this code from the
+        // documented 2020-12-06+ user delegation layout (Learn "Create a user delegation SAS"):
+        // Python `hmac.new(bytes([1]*32), "\n".join(["r", "2026-11-28T19:55:00Z",
+        // "2026-11-28T22:00:00Z", "/blob/acct/export/R-1/export.zip", "oid", "tid",
+        // "2026-11-28T20:00:00Z", "2026-11-29T20:00:00Z", "b", "2022-11-02", "", "", "", "",
+        // "https", "2022-11-02", "b", "", "", "", "", "", "", ""]).encode(), sha256)`, base64.
         const UD_SIG: &str = "5Vcb8Hci9z9YZ9GzAaZy1jkVjS7wZEU9mZJxS9KKeKc=";
         let now = time::macros::datetime!(2026-11-28 20:00:00 UTC);
         let c = SharedKeyCredential::new("acct", DEV_KEY).unwrap();
