@@ -36,7 +36,7 @@ pub struct Azurite {
 impl Azurite {
     /// Start Azurite hosting `accounts` (each with [`KEY`]).
     pub fn start(accounts: &[&str]) -> Azurite {
-        Self::launch(accounts, None)
+        Self::launch(accounts, None, None)
     }
 
     /// Start Azurite over https with `--oauth basic` (bearer tokens checked for issuer,
@@ -44,10 +44,21 @@ impl Azurite {
     /// with Shared Key). `base_url` is `https://127.0.0.1:<port>`. Call [`trust_test_ca`] before
     /// building any TLS client in this process.
     pub fn start_https_oauth(accounts: &[&str]) -> Azurite {
-        Self::launch(accounts, Some(test_tls()))
+        Self::launch(accounts, Some(test_tls()), None)
     }
 
-    fn launch(accounts: &[&str], tls: Option<&'static TestTls>) -> Azurite {
+    /// [`Azurite::start_https_oauth`] with Azurite's debug log written to `debug_log`: one
+    /// line per request with its method, URL and headers, so a test can count and classify
+    /// the storage transactions a scenario makes (`twin::counts`).
+    pub fn start_https_oauth_debug(accounts: &[&str], debug_log: &Path) -> Azurite {
+        Self::launch(accounts, Some(test_tls()), Some(debug_log))
+    }
+
+    fn launch(
+        accounts: &[&str],
+        tls: Option<&'static TestTls>,
+        debug_log: Option<&Path>,
+    ) -> Azurite {
         let main_js = ensure_installed();
         let port = free_port();
         let accounts_env = accounts
@@ -80,6 +91,11 @@ impl Azurite {
             // AZURITE_ACCESS_LOG=<file>: keep Azurite's access log (one line per request), to
             // count the round trips a scenario makes; silent otherwise.
             .args(access_log.is_none().then_some("--silent"))
+            .args(
+                debug_log
+                    .iter()
+                    .flat_map(|p| ["--debug".as_ref(), p.as_os_str()]),
+            )
             .env("AZURITE_ACCOUNTS", accounts_env)
             // Copy Blob from another account makes Azurite fetch the source URL itself, over
             // https from Node: it must trust the same test CA.

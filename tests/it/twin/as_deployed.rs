@@ -36,19 +36,19 @@ use crate::stand_ins::files::FilesStandIn;
 use crate::stand_ins::server::BackgroundServer;
 use crate::support::azurite::{trust_test_ca, Azurite};
 
-const STATE: &str = "dsrstate";
-const ACCOUNTS: [&str; 5] = [
+pub(super) const STATE: &str = "dsrstate";
+pub(super) const ACCOUNTS: [&str; 5] = [
     "mlwstore0",
     ARM_ACCOUNT,
     "telemetrylocal",
     STATE,
     "runhistorylocal",
 ];
-const ARM_RESOURCE: &str = "https://management.azure.com";
+pub(super) const ARM_RESOURCE: &str = "https://management.azure.com";
 const LAW: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-ml/providers/Microsoft.OperationalInsights/workspaces/law-twin";
 
 /// The test's own view of Azurite: Shared Key over the same https endpoint.
-fn admin_store(az: &Azurite) -> Arc<dyn BlobStore> {
+pub(super) fn admin_store(az: &Azurite) -> Arc<dyn BlobStore> {
     Arc::new(AzureBlobStore::new(AzureBlobConfig::new(
         Endpoints::Template(format!("{}/{{account}}", az.base_url)),
         Auth::SharedKey(SharedKeys::default().fallback(DEV_KEY)),
@@ -57,7 +57,7 @@ fn admin_store(az: &Azurite) -> Arc<dyn BlobStore> {
 
 /// A deployment package's layout: host.json, the function folders beside it, and the binary
 /// where `defaultExecutablePath` says.
-fn app_folder(dir: &Path) -> HostConfig {
+pub(super) fn app_folder(dir: &Path) -> HostConfig {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     std::fs::copy(repo.join("host.json"), dir.join("host.json")).unwrap();
     for f in std::fs::read_dir(repo.join("functions")).unwrap() {
@@ -127,7 +127,7 @@ fn is_share(truth: &SeedTruth, b: &BlobRef) -> bool {
         .any(|i| i.storage_account == b.account && i.file_share == b.container)
 }
 
-struct Handler(Child);
+pub(super) struct Handler(pub(super) Child);
 impl Drop for Handler {
     fn drop(&mut self) {
         let _ = self.0.kill();

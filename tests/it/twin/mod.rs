@@ -72,6 +72,7 @@ fn info() -> WorkspaceInfo {
 
 mod as_deployed;
 mod azurite_https;
+mod counts;
 mod files;
 mod graph;
 mod identity;
