@@ -62,6 +62,11 @@ pub fn build(app: &AppSettings) -> anyhow::Result<Wired> {
     wired.services.control = Arc::new(crate::adapters::cached_control::CachedControlPlane::new(
         wired.services.control.clone(),
     ));
+    // Likewise each run record (`adapters::cached_run_history`; children are never cached).
+    wired.services.run_history =
+        Arc::new(crate::adapters::cached_run_history::CachedRunHistory::new(
+            wired.services.run_history.clone(),
+        ));
     Ok(wired)
 }
 

@@ -21,14 +21,13 @@
 //! straight to the inner adapter: every method of the port is forwarded explicitly, so the
 //! decorator cannot fall back to a default and drop the adapter's own behaviour.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
+use super::ttl_cache::Slots;
 use crate::domain::workspace::WorkspaceId;
 use crate::ports::control_plane::{
     ArmKind, ControlPlane, ControlPlaneError, Datastore, ResourceDelete, ResourcePage,
@@ -40,53 +39,6 @@ pub const WORKSPACE_TTL: Duration = Duration::from_secs(120);
 /// How long a workspace's datastores and asset listings are reused (unless a delete in the
 /// workspace drops them sooner).
 pub const LISTING_TTL: Duration = Duration::from_secs(30);
-
-type Cell<T> = Arc<OnceCell<T>>;
-
-/// Entries keyed by workspace id (and, for listings, the kind), each with its creation time.
-struct Slots<T> {
-    ttl: Duration,
-    map: Mutex<HashMap<String, (Instant, Cell<T>)>>,
-}
-
-impl<T: Clone> Slots<T> {
-    fn new(ttl: Duration) -> Self {
-        Slots {
-            ttl,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The cell for `key`: the live one, or a fresh one in place of an expired one.
-    fn cell(&self, key: &str) -> Cell<T> {
-        let now = Instant::now();
-        let Ok(mut map) = self.map.lock() else {
-            // A poisoned lock (a panic elsewhere) only costs the cache: a fresh read.
-            return Arc::new(OnceCell::new());
-        };
-        // Drop expired entries so the map stays bounded by the workspaces in use.
-        map.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
-        map.entry(key.to_string())
-            .or_insert_with(|| (now, Arc::new(OnceCell::new())))
-            .1
-            .clone()
-    }
-
-    async fn get_or_try<F, Fut>(&self, key: &str, read: F) -> Result<T, ControlPlaneError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ControlPlaneError>>,
-    {
-        let cell = self.cell(key);
-        cell.get_or_try_init(read).await.cloned()
-    }
-
-    fn forget_prefix(&self, prefix: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.retain(|k, _| !k.starts_with(prefix));
-        }
-    }
-}
 
 pub struct CachedControlPlane {
     inner: Arc<dyn ControlPlane>,

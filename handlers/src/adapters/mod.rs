@@ -3,10 +3,12 @@
 
 pub mod azure;
 pub mod cached_control;
+pub mod cached_run_history;
 pub mod chaos;
 pub mod counting;
 pub mod counting_ports;
 pub mod local;
+mod ttl_cache;
 
 /// `%XX` decoding of a URL path or segment (what servers and clients see encoded); invalid
 /// sequences are kept as they are, and bytes that are not UTF-8 become U+FFFD.
