@@ -14,7 +14,14 @@
 //!   on the embedded file store, which can hold 100k runs where Azurite slows to a crawl) and
 //!   exporting a large blob;
 //! - archive: peak RSS building an export archive of one 1 GiB file and of 100,000 small files
-//!   (`bench/archive.rs`), against the same child only loading the report.
+//!   (`bench/archive.rs`), against the same child only loading the report;
+//! - throttle: ARM deletes, Graph lookups and Log Analytics purges through the production
+//!   adapters against token-bucket stand-ins (`throttle*.rs`), against the bucket's best rate;
+//! - dsr: whole requests through the local runtime, counted (`dsr.rs`).
+//!
+//! This file holds the options, the dispatch and the shared reporting; each scenario is its own
+//! module (`delete.rs`, `export.rs`, `discovery.rs`, `memory.rs`, `handler.rs`, `startup.rs`,
+//! `throttle*.rs`, `dsr.rs`), with the seeding helpers in `seed.rs` and azcopy in `azcopy.rs`.
 //!
 //! `--smoke` runs everything at tiny sizes in seconds (CI); it asserts correctness of each
 //! operation, never timings.
