@@ -16,6 +16,7 @@ mod azure_blob;
 mod azure_control_plane;
 mod chaos;
 mod e2e;
+mod export_edges;
 mod features;
 mod handler_http;
 mod lifecycle;
