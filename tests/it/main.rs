@@ -17,6 +17,7 @@ mod azure_blob;
 mod azure_control_plane;
 mod chaos;
 mod e2e;
+mod export_edges;
 mod features;
 mod follow_up_azure;
 mod handler_http;
