@@ -8,9 +8,8 @@ use std::sync::Arc;
 use azureml_dsr::adapters::azure::files::{AzureFileShare, FILES_SCOPE};
 use azureml_dsr::adapters::local::memory_bus::MemoryBus;
 use azureml_dsr::adapters::local::telemetry::LocalTelemetry;
-use azureml_dsr::domain::follow_up::{Ledger, LedgerItem};
+use azureml_dsr::domain::follow_up::Ledger;
 use azureml_dsr::domain::report::FinalReport;
-use azureml_dsr::domain::request::RequestId;
 use azureml_dsr::domain::slice::{Item, ItemStatus};
 use azureml_dsr::functions::{
     follow_up, follow_up_workspace, intake, telemetry_purges, workspace_deleted, Delivery,
@@ -161,8 +160,11 @@ async fn share_snapshots_are_rechecked_through_the_azure_files_adapter() {
 }
 
 /// A notebooks delete through the pipeline against the Files stand-in, with a share snapshot
-/// holding the person's files; the follow-up, run through the Azure Files adapter, names the
-/// snapshot in the final certificate version instead of "fully erased".
+/// holding the person's files: the certificate says the files are retained in share snapshots
+/// (no false "retained until": snapshots last until deleted) with a re-check date, the
+/// aggregator enters them in the follow-up ledger by itself, and after that date the follow-up,
+/// run through the Azure Files adapter, names the snapshot in the final certificate version
+/// instead of "fully erased".
 #[tokio::test]
 async fn the_follow_up_names_a_share_snapshot_through_the_azure_files_adapter() {
     let mut e = env().await;
@@ -174,9 +176,11 @@ async fn the_follow_up_names_a_share_snapshot_through_the_azure_files_adapter() 
     f.put_file(acct, share, &format!("Users/{}/a.ipynb", alice.key), b"{}");
     f.put_file(acct, share, &format!("Users/{}/b.ipynb", alice.key), b"{}");
     f.add_snapshot(acct, share, SNAP);
-    // b.ipynb is written after the snapshot: once deleted, nothing keeps it.
+    // c.ipynb is written after the snapshot: once deleted, nothing keeps it.
     f.put_file(acct, share, &format!("Users/{}/c.ipynb", alice.key), b"{}");
     e.svc.files = Arc::new(AzureFileShare::new(rest(FILES_SCOPE), f.template()));
+    let days = i64::from(e.svc.settings.share_snapshot_recheck_days);
+    let before = OffsetDateTime::now_utc();
     delete(&e, "NB-FOLLOW", 0).await;
     let v1 = report(&e, "NB-FOLLOW", "").await.unwrap();
     let files: Vec<(String, Item)> = v1
@@ -184,38 +188,56 @@ async fn the_follow_up_names_a_share_snapshot_through_the_azure_files_adapter() 
         .iter()
         .flat_map(|r| r.items.iter().map(move |i| (r.key.clone(), i)))
         .filter(|(_, i)| matches!(i.item, Item::File { .. }))
-        .inspect(|(_, i)| assert_eq!(i.status, ItemStatus::Deleted { verified: true }))
+        .inspect(|(_, i)| match &i.status {
+            ItemStatus::InShareSnapshots {
+                snapshots: Some(1),
+                recheck_on,
+            } => assert!(
+                *recheck_on >= before + Duration::days(days)
+                    && *recheck_on <= OffsetDateTime::now_utc() + Duration::days(days)
+            ),
+            other => panic!("a file deleted from a share with a snapshot: {other:?}"),
+        })
         .map(|(k, i)| (k, i.item.clone()))
         .collect();
     assert_eq!(files.len(), 3, "{files:?}");
+    // Gone from the live share all the same.
     assert!(f.files(acct, share).iter().all(|p| !p.contains(&alice.key)));
-
-    // The ledger entry for the files the snapshot may keep (the notebooks slice reports them
-    // deleted with a note; see the report of this change), due now.
-    let now = OffsetDateTime::now_utc();
-    let state = e.svc.state();
-    let ledger = Ledger {
-        request_id: RequestId::parse("NB-FOLLOW").unwrap(),
-        certificate: format!("{}/{REPORTS}/NB-FOLLOW/certificate.json", state.account),
-        items: files
-            .iter()
-            .map(|(k, item)| LedgerItem {
-                slice_key: k.clone(),
-                item: item.clone(),
-                until: now - Duration::hours(1),
-                purge_status: vec![],
-            })
-            .collect(),
-        done_at: None,
-    };
-    // Replace whatever the aggregator recorded (telemetry purges) with this entry.
-    state
+    let (md1, _) = e
         .store
-        .write_json(&state.blob(STATE, "follow-up/NB-FOLLOW.json"), &ledger)
+        .read_small(&e.svc.state().blob(REPORTS, "NB-FOLLOW/certificate.md"))
         .await
         .unwrap();
+    let md1 = String::from_utf8_lossy(&md1);
+    assert!(
+        md1.contains("retained in share snapshots (1 exist) until those snapshots are deleted; re-checked on"),
+        "{md1}"
+    );
+
+    // The aggregator entered each file in the ledger, by itself, with its re-check date.
+    let state = e.svc.state();
+    let ledger: Ledger = state
+        .store
+        .read_json(&state.blob(STATE, "follow-up/NB-FOLLOW.json"))
+        .await
+        .unwrap()
+        .expect("files in share snapshots are in the follow-up ledger");
+    let in_ledger: Vec<(String, Item)> = ledger
+        .items
+        .iter()
+        .filter(|l| matches!(l.item, Item::File { .. }))
+        .inspect(|l| assert!(l.recheck_only, "{l:?}"))
+        .map(|l| (l.slice_key.clone(), l.item.clone()))
+        .collect();
+    assert_eq!(in_ledger, files);
+
+    // Before the re-check date: waiting (the telemetry purges complete meanwhile).
+    let now = OffsetDateTime::now_utc();
     telemetry_purges::sweep(&e.svc, now).await.unwrap();
-    let out = follow_up::sweep(&e.svc, now).await.unwrap();
+    let early = follow_up::sweep(&e.svc, now).await.unwrap();
+    assert!(early.finalised.is_empty(), "{early:?}");
+    let later = now + Duration::days(days + 1);
+    let out = follow_up::sweep(&e.svc, later).await.unwrap();
     assert_eq!(out.finalised, vec!["NB-FOLLOW".to_string()], "{out:?}");
     assert_eq!(
         out.still_recoverable, 2,
@@ -223,6 +245,7 @@ async fn the_follow_up_names_a_share_snapshot_through_the_azure_files_adapter() 
     );
     let md = final_md(&e, "NB-FOLLOW").await;
     assert!(md.contains(&format!("share snapshot taken {SNAP}")), "{md}");
+    assert!(md.contains("still recoverable at its re-check due"), "{md}");
     assert!(!md.contains("fully erased"), "{md}");
     let fin = report(&e, "NB-FOLLOW", ".final").await.unwrap();
     let statuses: Vec<&ItemStatus> = fin
@@ -246,6 +269,22 @@ async fn the_follow_up_names_a_share_snapshot_through_the_azure_files_adapter() 
             .count(),
         1
     );
+    let audit: Value = e
+        .store
+        .read_json(&state.blob(AUDIT, "requests/NB-FOLLOW.final.json"))
+        .await
+        .unwrap()
+        .expect("the final audit record");
+    let files_audit: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["item"].as_str().unwrap().starts_with("file "))
+        .collect();
+    assert_eq!(files_audit.len(), 3);
+    assert!(files_audit
+        .iter()
+        .all(|i| i.get("recheckOn").is_some() && i.get("retainedUntil").is_none()));
 }
 
 /// Purged telemetry is in the ledger with its purge window; the final version says "fully

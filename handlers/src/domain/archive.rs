@@ -294,6 +294,9 @@ pub fn plan<'r>(report: &'r FinalReport, request_prefix: &str) -> (Vec<Planned<'
                 ItemStatus::RetainedUntil { .. } => {
                     "kept by the storage account's retention".into()
                 }
+                ItemStatus::InShareSnapshots { .. } => {
+                    "deleted from the file share; may remain in its snapshots".into()
+                }
                 ItemStatus::Deleted { .. } => "deleted, not exported".into(),
                 ItemStatus::WouldExport | ItemStatus::WouldDelete => {
                     "not exported (a dry run)".into()

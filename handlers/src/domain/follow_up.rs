@@ -1,5 +1,6 @@
 //! "Retained until", followed to the end. A delete that leaves data recoverable for a while
-//! (blob soft delete, a telemetry purge still inside its completion window) says so in its
+//! (blob soft delete, a telemetry purge still inside its completion window, a notebook file
+//! in share snapshots, which have no end date and get a re-check date instead) says so in its
 //! certificate; the follow-up ledger remembers each such item and its date, and once every date
 //! has passed the items are checked again and a final certificate version says either "fully
 //! erased on <date>, verified" or names what is still there. Pure: the checks themselves run
@@ -26,6 +27,10 @@ pub struct LedgerItem {
     /// of the 202), polled again by the final check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub purge_status: Vec<String>,
+    /// `until` is only the date of the re-check, not the end of a retention: the item is in
+    /// share snapshots, which last until someone deletes them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recheck_only: bool,
 }
 
 /// How long Log Analytics may take to complete a purge ("purge requests are completed within 30
@@ -70,6 +75,14 @@ impl Ledger {
                     item: i.item.clone(),
                     until: *until,
                     purge_status: vec![],
+                    recheck_only: false,
+                }),
+                (ItemStatus::InShareSnapshots { recheck_on, .. }, _) => Some(LedgerItem {
+                    slice_key: r.key.clone(),
+                    item: i.item.clone(),
+                    until: *recheck_on,
+                    purge_status: vec![],
+                    recheck_only: true,
                 }),
                 // Purged telemetry stays queryable until the purge completes.
                 (ItemStatus::Pending { requested_at, .. }, Item::Telemetry { .. }) => {
@@ -78,6 +91,7 @@ impl Ledger {
                         item: i.item.clone(),
                         until: requested_at.unwrap_or(report.finished_at) + PURGE_WINDOW,
                         purge_status: vec![],
+                        recheck_only: false,
                     })
                 }
                 _ => None,
@@ -132,9 +146,14 @@ pub fn final_version(
             Some(Some(pieces)) if pieces.is_empty() => Some(ItemStatus::Deleted { verified: true }),
             Some(Some(pieces)) => {
                 still.push(format!("{}: {}", item.label(), pieces.join("; ")));
+                let when = if l.recheck_only {
+                    "at its re-check due"
+                } else {
+                    "after its retention date"
+                };
                 Some(ItemStatus::Failed {
                     reason: format!(
-                        "still recoverable after its retention date {}: {}",
+                        "still recoverable {when} {}: {}",
                         l.until.date(),
                         pieces.join("; ")
                     ),
@@ -185,4 +204,138 @@ pub fn final_version(
         parts.join("; ")
     };
     (revised, statement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::deadline::Regulation;
+    use crate::domain::plan::ResourceType;
+    use crate::domain::report::{Counts, FinalStatus, SliceSummary};
+    use crate::domain::request::RequestKind;
+    use crate::domain::slice::{ItemOutcome, SliceResult, SliceStatus};
+    use crate::domain::workspace::WorkspaceId;
+    use time::macros::datetime;
+
+    const WS: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1";
+
+    fn file(path: &str) -> Item {
+        Item::File {
+            account: "acct".into(),
+            share: "code-1".into(),
+            path: path.into(),
+            size: 2,
+        }
+    }
+
+    fn report(items: Vec<ItemOutcome>) -> FinalReport {
+        let now = datetime!(2026-11-28 12:00 UTC);
+        FinalReport {
+            request_id: RequestId::parse("R-1").unwrap(),
+            kind: RequestKind::Delete,
+            status: FinalStatus::Completed,
+            dry_run: false,
+            regulation: Regulation::Gdpr,
+            subject_object_id: "oid".into(),
+            subject_log_id: "log".into(),
+            received_at: now,
+            deadline: now,
+            finished_at: now,
+            within_deadline: true,
+            counts: Counts::default(),
+            slices: vec![SliceSummary {
+                key: "k".into(),
+                workspace: WorkspaceId::parse(WS).unwrap(),
+                resource_type: ResourceType::Notebooks,
+                status: SliceStatus::Completed,
+                reason: None,
+                hold: None,
+                counts: Counts::default(),
+            }],
+            results: vec![SliceResult {
+                key: "k".into(),
+                workspace: WorkspaceId::parse(WS).unwrap(),
+                resource_type: ResourceType::Notebooks,
+                status: SliceStatus::Completed,
+                reason: None,
+                notes: vec![],
+                items,
+                review: vec![],
+            }],
+            items_merkle_root: None,
+            derived_from_subject_data: None,
+        }
+    }
+
+    /// A file in share snapshots enters the ledger on its re-check date, marked as a re-check
+    /// (no retention end is claimed); a file deleted from a share without snapshots does not.
+    #[test]
+    fn a_file_in_share_snapshots_is_followed_up_on_its_recheck_date() {
+        let recheck_on = datetime!(2026-12-28 12:00 UTC);
+        let r = report(vec![
+            ItemOutcome {
+                item: file("Users/a/x.ipynb"),
+                status: ItemStatus::InShareSnapshots {
+                    snapshots: Some(2),
+                    recheck_on,
+                },
+            },
+            ItemOutcome {
+                item: file("Users/a/y.ipynb"),
+                status: ItemStatus::Deleted { verified: true },
+            },
+        ]);
+        let ledger = Ledger::for_report(&r, "cert".into()).expect("a ledger entry");
+        assert_eq!(ledger.items.len(), 1);
+        let l = &ledger.items[0];
+        assert!(l.recheck_only);
+        assert_eq!(
+            (l.item.clone(), l.until),
+            (file("Users/a/x.ipynb"), recheck_on)
+        );
+        assert!(!ledger.due(recheck_on - time::Duration::seconds(1)));
+        assert!(ledger.due(recheck_on));
+
+        // Still in a snapshot: failed, naming it, with the re-check (not a retention) date.
+        let mut found = Found::new();
+        found.insert(
+            key("k", &l.item),
+            Some(vec!["share snapshot taken 2026-11-20T10:00:00Z".into()]),
+        );
+        let (fin, statement) = final_version(&r, &ledger, &found, recheck_on);
+        let reason = match &fin.results[0].items[0].status {
+            ItemStatus::Failed { reason } => reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            reason.contains("at its re-check due 2026-12-28"),
+            "{reason}"
+        );
+        assert!(!reason.contains("retention date"), "{reason}");
+        assert!(statement.contains("share snapshot taken"), "{statement}");
+
+        // No snapshot holds it any more: erased, verified.
+        found.insert(key("k", &l.item), Some(vec![]));
+        let (fin, statement) = final_version(&r, &ledger, &found, recheck_on);
+        assert_eq!(
+            fin.results[0].items[0].status,
+            ItemStatus::Deleted { verified: true }
+        );
+        assert!(statement.starts_with("fully erased on"), "{statement}");
+    }
+
+    /// The status is stored in reports: its JSON form is part of the certificate format.
+    #[test]
+    fn the_share_snapshot_status_round_trips() {
+        let s = ItemStatus::InShareSnapshots {
+            snapshots: None,
+            recheck_on: datetime!(2026-12-28 12:00 UTC),
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"status": "in_share_snapshots", "recheckOn": "2026-12-28T12:00:00Z"})
+        );
+        assert_eq!(serde_json::from_value::<ItemStatus>(v).unwrap(), s);
+    }
 }

@@ -61,7 +61,9 @@ impl Counts {
                     self.verified_gone += 1;
                 }
             }
-            ItemStatus::RetainedUntil { .. } => self.retained += 1,
+            ItemStatus::RetainedUntil { .. } | ItemStatus::InShareSnapshots { .. } => {
+                self.retained += 1
+            }
             ItemStatus::Held { .. } => self.held += 1,
             ItemStatus::Skipped { .. } => self.skipped += 1,
             ItemStatus::WouldExport => self.would_export += 1,
@@ -329,6 +331,21 @@ fn status_word(s: &ItemStatus) -> String {
         ItemStatus::RetainedUntil { until } => {
             format!("deleted; physically retained until {}", until.date())
         }
+        // No end date to promise: a share snapshot lasts until someone deletes it.
+        ItemStatus::InShareSnapshots {
+            snapshots: Some(n),
+            recheck_on,
+        } => format!(
+            "deleted from the share; retained in share snapshots ({n} exist) until those snapshots are deleted; re-checked on {}",
+            recheck_on.date()
+        ),
+        ItemStatus::InShareSnapshots {
+            snapshots: None,
+            recheck_on,
+        } => format!(
+            "deleted from the share; its snapshots could not be listed, so it may be retained in them until they are deleted; re-checked on {}",
+            recheck_on.date()
+        ),
         ItemStatus::Held { hold, reason } => format!("held ({hold}: {reason})"),
         ItemStatus::Skipped { reason } => format!("skipped: {reason}"),
         ItemStatus::WouldExport => "would export (dry run)".into(),

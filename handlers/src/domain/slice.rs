@@ -171,6 +171,18 @@ pub enum ItemStatus {
         #[serde(with = "time::serde::rfc3339")]
         until: OffsetDateTime,
     },
+    /// Deleted from the live Azure Files share, which had snapshots when it was deleted: a
+    /// snapshot taken while the file existed still holds it until that snapshot is deleted.
+    /// Share snapshots have no expiry of their own, so there is no "retained until" date: the
+    /// follow-up re-checks every snapshot on `recheck_on` (`DSR_SHARE_SNAPSHOT_RECHECK_DAYS`
+    /// after the delete).
+    InShareSnapshots {
+        /// The share's snapshots after the delete; `None` when they could not be listed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshots: Option<u32>,
+        #[serde(rename = "recheckOn", with = "time::serde::rfc3339")]
+        recheck_on: OffsetDateTime,
+    },
     Held {
         hold: String,
         reason: String,

@@ -266,7 +266,8 @@ async fn finalise(
         "checkedAt": rfc(now),
         "items": ledger.items.iter().map(|l| serde_json::json!({
             "item": l.item.label(),
-            "retainedUntil": rfc(l.until),
+            // A share snapshot has no end date: its date is only when it was re-checked.
+            (if l.recheck_only { "recheckOn" } else { "retainedUntil" }): rfc(l.until),
             "stillRecoverable": found.get(&key(&l.slice_key, &l.item)),
         })).collect::<Vec<_>>(),
         "basedOn": based_on.to_string(),

@@ -62,6 +62,9 @@ pub struct Settings {
     /// Azure ML keeps a soft-deleted workspace recoverable this long (1-14 days, default 14):
     /// its leftovers are cleaned only after that.
     pub workspace_soft_delete_days: u32,
+    /// A notebook file deleted while its share has snapshots is re-checked this many days
+    /// later (default 30): share snapshots last until deleted, so there is no date to wait for.
+    pub share_snapshot_recheck_days: u32,
     /// Deletes request Log Analytics purges; when off, telemetry is reported as not purged.
     pub telemetry_purge_enabled: bool,
     /// Days before an open request's deadline that the timer warns the ticketing system.
@@ -84,6 +87,7 @@ impl Default for Settings {
             retention_dry_run: false,
             state_retention_days: 90,
             workspace_soft_delete_days: 14,
+            share_snapshot_recheck_days: 30,
             telemetry_purge_enabled: true,
             deadline_warning_days: 7,
             review_separate_approver: false,

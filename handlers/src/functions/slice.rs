@@ -337,7 +337,9 @@ pub(crate) async fn verify(
     let mut telemetry_left: Option<HashSet<(String, String)>> = None;
     for o in items.iter_mut() {
         let cancelled_skip = crate::domain::lifecycle::is_cancelled_skip(&o.status);
-        if !matches!(o.status, ItemStatus::Deleted { .. }) && !cancelled_skip {
+        // Gone from the live share is checked here; the share's snapshots are the follow-up's.
+        let in_snapshots = matches!(o.status, ItemStatus::InShareSnapshots { .. });
+        if !matches!(o.status, ItemStatus::Deleted { .. }) && !cancelled_skip && !in_snapshots {
             continue;
         }
         let seen: Option<&str> = match &o.item {
@@ -417,6 +419,7 @@ pub(crate) async fn verify(
             }
         };
         o.status = match (seen, cancelled_skip) {
+            (None, _) if in_snapshots => continue,
             (None, _) => ItemStatus::Deleted { verified: true },
             // Not reached because of the cancel, and still there: exactly what it says.
             (Some(_), true) => continue,

@@ -70,6 +70,7 @@ pub(crate) const SPECS: &[Spec] = &[
     spec("DSR_STATE_RETENTION_DAYS", B, false, "90", "days after which a finished request's working state and the intake archive are removed (reports, certificates and audit records stay) (1-3650)"),
     spec("DSR_DEADLINE_WARNING_DAYS", B, false, "7", "the timer warns the ticketing system this many days before an open request's deadline, and once when it is missed (1-60)"),
     spec("DSR_WORKSPACE_SOFT_DELETE_DAYS", B, false, "14", "Azure ML workspace soft-delete window, days (0-14)"),
+    spec("DSR_SHARE_SNAPSHOT_RECHECK_DAYS", B, false, "30", "a notebook file deleted while its Azure Files share has snapshots is re-checked this many days later (snapshots have no expiry of their own) (1-3650)"),
     spec("DSR_TELEMETRY_PURGE_ENABLED", B, false, "true", "request Log Analytics purges on delete (false: telemetry is reported as not purged)"),
     spec("DSR_REVIEW_SEPARATE_APPROVER", B, false, "false", "review approvals must come from someone other than the request's submitter (`submittedBy`); an approval by the submitter, or of a request naming no submitter, is refused with a reason"),
     spec("DSR_TELEMETRY_TABLES", B, false, "AmlRunEvent,AmlRunStatusChangedEvent,AmlDataStoreEvent,AmlModelsEvent,AmlPipelineEvent,AmlOnlineEndpointTrafficLog", "Log Analytics tables searched and purged, comma-separated; each must be in the identity map (domain/telemetry.rs)"),
@@ -278,6 +279,11 @@ impl AppSettings {
                 "DSR_WORKSPACE_SOFT_DELETE_DAYS",
                 defaults.workspace_soft_delete_days,
                 0..=14,
+            )?,
+            share_snapshot_recheck_days: env.parse(
+                "DSR_SHARE_SNAPSHOT_RECHECK_DAYS",
+                defaults.share_snapshot_recheck_days,
+                1..=3650,
             )?,
             telemetry_purge_enabled: env.flag("DSR_TELEMETRY_PURGE_ENABLED", true)?,
             deadline_warning_days: env.parse(

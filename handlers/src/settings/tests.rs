@@ -204,3 +204,25 @@ fn unknown_dsr_names_are_found() {
     ]);
     assert_eq!(env.unknown_dsr_names(), vec!["DSR_CHUNKSIZE".to_string()]);
 }
+
+#[test]
+fn share_snapshot_recheck_days_default_and_range() {
+    let load = |pairs: &[(&'static str, &'static str)]| {
+        AppSettings::load(
+            &Env::from_pairs(pairs.iter().copied()),
+            &Overrides::default(),
+        )
+    };
+    assert_eq!(load(&[]).unwrap().tunables.share_snapshot_recheck_days, 30);
+    assert_eq!(
+        load(&[("DSR_SHARE_SNAPSHOT_RECHECK_DAYS", "7")])
+            .unwrap()
+            .tunables
+            .share_snapshot_recheck_days,
+        7
+    );
+    for bad in ["0", "3651", "soon"] {
+        let e = load(&[("DSR_SHARE_SNAPSHOT_RECHECK_DAYS", bad)]).unwrap_err();
+        assert_eq!(e.name, "DSR_SHARE_SNAPSHOT_RECHECK_DAYS", "{bad}: {e}");
+    }
+}

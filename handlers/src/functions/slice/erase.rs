@@ -49,6 +49,52 @@ pub(super) fn delete_status(o: DeleteOutcome) -> ItemStatus {
     }
 }
 
+/// A file deleted from a share that has snapshots is not erased yet: each snapshot taken while
+/// it existed still holds it. Asked once per share, after the deletes (a snapshot taken during
+/// them is seen too); the item then says so, with the date the follow-up re-checks it (share
+/// snapshots have no expiry to wait for). Snapshots that cannot be listed are reported as such,
+/// never as "none".
+async fn share_snapshots(
+    svc: &Services,
+    entries: &[InventoryEntry],
+    statuses: &mut [Option<ItemStatus>],
+) -> Result<(), FnError> {
+    let recheck_on = time::OffsetDateTime::now_utc()
+        + time::Duration::days(i64::from(svc.settings.share_snapshot_recheck_days));
+    let mut known: BTreeMap<(String, String), Option<u32>> = BTreeMap::new();
+    for (e, status) in entries.iter().zip(statuses.iter_mut()) {
+        let Item::File { account, share, .. } = &e.item else {
+            continue;
+        };
+        if !matches!(status, Some(ItemStatus::Deleted { .. })) {
+            continue;
+        }
+        let key = (account.clone(), share.clone());
+        let snapshots = match known.get(&key) {
+            Some(n) => *n,
+            None => {
+                let n = match svc.files.retention(account, share).await {
+                    Ok(r) => Some(u32::try_from(r.snapshots.len()).unwrap_or(u32::MAX)),
+                    Err(e) if e.is_transient() => return Err(FnError::Transient(e.to_string())),
+                    Err(e) => {
+                        warn!(error = %e, "slice: the share's snapshots could not be listed after a delete");
+                        None
+                    }
+                };
+                known.insert(key, n);
+                n
+            }
+        };
+        if snapshots != Some(0) {
+            *status = Some(ItemStatus::InShareSnapshots {
+                snapshots,
+                recheck_on,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Blobs per `delete_many` call (Blob Batch takes at most 256 sub-requests).
 pub const DELETE_BATCH: usize = 256;
 
@@ -161,6 +207,7 @@ pub(super) async fn delete(
     for (i, status) in done {
         statuses[i] = Some(status);
     }
+    share_snapshots(svc, entries, &mut statuses).await?;
     // Management-plane resources after their files, so a retry still finds the files' owner.
     for (i, e) in entries.iter().enumerate() {
         match &e.item {
