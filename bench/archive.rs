@@ -152,8 +152,8 @@ pub async fn seed(
     let report = report(req.clone(), items)?;
     let file = root.join(format!("{req}-report.json"));
     std::fs::write(&file, serde_json::to_vec(&report)?)?;
-    // The export's stored report (JSON, Markdown), as fan-in writes it before the archive:
-    // the archive copies these as streams.
+    // The export's stored report (JSON, Markdown), as fan-in writes it before the archive
+    // (the archive no longer copies it: it serialises the subject report itself).
     let state = StateStore::new(store.clone(), STATE);
     let (json, md) = archive::stored_report_refs(&state, &report);
     store.write_json(&json, &report).await?;

@@ -28,4 +28,5 @@ mod no_pii_in_logs;
 mod pipeline_direct;
 mod protocol_fixtures;
 mod retention;
+mod subject_report;
 mod twin;

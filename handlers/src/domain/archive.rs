@@ -62,7 +62,7 @@ impl Part {
     fn explanation(self) -> &'static str {
         match self {
             Part::Guide => "This page, and manifest.json: the list of every file in this archive with its size and SHA-256 fingerprint, so anyone can check that nothing was changed.",
-            Part::Report => "The export report: every item found for you, what happened to it and where it came from (export-report.json for programs, export-report.md to read).",
+            Part::Report => "The export report: the request, every item found for you and what happened to it, and what was left out by kind and count (export-report.json for programs, export-report.md to read).",
             Part::Jobs => "Machine-learning jobs (training and pipeline runs) you submitted: the job descriptions Azure keeps (JSON files under resources/) and the files the jobs produced or logged (under files/).",
             Part::Models => "Models you registered: their descriptions (JSON) and the model files stored with them.",
             Part::Data => "Data assets you registered: their descriptions (JSON) and the data files stored with them.",
@@ -284,7 +284,11 @@ pub fn plan<'r>(report: &'r FinalReport, request_prefix: &str) -> (Vec<Planned<'
                     continue;
                 }
                 ItemStatus::Skipped { reason } => reason.clone(),
-                ItemStatus::Failed { reason } => format!("could not be exported: {reason}"),
+                // An error's text can quote what the service met (another person's names
+                // among them): the fact only, as for a failed part.
+                ItemStatus::Failed { .. } => {
+                    "could not be exported (the privacy team has the details)".into()
+                }
                 // The hold's own text is the organisation's (it can name a case or its
                 // parties): only the fact is the person's.
                 ItemStatus::Held { .. } => "kept under a legal hold".to_string(),

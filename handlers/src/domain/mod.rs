@@ -19,6 +19,7 @@ pub mod resource_type;
 pub mod review;
 pub mod slice;
 pub mod subject;
+pub mod subject_report;
 pub mod telemetry;
 pub mod workspace;
 pub mod zip;

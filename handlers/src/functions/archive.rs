@@ -1,8 +1,10 @@
 //! The export archive: one ZIP per export request, built once at fan-in from the export area
 //! and written to the state account block by block (stage block, commit block list). Nothing
-//! holds the archive, an entry or a list of entries: each exported blob, and the stored report
-//! (JSON and Markdown), is read as a stream, hashed (SHA-256 for the manifest, CRC-32 for the
-//! ZIP) and appended to a block buffer of [`BLOCK_SIZE`]; each entry's central-directory record
+//! holds the archive, an entry or a list of entries: each exported blob is read as a stream,
+//! and the person's report (JSON and Markdown, `domain::subject_report`: never the operator's
+//! stored report, which can name other people) is serialised piece by piece; each is hashed
+//! (SHA-256 for the manifest, CRC-32 for the ZIP) and appended to a block buffer of
+//! [`BLOCK_SIZE`]; each entry's central-directory record
 //! goes to a second, smaller buffer staged as blocks of its own ([`BlockSink::write_dir`]) and
 //! committed after the data; `manifest.json` is serialised entry by entry, counted first and
 //! then written. Memory is the two buffers, the plan (a few dozen bytes per item, borrowed from
@@ -21,6 +23,7 @@ use crate::domain::archive::{
     REPORT_JSON, REPORT_MD,
 };
 use crate::domain::report::FinalReport;
+use crate::domain::subject_report;
 use crate::domain::zip::{ZipError, ZipWriter};
 use crate::ports::blob::{BlobRef, BlobStore, StoreError};
 use crate::state::{StateStore, EXPORTS};
@@ -46,10 +49,9 @@ pub fn archive_ref(state: &StateStore, report: &FinalReport) -> BlobRef {
     )
 }
 
-/// The stored report the archive copies (JSON, Markdown): the export's own copies, written by
-/// fan-in (`aggregate::finalise`, stem `manifest`) before it builds the archive. Copying them as
-/// streams keeps the report's size out of the builder's memory, and the archive holds exactly
-/// the report that was stored.
+/// The export's stored copies of the operator's report (JSON, Markdown), written by fan-in
+/// (`aggregate::finalise`, stem `manifest`). The archive does NOT copy them (they can name other
+/// people: review candidates, notes, hold and error text); it holds the subject report instead.
 pub fn stored_report_refs(state: &StateStore, report: &FinalReport) -> (BlobRef, BlobRef) {
     let prefix = StateStore::export_prefix(&report.request_id);
     (
@@ -322,19 +324,15 @@ pub async fn build(
             csvs.insert(i, csv);
         }
     }
-    let (report_json, report_md) = stored_report_refs(state, report);
+    // The person's report (not the operator's stored one: see `domain::subject_report`),
+    // serialised piece by piece: counted now (the guide shows sizes), written below.
+    let json_pieces = || subject_report::json_pieces(report, &left_out);
+    let md_pieces = || subject_report::markdown_pieces(report, &left_out);
     let mut report_sizes = [0u64; 2];
-    for (b, size) in [&report_json, &report_md]
-        .into_iter()
-        .zip(&mut report_sizes)
-    {
-        *size = size_of(store, b).await?.ok_or_else(|| {
-            FnError::Transient(format!(
-                "export archive: the stored report {} is not there (fan-in writes it first)",
-                b.name
-            ))
-        })?;
+    for piece in json_pieces() {
+        report_sizes[0] += piece.map_err(FnError::Transient)?.len() as u64;
     }
+    report_sizes[1] = md_pieces().map(|p| p.len() as u64).sum();
     // The guide lists the data entries, known before any byte is copied.
     let index = {
         let mut contents = Contents::default();
@@ -363,13 +361,37 @@ pub async fn build(
         None,
     ));
     drop(index);
-    for (src, path, size) in [
-        (&report_json, REPORT_JSON, report_sizes[0]),
-        (&report_md, REPORT_MD, report_sizes[1]),
-    ] {
-        let sha = b.copy(store, src, path, size).await?;
-        firsts.push(entry(path.into(), size, sha, Part::Report, None));
+    b.start(REPORT_JSON, report_sizes[0]).await?;
+    let mut sha = Sha256::new();
+    for piece in json_pieces() {
+        let piece = piece.map_err(FnError::Transient)?;
+        sha.update(&piece);
+        b.data(&piece).await?;
     }
+    b.finish().await?;
+    let sha = hex::encode(sha.finalize());
+    firsts.push(entry(
+        REPORT_JSON.into(),
+        report_sizes[0],
+        sha,
+        Part::Report,
+        None,
+    ));
+    b.start(REPORT_MD, report_sizes[1]).await?;
+    let mut sha = Sha256::new();
+    for piece in md_pieces() {
+        sha.update(piece.as_bytes());
+        b.data(piece.as_bytes()).await?;
+    }
+    b.finish().await?;
+    let sha = hex::encode(sha.finalize());
+    firsts.push(entry(
+        REPORT_MD.into(),
+        report_sizes[1],
+        sha,
+        Part::Report,
+        None,
+    ));
     let mut csv_shas = std::collections::BTreeMap::new();
     for (i, p) in planned.iter().enumerate() {
         let path = p.path(&prefix);
@@ -798,6 +820,17 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
                 reason: "litigation Harry Hollis v. Contoso".into(),
             },
         });
+        r.items.push(ItemOutcome {
+            item: Item::Blob {
+                account: "acct".into(),
+                container: "azureml".into(),
+                name: "unreadable.txt".into(),
+                size: 1,
+            },
+            status: ItemStatus::Failed {
+                reason: "403 while reading jane-neighbour-notes".into(),
+            },
+        });
         report.results.push(SliceResult {
             key: "k2".into(),
             workspace: ws,
@@ -825,7 +858,13 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
             String::from_utf8(out.stdout).unwrap()
         };
         let (index, manifest) = (entry("index.html"), entry("manifest.json"));
+        // The person's report too: the operator's stored report (seeded above) names them all.
+        let (report_json, report_md) = (
+            entry("report/export-report.json"),
+            entry("report/export-report.md"),
+        );
         for other in [
+            "jane-neighbour-notes",
             "dana-private-run",
             "erin-other-run",
             "frank-model",
@@ -836,7 +875,25 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
         ] {
             assert!(!index.contains(other), "index.html names {other}:\n{index}");
             assert!(!manifest.contains(other), "manifest.json names {other}");
+            assert!(
+                !report_json.contains(other),
+                "export-report.json names {other}"
+            );
+            assert!(!report_md.contains(other), "export-report.md names {other}");
         }
+        // Its own items with their outcome and SHA-256, the rest by category.
+        let subject: crate::domain::subject_report::SubjectReport =
+            serde_json::from_str(&report_json).unwrap();
+        assert_eq!(subject.items.len(), 9, "{:#?}", subject.items);
+        assert!(
+            report_json.contains(&crate::domain::ids::sha256_hex(b"hello log")),
+            "{report_json}"
+        );
+        assert!(report_md.contains("blob acct/azureml/held.txt` — kept under a legal hold"));
+        assert!(
+            report_md.contains("awaiting a person's review"),
+            "{report_md}"
+        );
         for told in [
             // Two unattributed notes counted as one category, the shared-files note another.
             "2 note(s) from the search of Jobs in workspace ws1 — left untouched: whose they are could not be established",
@@ -855,7 +912,7 @@ print(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.i
             );
         }
         let m: crate::domain::archive::ArchiveManifest = serde_json::from_str(&manifest).unwrap();
-        assert_eq!(m.left_out.len(), 7, "{:#?}", m.left_out);
+        assert_eq!(m.left_out.len(), 8, "{:#?}", m.left_out);
         assert!(crate::cli::export::verify(&file).unwrap().ok());
     }
 }
