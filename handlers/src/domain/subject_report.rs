@@ -36,6 +36,12 @@ pub enum SubjectStatus {
         #[serde(with = "time::serde::rfc3339")]
         until: time::OffsetDateTime,
     },
+    /// Deleted from the live file share, still in its share snapshots until those are deleted.
+    #[serde(rename_all = "camelCase")]
+    InShareSnapshots {
+        #[serde(with = "time::serde::rfc3339")]
+        recheck_on: time::OffsetDateTime,
+    },
     /// Kept under a legal hold (the hold's id and text are the organisation's).
     Held,
     /// Not exported; the reason is the service's own wording about the person's item.
@@ -66,6 +72,9 @@ impl From<&ItemStatus> for SubjectStatus {
                 verified: *verified,
             },
             ItemStatus::RetainedUntil { until } => SubjectStatus::RetainedUntil { until: *until },
+            ItemStatus::InShareSnapshots { recheck_on, .. } => SubjectStatus::InShareSnapshots {
+                recheck_on: *recheck_on,
+            },
             ItemStatus::Held { .. } => SubjectStatus::Held,
             ItemStatus::Skipped { reason } => SubjectStatus::Skipped {
                 reason: reason.clone(),
@@ -92,6 +101,10 @@ impl SubjectStatus {
                     until.date()
                 )
             }
+            SubjectStatus::InShareSnapshots { recheck_on } => format!(
+                "deleted from the file share; kept in the share's snapshots until those are deleted (checked again on {})",
+                recheck_on.date()
+            ),
             SubjectStatus::Held => "kept under a legal hold".into(),
             SubjectStatus::Skipped { reason } => format!("not exported: {reason}"),
             SubjectStatus::WouldExport => "would be exported (a dry run)".into(),
