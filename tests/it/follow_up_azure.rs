@@ -372,27 +372,9 @@ async fn a_failed_purge_is_named_in_the_final_version() {
 
 // ------------------------------------------------------------ workspace soft delete
 
-/// The derived Event Grid fixture (as `retention.rs` uses it), pointed at the seeded workspace.
+/// The derived Event Grid fixture of a soft delete, pointed at the seeded workspace.
 fn delete_event(e: &Env, at: OffsetDateTime) -> GridEvent {
-    let raw = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/functions-host/derived-eventgrid-aml-workspace-delete-request.json"
-    ))
-    .unwrap();
-    let ws = &e.truth.workspaces[0];
-    let raw = raw
-        .replace("{subscription-id}", ws.subscription())
-        .replace("{resource-group}", ws.resource_group())
-        .replace("{workspace-name}", ws.name())
-        .replace(
-            "2025-01-02T03:04:05.6789012Z",
-            &at.format(&time::format_description::well_known::Rfc3339)
-                .unwrap(),
-        );
-    let mut v: Value = serde_json::from_str(&raw).unwrap();
-    let mut ev = v["Data"]["eventGridEvent"].take();
-    ev["id"] = json!(format!("evt-{}", at.unix_timestamp()));
-    GridEvent::from_value(&ev).unwrap()
+    crate::support::events::workspace_delete_event(&e.truth.workspaces[0], false, at)
 }
 
 async fn final_record(e: &Env) -> Option<Value> {

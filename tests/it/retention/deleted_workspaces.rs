@@ -5,32 +5,7 @@ use super::*;
 
 /// The derived Event Grid fixture, pointed at the seeded workspace.
 fn delete_event(e: &Env, purge: bool, at: OffsetDateTime) -> GridEvent {
-    let raw = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/functions-host/derived-eventgrid-aml-workspace-delete-request.json"
-    ))
-    .unwrap();
-    let ws = &e.truth.workspaces[0];
-    let raw = raw
-        .replace("{subscription-id}", ws.subscription())
-        .replace("{resource-group}", ws.resource_group())
-        .replace("{workspace-name}", ws.name())
-        .replace(
-            "2025-01-02T03:04:05.6789012Z",
-            &at.format(&time::format_description::well_known::Rfc3339)
-                .unwrap(),
-        );
-    let mut v: Value = serde_json::from_str(&raw).unwrap();
-    let mut ev = v["Data"]["eventGridEvent"].take();
-    if purge {
-        let url = ev["data"]["httpRequest"]["url"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        ev["data"]["httpRequest"]["url"] = json!(format!("{url}&forceToPurge=true"));
-    }
-    ev["id"] = json!(format!("evt-{purge}-{}", at.unix_timestamp()));
-    GridEvent::from_value(&ev).unwrap()
+    crate::support::events::workspace_delete_event(&e.truth.workspaces[0], purge, at)
 }
 
 /// Purge the workspace in the local ARM: it answers 404 from now on.

@@ -5,6 +5,7 @@ pub mod archive_check;
 pub mod azure;
 pub mod azurite;
 pub mod blob_conformance;
+pub mod events;
 pub mod fault_proxy;
 pub mod forward;
 pub mod pipeline;
