@@ -18,9 +18,9 @@ use azureml_dsr::functions::{
 use azureml_dsr::ports::blob::{BlobStore, BlobStoreExt};
 use azureml_dsr::ports::file_share::FileShare;
 use azureml_dsr::protocol::eventgrid::GridEvent;
-use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
+use azureml_dsr::seed::{SeedOptions, SeedTruth};
 use azureml_dsr::state::{AUDIT, REPORTS, STATE};
-use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
+use azureml_dsr::wiring::local_services;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
@@ -37,11 +37,12 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = LocalPaths::new(dir.path());
-    let store = local_store(&paths);
-    let truth = seed(
-        &store,
+    let support::pipeline::Seeded {
+        dir,
+        paths,
+        store,
+        truth,
+    } = support::pipeline::Seeded::new(
         &SeedOptions {
             users: 2,
             runs_per_user: 1,
@@ -50,12 +51,7 @@ async fn env() -> Env {
         OffsetDateTime::now_utc(),
     )
     .await
-    .unwrap();
-    std::fs::write(
-        paths.directory(),
-        serde_json::to_vec(&truth.directory()).unwrap(),
-    )
-    .unwrap();
+    .with_directory();
     let bus = Arc::new(MemoryBus::new());
     let svc = local_services(&paths, store.clone(), bus.clone(), Settings::default());
     svc.state().put_scope(&truth.workspaces).await.unwrap();

@@ -18,8 +18,8 @@ use azureml_dsr::functions::lifecycle as lc;
 use azureml_dsr::functions::{aggregate, intake, slice, Delivery, Services, Settings};
 use azureml_dsr::ports::blob::{BlobStore, BlobStoreExt};
 use azureml_dsr::ports::bus::{queues, OutMessage};
-use azureml_dsr::seed::{seed, SeedOptions, SeedTruth};
-use azureml_dsr::wiring::{local_services, local_store, LocalPaths};
+use azureml_dsr::seed::{SeedOptions, SeedTruth};
+use azureml_dsr::wiring::local_services;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -34,22 +34,19 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = LocalPaths::new(dir.path());
-    let store = local_store(&paths);
     let opts = SeedOptions {
         users: 3,
         runs_per_user: 3,
         ..Default::default()
     };
-    let truth = seed(&store, &opts, OffsetDateTime::now_utc())
+    let support::pipeline::Seeded {
+        dir,
+        paths,
+        store,
+        truth,
+    } = support::pipeline::Seeded::new(&opts, OffsetDateTime::now_utc())
         .await
-        .unwrap();
-    std::fs::write(
-        paths.directory(),
-        serde_json::to_vec(&truth.directory()).unwrap(),
-    )
-    .unwrap();
+        .with_directory();
     let bus = Arc::new(MemoryBus::new());
     let settings = Settings {
         chunk_size: 5,
