@@ -14,6 +14,9 @@ use crate::domain::slice::{ItemOutcome, SliceResult, SliceTask};
 use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition, StoreError, StoreResult};
 
+mod paged_inventory;
+pub use paged_inventory::InventoryPages;
+
 pub const STATE: &str = "dsr-state";
 pub const EXPORTS: &str = "dsr-exports";
 pub const REPORTS: &str = "dsr-reports";
@@ -79,6 +82,9 @@ pub struct Inventory {
     /// Display-name-only matches, for review: never processed with `entries`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Candidate>,
+    /// Set when `entries` are stored in pages instead of inline (`paged_inventory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<InventoryPages>,
 }
 
 #[derive(Clone)]
@@ -215,6 +221,12 @@ impl StateStore {
         key: &str,
     ) -> StoreResult<Option<SliceResult>> {
         self.store.read_json(&self.result_ref(id, key)).await
+    }
+
+    /// Whether a slice's result is stored, without reading it (a heavy slice's result holds
+    /// every item it processed; slice redeliveries and each completion only need to know).
+    pub async fn has_slice_result(&self, id: &RequestId, key: &str) -> StoreResult<bool> {
+        self.store.exists(&self.result_ref(id, key)).await
     }
 
     /// Keys of slices whose completion the aggregator has recorded.

@@ -16,6 +16,7 @@ mod audit_redelivery;
 mod azure_blob;
 mod azure_control_plane;
 mod chaos;
+mod cli_pipe;
 mod e2e;
 mod export_edges;
 mod features;

@@ -126,6 +126,17 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The long-running servers (`handler`, `run`, `arm-server`): they write to sockets, not to
+    /// a pipe a reader may close.
+    pub fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Handler | Command::Run { .. } | Command::ArmServer { .. }
+        )
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = Env::from_process();
     let app = AppSettings::load(

@@ -37,10 +37,9 @@ pub async fn run(svc: &Services, completion: &SliceCompletion) -> Result<Aggrega
             completion.key, completion.request_id
         )));
     }
-    if state
-        .slice_result(&completion.request_id, &completion.key)
+    if !state
+        .has_slice_result(&completion.request_id, &completion.key)
         .await?
-        .is_none()
     {
         return Err(FnError::BadRequest(format!(
             "slice {} has no stored result",

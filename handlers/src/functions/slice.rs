@@ -50,11 +50,7 @@ pub async fn run(
 ) -> Result<SliceStep, FnError> {
     let state = svc.state();
     authorised(&state, task).await?;
-    if state
-        .slice_result(&task.request_id, &task.key)
-        .await?
-        .is_some()
-    {
+    if state.has_slice_result(&task.request_id, &task.key).await? {
         complete(svc, task).await?;
         return Ok(SliceStep::AlreadyDone);
     }
@@ -191,23 +187,14 @@ async fn step(
             if task.kind != RequestKind::Export {
                 inv = inv.without_copies();
             }
-            if !state
-                .store
-                .create_json(&state.inventory_ref(task), &inv)
+            // Stored in pages of one chunk; a concurrent delivery that froze first wins, and
+            // both go on with its inventory.
+            state
+                .freeze_inventory(task, inv, svc.settings.chunk_size)
                 .await?
-            {
-                // A concurrent delivery froze it first; use theirs so both agree.
-                state
-                    .inventory(task)
-                    .await?
-                    .ok_or_else(|| FnError::Transient("inventory vanished".into()))?
-            } else {
-                inv
-            }
         }
     };
-    let size = svc.settings.chunk_size.max(1);
-    let chunks = inventory.entries.len().div_ceil(size).max(1) as u32;
+    let (_, chunks) = inventory.chunking(svc.settings.chunk_size);
     let chunk = task.chunk.min(chunks - 1);
     if cancelled {
         // This chunk and every later one are recorded as not done; chunks already stored
@@ -217,12 +204,12 @@ async fn step(
             if state.chunk(task, c).await?.is_some() {
                 continue;
             }
-            let start = (c as usize * size).min(inventory.entries.len());
-            let end = (start + size).min(inventory.entries.len());
-            let skipped: Vec<ItemOutcome> = inventory.entries[start..end]
-                .iter()
+            let skipped: Vec<ItemOutcome> = state
+                .inventory_chunk(task, &inventory, c, svc.settings.chunk_size)
+                .await?
+                .into_iter()
                 .map(|e| ItemOutcome {
-                    item: e.item.clone(),
+                    item: e.item,
                     status: ItemStatus::Skipped {
                         reason: reason.clone(),
                     },
@@ -235,9 +222,10 @@ async fn step(
         }
         info!(request = %task.request_id, slice = %task.key, from_chunk = chunk, "slice: request cancelled; stopping before this chunk");
     } else if state.chunk(task, chunk).await?.is_none() {
-        let start = chunk as usize * size;
-        let end = (start + size).min(inventory.entries.len());
-        let outcomes = process(svc, task, &inventory.entries[start..end]).await?;
+        let entries = state
+            .inventory_chunk(task, &inventory, chunk, svc.settings.chunk_size)
+            .await?;
+        let outcomes = process(svc, task, &entries).await?;
         state
             .store
             .create_json(&state.chunk_ref(task, chunk), &outcomes)
@@ -257,7 +245,7 @@ async fn step(
             next_chunk: chunk + 1,
         });
     }
-    let mut items = Vec::with_capacity(inventory.entries.len());
+    let mut items = Vec::with_capacity(inventory.len());
     for c in 0..chunks {
         items.extend(
             state

@@ -330,6 +330,16 @@ pub trait BlobStoreExt: BlobStore {
         Ok((Bytes::from(buf), reader.props.etag))
     }
 
+    /// Whether a blob exists, without reading it: the body of the answer is dropped unread, so a
+    /// check on a large document (a heavy slice's result) costs one round trip, not its bytes.
+    async fn exists(&self, blob: &BlobRef) -> StoreResult<bool> {
+        match self.open(blob).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Read a JSON document, `None` if absent.
     async fn read_json<T: serde::de::DeserializeOwned>(
         &self,

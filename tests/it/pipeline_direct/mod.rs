@@ -155,4 +155,5 @@ mod faults;
 mod holds_and_scope;
 mod intake_refusals;
 mod notebooks;
+mod paged_inventory;
 mod telemetry;

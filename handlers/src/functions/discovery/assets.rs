@@ -297,6 +297,7 @@ pub(super) async fn assets(
         entries,
         notes,
         candidates,
+        pages: None,
     })
 }
 

@@ -21,5 +21,6 @@ pub(super) async fn compute(svc: &Services, task: &SliceTask) -> Result<Inventor
         entries,
         notes: vec![],
         candidates: vec![],
+        pages: None,
     })
 }

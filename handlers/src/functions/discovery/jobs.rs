@@ -197,6 +197,7 @@ pub(super) async fn jobs(
         entries,
         notes,
         candidates,
+        pages: None,
     })
 }
 

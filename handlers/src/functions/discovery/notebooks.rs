@@ -30,6 +30,7 @@ pub(super) async fn notebooks(
             entries,
             notes,
             candidates: vec![],
+            pages: None,
         });
     }
     if prefixes.is_empty() {
@@ -44,6 +45,7 @@ pub(super) async fn notebooks(
             entries,
             notes,
             candidates: vec![],
+            pages: None,
         });
     }
     let (account, share) = (&ws.storage_account, &ws.file_share);
@@ -81,5 +83,6 @@ pub(super) async fn notebooks(
         entries,
         notes,
         candidates: vec![],
+        pages: None,
     })
 }

@@ -36,5 +36,6 @@ pub(super) async fn telemetry(
         entries,
         notes: vec![],
         candidates: vec![],
+        pages: None,
     })
 }
