@@ -14,7 +14,7 @@ use crate::domain::report::{
 };
 use crate::domain::request::RequestKind;
 use crate::domain::slice::SliceCompletion;
-use crate::ports::blob::{BlobStoreExt, Condition};
+use crate::ports::blob::{BlobStoreExt, Condition, StoreError};
 use crate::ports::bus::{queues, OutMessage};
 use crate::state::{StateStore, EXPORTS, REPORTS};
 
@@ -95,17 +95,37 @@ async fn finalise(
         candidate.deadline = l.deadline;
         candidate.within_deadline = candidate.finished_at <= l.deadline;
     }
-    let created = state
+    // Serialised once (compact: a heavy subject's report lists a million items): the same bytes
+    // are the stored report, the manifest or certificate copy, and what the audit record hashes.
+    let body = bytes::Bytes::from(
+        serde_json::to_vec(&candidate).map_err(|e| FnError::Transient(e.to_string()))?,
+    );
+    let created = match state
         .store
-        .create_json(&state.report_ref(&plan.request_id), &candidate)
-        .await?;
-    let report: FinalReport = if created {
-        candidate
+        .put(
+            &state.report_ref(&plan.request_id),
+            body.clone(),
+            "application/json",
+            Condition::IfNotExists,
+            &Default::default(),
+        )
+        .await
+    {
+        Ok(_) => true,
+        Err(StoreError::AlreadyExists(_) | StoreError::ConditionFailed(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    let (report, body): (FinalReport, bytes::Bytes) = if created {
+        (candidate, body)
     } else {
-        state
-            .report(&plan.request_id)
-            .await?
-            .ok_or_else(|| FnError::Transient("report vanished".into()))?
+        drop((candidate, body));
+        let (stored, _) = state
+            .store
+            .read_small(&state.report_ref(&plan.request_id))
+            .await?;
+        let report = serde_json::from_slice(&stored)
+            .map_err(|e| FnError::Transient(format!("stored report unreadable: {e}")))?;
+        (report, stored)
     };
 
     // Human- and machine-readable copies: export bundle or deletion certificate.
@@ -120,7 +140,16 @@ async fn finalise(
         _ => "certificate",
     };
     let json_ref = state.blob(container, format!("{base}{stem}.json"));
-    state.store.write_json(&json_ref, &report).await?;
+    state
+        .store
+        .put(
+            &json_ref,
+            body.clone(),
+            "application/json",
+            Condition::None,
+            &Default::default(),
+        )
+        .await?;
     state
         .store
         .put(
@@ -146,12 +175,13 @@ async fn finalise(
         "withinDeadline": report.within_deadline,
         "counts": report.counts,
         "report": json_ref.to_string(),
-        "reportSha256": crate::domain::ids::sha256_hex(&serde_json::to_vec(&report).unwrap_or_default()),
+        "reportSha256": crate::domain::ids::sha256_hex(&body),
         "itemsMerkleRoot": report.items_merkle_root,
     });
     // Chained (tamper-evident) and kept at `requests/<id>.json` as before.
     super::audit_trail::record(state, &format!("requests/{}.json", plan.request_id), &audit)
         .await?;
+    drop(body);
     // What the certificate says is retained, for the follow-up after its date.
     super::follow_up::record_ledger(state, &report, &json_ref).await?;
 
