@@ -3,7 +3,8 @@
 # real handler over HTTP under the local Functions-host stand-in): seed, then an export and a
 # delete for the subject, each timed with its peak RSS. Azurite cannot hold this size on one
 # machine in hours (its per-request cost grows with the blobs it holds: BENCHMARKS.md), so
-# this is the size's measurement of *our* process; the Azurite rows are in the `dsr` scenario.
+# this is the size's measurement of *our* process against a ceiling of plain file copies,
+# reads and unlinks (scripts/fs_ceiling.py); the Azurite rows are in the bench's `dsr` scenario.
 #
 #   bash scripts/bench_issue_size_local.sh [WORKSPACES RUNS_PER_WORKSPACE FILES_PER_RUN [DATA_DIR]]
 #   default: 10 1000 100 -> 10 workspaces, the subject's 10,000 runs, ~1,000,000 of her blobs
@@ -22,6 +23,8 @@ echo "data: $DATA  logs: $LOGS  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 /usr/bin/time -f "seed: %e s wall, peak RSS %M KB" "$B" --data-dir "$DATA" seed \
   --workspaces "$WS" --users 2 --runs-per-user "$RUNS" --files-per-run "$FILES" \
   --output-bytes 1024 --json 2>&1 | tail -2
+# The ceiling: the same storage work on her blobs by the plainest code, on the same data.
+python3 scripts/fs_ceiling.py "$DATA"
 for kind in export delete; do
   rid="ISSUE-SIZE-${kind^^}"
   "$B" --data-dir "$DATA" submit --type "$kind" --upn alice@contoso.com --request-id "$rid" >/dev/null
