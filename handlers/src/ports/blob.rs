@@ -354,14 +354,15 @@ pub trait BlobStoreExt: BlobStore {
         }
     }
 
-    /// Create a JSON document if absent. Returns `true` when this call created it.
+    /// Create a JSON document if absent. Returns `true` when this call created it. State
+    /// documents are written compact: a heavy slice's result or inventory page is machine state
+    /// of up to a hundred thousand items, where indentation would double bytes and memory.
     async fn create_json<T: serde::Serialize + Sync>(
         &self,
         blob: &BlobRef,
         value: &T,
     ) -> StoreResult<bool> {
-        let body =
-            serde_json::to_vec_pretty(value).map_err(|e| StoreError::Other(e.to_string()))?;
+        let body = serde_json::to_vec(value).map_err(|e| StoreError::Other(e.to_string()))?;
         match self
             .put(
                 blob,
@@ -384,8 +385,7 @@ pub trait BlobStoreExt: BlobStore {
         blob: &BlobRef,
         value: &T,
     ) -> StoreResult<()> {
-        let body =
-            serde_json::to_vec_pretty(value).map_err(|e| StoreError::Other(e.to_string()))?;
+        let body = serde_json::to_vec(value).map_err(|e| StoreError::Other(e.to_string()))?;
         self.put(
             blob,
             Bytes::from(body),
