@@ -39,7 +39,7 @@ for kind in export delete; do
   done >"$LOGS/$kind.rss"
   wait "$pid"
   cat "$LOGS/$kind.time"
-  echo "$kind: invocations by function: $(grep -o 'invocation succeeded function=[a-z-]*' "$LOGS/$kind.log" | sort | uniq -c | awk '{printf "%s %s, ", $3, $1}' | sed 's/function=//g')"
+  echo "$kind: invocations by function: $(grep -o 'invocation succeeded function=[a-z-]*' "$LOGS/$kind.log" | sort | uniq -c | awk '{printf "%s %s, ", $4, $1}' | sed 's/function=//g')"
   echo "$kind: RSS over time (KB, every ~20 s): $(awk 'NR%10==1{printf "%s=%s ", $1, $2}' "$LOGS/$kind.rss")"
   "$B" --data-dir "$DATA" --json report "$rid" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("'"$kind"': status", r["status"], "counts", json.dumps(r["counts"]))'
 done

@@ -206,7 +206,8 @@ async fn step(
             }
             let skipped: Vec<ItemOutcome> = state
                 .inventory_chunk(task, &inventory, c, svc.settings.chunk_size)
-                .await?
+                .await
+                .map_err(unreadable_page)?
                 .into_iter()
                 .map(|e| ItemOutcome {
                     item: e.item,
@@ -224,7 +225,8 @@ async fn step(
     } else if state.chunk(task, chunk).await?.is_none() {
         let entries = state
             .inventory_chunk(task, &inventory, chunk, svc.settings.chunk_size)
-            .await?;
+            .await
+            .map_err(unreadable_page)?;
         let outcomes = process(svc, task, &entries).await?;
         state
             .store
@@ -282,6 +284,19 @@ async fn step(
     complete(svc, task).await?;
     info!(request = %task.request_id, slice = %task.key, items = n, "slice: finished");
     Ok(SliceStep::Finished { items: n })
+}
+
+/// A page of the frozen inventory that is missing or does not parse is refused like a whole
+/// inventory that does not parse: the slice fails and nothing in the page is touched. A
+/// transient read is retried.
+fn unreadable_page(e: crate::ports::blob::StoreError) -> DiscoveryError {
+    if e.is_transient() {
+        e.into()
+    } else {
+        DiscoveryError::Permanent(
+            "a page of the slice's stored inventory is missing or cannot be read (unknown resource kind or damaged document); nothing in it was changed".into(),
+        )
+    }
 }
 
 /// A slice whose request was cancelled before it found anything: it records that it did

@@ -89,3 +89,69 @@ async fn a_chunk_size_changed_mid_request_neither_repeats_nor_skips_an_item() {
     }
     assert_eq!(in_pages, jobs_items.len());
 }
+
+/// A page of a frozen inventory that does not parse (here: a kind the product does not know,
+/// naming another user's compute) is refused like a whole inventory that does not parse: the
+/// slice fails, the request says so, and nothing the page names is touched.
+#[tokio::test]
+async fn a_damaged_inventory_page_fails_the_slice_and_touches_nothing() {
+    let e = env(HoldSet::default(), 5).await;
+    let body = request(&e, "PAGED-2", "delete", "alice", false).to_string();
+    intake::run(&e.svc, body.as_bytes(), &support::pipeline::delivery())
+        .await
+        .unwrap();
+    let mut jobs_task = None;
+    while jobs_task.is_none() {
+        let m = e
+            .bus
+            .pop()
+            .expect("the jobs slice's first chunk is delivered");
+        if m.queue == "dsr-slice-jobs" {
+            jobs_task = Some(serde_json::from_slice::<SliceTask>(&m.body).unwrap());
+        }
+        support::pipeline::deliver(&e.svc, &m).await;
+    }
+    let state = e.svc.state();
+    let page = state
+        .store
+        .list_all("dsrstate", "dsr-state", "requests/PAGED-2/slices/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .find(|n| n.contains("-jobs/inventory-pages/") && n.ends_with("/000001.json"))
+        .expect("the jobs slice's second page");
+    let bob_compute = e
+        .truth
+        .resources_of("bob")
+        .into_iter()
+        .find(|id| id.contains("/computes/"))
+        .expect("bob's compute instance")
+        .clone();
+    state
+        .store
+        .write_json(
+            &BlobRef::new("dsrstate", "dsr-state", page),
+            &json!([{"item": {"kind": "resource", "resourceType": "datastore", "id": bob_compute}}]),
+        )
+        .await
+        .unwrap();
+    drive(&e, 1).await;
+    assert!(
+        arm_present(&snapshot(&e).await, &bob_compute),
+        "bob's compute instance is still there"
+    );
+    let r = report(&e, "PAGED-2").await;
+    let jobs = r
+        .slices
+        .iter()
+        .find(|s| Some(&s.key) == jobs_task.as_ref().map(|t| &t.key))
+        .expect("the jobs slice is reported");
+    assert_eq!(jobs.status, azureml_dsr::domain::slice::SliceStatus::Failed);
+    assert!(
+        jobs.reason.as_deref().is_some_and(|r| r.contains("page")),
+        "{:?}",
+        jobs.reason
+    );
+    assert_eq!(r.status, FinalStatus::PartiallyFailed);
+}
