@@ -6,7 +6,8 @@
 # this is the size's measurement of *our* process against a ceiling of plain file copies,
 # reads and unlinks (scripts/fs_ceiling.py); the Azurite rows are in the bench's `dsr` scenario.
 #
-#   bash scripts/bench_issue_size_local.sh [WORKSPACES RUNS_PER_WORKSPACE FILES_PER_RUN [DATA_DIR]]
+#   [DSR_BINARY=<built binary>] bash scripts/bench_issue_size_local.sh \
+#       [WORKSPACES RUNS_PER_WORKSPACE FILES_PER_RUN [DATA_DIR]]
 #   default: 10 1000 100 -> 10 workspaces, the subject's 10,000 runs, ~1,000,000 of her blobs
 #   (plus another user's as many beside them). Needs ~25 GB of disk and ~25 min here.
 set -euo pipefail
@@ -14,9 +15,23 @@ cd "$(dirname "$0")/.."
 WS=${1:-10}
 RUNS=${2:-1000}
 FILES=${3:-100}
-DATA=${4:-$(mktemp -d)/data}
-cargo build --release --quiet
-B=$PWD/target/release/azureml-dsr
+if [ -n "${4:-}" ]; then
+  DATA=$4
+else
+  # A scratch folder, removed at the end (the figures are printed; pass DATA_DIR to keep it).
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  DATA=$scratch/data
+fi
+# DSR_BINARY: a binary already built (CI runs this at a tiny size on its debug build).
+if [ -n "${DSR_BINARY:-}" ]; then
+  B=$(realpath "$DSR_BINARY")
+  # Not passed on: the binary warns about DSR_ names it does not know.
+  unset DSR_BINARY
+else
+  cargo build --release --quiet
+  B=$PWD/target/release/azureml-dsr
+fi
 LOGS=$(dirname "$DATA")/logs
 mkdir -p "$LOGS"
 echo "data: $DATA  logs: $LOGS  load: $(cut -d' ' -f1-3 /proc/loadavg)"
