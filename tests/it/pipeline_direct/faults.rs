@@ -207,13 +207,7 @@ async fn dry_run_makes_zero_mutating_calls_to_workspace_storage() {
 #[tokio::test]
 async fn an_unknown_resource_kind_in_an_inventory_deletes_nothing() {
     let e = env(HoldSet::default(), 100).await;
-    let bob_compute = e
-        .truth
-        .resources_of("bob")
-        .into_iter()
-        .find(|id| id.contains("/computes/"))
-        .expect("bob has a compute instance")
-        .clone();
+    let bob_compute = compute_of(&e, "bob");
     let body = request(&e, "KIND-1", "delete", "alice", false)
         .to_string()
         .into_bytes();
@@ -238,16 +232,5 @@ async fn an_unknown_resource_kind_in_an_inventory_deletes_nothing() {
         .await
         .unwrap();
     drive(&e, 1).await;
-    assert!(
-        arm_present(&snapshot(&e).await, &bob_compute),
-        "bob's compute instance is still there"
-    );
-    let r = report(&e, "KIND-1").await;
-    let jobs = r
-        .slices
-        .iter()
-        .find(|s| s.key == task.key)
-        .expect("the jobs slice is reported");
-    assert_eq!(jobs.status, azureml_dsr::domain::slice::SliceStatus::Failed);
-    assert_eq!(r.status, FinalStatus::PartiallyFailed);
+    assert_slice_refused(&e, "KIND-1", &task.key, &bob_compute).await;
 }

@@ -137,6 +137,44 @@ fn arm_present(snapshot: &BTreeMap<String, String>, id: &str) -> bool {
         .any(|k| k.starts_with("armlocal/") && k.ends_with(&suffix))
 }
 
+/// `who`'s compute instance (the resource a forged inventory entry names in the refusal tests).
+fn compute_of(e: &Env, who: &str) -> String {
+    e.truth
+        .resources_of(who)
+        .into_iter()
+        .find(|id| id.contains("/computes/"))
+        .unwrap_or_else(|| panic!("{who} has a compute instance"))
+        .clone()
+}
+
+/// After a slice refused what its stored inventory named: `kept` (another user's compute the
+/// forged entry named) is untouched, the slice `key` failed and the request says so. Returns
+/// the slice's summary for further checks.
+async fn assert_slice_refused(
+    e: &Env,
+    request_id: &str,
+    key: &str,
+    kept: &str,
+) -> azureml_dsr::domain::report::SliceSummary {
+    assert!(
+        arm_present(&snapshot(e).await, kept),
+        "bob's compute instance is still there"
+    );
+    let r = report(e, request_id).await;
+    let slice = r
+        .slices
+        .iter()
+        .find(|s| s.key == key)
+        .expect("the jobs slice is reported")
+        .clone();
+    assert_eq!(
+        slice.status,
+        azureml_dsr::domain::slice::SliceStatus::Failed
+    );
+    assert_eq!(r.status, FinalStatus::PartiallyFailed);
+    slice
+}
+
 async fn certificate(e: &Env, id: &str, name: &str) -> Option<FinalReport> {
     e.store
         .read_json(&BlobRef::new(

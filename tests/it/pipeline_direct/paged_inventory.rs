@@ -5,26 +5,33 @@
 
 use super::*;
 
-#[tokio::test]
-async fn a_chunk_size_changed_mid_request_neither_repeats_nor_skips_an_item() {
-    let e = env(HoldSet::default(), 5).await;
-    let body = request(&e, "PAGED-1", "export", "alice", false).to_string();
+/// Intake `kind` for alice as `id`, then deliver (with `e`'s chunk size) until the jobs slice
+/// has frozen its inventory and processed its first chunk; returns that slice's task.
+async fn start_until_first_jobs_chunk(e: &Env, id: &str, kind: &str) -> SliceTask {
+    let body = request(e, id, kind, "alice", false).to_string();
     intake::run(&e.svc, body.as_bytes(), &support::pipeline::delivery())
         .await
         .unwrap();
-    // Chunk size 5 until the jobs slice has frozen its inventory and done its first chunk…
-    let mut first_chunk_done = false;
-    while !first_chunk_done {
+    loop {
         let m = e
             .bus
             .pop()
             .expect("the jobs slice's first chunk is delivered");
+        support::pipeline::deliver(&e.svc, &m).await;
         if m.queue == "dsr-slice-jobs" {
             let t: SliceTask = serde_json::from_slice(&m.body).unwrap();
-            first_chunk_done = t.chunk == 0;
+            if t.chunk == 0 {
+                return t;
+            }
         }
-        support::pipeline::deliver(&e.svc, &m).await;
     }
+}
+
+#[tokio::test]
+async fn a_chunk_size_changed_mid_request_neither_repeats_nor_skips_an_item() {
+    let e = env(HoldSet::default(), 5).await;
+    // Chunk size 5 until the jobs slice has frozen its inventory and done its first chunk…
+    start_until_first_jobs_chunk(&e, "PAGED-1", "export").await;
     // …then the app restarts with chunk size 3 for everything after.
     let mut restarted = e.svc.clone();
     restarted.settings.chunk_size = 3;
@@ -96,21 +103,7 @@ async fn a_chunk_size_changed_mid_request_neither_repeats_nor_skips_an_item() {
 #[tokio::test]
 async fn a_damaged_inventory_page_fails_the_slice_and_touches_nothing() {
     let e = env(HoldSet::default(), 5).await;
-    let body = request(&e, "PAGED-2", "delete", "alice", false).to_string();
-    intake::run(&e.svc, body.as_bytes(), &support::pipeline::delivery())
-        .await
-        .unwrap();
-    let mut jobs_task = None;
-    while jobs_task.is_none() {
-        let m = e
-            .bus
-            .pop()
-            .expect("the jobs slice's first chunk is delivered");
-        if m.queue == "dsr-slice-jobs" {
-            jobs_task = Some(serde_json::from_slice::<SliceTask>(&m.body).unwrap());
-        }
-        support::pipeline::deliver(&e.svc, &m).await;
-    }
+    let jobs_task = start_until_first_jobs_chunk(&e, "PAGED-2", "delete").await;
     let state = e.svc.state();
     let page = state
         .store
@@ -121,13 +114,7 @@ async fn a_damaged_inventory_page_fails_the_slice_and_touches_nothing() {
         .map(|i| i.name)
         .find(|n| n.contains("-jobs/inventory-pages/") && n.ends_with("/000001.json"))
         .expect("the jobs slice's second page");
-    let bob_compute = e
-        .truth
-        .resources_of("bob")
-        .into_iter()
-        .find(|id| id.contains("/computes/"))
-        .expect("bob's compute instance")
-        .clone();
+    let bob_compute = compute_of(&e, "bob");
     state
         .store
         .write_json(
@@ -137,21 +124,10 @@ async fn a_damaged_inventory_page_fails_the_slice_and_touches_nothing() {
         .await
         .unwrap();
     drive(&e, 1).await;
-    assert!(
-        arm_present(&snapshot(&e).await, &bob_compute),
-        "bob's compute instance is still there"
-    );
-    let r = report(&e, "PAGED-2").await;
-    let jobs = r
-        .slices
-        .iter()
-        .find(|s| Some(&s.key) == jobs_task.as_ref().map(|t| &t.key))
-        .expect("the jobs slice is reported");
-    assert_eq!(jobs.status, azureml_dsr::domain::slice::SliceStatus::Failed);
+    let jobs = assert_slice_refused(&e, "PAGED-2", &jobs_task.key, &bob_compute).await;
     assert!(
         jobs.reason.as_deref().is_some_and(|r| r.contains("page")),
         "{:?}",
         jobs.reason
     );
-    assert_eq!(r.status, FinalStatus::PartiallyFailed);
 }
