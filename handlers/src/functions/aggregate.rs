@@ -14,7 +14,7 @@ use crate::domain::report::{
 };
 use crate::domain::request::RequestKind;
 use crate::domain::slice::SliceCompletion;
-use crate::ports::blob::{BlobStoreExt, Condition, StoreError};
+use crate::ports::blob::{BlobStoreExt, Condition};
 use crate::ports::bus::{queues, OutMessage};
 use crate::state::{StateStore, EXPORTS, REPORTS};
 
@@ -100,21 +100,14 @@ async fn finalise(
     let body = bytes::Bytes::from(
         serde_json::to_vec(&candidate).map_err(|e| FnError::Transient(e.to_string()))?,
     );
-    let created = match state
+    let created = state
         .store
-        .put(
+        .create_bytes(
             &state.report_ref(&plan.request_id),
             body.clone(),
             "application/json",
-            Condition::IfNotExists,
-            &Default::default(),
         )
-        .await
-    {
-        Ok(_) => true,
-        Err(StoreError::AlreadyExists(_) | StoreError::ConditionFailed(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
+        .await?;
     let (report, body): (FinalReport, bytes::Bytes) = if created {
         (candidate, body)
     } else {

@@ -354,20 +354,19 @@ pub trait BlobStoreExt: BlobStore {
         }
     }
 
-    /// Create a JSON document if absent. Returns `true` when this call created it. State
-    /// documents are written compact: a heavy slice's result or inventory page is machine state
-    /// of up to a hundred thousand items, where indentation would double bytes and memory.
-    async fn create_json<T: serde::Serialize + Sync>(
+    /// Create a blob if absent (If-None-Match `*`). Returns `true` when this call created it;
+    /// `false` when it already existed (another delivery created it first).
+    async fn create_bytes(
         &self,
         blob: &BlobRef,
-        value: &T,
+        body: Bytes,
+        content_type: &str,
     ) -> StoreResult<bool> {
-        let body = serde_json::to_vec(value).map_err(|e| StoreError::Other(e.to_string()))?;
         match self
             .put(
                 blob,
-                Bytes::from(body),
-                "application/json",
+                body,
+                content_type,
                 Condition::IfNotExists,
                 &BTreeMap::new(),
             )
@@ -377,6 +376,19 @@ pub trait BlobStoreExt: BlobStore {
             Err(StoreError::AlreadyExists(_)) | Err(StoreError::ConditionFailed(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Create a JSON document if absent. Returns `true` when this call created it. State
+    /// documents are written compact: a heavy slice's result or inventory page is machine state
+    /// of up to a hundred thousand items, where indentation would double bytes and memory.
+    async fn create_json<T: serde::Serialize + Sync>(
+        &self,
+        blob: &BlobRef,
+        value: &T,
+    ) -> StoreResult<bool> {
+        let body = serde_json::to_vec(value).map_err(|e| StoreError::Other(e.to_string()))?;
+        self.create_bytes(blob, Bytes::from(body), "application/json")
+            .await
     }
 
     /// Overwrite a JSON document unconditionally.
