@@ -69,6 +69,7 @@ fn report(req: RequestId, items: Vec<ItemOutcome>) -> anyhow::Result<FinalReport
             notes: vec![],
             items,
             review: vec![],
+            pages: None,
         }],
         items_merkle_root: None,
         derived_from_subject_data: None,

@@ -8,13 +8,13 @@ use time::OffsetDateTime;
 
 use crate::domain::holds::HoldSet;
 use crate::domain::plan::Plan;
-use crate::domain::report::FinalReport;
 use crate::domain::request::RequestId;
 use crate::domain::slice::{ItemOutcome, SliceResult, SliceTask};
 use crate::domain::workspace::WorkspaceId;
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition, StoreError, StoreResult};
 
 mod paged_inventory;
+mod paged_result;
 pub use paged_inventory::InventoryPages;
 
 pub const STATE: &str = "dsr-state";
@@ -149,9 +149,11 @@ impl StateStore {
         self.req(&t.request_id, &format!("slices/{}/inventory.json", t.key))
     }
     pub(crate) fn chunk_ref(&self, t: &SliceTask, chunk: u32) -> BlobRef {
-        self.req(
+        self.result_page_ref(
             &t.request_id,
-            &format!("slices/{}/chunks/{chunk:06}.json", t.key),
+            &t.key,
+            crate::domain::slice::PageSet::Chunks,
+            chunk,
         )
     }
     pub(crate) fn result_ref(&self, id: &RequestId, key: &str) -> BlobRef {
@@ -206,15 +208,14 @@ impl StateStore {
     pub async fn plan(&self, id: &RequestId) -> StoreResult<Option<Plan>> {
         self.store.read_json(&self.plan_ref(id)).await
     }
-    pub async fn report(&self, id: &RequestId) -> StoreResult<Option<FinalReport>> {
-        self.store.read_json(&self.report_ref(id)).await
-    }
     pub async fn inventory(&self, t: &SliceTask) -> StoreResult<Option<Inventory>> {
         self.store.read_json(&self.inventory_ref(t)).await
     }
     pub async fn chunk(&self, t: &SliceTask, chunk: u32) -> StoreResult<Option<Vec<ItemOutcome>>> {
         self.store.read_json(&self.chunk_ref(t, chunk)).await
     }
+    /// A slice's stored result: a paged one is its head (`StateStore::result_page` reads the
+    /// items).
     pub async fn slice_result(
         &self,
         id: &RequestId,

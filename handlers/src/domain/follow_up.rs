@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::report::FinalReport;
 use super::request::RequestId;
-use super::slice::{Item, ItemStatus};
+use super::slice::{Item, ItemOutcome, ItemStatus, SliceResult};
 
 /// One retained item, as the certificate listed it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -62,46 +62,52 @@ pub struct Ledger {
 impl Ledger {
     /// The ledger entry for a certificate, if anything in it is retained (dry runs never are).
     pub fn for_report(report: &FinalReport, certificate: String) -> Option<Ledger> {
-        if report.dry_run {
-            return None;
-        }
-        let items: Vec<LedgerItem> = report
+        let items = report
             .results
             .iter()
-            .flat_map(|r| r.items.iter().map(move |i| (r, i)))
-            .filter_map(|(r, i)| match (&i.status, &i.item) {
-                (ItemStatus::RetainedUntil { until }, _) => Some(LedgerItem {
-                    slice_key: r.key.clone(),
-                    item: i.item.clone(),
-                    until: *until,
-                    purge_status: vec![],
-                    recheck_only: false,
-                }),
-                (ItemStatus::InShareSnapshots { recheck_on, .. }, _) => Some(LedgerItem {
-                    slice_key: r.key.clone(),
-                    item: i.item.clone(),
-                    until: *recheck_on,
-                    purge_status: vec![],
-                    recheck_only: true,
-                }),
-                // Purged telemetry stays queryable until the purge completes.
-                (ItemStatus::Pending { requested_at, .. }, Item::Telemetry { .. }) => {
-                    Some(LedgerItem {
-                        slice_key: r.key.clone(),
-                        item: i.item.clone(),
-                        until: requested_at.unwrap_or(report.finished_at) + PURGE_WINDOW,
-                        purge_status: vec![],
-                        recheck_only: false,
-                    })
-                }
-                _ => None,
-            })
+            .flat_map(|r| Self::entries(report.finished_at, r, &r.items))
             .collect();
-        (!items.is_empty()).then(|| Ledger {
+        Self::of(report, certificate, items)
+    }
+
+    /// The ledger of `report` holding `items` (gathered a page at a time with
+    /// [`Ledger::entries`]); `None` when nothing is retained or it is a dry run.
+    pub fn of(report: &FinalReport, certificate: String, items: Vec<LedgerItem>) -> Option<Ledger> {
+        (!report.dry_run && !items.is_empty()).then(|| Ledger {
             request_id: report.request_id.clone(),
             certificate,
             items,
             done_at: None,
+        })
+    }
+
+    /// The ledger entries of some of `result`'s items (all of them, or one page of a paged
+    /// result); `finished_at` is the report's.
+    pub fn entries<'a>(
+        finished_at: OffsetDateTime,
+        result: &'a SliceResult,
+        items: &'a [ItemOutcome],
+    ) -> impl Iterator<Item = LedgerItem> + 'a {
+        items.iter().filter_map(move |i| {
+            let entry = |until, recheck_only| LedgerItem {
+                slice_key: result.key.clone(),
+                item: i.item.clone(),
+                until,
+                purge_status: vec![],
+                recheck_only,
+            };
+            match (&i.status, &i.item) {
+                (ItemStatus::RetainedUntil { until }, _) => Some(entry(*until, false)),
+                (ItemStatus::InShareSnapshots { recheck_on, .. }, _) => {
+                    Some(entry(*recheck_on, true))
+                }
+                // Purged telemetry stays queryable until the purge completes.
+                (ItemStatus::Pending { requested_at, .. }, Item::Telemetry { .. }) => Some(entry(
+                    requested_at.unwrap_or(finished_at) + PURGE_WINDOW,
+                    false,
+                )),
+                _ => None,
+            }
         })
     }
 
@@ -261,6 +267,7 @@ mod tests {
                 notes: vec![],
                 items,
                 review: vec![],
+                pages: None,
             }],
             items_merkle_root: None,
             derived_from_subject_data: None,

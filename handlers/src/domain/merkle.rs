@@ -78,6 +78,44 @@ pub fn items_root(report: &FinalReport) -> Result<String, serde_json::Error> {
     Ok(hex::encode(root(&item_leaves(report)?)))
 }
 
+/// The same root as [`root`], computed leaf by leaf in O(log n) memory (a report's items are
+/// read a page at a time). It keeps the roots of complete subtrees, largest first, merging two
+/// of equal size as soon as they exist; at the end it folds them from the right, which is
+/// exactly RFC 6962's split at the largest power of two below n.
+#[derive(Debug, Default, Clone)]
+pub struct RootBuilder {
+    /// (subtree root, leaves under it); sizes are distinct powers of two, decreasing.
+    stack: Vec<(Hash, u64)>,
+}
+
+impl RootBuilder {
+    pub fn push(&mut self, leaf: Hash) {
+        let mut top = (leaf, 1u64);
+        while let Some(&(left, size)) = self.stack.last() {
+            if size != top.1 {
+                break;
+            }
+            self.stack.pop();
+            top = (node_hash(&left, &top.0), size * 2);
+        }
+        self.stack.push(top);
+    }
+
+    /// Add an item (its canonical JSON is the leaf).
+    pub fn push_item<T: serde::Serialize>(&mut self, item: &T) -> Result<(), serde_json::Error> {
+        self.push(leaf_hash(&canonical_json(item)?));
+        Ok(())
+    }
+
+    pub fn root(&self) -> Hash {
+        let mut it = self.stack.iter().rev();
+        match it.next() {
+            None => Sha256::digest([]).into(),
+            Some(&(last, _)) => it.fold(last, |right, (left, _)| node_hash(left, &right)),
+        }
+    }
+}
+
 /// The same root computed from the stored JSON document itself (as a third party would: no
 /// typed model, just `results[*].items[*]`). `None` when the document has no such shape.
 pub fn items_root_of_document(doc: &serde_json::Value) -> Option<String> {
@@ -129,6 +167,26 @@ mod tests {
         // A promoted odd leaf is not the same tree as a duplicated one.
         let dup = vec![l[0], l[1], l[2], l[2]];
         assert_ne!(root(&l[..3]), root(&dup));
+    }
+
+    #[test]
+    fn the_streamed_root_is_the_recursive_one_for_every_size() {
+        for n in 0..=70 {
+            let l = leaves(n);
+            let mut b = RootBuilder::default();
+            for h in &l {
+                b.push(*h);
+            }
+            assert_eq!(b.root(), root(&l), "{n} leaves");
+        }
+        let mut b = RootBuilder::default();
+        for h in leaves(5) {
+            b.push(h);
+        }
+        assert_eq!(
+            hex::encode(b.root()),
+            "b6748f6ed7a99de7da84fd97e1a3bac6fab8999f4a43695cab9528a2de431147"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod lineage;
 pub mod merkle;
 pub mod plan;
 pub mod report;
+pub mod report_document;
 pub mod request;
 pub mod resource;
 pub mod resource_type;

@@ -142,58 +142,101 @@ pub(crate) fn all_slices_in(plan: &Plan, completed: &[String]) -> bool {
         .all(|s| completed.iter().any(|c| c == &s.key))
 }
 
-pub(crate) fn build_report(
-    plan: &Plan,
-    mut results: Vec<SliceResult>,
-    finished_at: OffsetDateTime,
-) -> FinalReport {
-    // Plan order, so the report is the same whichever order completions arrived in.
-    results.sort_by_key(|r| {
-        plan.slices
-            .iter()
-            .position(|s| s.key == r.key)
-            .unwrap_or(usize::MAX)
-    });
-    let mut total = Counts::default();
-    let mut slices = Vec::new();
-    for r in &results {
-        let mut c = Counts::default();
-        for i in &r.items {
-            c.add(&i.status);
-            total.add(&i.status);
+/// Builds a report from its slice results one at a time, in plan order (the report is then the
+/// same whichever order completions arrived in), a paged result's items a page at a time
+/// (`SliceResult::pages`): counts, status and the Merkle root need nothing else, so a subject's million items are never held at once.
+/// The report it returns holds the results as given: inline items stay inline, a paged
+/// result stays a head.
+pub(crate) struct ReportBuilder<'p> {
+    plan: &'p Plan,
+    total: Counts,
+    slices: Vec<SliceSummary>,
+    results: Vec<SliceResult>,
+    merkle: super::merkle::RootBuilder,
+    merkle_ok: bool,
+    cancelled_skip: bool,
+}
+
+impl<'p> ReportBuilder<'p> {
+    pub fn new(plan: &'p Plan) -> Self {
+        Self {
+            plan,
+            total: Counts::default(),
+            slices: Vec::with_capacity(plan.slices.len()),
+            results: Vec::with_capacity(plan.slices.len()),
+            merkle: Default::default(),
+            merkle_ok: true,
+            cancelled_skip: false,
         }
-        slices.push(SliceSummary {
+    }
+
+    /// The next slice's result (plan order). Its inline items are taken in here; a paged
+    /// result's follow through [`ReportBuilder::items`].
+    pub fn slice(&mut self, mut r: SliceResult) {
+        self.slices.push(SliceSummary {
             key: r.key.clone(),
             workspace: r.workspace.clone(),
             resource_type: r.resource_type,
             status: r.status,
             reason: r.reason.clone(),
-            hold: plan
+            hold: self
+                .plan
                 .slice(&r.key)
                 .and_then(|s| s.hold.as_ref().map(|h| h.id.clone())),
-            counts: c,
+            counts: Counts::default(),
         });
+        let inline = std::mem::take(&mut r.items);
+        self.items(&inline);
+        r.items = inline;
+        self.results.push(r);
     }
-    let mut report = FinalReport {
-        request_id: plan.request_id.clone(),
-        kind: plan.kind,
-        status: final_status(&results, &total),
-        dry_run: plan.dry_run,
-        regulation: plan.regulation,
-        subject_object_id: plan.subject.object_id.to_string(),
-        subject_log_id: plan.subject_log_id.clone(),
-        received_at: plan.received_at,
-        deadline: plan.deadline,
-        finished_at,
-        within_deadline: finished_at <= plan.deadline,
-        counts: total,
-        slices,
-        results,
-        items_merkle_root: None,
-        derived_from_subject_data: None,
-    };
-    report.items_merkle_root = super::merkle::items_root(&report).ok();
-    report
+
+    /// Items of the last slice given, in order.
+    pub fn items(&mut self, items: &[super::slice::ItemOutcome]) {
+        let Some(summary) = self.slices.last_mut() else {
+            return;
+        };
+        for i in items {
+            summary.counts.add(&i.status);
+            self.total.add(&i.status);
+            if self.merkle_ok && self.merkle.push_item(i).is_err() {
+                self.merkle_ok = false;
+            }
+            self.cancelled_skip |= super::lifecycle::is_cancelled_skip(&i.status);
+        }
+    }
+
+    /// Whether a cancel stopped something (`domain::lifecycle::cancel_cut_short`, over pages).
+    pub fn cancel_cut_short(&self) -> bool {
+        self.cancelled_skip
+            || self.results.iter().any(|r| {
+                r.notes
+                    .iter()
+                    .any(|n| n == super::lifecycle::CANCELLED_BEFORE_START)
+            })
+    }
+
+    pub fn finish(self, finished_at: OffsetDateTime) -> FinalReport {
+        let plan = self.plan;
+        FinalReport {
+            request_id: plan.request_id.clone(),
+            kind: plan.kind,
+            status: final_status(&self.results, &self.total),
+            dry_run: plan.dry_run,
+            regulation: plan.regulation,
+            subject_object_id: plan.subject.object_id.to_string(),
+            subject_log_id: plan.subject_log_id.clone(),
+            received_at: plan.received_at,
+            deadline: plan.deadline,
+            finished_at,
+            within_deadline: finished_at <= plan.deadline,
+            counts: self.total,
+            slices: self.slices,
+            results: self.results,
+            items_merkle_root: self.merkle_ok.then(|| hex::encode(self.merkle.root())),
+            derived_from_subject_data: None,
+        }
+    }
 }
 
 /// Failed if anything failed; otherwise pending while a telemetry purge runs; else completed.
@@ -265,8 +308,9 @@ impl FinalReport {
 }
 
 /// The status line of a report: "completed — telemetry purge pending (operation …, requested
-/// …)" while purges run.
-pub(crate) fn status_line(r: &FinalReport) -> String {
+/// …)" while purges run; `pending` are the open purges (a paged report's head does not hold
+/// its items: see [`FinalReport::pending_operations`]).
+pub(crate) fn status_line(r: &FinalReport, pending: &[(String, Option<OffsetDateTime>)]) -> String {
     match r.status {
         FinalStatus::Completed
         | FinalStatus::PartiallyFailed
@@ -274,9 +318,8 @@ pub(crate) fn status_line(r: &FinalReport) -> String {
         | FinalStatus::Cancelled
         | FinalStatus::NeedsReview => format!("{:?}", r.status),
         FinalStatus::CompletedPurgePending => {
-            let ops: Vec<String> = r
-                .pending_operations()
-                .into_iter()
+            let ops: Vec<String> = pending
+                .iter()
                 .map(|(op, at)| match at {
                     Some(t) => format!("operation {op}, requested {t}"),
                     None => format!("operation {op}"),
@@ -396,6 +439,28 @@ fn render_review(s: &mut String, r: &FinalReport) {
 
 /// Human-readable summary (Markdown) of an export manifest or a deletion certificate.
 pub fn render_markdown(r: &FinalReport) -> String {
+    let mut s = markdown_head(r, &r.pending_operations());
+    for res in &r.results {
+        if res.items.is_empty() {
+            continue;
+        }
+        s.push_str(&markdown_slice_title(res));
+        for i in &res.items {
+            s.push_str(&markdown_item(i));
+        }
+        s.push('\n');
+    }
+    s.push_str(&markdown_tail(r));
+    s
+}
+
+/// The Markdown up to the item list: [`render_markdown`] is this, then per slice with items
+/// [`markdown_slice_title`], a [`markdown_item`] line per item and a blank line, then
+/// [`markdown_tail`]; the aggregator writes the same pieces a page at a time.
+pub(crate) fn markdown_head(
+    r: &FinalReport,
+    pending: &[(String, Option<OffsetDateTime>)],
+) -> String {
     let mut s = String::new();
     let title = match (r.kind, r.dry_run) {
         (_, true) => "Dry run report",
@@ -405,7 +470,7 @@ pub fn render_markdown(r: &FinalReport) -> String {
     };
     let _ = writeln!(s, "# {title}: {}\n", r.request_id);
     let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(s, "| Status | {} |", status_line(r));
+    let _ = writeln!(s, "| Status | {} |", status_line(r, pending));
     let _ = writeln!(s, "| Regulation | {:?} |", r.regulation);
     let _ = writeln!(s, "| Subject (Entra object id) | {} |", r.subject_object_id);
     let _ = writeln!(s, "| Received | {} |", r.received_at);
@@ -451,23 +516,27 @@ pub fn render_markdown(r: &FinalReport) -> String {
     }
     render_review(&mut s, r);
     let _ = writeln!(s, "\n## Items\n");
-    for res in &r.results {
-        if res.items.is_empty() {
-            continue;
-        }
-        let _ = writeln!(
-            s,
-            "### {} / {}\n",
-            res.workspace.name(),
-            res.resource_type.as_str()
-        );
-        for i in &res.items {
-            let _ = writeln!(s, "- `{}` — {}", i.item.label(), status_word(&i.status));
-        }
-        let _ = writeln!(s);
-    }
-    if let Some(l) = &r.derived_from_subject_data {
-        s.push_str(&super::lineage::render(l));
-    }
     s
+}
+
+/// The heading of a slice's items in the Markdown.
+pub(crate) fn markdown_slice_title(res: &SliceResult) -> String {
+    format!(
+        "### {} / {}\n\n",
+        res.workspace.name(),
+        res.resource_type.as_str()
+    )
+}
+
+/// One item's line in the Markdown.
+pub(crate) fn markdown_item(i: &super::slice::ItemOutcome) -> String {
+    format!("- `{}` — {}\n", i.item.label(), status_word(&i.status))
+}
+
+/// What follows the items: the lineage impact, if traced.
+pub(crate) fn markdown_tail(r: &FinalReport) -> String {
+    r.derived_from_subject_data
+        .as_ref()
+        .map(super::lineage::render)
+        .unwrap_or_default()
 }

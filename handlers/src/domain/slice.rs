@@ -238,4 +238,39 @@ pub struct SliceResult {
     /// person's review, untouched until approved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub review: Vec<super::review::ReviewItem>,
+    /// Where a heavy slice's items are when they are not inline (`items` is then empty): pages
+    /// of at most one chunk each, in item order, beside the result (`state::paged_result`).
+    /// Only the state's copy has it; a certificate or manifest always lists its items inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<ItemPages>,
+}
+
+/// A paged slice result's item pages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemPages {
+    /// Which of the slice's page sets holds them.
+    pub set: PageSet,
+    pub pages: u32,
+    /// Items over all pages.
+    pub items: u64,
+}
+
+/// A slice's stored pages of outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageSet {
+    /// The chunks' own outcomes, final as processed (exports, dry runs, holds).
+    Chunks,
+    /// The chunks' outcomes after the slice's deletes were checked.
+    Verified,
+}
+
+impl SliceResult {
+    /// Items in the result, inline or paged.
+    pub fn item_count(&self) -> u64 {
+        self.pages
+            .as_ref()
+            .map_or(self.items.len() as u64, |p| p.items)
+    }
 }

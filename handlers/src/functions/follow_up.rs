@@ -26,13 +26,10 @@ fn ledger_ref(state: &StateStore, id: &crate::domain::request::RequestId) -> Blo
 }
 
 /// Called by the aggregator: remember what the certificate says is retained (create-only, so a
-/// redelivery changes nothing).
-pub async fn record_ledger(
-    state: &StateStore,
-    report: &FinalReport,
-    certificate: &BlobRef,
-) -> Result<(), FnError> {
-    if let Some(mut ledger) = Ledger::for_report(report, certificate.to_string()) {
+/// redelivery changes nothing). `ledger` is [`Ledger::of`] the report, gathered as the
+/// certificate was written.
+pub async fn record_ledger(state: &StateStore, ledger: Option<Ledger>) -> Result<(), FnError> {
+    if let Some(mut ledger) = ledger {
         // Where each purge's status can be asked again (the records are dropped once the
         // purges end; the ledger keeps only the status locations).
         let prefix = format!("{}{}/", crate::state::PURGES_PREFIX, ledger.request_id);

@@ -15,19 +15,24 @@ use crate::domain::slice::Item;
 use crate::domain::workspace::WorkspaceId;
 use crate::state::StateStore;
 
-fn starts(report: &FinalReport) -> Vec<(WorkspaceId, Start)> {
-    let mut out: Vec<(WorkspaceId, Start)> = Vec::new();
-    for r in &report.results {
-        let i = match out.iter().position(|(w, _)| w == &r.workspace) {
+/// The subject's data assets, jobs and models per workspace (the report's resource items),
+/// gathered slice by slice and page by page.
+#[derive(Debug, Default)]
+pub struct Starts(Vec<(WorkspaceId, Start)>);
+
+impl Starts {
+    /// Some of the items of a slice in `ws`.
+    pub fn add(&mut self, ws: &WorkspaceId, items: &[crate::domain::slice::ItemOutcome]) {
+        let i = match self.0.iter().position(|(w, _)| w == ws) {
             Some(i) => i,
             None => {
-                out.push((r.workspace.clone(), Start::default()));
-                out.len() - 1
+                self.0.push((ws.clone(), Start::default()));
+                self.0.len() - 1
             }
         };
-        for o in &r.items {
+        for o in items {
             if let Item::Resource { resource_type, id } = &o.item {
-                let s = &mut out[i].1;
+                let s = &mut self.0[i].1;
                 match resource_type {
                     ArmKind::DataVersion => s.data_versions.push(id.clone()),
                     ArmKind::Job => s.jobs.push(id.clone()),
@@ -38,13 +43,12 @@ fn starts(report: &FinalReport) -> Vec<(WorkspaceId, Start)> {
             }
         }
     }
-    out
 }
 
-/// Trace every workspace of the report.
-pub async fn trace_report(svc: &Services, report: &FinalReport) -> Lineage {
+/// Trace from what [`Starts`] gathered.
+pub async fn trace_starts(svc: &Services, starts: Starts) -> Lineage {
     let mut out = Lineage::default();
-    for (ws, start) in starts(report) {
+    for (ws, start) in starts.0 {
         if start.data_versions.is_empty() && start.jobs.is_empty() {
             continue;
         }

@@ -18,7 +18,8 @@ use super::discovery::{discover, DiscoveryError};
 use super::{Delivery, FnError, Services};
 use crate::domain::request::RequestKind;
 use crate::domain::slice::{
-    Item, ItemOutcome, ItemStatus, SliceCompletion, SliceResult, SliceStatus, SliceTask,
+    Item, ItemOutcome, ItemPages, ItemStatus, PageSet, SliceCompletion, SliceResult, SliceStatus,
+    SliceTask,
 };
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, DeleteOutcome, StoreResult};
 use crate::ports::bus::{queues, OutMessage};
@@ -122,6 +123,7 @@ async fn fail(
         notes: vec![],
         items: vec![],
         review: vec![],
+        pages: None,
     };
     state
         .store
@@ -247,20 +249,47 @@ async fn step(
             next_chunk: chunk + 1,
         });
     }
-    let mut items = Vec::with_capacity(inventory.len());
-    for c in 0..chunks {
-        items.extend(
-            state
-                .chunk(task, c)
-                .await?
-                .ok_or_else(|| FnError::Transient(format!("chunk {c} missing")))?,
-        );
+    let checks = task.kind.mutates() && !task.dry_run && task.hold.is_none();
+    if checks && task.resource_type == crate::domain::plan::ResourceType::Notebooks {
+        remove_emptied_folders(svc, task).await?;
     }
-    if task.kind.mutates() && !task.dry_run && task.hold.is_none() {
-        if task.resource_type == crate::domain::plan::ResourceType::Notebooks {
-            remove_emptied_folders(svc, task).await?;
+    let mut items = Vec::new();
+    let mut pages = None;
+    if chunks == 1 {
+        items = stored_chunk(state, task, 0).await?;
+        if checks {
+            verify(svc, task, &mut items).await?;
         }
-        verify(svc, task, &mut items).await?;
+    } else {
+        // Paged (`state::paged_result`): one chunk's outcomes in memory at a time.
+        let set = if checks {
+            PageSet::Verified
+        } else {
+            PageSet::Chunks
+        };
+        let mut checked = Checked::default();
+        let mut total = 0u64;
+        for c in 0..chunks {
+            let mut page = stored_chunk(state, task, c).await?;
+            total += page.len() as u64;
+            if checks {
+                verify_with(svc, task, &mut page, &mut checked).await?;
+                checked.forget_all_but_the_last_folder(&page);
+                // Rewritten whole on a redelivery: the check is repeated, never half-kept.
+                state
+                    .store
+                    .write_json(
+                        &state.result_page_ref(&task.request_id, &task.key, set, c),
+                        &page,
+                    )
+                    .await?;
+            }
+        }
+        pages = Some(ItemPages {
+            set,
+            pages: chunks,
+            items: total,
+        });
     }
     let result = SliceResult {
         key: task.key.clone(),
@@ -275,15 +304,28 @@ async fn step(
             .iter()
             .map(|c| c.review.clone())
             .collect(),
+        pages,
     };
-    let n = result.items.len();
+    let n = result.item_count();
     state
         .store
         .create_json(&state.result_ref(&task.request_id, &task.key), &result)
         .await?;
     complete(svc, task).await?;
     info!(request = %task.request_id, slice = %task.key, items = n, "slice: finished");
-    Ok(SliceStep::Finished { items: n })
+    Ok(SliceStep::Finished { items: n as usize })
+}
+
+/// A chunk's stored outcomes (every chunk is stored before the last one finishes the slice).
+async fn stored_chunk(
+    state: &StateStore,
+    task: &SliceTask,
+    c: u32,
+) -> Result<Vec<ItemOutcome>, FnError> {
+    state
+        .chunk(task, c)
+        .await?
+        .ok_or_else(|| FnError::Transient(format!("chunk {c} missing")))
 }
 
 /// A page of the frozen inventory that is missing or does not parse is refused like a whole
@@ -315,6 +357,7 @@ async fn finish_cancelled_before_start(
         notes: vec![crate::domain::lifecycle::CANCELLED_BEFORE_START.to_string()],
         items: vec![],
         review: vec![],
+        pages: None,
     };
     state
         .store
@@ -335,9 +378,55 @@ pub(crate) async fn verify(
     task: &SliceTask,
     items: &mut [ItemOutcome],
 ) -> Result<(), DiscoveryError> {
-    use std::collections::{BTreeMap, HashSet};
-    let mut listed: BTreeMap<(String, String, String), HashSet<String>> = BTreeMap::new();
-    let mut telemetry_left: Option<HashSet<(String, String)>> = None;
+    verify_with(svc, task, items, &mut Checked::default()).await
+}
+
+/// What [`verify`] has already listed or queried, kept across a paged slice's pages.
+#[derive(Default)]
+pub(crate) struct Checked {
+    /// Names in each (account, container, folder) listed.
+    listed: BTreeMap<(String, String, String), std::collections::HashSet<String>>,
+    /// (destination, table) still holding the subject's records, once queried.
+    telemetry_left: Option<std::collections::HashSet<(String, String)>>,
+}
+
+impl Checked {
+    /// Keep only the listing of the page's last folder, the one the next page may continue:
+    /// items come folder by folder, so memory stays one page's worth and each folder is still
+    /// listed once.
+    fn forget_all_but_the_last_folder(&mut self, page: &[ItemOutcome]) {
+        let last = page.iter().rev().find_map(|o| match &o.item {
+            Item::Blob {
+                account,
+                container,
+                name,
+                ..
+            } => Some(folder_key(account, container, name)),
+            _ => None,
+        });
+        self.listed.retain(|k, _| Some(k) == last.as_ref());
+    }
+}
+
+fn folder_key(account: &str, container: &str, name: &str) -> (String, String, String) {
+    let folder = name
+        .rsplit_once('/')
+        .map(|(f, _)| format!("{f}/"))
+        .unwrap_or_default();
+    (account.to_string(), container.to_string(), folder)
+}
+
+pub(crate) async fn verify_with(
+    svc: &Services,
+    task: &SliceTask,
+    items: &mut [ItemOutcome],
+    checked: &mut Checked,
+) -> Result<(), DiscoveryError> {
+    use std::collections::HashSet;
+    let Checked {
+        listed,
+        telemetry_left,
+    } = checked;
     for o in items.iter_mut() {
         let cancelled_skip = crate::domain::lifecycle::is_cancelled_skip(&o.status);
         // Gone from the live share is checked here; the share's snapshots are the follow-up's.
@@ -352,11 +441,7 @@ pub(crate) async fn verify(
                 name,
                 ..
             } => {
-                let folder = name
-                    .rsplit_once('/')
-                    .map(|(f, _)| format!("{f}/"))
-                    .unwrap_or_default();
-                let key = (account.clone(), container.clone(), folder);
+                let key = folder_key(account, container, name);
                 if !listed.contains_key(&key) {
                     let names = match svc.store.list_all(&key.0, &key.1, &key.2).await {
                         Ok(items) => items.into_iter().map(|b| b.name).collect(),
@@ -409,7 +494,7 @@ pub(crate) async fn verify(
                         .filter(|t| !t.rows.is_empty())
                         .map(|t| (t.destination, t.table))
                         .collect();
-                    telemetry_left = Some(left);
+                    *telemetry_left = Some(left);
                 }
                 telemetry_left
                     .as_ref()

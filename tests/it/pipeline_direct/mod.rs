@@ -194,4 +194,5 @@ mod holds_and_scope;
 mod intake_refusals;
 mod notebooks;
 mod paged_inventory;
+mod paged_report;
 mod telemetry;

@@ -121,6 +121,7 @@ async fn seeded() -> (Arc<dyn BlobStore>, StateStore, FinalReport) {
             notes: vec![],
             items,
             review: vec![],
+            pages: None,
         }],
         items_merkle_root: None,
         derived_from_subject_data: None,
@@ -343,6 +344,7 @@ async fn left_out_is_told_by_category_without_other_peoples_identifiers() {
         notes: vec![],
         items: vec![],
         review: vec![],
+        pages: None,
     });
     store_report(store.as_ref(), &state, &report).await;
     let s = build(store.as_ref(), &state, &report, 1000).await.unwrap();

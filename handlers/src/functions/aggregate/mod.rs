@@ -3,6 +3,9 @@
 //! creates it is the finaliser, everyone else (a redelivery, a concurrent invocation) reads the
 //! stored one, so the bundle, audit record and result message are always built from the same
 //! report; the audit record is create-only and the result message has a deterministic MessageId.
+//! A heavy request is read and written a page at a time (`state::paged_result`, `document`).
+
+mod document;
 
 use time::OffsetDateTime;
 use tracing::info;
@@ -10,11 +13,11 @@ use tracing::info;
 use super::{FnError, Services};
 use crate::domain::plan::Plan;
 use crate::domain::report::{
-    all_slices_in, build_report, render_markdown, FinalReport, FinalStatus, ResultMessage,
+    all_slices_in, FinalReport, FinalStatus, ReportBuilder, ResultMessage,
 };
 use crate::domain::request::RequestKind;
 use crate::domain::slice::SliceCompletion;
-use crate::ports::blob::{BlobStoreExt, Condition};
+use crate::ports::blob::BlobStoreExt;
 use crate::ports::bus::{queues, OutMessage};
 use crate::state::{StateStore, EXPORTS, REPORTS};
 
@@ -68,61 +71,31 @@ async fn finalise(
     state: &StateStore,
     plan: &Plan,
 ) -> Result<AggregateStep, FnError> {
-    let mut results = Vec::with_capacity(plan.slices.len());
-    for s in &plan.slices {
-        results.push(
-            state
-                .slice_result(&plan.request_id, &s.key)
-                .await?
-                .ok_or_else(|| FnError::Transient(format!("result of {} missing", s.key)))?,
-        );
-    }
-    let mut candidate = build_report(plan, results, OffsetDateTime::now_utc());
-    // Lineage impact (read-only), traced once: a redelivery uses the stored report.
-    if plan.kind != RequestKind::Retention && state.report(&plan.request_id).await?.is_none() {
-        candidate.derived_from_subject_data =
-            Some(super::lineage::trace_report(svc, &candidate).await);
-    }
-    // A cancelled request's report says so; its items say what was and was not done.
     let lifecycle = super::lifecycle::load(state, &plan.request_id).await?;
-    if let Some(l) = &lifecycle {
-        // Only when it stopped something: a cancel that landed while the last chunk was
-        // finishing leaves every outcome in place, and the report keeps its true status.
-        if l.cancel_requested() && crate::domain::lifecycle::cancel_cut_short(&candidate.results) {
-            candidate.status = crate::domain::report::FinalStatus::Cancelled;
+    // Whoever creates the stored report is the finaliser; a redelivery, or an invocation that
+    // lost the race, goes on with the stored one (its lineage traced once, by the winner).
+    let (report, created) = match state.report_head(&plan.request_id).await? {
+        Some(stored) => (stored, false),
+        None => {
+            let candidate = build(svc, state, plan, lifecycle.as_ref()).await?;
+            if state
+                .store
+                .create_json(&state.report_ref(&plan.request_id), &candidate)
+                .await?
+            {
+                (candidate, true)
+            } else {
+                let stored = state
+                    .report_head(&plan.request_id)
+                    .await?
+                    .ok_or_else(|| FnError::Transient("stored report vanished".into()))?;
+                (stored, false)
+            }
         }
-        // The deadline in force is the extended one, where the request was extended.
-        candidate.deadline = l.deadline;
-        candidate.within_deadline = candidate.finished_at <= l.deadline;
-    }
-    // Serialised once (compact: a heavy subject's report lists a million items): the same bytes
-    // are the stored report, the manifest or certificate copy, and what the audit record hashes.
-    let body = bytes::Bytes::from(
-        serde_json::to_vec(&candidate).map_err(|e| FnError::Transient(e.to_string()))?,
-    );
-    let created = state
-        .store
-        .create_bytes(
-            &state.report_ref(&plan.request_id),
-            body.clone(),
-            "application/json",
-        )
-        .await?;
-    let (report, body): (FinalReport, bytes::Bytes) = if created {
-        (candidate, body)
-    } else {
-        drop((candidate, body));
-        let (stored, _) = state
-            .store
-            .read_small(&state.report_ref(&plan.request_id))
-            .await?;
-        let report = serde_json::from_slice(&stored)
-            .map_err(|e| FnError::Transient(format!("stored report unreadable: {e}")))?;
-        (report, stored)
     };
 
-    // Human- and machine-readable copies: export bundle or deletion certificate.
-    let md = render_markdown(&report);
+    // Human- and machine-readable copies: export bundle or deletion certificate, written a
+    // page at a time; the audit record hashes the JSON's bytes as written.
     let (container, base) = match (plan.kind, plan.dry_run) {
         (RequestKind::Export, false) => (EXPORTS, format!("{}/", plan.request_id)),
         _ => (REPORTS, format!("{}/", plan.request_id)),
@@ -133,26 +106,14 @@ async fn finalise(
         _ => "certificate",
     };
     let json_ref = state.blob(container, format!("{base}{stem}.json"));
-    state
-        .store
-        .put(
-            &json_ref,
-            body.clone(),
-            "application/json",
-            Condition::None,
-            &Default::default(),
-        )
-        .await?;
-    state
-        .store
-        .put(
-            &state.blob(container, format!("{base}{stem}.md")),
-            bytes::Bytes::from(md),
-            "text/markdown",
-            Condition::None,
-            &Default::default(),
-        )
-        .await?;
+    let written = document::write(
+        state,
+        &report,
+        &json_ref,
+        &state.blob(container, format!("{base}{stem}.md")),
+        document::BLOCK_SIZE,
+    )
+    .await?;
 
     // Append-only audit record (CCPA: keep requests and responses 24 months).
     let audit = serde_json::json!({
@@ -168,23 +129,28 @@ async fn finalise(
         "withinDeadline": report.within_deadline,
         "counts": report.counts,
         "report": json_ref.to_string(),
-        "reportSha256": crate::domain::ids::sha256_hex(&body),
+        "reportSha256": written.sha256,
         "itemsMerkleRoot": report.items_merkle_root,
     });
     // Chained (tamper-evident) and kept at `requests/<id>.json` as before.
     super::audit_trail::record(state, &format!("requests/{}.json", plan.request_id), &audit)
         .await?;
-    drop(body);
     // What the certificate says is retained, for the follow-up after its date.
-    super::follow_up::record_ledger(state, &report, &json_ref).await?;
+    super::follow_up::record_ledger(state, written.ledger).await?;
 
     // An export's link is to its archive (built once, from the stored report), never to the
     // bare manifest: the person downloads one file holding everything and a guide to it.
     let export_link = if plan.kind == RequestKind::Export && !plan.dry_run {
+        // The archive plans from every item at once (memory in proportion to the items; the
+        // one step of fan-in that is not yet paged).
+        let mut full = report.clone();
+        for r in &mut full.results {
+            state.inline_items(&plan.request_id, r).await?;
+        }
         let archive = super::archive::ensure(
             state.store.as_ref(),
             state,
-            &report,
+            &full,
             super::archive::BLOCK_SIZE,
         )
         .await?;
@@ -241,4 +207,54 @@ async fn finalise(
     Ok(AggregateStep::Finalised {
         created_report: created,
     })
+}
+
+/// The report from the slices' stored results, read in plan order and a page at a time: counts,
+/// status, Merkle root and the lineage's starting points are gathered on the way; a paged
+/// result stays a head in it.
+async fn build(
+    svc: &Services,
+    state: &StateStore,
+    plan: &Plan,
+    lifecycle: Option<&crate::domain::lifecycle::Lifecycle>,
+) -> Result<FinalReport, FnError> {
+    let mut b = ReportBuilder::new(plan);
+    let mut starts = super::lineage::Starts::default();
+    for s in &plan.slices {
+        let head = state
+            .slice_result(&plan.request_id, &s.key)
+            .await?
+            .ok_or_else(|| FnError::Transient(format!("result of {} missing", s.key)))?;
+        starts.add(&head.workspace, &head.items);
+        let pages = head.pages.is_some().then(|| head.clone());
+        b.slice(head);
+        if let Some(head) = pages {
+            for page in 0..StateStore::result_pages(&head) {
+                let items = state
+                    .result_page(&plan.request_id, &head, page)
+                    .await
+                    .map_err(|e| FnError::Transient(format!("reading {}: {e}", s.key)))?;
+                starts.add(&head.workspace, &items);
+                b.items(&items);
+            }
+        }
+    }
+    let cut_short = b.cancel_cut_short();
+    let mut report = b.finish(OffsetDateTime::now_utc());
+    // Lineage impact (read-only).
+    if plan.kind != RequestKind::Retention {
+        report.derived_from_subject_data = Some(super::lineage::trace_starts(svc, starts).await);
+    }
+    // A cancelled request's report says so; its items say what was and was not done.
+    if let Some(l) = lifecycle {
+        // Only when it stopped something: a cancel that landed while the last chunk was
+        // finishing leaves every outcome in place, and the report keeps its true status.
+        if l.cancel_requested() && cut_short {
+            report.status = FinalStatus::Cancelled;
+        }
+        // The deadline in force is the extended one, where the request was extended.
+        report.deadline = l.deadline;
+        report.within_deadline = report.finished_at <= l.deadline;
+    }
+    Ok(report)
 }
