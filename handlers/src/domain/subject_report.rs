@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use super::archive::LeftOut;
 use super::report::{Counts, FinalReport, FinalStatus};
-use super::slice::{Item, ItemStatus, SliceStatus};
+use super::slice::{Item, ItemOutcome, ItemStatus, SliceResult, SliceStatus};
 
 /// Schema of `report/export-report.json` inside the archive.
 pub const SUBJECT_REPORT_SCHEMA: &str = "dsr-subject-report/1.0";
@@ -206,51 +206,62 @@ pub fn head(report: &FinalReport) -> SubjectHead {
     }
 }
 
-fn items(report: &FinalReport) -> impl Iterator<Item = SubjectItem> + '_ {
-    report.results.iter().flat_map(|r| {
-        r.items.iter().map(move |o| SubjectItem {
-            workspace: r.workspace.name().to_string(),
-            resource_type: r.resource_type,
-            item: o.item.clone(),
-            outcome: SubjectStatus::from(&o.status),
-        })
-    })
+/// One of the person's items, as the report lists it.
+pub fn subject_item(r: &SliceResult, o: &ItemOutcome) -> SubjectItem {
+    SubjectItem {
+        workspace: r.workspace.name().to_string(),
+        resource_type: r.resource_type,
+        item: o.item.clone(),
+        outcome: SubjectStatus::from(&o.status),
+    }
 }
 
-/// `report/export-report.json` piece by piece; parses as [`SubjectReport`].
+fn items(report: &FinalReport) -> impl Iterator<Item = SubjectItem> + '_ {
+    report
+        .results
+        .iter()
+        .flat_map(|r| r.items.iter().map(move |o| subject_item(r, o)))
+}
+
+/// A list entry of the JSON (`first`: no comma before it).
+pub fn list_item<T: serde::Serialize>(first: bool, v: &T) -> Result<Vec<u8>, String> {
+    super::archive::list_item(first, v, "subject report")
+}
+
+/// `report/export-report.json` piece by piece; parses as [`SubjectReport`]. It is
+/// [`json_opening`], a [`list_item`] per item, then [`json_closing`]: the archive writes the
+/// same pieces a page of items at a time.
 pub fn json_pieces<'a>(
     report: &'a FinalReport,
     left_out: &'a [LeftOut],
 ) -> impl Iterator<Item = Result<Vec<u8>, String>> + 'a {
-    fn list_item<T: serde::Serialize>(first: bool, v: &T) -> Result<Vec<u8>, String> {
-        let mut b = if first {
-            b"\n    ".to_vec()
-        } else {
-            b",\n    ".to_vec()
-        };
-        serde_json::to_writer(&mut b, v).map_err(|e| format!("subject report: {e}"))?;
-        Ok(b)
-    }
-    let opening = (|| -> Result<Vec<u8>, String> {
-        // The head as an object, its closing brace replaced by the lists that follow.
-        let mut b =
-            serde_json::to_vec_pretty(&head(report)).map_err(|e| format!("subject report: {e}"))?;
-        if b.pop() != Some(b'}') {
-            return Err("subject report: the head is not an object".into());
-        }
-        while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
-            b.pop();
-        }
-        b.extend_from_slice(b",\n  \"items\": [");
-        Ok(b)
-    })();
-    std::iter::once(opening)
+    std::iter::once(json_opening(report))
         .chain(
             items(report)
                 .enumerate()
                 .map(|(i, e)| list_item(i == 0, &e)),
         )
-        .chain(std::iter::once(Ok(b"\n  ],\n  \"leftOut\": [".to_vec())))
+        .chain(json_closing(left_out))
+}
+
+/// The JSON up to the first item.
+pub fn json_opening(report: &FinalReport) -> Result<Vec<u8>, String> {
+    // The head as an object, its closing brace replaced by the lists that follow.
+    let mut b =
+        serde_json::to_vec_pretty(&head(report)).map_err(|e| format!("subject report: {e}"))?;
+    if b.pop() != Some(b'}') {
+        return Err("subject report: the head is not an object".into());
+    }
+    while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
+        b.pop();
+    }
+    b.extend_from_slice(b",\n  \"items\": [");
+    Ok(b)
+}
+
+/// The JSON after the last item.
+pub fn json_closing(left_out: &[LeftOut]) -> impl Iterator<Item = Result<Vec<u8>, String>> + '_ {
+    std::iter::once(Ok(b"\n  ],\n  \"leftOut\": [".to_vec()))
         .chain(
             left_out
                 .iter()
@@ -264,11 +275,19 @@ fn md_cell(s: &str) -> String {
     s.replace('|', "/").replace(['\n', '\r'], " ")
 }
 
-/// `report/export-report.md` piece by piece: the same facts, to read.
+/// `report/export-report.md` piece by piece: the same facts, to read. [`markdown_opening`],
+/// a [`markdown_item`] per item, then [`markdown_closing`].
 pub fn markdown_pieces<'a>(
     report: &'a FinalReport,
     left_out: &'a [LeftOut],
 ) -> impl Iterator<Item = String> + 'a {
+    std::iter::once(markdown_opening(report))
+        .chain(items(report).map(|i| markdown_item(&i)))
+        .chain(markdown_closing(left_out))
+}
+
+/// The Markdown up to the first item.
+pub fn markdown_opening(report: &FinalReport) -> String {
     let h = head(report);
     let mut s = String::new();
     let _ = writeln!(s, "# Your data export: {}\n", h.request_id);
@@ -313,27 +332,32 @@ pub fn markdown_pieces<'a>(
         );
     }
     s.push_str("\n## Your items\n\n");
-    let items = items(report).map(|i| {
-        format!(
-            "- {} / {}: `{}` — {}\n",
-            md_cell(&i.workspace),
-            i.resource_type.as_str(),
-            i.item.label().replace('`', "'"),
-            i.outcome.words()
-        )
-    });
+    s
+}
+
+/// One item's line in the Markdown.
+pub fn markdown_item(i: &SubjectItem) -> String {
+    format!(
+        "- {} / {}: `{}` — {}\n",
+        md_cell(&i.workspace),
+        i.resource_type.as_str(),
+        i.item.label().replace('`', "'"),
+        i.outcome.words()
+    )
+}
+
+/// The Markdown after the last item.
+pub fn markdown_closing(left_out: &[LeftOut]) -> impl Iterator<Item = String> + '_ {
     let left_head = if left_out.is_empty() {
         String::new()
     } else {
         "\n## Left out of this archive\n\n".to_string()
     };
-    let left = left_out
-        .iter()
-        .map(|l| format!("- {} — {}\n", md_cell(&l.item), md_cell(&l.reason)));
-    std::iter::once(s)
-        .chain(items)
-        .chain(std::iter::once(left_head))
-        .chain(left)
+    std::iter::once(left_head).chain(
+        left_out
+            .iter()
+            .map(|l| format!("- {} — {}\n", md_cell(&l.item), md_cell(&l.reason))),
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::plan::ResourceType;
 use super::report::FinalReport;
-use super::slice::{Item, ItemStatus, SliceStatus};
+use super::slice::{Item, ItemOutcome, ItemStatus, SliceResult, SliceStatus};
 
 /// Schema of `manifest.json` inside the archive.
 pub const MANIFEST_SCHEMA: &str = "dsr-export-archive/1.0";
@@ -73,28 +73,28 @@ impl Part {
     }
 }
 
-/// One exported item to copy into the archive. Borrowed from the report (which the caller
-/// holds anyway): a plan of 100,000 items costs a few MB, not a copy of their names.
+/// One exported item to copy into the archive (planned a page of the report at a time by
+/// [`Planner`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned<'r> {
+pub struct Planned {
     /// Blob name in the export area.
-    pub source: &'r str,
+    pub source: String,
     pub size: u64,
     /// What the export step recorded: the archive must hold exactly these bytes.
-    pub sha256: &'r str,
+    pub sha256: String,
     pub part: Part,
     /// Telemetry rows: a CSV rendering goes next to the JSON.
     pub telemetry: bool,
     /// The item, as the report names it (the manifest's `origin`).
-    pub item: &'r Item,
+    pub item: Item,
     /// 0, or n >= 2 when another source was cleaned to the same path first: `~n` is appended.
     pub dup: u32,
 }
 
-impl Planned<'_> {
+impl Planned {
     /// Path inside the archive.
     pub fn path(&self, request_prefix: &str) -> String {
-        let base = archive_path(request_prefix, self.source);
+        let base = archive_path(request_prefix, &self.source);
         match self.dup {
             0 => base,
             n => format!("{base}~{n}"),
@@ -152,38 +152,55 @@ pub fn manifest_pieces<'a>(
     entries: impl Iterator<Item = ManifestEntry> + 'a,
     left_out: &'a [LeftOut],
 ) -> impl Iterator<Item = Result<Vec<u8>, String>> + 'a {
-    fn list_item<T: serde::Serialize>(first: bool, v: &T) -> Result<Vec<u8>, String> {
-        let mut b = if first {
-            b"\n    ".to_vec()
-        } else {
-            b",\n    ".to_vec()
-        };
-        serde_json::to_writer(&mut b, v).map_err(|e| format!("manifest: {e}"))?;
-        Ok(b)
-    }
-    let opening = (|| -> Result<Vec<u8>, String> {
-        let created = head
-            .created_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| format!("manifest: {e}"))?;
-        let j = |v: &str| serde_json::Value::String(v.to_string()).to_string();
-        Ok(format!(
-            "{{\n  \"schema\": {},\n  \"requestId\": {},\n  \"regulation\": {},\n  \"createdAt\": {},\n  \"entries\": [",
-            j(MANIFEST_SCHEMA),
-            j(&head.request_id),
-            j(&head.regulation),
-            j(&created)
-        )
-        .into_bytes())
-    })();
-    std::iter::once(opening)
-        .chain(entries.enumerate().map(|(i, e)| list_item(i == 0, &e)))
-        .chain(std::iter::once(Ok(b"\n  ],\n  \"leftOut\": [".to_vec())))
+    std::iter::once(manifest_opening(head))
+        .chain(entries.enumerate().map(|(i, e)| manifest_item(i == 0, &e)))
+        .chain(manifest_closing(left_out))
+}
+
+/// An entry of the manifest's lists (`first`: no comma before it).
+pub fn manifest_item<T: serde::Serialize>(first: bool, v: &T) -> Result<Vec<u8>, String> {
+    list_item(first, v, "manifest")
+}
+
+/// An entry of a list in the pretty JSON of the archive's documents (the manifest, the
+/// person's report), one per line; `doc` names the document in an error.
+pub fn list_item<T: serde::Serialize>(first: bool, v: &T, doc: &str) -> Result<Vec<u8>, String> {
+    let mut b = if first {
+        b"\n    ".to_vec()
+    } else {
+        b",\n    ".to_vec()
+    };
+    serde_json::to_writer(&mut b, v).map_err(|e| format!("{doc}: {e}"))?;
+    Ok(b)
+}
+
+/// The manifest up to its first entry.
+pub fn manifest_opening(head: &ManifestHead) -> Result<Vec<u8>, String> {
+    let created = head
+        .created_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("manifest: {e}"))?;
+    let j = |v: &str| serde_json::Value::String(v.to_string()).to_string();
+    Ok(format!(
+        "{{\n  \"schema\": {},\n  \"requestId\": {},\n  \"regulation\": {},\n  \"createdAt\": {},\n  \"entries\": [",
+        j(MANIFEST_SCHEMA),
+        j(&head.request_id),
+        j(&head.regulation),
+        j(&created)
+    )
+    .into_bytes())
+}
+
+/// The manifest after its last entry.
+pub fn manifest_closing(
+    left_out: &[LeftOut],
+) -> impl Iterator<Item = Result<Vec<u8>, String>> + '_ {
+    std::iter::once(Ok(b"\n  ],\n  \"leftOut\": [".to_vec()))
         .chain(
             left_out
                 .iter()
                 .enumerate()
-                .map(|(i, l)| list_item(i == 0, l)),
+                .map(|(i, l)| manifest_item(i == 0, l)),
         )
         .chain(std::iter::once(Ok(b"\n  ]\n}\n".to_vec())))
 }
@@ -233,54 +250,83 @@ fn note_category(note: &str) -> &'static str {
     }
 }
 
-/// The entries to copy (in report order, each exported path once) and what was left out.
-pub fn plan<'r>(report: &'r FinalReport, request_prefix: &str) -> (Vec<Planned<'r>>, Vec<LeftOut>) {
-    use sha2::{Digest, Sha256};
-    use std::collections::HashSet;
+/// The entries to copy (in report order, each exported path once) and what was left out, for
+/// a report whose items are inline: [`Planner`] over all of them.
+pub fn plan(report: &FinalReport, request_prefix: &str) -> (Vec<Planned>, Vec<LeftOut>) {
+    let mut planner = Planner::new(request_prefix);
     let mut planned = Vec::new();
-    let mut left_out = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::new();
-    // Archive paths taken, by SHA-256 (32 bytes each, not the path).
-    let mut taken: HashSet<[u8; 32]> = HashSet::new();
     for r in &report.results {
+        planned.extend(planner.page(r, &r.items));
+        planner.end_slice(r);
+    }
+    (planned, planner.finish(report))
+}
+
+/// Plans the archive a page of items at a time, in report order: which exported items are
+/// copied (each export path once; a second source cleaned to a taken archive path gets `~n`)
+/// and what is left out, and why. The same pages in the same order give the same plan, so the
+/// archive's writer can go over them again instead of keeping the plan: what it keeps is 16
+/// bytes of SHA-256 per exported path and per archive path (~40 MB for a million items).
+pub struct Planner {
+    prefix: String,
+    seen: std::collections::HashSet<[u8; 16]>,
+    taken: std::collections::HashSet<[u8; 16]>,
+    cancelled: usize,
+    left_out: Vec<LeftOut>,
+}
+
+fn key16(s: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&Sha256::digest(s.as_bytes())[..16]);
+    k
+}
+
+impl Planner {
+    pub fn new(request_prefix: &str) -> Self {
+        Self {
+            prefix: request_prefix.to_string(),
+            seen: Default::default(),
+            taken: Default::default(),
+            cancelled: 0,
+            left_out: Vec::new(),
+        }
+    }
+
+    /// The entries to copy among `items` (some or all of `r`'s, in order).
+    pub fn page(&mut self, r: &SliceResult, items: &[ItemOutcome]) -> Vec<Planned> {
         let part = Part::from(r.resource_type);
-        let place = format!("{} in workspace {}", part.title(), r.workspace.name());
-        let mut cancelled = 0usize;
-        for o in &r.items {
+        let mut planned = Vec::new();
+        for o in items {
             let reason = match &o.status {
                 ItemStatus::Exported {
                     path, sha256, size, ..
                 } => {
-                    if !seen.insert(path.as_str()) {
+                    if !self.seen.insert(key16(path)) {
                         continue;
                     }
-                    let base = archive_path(request_prefix, path);
-                    let key = |p: &str| {
-                        let mut k = [0u8; 32];
-                        k.copy_from_slice(&Sha256::digest(p.as_bytes()));
-                        k
-                    };
+                    let base = archive_path(&self.prefix, path);
                     let mut n = 1u32;
-                    while !taken.insert(if n == 1 {
-                        key(&base)
+                    while !self.taken.insert(if n == 1 {
+                        key16(&base)
                     } else {
-                        key(&format!("{base}~{n}"))
+                        key16(&format!("{base}~{n}"))
                     }) {
                         n += 1;
                     }
                     planned.push(Planned {
-                        source: path,
+                        source: path.clone(),
                         size: *size,
-                        sha256,
+                        sha256: sha256.clone(),
                         part,
                         telemetry: matches!(o.item, Item::Telemetry { .. }),
-                        item: &o.item,
+                        item: o.item.clone(),
                         dup: if n == 1 { 0 } else { n },
                     });
                     continue;
                 }
                 s if super::lifecycle::is_cancelled_skip(s) => {
-                    cancelled += 1;
+                    self.cancelled += 1;
                     continue;
                 }
                 ItemStatus::Skipped { reason } => reason.clone(),
@@ -306,11 +352,20 @@ pub fn plan<'r>(report: &'r FinalReport, request_prefix: &str) -> (Vec<Planned<'
                     "not exported (a dry run)".into()
                 }
             };
-            left_out.push(LeftOut {
+            self.left_out.push(LeftOut {
                 item: o.item.label(),
                 reason,
             });
         }
+        planned
+    }
+
+    /// After the last page of `r`: what is left out of the slice as a whole.
+    pub fn end_slice(&mut self, r: &SliceResult) {
+        let part = Part::from(r.resource_type);
+        let place = format!("{} in workspace {}", part.title(), r.workspace.name());
+        let left_out = &mut self.left_out;
+        let cancelled = std::mem::take(&mut self.cancelled);
         if cancelled > 0 {
             left_out.push(LeftOut {
                 item: format!("{cancelled} item(s) among {place}"),
@@ -344,19 +399,23 @@ pub fn plan<'r>(report: &'r FinalReport, request_prefix: &str) -> (Vec<Planned<'
             });
         }
     }
-    for s in &report.slices {
-        if s.hold.is_some() && !report.results.iter().any(|r| r.key == s.key) {
-            left_out.push(LeftOut {
-                item: format!(
-                    "{} in workspace {}",
-                    Part::from(s.resource_type).title(),
-                    s.workspace.name()
-                ),
-                reason: "under a legal hold: not searched".into(),
-            });
+
+    /// After every slice: what was left out, the parts under a legal hold included.
+    pub fn finish(mut self, report: &FinalReport) -> Vec<LeftOut> {
+        for s in &report.slices {
+            if s.hold.is_some() && !report.results.iter().any(|r| r.key == s.key) {
+                self.left_out.push(LeftOut {
+                    item: format!(
+                        "{} in workspace {}",
+                        Part::from(s.resource_type).title(),
+                        s.workspace.name()
+                    ),
+                    reason: "under a legal hold: not searched".into(),
+                });
+            }
         }
+        self.left_out
     }
-    (planned, left_out)
 }
 
 fn csv_field(s: &str) -> String {

@@ -141,16 +141,11 @@ async fn finalise(
     // An export's link is to its archive (built once, from the stored report), never to the
     // bare manifest: the person downloads one file holding everything and a guide to it.
     let export_link = if plan.kind == RequestKind::Export && !plan.dry_run {
-        // The archive plans from every item at once (memory in proportion to the items; the
-        // one step of fan-in that is not yet paged).
-        let mut full = report.clone();
-        for r in &mut full.results {
-            state.inline_items(&plan.request_id, r).await?;
-        }
+        // From the stored report's head: the archive reads a paged result a page at a time.
         let archive = super::archive::ensure(
             state.store.as_ref(),
             state,
-            &full,
+            &report,
             super::archive::BLOCK_SIZE,
         )
         .await?;

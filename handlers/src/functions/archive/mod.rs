@@ -7,8 +7,10 @@
 //! [`BLOCK_SIZE`]; each entry's central-directory record
 //! goes to a second, smaller buffer staged as blocks of its own ([`BlockSink::write_dir`]) and
 //! committed after the data; `manifest.json` is serialised entry by entry, counted first and
-//! then written. Memory is the two buffers, the plan (a few dozen bytes per item, borrowed from
-//! the report) and the guide; it does not grow with the data, and barely with the entries.
+//! then written. The report's items are read a page at a time, once per pass
+//! (`state::paged_result`). Memory is the two buffers, one page, the planner's keys (32 bytes
+//! per exported item: `domain::archive::Planner`) and the guide; it does not grow with the
+//! data, and barely with the entries.
 //!
 //! The archive is deterministic for a stored report (entry order and timestamps come from it),
 //! and the blob appears only when its block list is committed, so a redelivered fan-in that
@@ -19,10 +21,11 @@ use sha2::{Digest, Sha256};
 
 use super::FnError;
 use crate::domain::archive::{
-    self, Contents, ManifestEntry, ManifestHead, Part, Planned, INDEX_NAME, MANIFEST_NAME,
+    self, Contents, ManifestEntry, ManifestHead, Part, Planned, Planner, INDEX_NAME, MANIFEST_NAME,
     REPORT_JSON, REPORT_MD,
 };
 use crate::domain::report::FinalReport;
+use crate::domain::slice::{ItemOutcome, SliceResult};
 use crate::domain::subject_report;
 use crate::domain::zip::{ZipError, ZipWriter};
 use crate::ports::blob::{BlobRef, BlobStore, StoreError};
@@ -297,8 +300,36 @@ async fn committed(
     }))
 }
 
+/// Every page of the report's items, in document order: (result, page, whether it is the
+/// result's last page). The archive goes over them several times instead of holding them.
+fn page_list(report: &FinalReport) -> Vec<(&SliceResult, u32, bool)> {
+    report
+        .results
+        .iter()
+        .flat_map(|r| {
+            let n = StateStore::result_pages(r);
+            (0..n).map(move |p| (r, p, p + 1 == n))
+        })
+        .collect()
+}
+
+async fn read_page(
+    state: &StateStore,
+    report: &FinalReport,
+    r: &SliceResult,
+    page: u32,
+) -> Result<Vec<ItemOutcome>, FnError> {
+    state
+        .result_page(&report.request_id, r, page)
+        .await
+        .map_err(|e| FnError::Transient(format!("export archive: reading the report's items: {e}")))
+}
+
 /// Build (or rebuild) the archive: guide, report, every exported item, CSV next to each
-/// telemetry table, manifest last (it holds the SHA-256 of everything before it).
+/// telemetry table, manifest last (it holds the SHA-256 of everything before it). `report` is
+/// the stored report: a paged result's items are read a page at a time, in five passes (plan
+/// and count; the person's report as JSON; as Markdown; the copies; the manifest), so memory
+/// holds one page and the planner's keys, never every item.
 pub async fn build(
     store: &dyn BlobStore,
     state: &StateStore,
@@ -307,45 +338,66 @@ pub async fn build(
 ) -> Result<ArchiveSummary, FnError> {
     let blob = archive_ref(state, report);
     let prefix = StateStore::export_prefix(&report.request_id);
-    let (planned, left_out) = archive::plan(report, &prefix);
+    let pages = page_list(report);
 
-    // Telemetry tables as CSV (by plan index), rendered up front so the guide shows real
-    // sizes (tables are bounded: the slice that exported them held them in memory too).
+    // Pass 1: the plan's left-out list, the telemetry tables as CSV (by plan index, rendered
+    // up front so the guide shows real sizes; tables are bounded: the slice that exported
+    // them held them in memory too), the guide's contents and the person's report's size.
+    let mut planner = Planner::new(&prefix);
     let mut csvs = std::collections::BTreeMap::new();
-    for (i, p) in planned.iter().enumerate().filter(|(_, p)| p.telemetry) {
-        let body = read_all(store, state, p.source).await?;
-        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-            FnError::BadRequest(format!(
-                "telemetry export {} is not JSON: {e}",
-                p.path(&prefix)
-            ))
-        })?;
-        if let Some(csv) = archive::telemetry_csv(&doc) {
-            csvs.insert(i, csv);
-        }
-    }
-    // The person's report (not the operator's stored one: see `domain::subject_report`),
-    // serialised piece by piece: counted now (the guide shows sizes), written below.
-    let json_pieces = || subject_report::json_pieces(report, &left_out);
-    let md_pieces = || subject_report::markdown_pieces(report, &left_out);
+    let mut contents = Contents::default();
     let mut report_sizes = [0u64; 2];
-    for piece in json_pieces() {
-        report_sizes[0] += piece.map_err(FnError::Transient)?.len() as u64;
-    }
-    report_sizes[1] = md_pieces().map(|p| p.len() as u64).sum();
-    // The guide lists the data entries, known before any byte is copied.
-    let index = {
-        let mut contents = Contents::default();
-        contents.add(Part::Report, || REPORT_JSON.into(), report_sizes[0]);
-        contents.add(Part::Report, || REPORT_MD.into(), report_sizes[1]);
-        for (i, p) in planned.iter().enumerate() {
+    let (mut items, mut planned) = (0usize, 0usize);
+    for &(r, page, last) in &pages {
+        let outcomes = read_page(state, report, r, page).await?;
+        for o in &outcomes {
+            let si = subject_report::subject_item(r, o);
+            report_sizes[0] += subject_report::list_item(items == 0, &si)
+                .map_err(FnError::Transient)?
+                .len() as u64;
+            report_sizes[1] += subject_report::markdown_item(&si).len() as u64;
+            items += 1;
+        }
+        for p in planner.page(r, &outcomes) {
+            if p.telemetry {
+                let body = read_all(store, state, &p.source).await?;
+                let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                    FnError::BadRequest(format!(
+                        "telemetry export {} is not JSON: {e}",
+                        p.path(&prefix)
+                    ))
+                })?;
+                if let Some(csv) = archive::telemetry_csv(&doc) {
+                    csvs.insert(planned, csv);
+                }
+            }
             contents.add(p.part, || p.path(&prefix), p.size);
-            if let Some(csv) = csvs.get(&i) {
+            if let Some(csv) = csvs.get(&planned) {
                 contents.add(p.part, || csv_path(&p.path(&prefix)), csv.len() as u64);
             }
+            planned += 1;
         }
-        archive::render_index(report, &contents, &left_out)
-    };
+        if last {
+            planner.end_slice(r);
+        }
+    }
+    let left_out = planner.finish(report);
+    // The person's report (not the operator's stored one: see `domain::subject_report`).
+    let json_opening = subject_report::json_opening(report).map_err(FnError::Transient)?;
+    report_sizes[0] += json_opening.len() as u64;
+    for piece in subject_report::json_closing(&left_out) {
+        report_sizes[0] += piece.map_err(FnError::Transient)?.len() as u64;
+    }
+    let md_opening = subject_report::markdown_opening(report);
+    report_sizes[1] += md_opening.len() as u64
+        + subject_report::markdown_closing(&left_out)
+            .map(|p| p.len() as u64)
+            .sum::<u64>();
+    // The guide lists the data entries, known before any byte is copied.
+    contents.add(Part::Report, || REPORT_JSON.into(), report_sizes[0]);
+    contents.add(Part::Report, || REPORT_MD.into(), report_sizes[1]);
+    let index = archive::render_index(report, &contents, &left_out);
+    drop(contents);
     let mut b = Builder {
         zip: ZipWriter::new(report.finished_at),
         sink: BlockSink::new(store, blob.clone(), block_size),
@@ -361,74 +413,131 @@ pub async fn build(
         None,
     ));
     drop(index);
+
+    // Passes 2 and 3: the person's report, JSON then Markdown.
     b.start(REPORT_JSON, report_sizes[0]).await?;
     let mut sha = Sha256::new();
-    for piece in json_pieces() {
+    sha.update(&json_opening);
+    b.data(&json_opening).await?;
+    let mut first = true;
+    for &(r, page, _) in &pages {
+        for o in read_page(state, report, r, page).await? {
+            let piece = subject_report::list_item(first, &subject_report::subject_item(r, &o))
+                .map_err(FnError::Transient)?;
+            first = false;
+            sha.update(&piece);
+            b.data(&piece).await?;
+        }
+    }
+    for piece in subject_report::json_closing(&left_out) {
         let piece = piece.map_err(FnError::Transient)?;
         sha.update(&piece);
         b.data(&piece).await?;
     }
     b.finish().await?;
-    let sha = hex::encode(sha.finalize());
     firsts.push(entry(
         REPORT_JSON.into(),
         report_sizes[0],
-        sha,
+        hex::encode(sha.finalize()),
         Part::Report,
         None,
     ));
     b.start(REPORT_MD, report_sizes[1]).await?;
     let mut sha = Sha256::new();
-    for piece in md_pieces() {
+    sha.update(md_opening.as_bytes());
+    b.data(md_opening.as_bytes()).await?;
+    for &(r, page, _) in &pages {
+        for o in read_page(state, report, r, page).await? {
+            let line = subject_report::markdown_item(&subject_report::subject_item(r, &o));
+            sha.update(line.as_bytes());
+            b.data(line.as_bytes()).await?;
+        }
+    }
+    for piece in subject_report::markdown_closing(&left_out) {
         sha.update(piece.as_bytes());
         b.data(piece.as_bytes()).await?;
     }
     b.finish().await?;
-    let sha = hex::encode(sha.finalize());
     firsts.push(entry(
         REPORT_MD.into(),
         report_sizes[1],
-        sha,
+        hex::encode(sha.finalize()),
         Part::Report,
         None,
     ));
-    let mut csv_shas = std::collections::BTreeMap::new();
-    for (i, p) in planned.iter().enumerate() {
-        let path = p.path(&prefix);
-        let src = state.blob(EXPORTS, p.source.to_string());
-        let sha = b.copy(store, &src, &path, p.size).await?;
-        if sha != p.sha256 {
-            // The archive must hold what the report proves was exported, nothing else.
-            return Err(FnError::BadRequest(format!(
-                "export archive: {path} changed in the export area since it was exported"
-            )));
-        }
-        if let Some(csv) = csvs.remove(&i) {
-            let sha = b.small(&csv_path(&path), csv.as_bytes()).await?;
-            csv_shas.insert(i, (csv.len() as u64, sha));
-        }
-    }
 
-    // The manifest, serialised entry by entry twice: counted, then written.
+    // Pass 4: the copies (each checked against the SHA-256 the report proves), the CSVs, and
+    // the manifest's size, counted as its entries become known.
     let head = ManifestHead {
         request_id: report.request_id.to_string(),
         regulation: format!("{:?}", report.regulation).to_lowercase(),
         created_at: report.finished_at,
     };
-    let entries = || {
-        firsts.iter().cloned().chain(
-            planned
-                .iter()
-                .enumerate()
-                .flat_map(|(i, p)| manifest_entries(p, &prefix, csv_shas.get(&i))),
-        )
+    let mut manifest_size = 0u64;
+    let mut count = |piece: Result<Vec<u8>, String>| -> Result<(), FnError> {
+        manifest_size += piece.map_err(FnError::Transient)?.len() as u64;
+        Ok(())
     };
-    let mut size = 0u64;
-    for piece in archive::manifest_pieces(&head, entries(), &left_out) {
-        size += piece.map_err(FnError::Transient)?.len() as u64;
+    count(archive::manifest_opening(&head))?;
+    for (i, e) in firsts.iter().enumerate() {
+        count(archive::manifest_item(i == 0, e))?;
     }
-    b.start(MANIFEST_NAME, size).await?;
-    for piece in archive::manifest_pieces(&head, entries(), &left_out) {
+    let mut planner = Planner::new(&prefix);
+    let mut csv_shas = std::collections::BTreeMap::new();
+    let mut i = 0usize;
+    for &(r, page, last) in &pages {
+        let outcomes = read_page(state, report, r, page).await?;
+        for p in planner.page(r, &outcomes) {
+            let path = p.path(&prefix);
+            let src = state.blob(EXPORTS, p.source.clone());
+            let sha = b.copy(store, &src, &path, p.size).await?;
+            if sha != p.sha256 {
+                // The archive must hold what the report proves was exported, nothing else.
+                return Err(FnError::BadRequest(format!(
+                    "export archive: {path} changed in the export area since it was exported"
+                )));
+            }
+            if let Some(csv) = csvs.remove(&i) {
+                let sha = b.small(&csv_path(&path), csv.as_bytes()).await?;
+                csv_shas.insert(i, (csv.len() as u64, sha));
+            }
+            for e in manifest_entries(&p, &prefix, csv_shas.get(&i)) {
+                count(archive::manifest_item(false, &e))?;
+            }
+            i += 1;
+        }
+        if last {
+            planner.end_slice(r);
+        }
+    }
+    for piece in archive::manifest_closing(&left_out) {
+        count(piece)?;
+    }
+
+    // Pass 5: the manifest, entry by entry.
+    b.start(MANIFEST_NAME, manifest_size).await?;
+    b.data(&archive::manifest_opening(&head).map_err(FnError::Transient)?)
+        .await?;
+    for (i, e) in firsts.iter().enumerate() {
+        b.data(&archive::manifest_item(i == 0, e).map_err(FnError::Transient)?)
+            .await?;
+    }
+    let mut planner = Planner::new(&prefix);
+    let mut i = 0usize;
+    for &(r, page, last) in &pages {
+        let outcomes = read_page(state, report, r, page).await?;
+        for p in planner.page(r, &outcomes) {
+            for e in manifest_entries(&p, &prefix, csv_shas.get(&i)) {
+                b.data(&archive::manifest_item(false, &e).map_err(FnError::Transient)?)
+                    .await?;
+            }
+            i += 1;
+        }
+        if last {
+            planner.end_slice(r);
+        }
+    }
+    for piece in archive::manifest_closing(&left_out) {
         b.data(&piece.map_err(FnError::Transient)?).await?;
     }
     b.finish().await?;
@@ -463,7 +572,7 @@ fn entry(
 /// A planned item's manifest line (its SHA-256 is the report's: the copy was checked against
 /// it), and its CSV's when it has one.
 fn manifest_entries(
-    p: &Planned<'_>,
+    p: &Planned,
     prefix: &str,
     csv: Option<&(u64, String)>,
 ) -> impl Iterator<Item = ManifestEntry> {
