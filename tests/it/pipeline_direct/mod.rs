@@ -175,6 +175,21 @@ async fn assert_slice_refused(
     slice
 }
 
+/// The state blob of request `id` whose name contains `part` and ends with `end` (a slice's
+/// stored page, for the tests that damage one).
+async fn state_blob(e: &Env, id: &str, part: &str, end: &str) -> BlobRef {
+    let name = e
+        .store
+        .list_all("dsrstate", "dsr-state", &format!("requests/{id}/slices/"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .find(|n| n.contains(part) && n.ends_with(end))
+        .unwrap_or_else(|| panic!("no state blob of {id} like {part}…{end}"));
+    BlobRef::new("dsrstate", "dsr-state", name)
+}
+
 async fn certificate(e: &Env, id: &str, name: &str) -> Option<FinalReport> {
     e.store
         .read_json(&BlobRef::new(

@@ -104,21 +104,12 @@ async fn a_chunk_size_changed_mid_request_neither_repeats_nor_skips_an_item() {
 async fn a_damaged_inventory_page_fails_the_slice_and_touches_nothing() {
     let e = env(HoldSet::default(), 5).await;
     let jobs_task = start_until_first_jobs_chunk(&e, "PAGED-2", "delete").await;
-    let state = e.svc.state();
-    let page = state
-        .store
-        .list_all("dsrstate", "dsr-state", "requests/PAGED-2/slices/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .find(|n| n.contains("-jobs/inventory-pages/") && n.ends_with("/000001.json"))
-        .expect("the jobs slice's second page");
+    // The jobs slice's second page.
+    let page = state_blob(&e, "PAGED-2", "-jobs/inventory-pages/", "/000001.json").await;
     let bob_compute = compute_of(&e, "bob");
-    state
-        .store
+    e.store
         .write_json(
-            &BlobRef::new("dsrstate", "dsr-state", page),
+            &page,
             &json!([{"item": {"kind": "resource", "resourceType": "datastore", "id": bob_compute}}]),
         )
         .await

@@ -161,21 +161,9 @@ async fn a_missing_result_page_stops_fan_in_rather_than_certify_less() {
             support::pipeline::deliver(&e.svc, &m).await;
         }
     }
-    let state = e.svc.state();
-    let page = state
-        .store
-        .list_all("dsrstate", "dsr-state", "requests/PAGED-GAP/slices/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .find(|n| n.contains("/result-pages/") && n.ends_with("/000001.json"))
-        .expect("a paged, checked result");
-    state
-        .store
-        .delete(&BlobRef::new("dsrstate", "dsr-state", page))
-        .await
-        .unwrap();
+    // A paged, checked result's second page.
+    let page = state_blob(&e, "PAGED-GAP", "/result-pages/", "/000001.json").await;
+    e.store.delete(&page).await.unwrap();
     let mut errors = 0;
     for m in &completions {
         let c: azureml_dsr::domain::slice::SliceCompletion =
