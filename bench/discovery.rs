@@ -234,9 +234,13 @@ pub(crate) async fn bench_discovery(
 
 /// Our discovery of the subject's runs: how many jobs it found.
 pub(crate) async fn discover_runs(svc: &Services, task: &SliceTask) -> anyhow::Result<usize> {
-    let inv = discovery::discover(svc, task)
+    // One unbounded page: discovery only, nothing written to the state store (as before).
+    let mut pager = svc.state().inventory_pager(task, usize::MAX, false);
+    let found = discovery::discover(svc, task, &mut pager)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    pager.push(found.entries).await?;
+    let inv = pager.finish(found.notes, found.candidates).await?;
     Ok(inv
         .entries
         .iter()

@@ -15,7 +15,7 @@ use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition, StoreError
 
 mod paged_inventory;
 mod paged_result;
-pub use paged_inventory::InventoryPages;
+pub use paged_inventory::{InventoryPager, InventoryPages};
 
 pub const STATE: &str = "dsr-state";
 pub const EXPORTS: &str = "dsr-exports";
@@ -55,21 +55,14 @@ pub struct Candidate {
     pub entries: Vec<InventoryEntry>,
 }
 
-impl Inventory {
-    /// What is stored for a request that does not export: every document (ARM resources,
+impl InventoryEntry {
+    /// What is stored for a request that does not export: the document (an ARM resource,
     /// telemetry rows) replaced by its SHA-256, so the state account holds no copy of the
     /// personal data being erased.
-    pub(crate) fn without_copies(mut self) -> Self {
-        for e in self.entries.iter_mut().chain(
-            self.candidates
-                .iter_mut()
-                .flat_map(|c| c.entries.iter_mut()),
-        ) {
-            if let Some(doc) = e.doc.take() {
-                e.doc_sha256 = Some(crate::domain::ids::sha256_hex(doc.to_string().as_bytes()));
-            }
+    pub(crate) fn strip_doc(&mut self) {
+        if let Some(doc) = self.doc.take() {
+            self.doc_sha256 = Some(crate::domain::ids::sha256_hex(doc.to_string().as_bytes()));
         }
-        self
     }
 }
 

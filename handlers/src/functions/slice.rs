@@ -185,15 +185,17 @@ async fn step(
         Some(inv) => inv,
         None if cancelled => return finish_cancelled_before_start(svc, state, task).await,
         None => {
-            let mut inv = discover(svc, task).await?;
-            if task.kind != RequestKind::Export {
-                inv = inv.without_copies();
-            }
-            // Stored in pages of one chunk; a concurrent delivery that froze first wins, and
-            // both go on with its inventory.
-            state
-                .freeze_inventory(task, inv, svc.settings.chunk_size)
-                .await?
+            // Written in pages of one chunk as it is found (`state::paged_inventory`); a
+            // concurrent delivery that froze first wins, and both go on with its inventory.
+            let mut pager = state.inventory_pager(
+                task,
+                svc.settings.chunk_size,
+                task.kind != RequestKind::Export,
+            );
+            let found = discover(svc, task, &mut pager).await?;
+            pager.push(found.entries).await?;
+            let head = pager.finish(found.notes, found.candidates).await?;
+            state.commit_inventory(task, head).await?
         }
     };
     let (_, chunks) = inventory.chunking(svc.settings.chunk_size);

@@ -14,9 +14,6 @@ use super::{Inventory, InventoryEntry, StateStore};
 use crate::domain::slice::SliceTask;
 use crate::ports::blob::{BlobRef, BlobStoreExt, StoreError, StoreResult};
 
-/// Pages written at once when an inventory is frozen.
-const PAGE_WRITES_IN_FLIGHT: usize = 8;
-
 /// Where a paged inventory's entries are.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,36 +67,48 @@ impl StateStore {
     pub async fn freeze_inventory(
         &self,
         t: &SliceTask,
-        mut inv: Inventory,
+        inv: Inventory,
         page_size: usize,
     ) -> StoreResult<Inventory> {
-        let page_size = page_size.max(1);
-        if inv.pages.is_none() && inv.entries.len() > page_size {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let entries = std::mem::take(&mut inv.entries);
-            let pages = entries.len().div_ceil(page_size) as u32;
-            let refs: Vec<BlobRef> = (0..pages)
-                .map(|n| self.inventory_page_ref(t, &id, n))
-                .collect();
-            let writes: Vec<(&BlobRef, &[InventoryEntry])> =
-                refs.iter().zip(entries.chunks(page_size)).collect();
-            for group in writes.chunks(PAGE_WRITES_IN_FLIGHT) {
-                futures::future::try_join_all(
-                    group
-                        .iter()
-                        .map(|(blob, page)| self.store.write_json(blob, page)),
-                )
-                .await?;
-            }
-            inv.pages = Some(InventoryPages {
-                id,
-                page_size,
-                pages,
-                entries: entries.len(),
-            });
+        if inv.pages.is_some() {
+            return self.commit_inventory(t, inv).await;
         }
-        if self.store.create_json(&self.inventory_ref(t), &inv).await? {
-            return Ok(inv);
+        let mut pager = self.inventory_pager(t, page_size, false);
+        pager.push(inv.entries).await?;
+        let head = pager.finish(inv.notes, inv.candidates).await?;
+        self.commit_inventory(t, head).await
+    }
+
+    /// A writer of `t`'s inventory entries as discovery finds them (see [`InventoryPager`]);
+    /// `strip_docs`: store each document's SHA-256 instead of the document (requests that do
+    /// not export: [`InventoryEntry::strip_doc`]).
+    pub fn inventory_pager(
+        &self,
+        t: &SliceTask,
+        page_size: usize,
+        strip_docs: bool,
+    ) -> InventoryPager {
+        InventoryPager {
+            state: self.clone(),
+            task: t.clone(),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            page_size: page_size.max(1),
+            strip_docs,
+            buf: Vec::new(),
+            pages: 0,
+            entries: 0,
+        }
+    }
+
+    /// Store `head` as `t`'s inventory unless one is stored already (If-None-Match `*`);
+    /// returns the stored one, whichever delivery froze it.
+    pub async fn commit_inventory(&self, t: &SliceTask, head: Inventory) -> StoreResult<Inventory> {
+        if self
+            .store
+            .create_json(&self.inventory_ref(t), &head)
+            .await?
+        {
+            return Ok(head);
         }
         self.inventory(t)
             .await?
@@ -137,6 +146,90 @@ impl StateStore {
     }
 }
 
+/// Writes a slice's inventory as discovery finds it: each full page is stored at once, under
+/// this freeze's id, so discovering a slice of 100,000 entries holds one page of them, not all.
+/// An inventory of one page or less stays inline in the head ([`InventoryPager::finish`]).
+pub struct InventoryPager {
+    state: StateStore,
+    task: SliceTask,
+    id: String,
+    page_size: usize,
+    strip_docs: bool,
+    /// Entries not yet stored: at most one page and one entry (a page is written only once
+    /// it is known not to be the last, so "one page or less" can still stay inline).
+    buf: Vec<InventoryEntry>,
+    pages: u32,
+    entries: usize,
+}
+
+impl InventoryPager {
+    /// Entries found, in order.
+    pub async fn push(
+        &mut self,
+        found: impl IntoIterator<Item = InventoryEntry>,
+    ) -> StoreResult<()> {
+        for mut e in found {
+            if self.strip_docs {
+                e.strip_doc();
+            }
+            self.buf.push(e);
+            self.entries += 1;
+            if self.buf.len() > self.page_size {
+                let rest = self.buf.split_off(self.page_size);
+                self.write_page(rest).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Store the buffered page (all of `buf`) and keep `rest` buffered.
+    async fn write_page(&mut self, rest: Vec<InventoryEntry>) -> StoreResult<()> {
+        let page = std::mem::replace(&mut self.buf, rest);
+        let at = self
+            .state
+            .inventory_page_ref(&self.task, &self.id, self.pages);
+        self.state.store.write_json(&at, &page).await?;
+        self.pages += 1;
+        Ok(())
+    }
+
+    /// The inventory's head (not yet stored: [`StateStore::commit_inventory`]), with the
+    /// search's notes and review candidates.
+    pub async fn finish(
+        mut self,
+        notes: Vec<String>,
+        mut candidates: Vec<super::Candidate>,
+    ) -> StoreResult<Inventory> {
+        if self.strip_docs {
+            for e in candidates.iter_mut().flat_map(|c| c.entries.iter_mut()) {
+                e.strip_doc();
+            }
+        }
+        if self.pages == 0 {
+            return Ok(Inventory {
+                entries: std::mem::take(&mut self.buf),
+                notes,
+                candidates,
+                pages: None,
+            });
+        }
+        if !self.buf.is_empty() {
+            self.write_page(Vec::new()).await?;
+        }
+        Ok(Inventory {
+            entries: Vec::new(),
+            notes,
+            candidates,
+            pages: Some(InventoryPages {
+                id: self.id,
+                page_size: self.page_size,
+                pages: self.pages,
+                entries: self.entries,
+            }),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +253,50 @@ mod tests {
             notes: vec![],
             candidates: vec![],
             pages: None,
+        }
+    }
+
+    fn task() -> SliceTask {
+        serde_json::from_value(serde_json::json!({
+            "requestId": "R-1", "type": "delete", "dryRun": false,
+            "subject": {"objectId": "00000000-0000-0000-0000-00000000000a", "tenantId": null, "upn": null},
+            "workspace": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w",
+            "resourceType": "jobs", "key": "k", "hold": null
+        }))
+        .unwrap()
+    }
+
+    /// Entries pushed one at a time come back in order, in pages of exactly the page size
+    /// (the last one shorter), and an inventory of one page or less stays inline.
+    #[tokio::test]
+    async fn the_pager_writes_full_pages_as_entries_come_and_keeps_one_page_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::adapters::local::fs_blob::FsBlobStore::new(
+            dir.path(),
+        ));
+        let state = StateStore::new(store, "acct");
+        state.ensure_containers().await.unwrap();
+        let t = task();
+        for n in [0usize, 1, 4, 5, 6, 10, 11] {
+            let mut pager = state.inventory_pager(&t, 5, false);
+            for e in inv(n).entries {
+                pager.push([e]).await.unwrap();
+            }
+            let head = pager.finish(vec![], vec![]).await.unwrap();
+            assert_eq!(head.len(), n);
+            assert_eq!(head.pages.is_none(), n <= 5, "{n} entries");
+            let (size, chunks) = head.chunking(5);
+            let mut back = Vec::new();
+            for c in 0..chunks {
+                let page = state.inventory_chunk(&t, &head, c, size).await.unwrap();
+                assert!(
+                    page.len() == 5 || c + 1 == chunks,
+                    "{n}: page {c} has {}",
+                    page.len()
+                );
+                back.extend(page);
+            }
+            assert_eq!(back, inv(n).entries, "{n} entries");
         }
     }
 

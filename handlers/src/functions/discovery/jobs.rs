@@ -16,7 +16,7 @@ use crate::domain::slice::SliceTask;
 use crate::functions::{FnError, Services};
 use crate::ports::control_plane::{ArmKind, WorkspaceInfo};
 use crate::ports::run_history::RunHistoryError;
-use crate::state::{Inventory, InventoryEntry};
+use crate::state::{Inventory, InventoryEntry, InventoryPager};
 
 /// Whether a listed job is old enough for a retention sweep (retention only; who created a
 /// job is decided from run history, see [`attribute_job`]).
@@ -69,6 +69,7 @@ pub(super) async fn jobs(
     svc: &Services,
     task: &SliceTask,
     ws: &WorkspaceInfo,
+    pager: &mut InventoryPager,
 ) -> Result<Inventory, DiscoveryError> {
     let mut entries = Vec::new();
     let mut notes = Vec::new();
@@ -162,7 +163,13 @@ pub(super) async fn jobs(
             None => (found.await?, None),
         };
         for (e, note, runs) in found {
-            entries.extend(e);
+            // A request's entries are stored a page at a time as they are found; a retention
+            // sweep keeps them (its blast-radius guard may hold them all, below).
+            if task.kind == RequestKind::Retention {
+                entries.extend(e);
+            } else {
+                pager.push(e).await?;
+            }
             notes.extend(note);
             names.extend(runs);
         }

@@ -31,7 +31,7 @@ use crate::domain::slice::{Item, SliceTask};
 use crate::ports::blob::BlobStoreExt;
 use crate::ports::control_plane::{ArmKind, ControlPlaneError, WorkspaceInfo};
 use crate::ports::run_history::RunHistoryError;
-use crate::state::{Inventory, InventoryEntry};
+use crate::state::{Inventory, InventoryEntry, InventoryPager};
 
 /// A discovery failure that retrying cannot fix (the slice fails with this reason).
 #[derive(Debug)]
@@ -65,11 +65,17 @@ impl From<ControlPlaneError> for DiscoveryError {
     }
 }
 
-pub async fn discover(svc: &Services, task: &SliceTask) -> Result<Inventory, DiscoveryError> {
+/// What a slice finds. Entries that `pager` has not taken (all but a request's jobs, which are
+/// stored page by page as they are found) are in the returned inventory's `entries`.
+pub async fn discover(
+    svc: &Services,
+    task: &SliceTask,
+    pager: &mut InventoryPager,
+) -> Result<Inventory, DiscoveryError> {
     let ws = svc.control.workspace(&task.workspace).await?;
     svc.state().record_workspace(&ws).await?;
     match task.resource_type {
-        ResourceType::Jobs => jobs::jobs(svc, task, &ws).await,
+        ResourceType::Jobs => jobs::jobs(svc, task, &ws, pager).await,
         ResourceType::Models => {
             assets::assets(
                 svc,
