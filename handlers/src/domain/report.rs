@@ -206,7 +206,9 @@ impl<'p> ReportBuilder<'p> {
         }
     }
 
-    /// Whether a cancel stopped something (`domain::lifecycle::cancel_cut_short`, over pages).
+    /// Whether a cancel cut the work short: a slice that never started because of it, or an
+    /// item it left unreached (seen in any page). Neither: the cancel came too late to stop
+    /// anything.
     pub fn cancel_cut_short(&self) -> bool {
         self.cancelled_skip
             || self.results.iter().any(|r| {

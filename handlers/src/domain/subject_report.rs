@@ -3,7 +3,7 @@
 //! nothing else. The operator's stored report also holds search notes, review candidates with
 //! their evidence, legal-hold text, error strings and lineage: any of those can name another
 //! person's jobs, assets or display name, so here they appear only as the archive's "left out"
-//! categories with counts ([`super::archive::plan`]), exactly as `index.html` tells them.
+//! categories with counts ([`super::archive::Planner`]), exactly as `index.html` tells them.
 //!
 //! Written piece by piece (a head, one piece per item, one per left-out line), like the
 //! archive's manifest: the same input gives the same bytes, so the caller counts them, then

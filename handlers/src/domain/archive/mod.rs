@@ -250,18 +250,6 @@ fn note_category(note: &str) -> &'static str {
     }
 }
 
-/// The entries to copy (in report order, each exported path once) and what was left out, for
-/// a report whose items are inline: [`Planner`] over all of them.
-pub fn plan(report: &FinalReport, request_prefix: &str) -> (Vec<Planned>, Vec<LeftOut>) {
-    let mut planner = Planner::new(request_prefix);
-    let mut planned = Vec::new();
-    for r in &report.results {
-        planned.extend(planner.page(r, &r.items));
-        planner.end_slice(r);
-    }
-    (planned, planner.finish(report))
-}
-
 /// Plans the archive a page of items at a time, in report order: which exported items are
 /// copied (each export path once; a second source cleaned to a taken archive path gets `~n`)
 /// and what is left out, and why. The same pages in the same order give the same plan, so the

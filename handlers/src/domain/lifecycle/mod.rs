@@ -249,15 +249,6 @@ pub const CANCELLED_BEFORE_START: &str =
 /// Why a cancelled request ended in another state ([`Lifecycle::cancel_overtaken`]).
 pub const CANCEL_OVERTAKEN: &str = "the cancel arrived while the last part was finishing: every part had already done its work, so nothing was stopped and the request ends with its own outcome";
 
-/// Whether a cancel cut the work short: a slice that never started because of it, or an item
-/// it left unreached. Neither: the cancel came too late to stop anything.
-pub fn cancel_cut_short(results: &[super::slice::SliceResult]) -> bool {
-    results.iter().any(|r| {
-        r.notes.iter().any(|n| n == CANCELLED_BEFORE_START)
-            || r.items.iter().any(|o| is_cancelled_skip(&o.status))
-    })
-}
-
 /// Whether `status` is a cancelled, unreached item.
 pub fn is_cancelled_skip(status: &super::slice::ItemStatus) -> bool {
     matches!(status, super::slice::ItemStatus::Skipped { reason } if reason.starts_with(CANCELLED_PREFIX))
@@ -353,8 +344,9 @@ impl Lifecycle {
 
     /// A cancel that stopped nothing: accepted while the last part of the work was finishing
     /// its last chunk, so every item had its outcome when the slices next looked (fan-in finds
-    /// nothing cut short, [`cancel_cut_short`]). Claiming `cancelled` would misstate what was
-    /// done: the request ends in `to`, the state its work earned, and the history says why.
+    /// nothing cut short: `ReportBuilder::cancel_cut_short` in `domain::report`). Claiming
+    /// `cancelled` would misstate what was done: the request ends in `to`, the state its work
+    /// earned, and the history says why.
     /// `Ok(false)` when there is nothing to settle (not cancelled, or settled already).
     pub fn cancel_overtaken(
         &mut self,
