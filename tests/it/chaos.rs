@@ -234,10 +234,15 @@ async fn trial(seed: u64, mode: Mode) -> Result<(), String> {
     let state = azureml_dsr::state::StateStore::new(store.clone(), "dsrstate");
     let report = |id: &'static str| {
         let state = state.clone();
-        async move { state.report(&RequestId::parse(id).unwrap()).await.unwrap() }
+        async move {
+            state
+                .report(&RequestId::parse(id).unwrap())
+                .await
+                .map_err(|e| format!("reading the report of {id}: {e}"))
+        }
     };
-    let exp: FinalReport = report("C-EXP").await.ok_or("export has no report")?;
-    let del: FinalReport = report("C-DEL").await.ok_or("delete has no report")?;
+    let exp: FinalReport = report("C-EXP").await?.ok_or("export has no report")?;
+    let del: FinalReport = report("C-DEL").await?.ok_or("delete has no report")?;
     // A delete's telemetry purge completes on a later timer poll (pipeline_direct follows it).
     // Alice shares her display name with Ali: assets only that name ties to her wait for review.
     if exp.status != FinalStatus::NeedsReview || del.status != FinalStatus::CompletedPurgePending {
@@ -337,6 +342,8 @@ async fn run_trials(label: &str, count_var: &str, default: u64, mode: Mode) {
     let mut failures = Vec::new();
     for seed in first..first + trials {
         if let Err(e) = trial(seed, mode).await {
+            // Printed at once too: a run cut short (or a CI excerpt) still names the seed.
+            eprintln!("{label}: seed {seed} FAILED: {e}");
             failures.push(format!("seed {seed}: {e}"));
         }
     }

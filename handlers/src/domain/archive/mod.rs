@@ -253,31 +253,158 @@ fn note_category(note: &str) -> &'static str {
 /// Plans the archive a page of items at a time, in report order: which exported items are
 /// copied (each export path once; a second source cleaned to a taken archive path gets `~n`)
 /// and what is left out, and why. The same pages in the same order give the same plan, so the
-/// archive's writer can go over them again instead of keeping the plan: what it keeps is 16
-/// bytes of SHA-256 per exported path and per archive path (~40 MB for a million items).
+/// archive's writer can go over them again instead of keeping the plan.
+///
+/// What it keeps depends on what is known of the items ([`Planner::optimistic`],
+/// [`Planner::distinct`], [`Planner::exact`]): nearly always every export path and every
+/// archive path is different, and then the plan is every exported item under its own path and
+/// nothing need be remembered between pages.
 pub struct Planner {
     prefix: String,
-    seen: std::collections::HashSet<[u8; 16]>,
-    taken: std::collections::HashSet<[u8; 16]>,
+    keys: Keys,
     cancelled: usize,
     left_out: Vec<LeftOut>,
 }
 
-fn key16(s: &str) -> [u8; 16] {
+enum Keys {
+    /// 16 bytes of SHA-256 per export path and per archive path taken (~36 MB per set for a
+    /// million items, in tables sized once).
+    Exact { seen: KeySet, taken: KeySet },
+    /// Every export path and every archive path is known to be different: nothing to keep.
+    Distinct,
+    /// Plans as [`Keys::Distinct`] and keeps 8 bytes per export path and per archive path, to
+    /// check that afterwards ([`Planner::all_distinct`]).
+    Collecting { paths: Vec<u64>, bases: Vec<u64> },
+}
+
+/// The planner's keys are SHA-256 prefixes, already uniform: their low 64 bits are the hash
+/// (SipHash over them would cost time and change nothing).
+type KeySet = std::collections::HashSet<u128, std::hash::BuildHasherDefault<KeyHasher>>;
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `u128` keys (`write_u128` below); folded for completeness.
+        for c in bytes.chunks(8) {
+            let mut a = [0u8; 8];
+            a[..c.len()].copy_from_slice(c);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(a);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+fn key16(s: &str) -> u128 {
     use sha2::{Digest, Sha256};
     let mut k = [0u8; 16];
     k.copy_from_slice(&Sha256::digest(s.as_bytes())[..16]);
-    k
+    u128::from_le_bytes(k)
+}
+
+/// The low half of [`key16`]: two strings with different 8-byte keys have different 16-byte
+/// keys, so "all 8-byte keys differ" proves the exact planner would find no collision.
+fn key8(s: &str) -> u64 {
+    key16(s) as u64
+}
+
+/// Whether a sorted list holds a value twice.
+fn has_repeats(keys: &mut [u64]) -> bool {
+    keys.sort_unstable();
+    keys.windows(2).any(|w| w[0] == w[1])
 }
 
 impl Planner {
-    pub fn new(request_prefix: &str) -> Self {
+    fn with_keys(request_prefix: &str, keys: Keys) -> Self {
         Self {
             prefix: request_prefix.to_string(),
-            seen: Default::default(),
-            taken: Default::default(),
+            keys,
             cancelled: 0,
             left_out: Vec::new(),
+        }
+    }
+
+    /// The exact planner for up to `items` items: it remembers every export path and archive
+    /// path it has planned, in tables allocated once (never a table and its doubled copy).
+    pub fn exact(request_prefix: &str, items: usize) -> Self {
+        let set = || KeySet::with_capacity_and_hasher(items, Default::default());
+        Self::with_keys(
+            request_prefix,
+            Keys::Exact {
+                seen: set(),
+                taken: set(),
+            },
+        )
+    }
+
+    /// The exact planner for a few items.
+    pub fn new(request_prefix: &str) -> Self {
+        Self::exact(request_prefix, 0)
+    }
+
+    /// For items an optimistic pass over the same pages found all different
+    /// ([`Planner::all_distinct`]): plans exactly as [`Planner::exact`] would, keeping nothing.
+    pub fn distinct(request_prefix: &str) -> Self {
+        Self::with_keys(request_prefix, Keys::Distinct)
+    }
+
+    /// Plans as [`Planner::distinct`] and keeps 8 bytes per export path and per archive path
+    /// (16 MB for a million items) so that [`Planner::all_distinct`] can say whether the plan
+    /// is the exact one. When it is not, plan again with [`Planner::exact`].
+    pub fn optimistic(request_prefix: &str, items: usize) -> Self {
+        Self::with_keys(
+            request_prefix,
+            Keys::Collecting {
+                paths: Vec::with_capacity(items),
+                bases: Vec::with_capacity(items),
+            },
+        )
+    }
+
+    /// Whether the plan so far is the exact one: always for [`Planner::exact`] and
+    /// [`Planner::distinct`]; for [`Planner::optimistic`], when no two exported items shared an
+    /// export path or an archive path (its keys are freed).
+    pub fn all_distinct(&mut self) -> bool {
+        match &mut self.keys {
+            Keys::Collecting { paths, bases } => {
+                let distinct = !has_repeats(paths) && !has_repeats(bases);
+                self.keys = Keys::Distinct;
+                distinct
+            }
+            Keys::Exact { .. } | Keys::Distinct => true,
+        }
+    }
+
+    /// Plan one exported path: `None` when it was planned already, else its `~n` (0: none).
+    fn take(&mut self, path: &str) -> Option<u32> {
+        match &mut self.keys {
+            Keys::Exact { seen, taken } => {
+                if !seen.insert(key16(path)) {
+                    return None;
+                }
+                let base = archive_path(&self.prefix, path);
+                let mut n = 1u32;
+                while !taken.insert(if n == 1 {
+                    key16(&base)
+                } else {
+                    key16(&format!("{base}~{n}"))
+                }) {
+                    n += 1;
+                }
+                Some(if n == 1 { 0 } else { n })
+            }
+            Keys::Distinct => Some(0),
+            Keys::Collecting { paths, bases } => {
+                paths.push(key8(path));
+                bases.push(key8(&archive_path(&self.prefix, path)));
+                Some(0)
+            }
         }
     }
 
@@ -290,18 +417,9 @@ impl Planner {
                 ItemStatus::Exported {
                     path, sha256, size, ..
                 } => {
-                    if !self.seen.insert(key16(path)) {
+                    let Some(dup) = self.take(path) else {
                         continue;
-                    }
-                    let base = archive_path(&self.prefix, path);
-                    let mut n = 1u32;
-                    while !self.taken.insert(if n == 1 {
-                        key16(&base)
-                    } else {
-                        key16(&format!("{base}~{n}"))
-                    }) {
-                        n += 1;
-                    }
+                    };
                     planned.push(Planned {
                         source: path.clone(),
                         size: *size,
@@ -309,7 +427,7 @@ impl Planner {
                         part,
                         telemetry: matches!(o.item, Item::Telemetry { .. }),
                         item: o.item.clone(),
-                        dup: if n == 1 { 0 } else { n },
+                        dup,
                     });
                     continue;
                 }

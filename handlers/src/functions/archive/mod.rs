@@ -339,49 +339,51 @@ pub async fn build(
     let blob = archive_ref(state, report);
     let prefix = StateStore::export_prefix(&report.request_id);
     let pages = page_list(report);
+    // Every item of the report: an upper bound on the planner's keys.
+    let capacity = report
+        .results
+        .iter()
+        .map(|r| r.item_count() as usize)
+        .sum::<usize>();
 
-    // Pass 1: the plan's left-out list, the telemetry tables as CSV (by plan index, rendered
-    // up front so the guide shows real sizes; tables are bounded: the slice that exported
-    // them held them in memory too), the guide's contents and the person's report's size.
-    let mut planner = Planner::new(&prefix);
-    let mut csvs = std::collections::BTreeMap::new();
-    let mut contents = Contents::default();
-    let mut report_sizes = [0u64; 2];
-    let (mut items, mut planned) = (0usize, 0usize);
-    for &(r, page, last) in &pages {
-        let outcomes = read_page(state, report, r, page).await?;
-        for o in &outcomes {
-            let si = subject_report::subject_item(r, o);
-            report_sizes[0] += subject_report::list_item(items == 0, &si)
-                .map_err(FnError::Transient)?
-                .len() as u64;
-            report_sizes[1] += subject_report::markdown_item(&si).len() as u64;
-            items += 1;
-        }
-        for p in planner.page(r, &outcomes) {
-            if p.telemetry {
-                let body = read_all(store, state, &p.source).await?;
-                let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                    FnError::BadRequest(format!(
-                        "telemetry export {} is not JSON: {e}",
-                        p.path(&prefix)
-                    ))
+    // Pass 1: the plan's left-out list, the telemetry tables as CSV, the guide's contents and
+    // the person's report's size. Planned first on the likely guess that no two items share
+    // a path (nothing kept between pages); planned again exactly when they do.
+    let (first, exact) = match plan_pass(
+        store,
+        state,
+        report,
+        &pages,
+        &prefix,
+        Planner::optimistic(&prefix, capacity),
+    )
+    .await?
+    {
+        Some(first) => (first, false),
+        None => {
+            let exact = Planner::exact(&prefix, capacity);
+            let first = plan_pass(store, state, report, &pages, &prefix, exact)
+                .await?
+                .ok_or_else(|| {
+                    FnError::Transient("export archive: the exact plan was refused".into())
                 })?;
-                if let Some(csv) = archive::telemetry_csv(&doc) {
-                    csvs.insert(planned, csv);
-                }
-            }
-            contents.add(p.part, || p.path(&prefix), p.size);
-            if let Some(csv) = csvs.get(&planned) {
-                contents.add(p.part, || csv_path(&p.path(&prefix)), csv.len() as u64);
-            }
-            planned += 1;
+            (first, true)
         }
-        if last {
-            planner.end_slice(r);
+    };
+    // Passes 4 and 5 plan again, as pass 1 found they may.
+    let new_planner = || {
+        if exact {
+            Planner::exact(&prefix, capacity)
+        } else {
+            Planner::distinct(&prefix)
         }
-    }
-    let left_out = planner.finish(report);
+    };
+    let FirstPass {
+        mut csvs,
+        mut contents,
+        mut report_sizes,
+        left_out,
+    } = first;
     // The person's report (not the operator's stored one: see `domain::subject_report`).
     let json_opening = subject_report::json_opening(report).map_err(FnError::Transient)?;
     report_sizes[0] += json_opening.len() as u64;
@@ -482,7 +484,7 @@ pub async fn build(
     for (i, e) in firsts.iter().enumerate() {
         count(archive::manifest_item(i == 0, e))?;
     }
-    let mut planner = Planner::new(&prefix);
+    let mut planner = new_planner();
     let mut csv_shas = std::collections::BTreeMap::new();
     let mut i = 0usize;
     for &(r, page, last) in &pages {
@@ -522,7 +524,8 @@ pub async fn build(
         b.data(&archive::manifest_item(i == 0, e).map_err(FnError::Transient)?)
             .await?;
     }
-    let mut planner = Planner::new(&prefix);
+    drop(planner);
+    let mut planner = new_planner();
     let mut i = 0usize;
     for &(r, page, last) in &pages {
         let outcomes = read_page(state, report, r, page).await?;
@@ -551,6 +554,76 @@ pub async fn build(
         bytes,
         built: true,
     })
+}
+
+/// What pass 1 found.
+struct FirstPass {
+    /// Telemetry tables as CSV, by plan index.
+    csvs: std::collections::BTreeMap<usize, String>,
+    contents: Contents,
+    /// The person's report's items, as JSON and as Markdown, in bytes.
+    report_sizes: [u64; 2],
+    left_out: Vec<archive::LeftOut>,
+}
+
+/// Pass 1 over every page with `planner`: the left-out list, the telemetry CSVs (by plan
+/// index, rendered up front so the guide shows real sizes; tables are bounded: the slice that
+/// exported them held them in memory too), the guide's contents, the person's report's size.
+/// `None` when `planner` was optimistic and two items shared a path.
+async fn plan_pass(
+    store: &dyn BlobStore,
+    state: &StateStore,
+    report: &FinalReport,
+    pages: &[(&SliceResult, u32, bool)],
+    prefix: &str,
+    mut planner: Planner,
+) -> Result<Option<FirstPass>, FnError> {
+    let mut csvs = std::collections::BTreeMap::new();
+    let mut contents = Contents::default();
+    let mut report_sizes = [0u64; 2];
+    let (mut items, mut planned) = (0usize, 0usize);
+    for &(r, page, last) in pages {
+        let outcomes = read_page(state, report, r, page).await?;
+        for o in &outcomes {
+            let si = subject_report::subject_item(r, o);
+            report_sizes[0] += subject_report::list_item(items == 0, &si)
+                .map_err(FnError::Transient)?
+                .len() as u64;
+            report_sizes[1] += subject_report::markdown_item(&si).len() as u64;
+            items += 1;
+        }
+        for p in planner.page(r, &outcomes) {
+            if p.telemetry {
+                let body = read_all(store, state, &p.source).await?;
+                let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                    FnError::BadRequest(format!(
+                        "telemetry export {} is not JSON: {e}",
+                        p.path(prefix)
+                    ))
+                })?;
+                if let Some(csv) = archive::telemetry_csv(&doc) {
+                    csvs.insert(planned, csv);
+                }
+            }
+            contents.add(p.part, || p.path(prefix), p.size);
+            if let Some(csv) = csvs.get(&planned) {
+                contents.add(p.part, || csv_path(&p.path(prefix)), csv.len() as u64);
+            }
+            planned += 1;
+        }
+        if last {
+            planner.end_slice(r);
+        }
+    }
+    if !planner.all_distinct() {
+        return Ok(None);
+    }
+    Ok(Some(FirstPass {
+        csvs,
+        contents,
+        report_sizes,
+        left_out: planner.finish(report),
+    }))
 }
 
 fn entry(

@@ -420,3 +420,76 @@ async fn left_out_is_told_by_category_without_other_peoples_identifiers() {
     assert_eq!(m.left_out.len(), 8, "{:#?}", m.left_out);
     assert!(crate::cli::export::verify(&file).unwrap().ok());
 }
+
+/// Two exported sources cleaned to one archive path, and one export path listed twice: the
+/// optimistic first pass finds the collision, the archive is planned exactly (the second
+/// source under `~2`, the repeated path once) and it verifies.
+#[tokio::test]
+async fn colliding_paths_are_planned_exactly_and_the_archive_verifies() {
+    let (store, state, mut report) = seeded().await;
+    let first = report.results[0].items[0].clone();
+    // The archive drops the doubled telemetry folder: this blob's archive path is the
+    // telemetry table's (blob names allow no other collision: no backslash, `.` or empty
+    // segment).
+    {
+        let name = "la1/AmlRunEvent.json";
+        let path = format!("T-9/ws1/telemetry/{name}");
+        let body = format!("body of {name}").into_bytes();
+        store
+            .put(
+                &state.blob(EXPORTS, &path),
+                bytes::Bytes::from(body.clone()),
+                "text/plain",
+                Condition::None,
+                &BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        report.results[0].items.push(ItemOutcome {
+            item: Item::Blob {
+                account: "acct".into(),
+                container: "azureml".into(),
+                name: name.into(),
+                size: body.len() as u64,
+            },
+            status: ItemStatus::Exported {
+                path,
+                sha256: crate::domain::ids::sha256_hex(&body),
+                size: body.len() as u64,
+                content_type: "text/plain".into(),
+            },
+        });
+    }
+    report.results[0].items.push(first);
+    store_report(store.as_ref(), &state, &report).await;
+    let s = build(store.as_ref(), &state, &report, 1000).await.unwrap();
+    assert_eq!(s.entries, 9, "{s:?}");
+    let (zip, _) = store.read_small(&s.blob).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.zip");
+    std::fs::write(&file, &zip).unwrap();
+    let v = crate::cli::export::verify(&file).unwrap();
+    assert!(v.ok(), "{:?}", v.problems);
+    let names = String::from_utf8(
+        std::process::Command::new("unzip")
+            .arg("-Z1")
+            .arg(&file)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let names: Vec<&str> = names.lines().collect();
+    let run = "workspaces/ws1/jobs/files/acct/azureml/run";
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| **n == format!("{run}/log.txt"))
+            .count(),
+        1,
+        "{names:?}"
+    );
+    let table = "workspaces/ws1/telemetry/la1/AmlRunEvent.json";
+    assert!(names.contains(&table), "{names:?}");
+    assert!(names.contains(&format!("{table}~2").as_str()), "{names:?}");
+}
