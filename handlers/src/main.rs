@@ -6,7 +6,9 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     return_freed_memory();
     let cli = azureml_dsr::cli::Cli::parse();
-    if !cli.command.serves() {
+    if cli.command.serves() {
+        trim_freed_memory_every(std::time::Duration::from_secs(5));
+    } else {
         quiet_on_closed_pipe();
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -69,3 +71,26 @@ fn return_freed_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_freed_memory() {}
+
+/// A server's invocations free memory in the middle of malloc's arenas, where the trim
+/// threshold cannot reach it (it trims only an arena's top): `malloc_trim` hands back every
+/// whole free page. Every few seconds, from a thread of its own, so no invocation waits on it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_freed_memory_every(period: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            // SAFETY: malloc_trim only returns free pages to the system; it is thread-safe.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        });
+    if let Err(e) = spawned {
+        // Memory is then only what the thresholds return; nothing else depends on it.
+        eprintln!("warning: cannot start the malloc-trim thread: {e}");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_freed_memory_every(_period: std::time::Duration) {}
