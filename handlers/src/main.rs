@@ -49,7 +49,7 @@ fn quiet_on_closed_pipe() {}
 /// buffer freed (up to 32 MiB), so pages of items, 4 MiB blocks and listings come from the heap
 /// and are kept there, fragmented. Fixed thresholds of 128 KiB hand large buffers back at
 /// once and trim the heap's free top: at 30,960 exported items the peak RSS of `run` fell from
-/// 79-85 MiB to 55 MiB, with the same wall time (BENCHMARKS.md, "Memory the allocator keeps").
+/// 75-76 MiB to 54-56 MiB, with the same wall time (BENCHMARKS.md, "Memory the allocator keeps").
 /// A threshold set in the environment (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`)
 /// is the operator's and is left alone.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

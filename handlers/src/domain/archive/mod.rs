@@ -343,11 +343,6 @@ impl Planner {
         )
     }
 
-    /// The exact planner for a few items.
-    pub fn new(request_prefix: &str) -> Self {
-        Self::exact(request_prefix, 0)
-    }
-
     /// For items an optimistic pass over the same pages found all different
     /// ([`Planner::all_distinct`]): plans exactly as [`Planner::exact`] would, keeping nothing.
     pub fn distinct(request_prefix: &str) -> Self {

@@ -146,7 +146,7 @@ fn an_optimistic_plan_is_the_exact_plan_or_says_it_is_not() {
     ];
     for (paths, distinct) in cases {
         let r = exported(paths);
-        let (exact, exact_says) = plan_of(Planner::new("T-1/"), &r);
+        let (exact, exact_says) = plan_of(Planner::exact("T-1/", 0), &r);
         assert!(exact_says, "the exact planner's plan is exact");
         let (optimistic, optimistic_says) = plan_of(Planner::optimistic("T-1/", 0), &r);
         assert_eq!(optimistic_says, distinct, "{paths:?}");
@@ -158,7 +158,7 @@ fn an_optimistic_plan_is_the_exact_plan_or_says_it_is_not() {
         }
     }
     assert_eq!(
-        plan_of(Planner::new("T-1/"), &exported(cases[3].0)).0,
+        plan_of(Planner::exact("T-1/", 0), &exported(cases[3].0)).0,
         [
             "workspaces/ws/jobs/a_b",
             "workspaces/ws/jobs/a_b~2",
@@ -166,7 +166,7 @@ fn an_optimistic_plan_is_the_exact_plan_or_says_it_is_not() {
         ]
     );
     assert_eq!(
-        plan_of(Planner::new("T-1/"), &exported(cases[1].0)).0,
+        plan_of(Planner::exact("T-1/", 0), &exported(cases[1].0)).0,
         ["workspaces/ws/jobs/a", "workspaces/ws/jobs/b"]
     );
 }

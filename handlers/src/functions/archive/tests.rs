@@ -16,6 +16,26 @@ use crate::ports::blob::{BlobStoreExt, Condition};
 const WS: &str =
     "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1";
 
+/// A file in the export area, as the export step leaves it.
+async fn put_export(
+    store: &dyn BlobStore,
+    state: &StateStore,
+    path: &str,
+    body: &[u8],
+    content_type: &str,
+) {
+    store
+        .put(
+            &state.blob(EXPORTS, path),
+            bytes::Bytes::from(body.to_vec()),
+            content_type,
+            Condition::None,
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+}
+
 /// An export area with two files, one telemetry table and one item left out, and its report.
 async fn seeded() -> (Arc<dyn BlobStore>, StateStore, FinalReport) {
     let store: Arc<dyn BlobStore> = Arc::new(MemoryBlobStore::new());
@@ -33,16 +53,14 @@ async fn seeded() -> (Arc<dyn BlobStore>, StateStore, FinalReport) {
         ),
     ];
     for (path, body) in files {
-        store
-            .put(
-                &state.blob(EXPORTS, path),
-                bytes::Bytes::from(body.clone()),
-                "application/octet-stream",
-                Condition::None,
-                &BTreeMap::new(),
-            )
-            .await
-            .unwrap();
+        put_export(
+            store.as_ref(),
+            &state,
+            path,
+            &body,
+            "application/octet-stream",
+        )
+        .await;
         items.push(ItemOutcome {
             item: Item::Blob {
                 account: "acct".into(),
@@ -63,16 +81,7 @@ async fn seeded() -> (Arc<dyn BlobStore>, StateStore, FinalReport) {
     ]))
     .unwrap();
     let tpath = "T-9/ws1/telemetry/telemetry/la1/AmlRunEvent.json";
-    store
-        .put(
-            &state.blob(EXPORTS, tpath),
-            bytes::Bytes::from(rows.clone()),
-            "application/json",
-            Condition::None,
-            &BTreeMap::new(),
-        )
-        .await
-        .unwrap();
+    put_export(store.as_ref(), &state, tpath, &rows, "application/json").await;
     items.push(ItemOutcome {
         item: Item::Telemetry {
             table: "AmlRunEvent".into(),
@@ -435,16 +444,7 @@ async fn colliding_paths_are_planned_exactly_and_the_archive_verifies() {
         let name = "la1/AmlRunEvent.json";
         let path = format!("T-9/ws1/telemetry/{name}");
         let body = format!("body of {name}").into_bytes();
-        store
-            .put(
-                &state.blob(EXPORTS, &path),
-                bytes::Bytes::from(body.clone()),
-                "text/plain",
-                Condition::None,
-                &BTreeMap::new(),
-            )
-            .await
-            .unwrap();
+        put_export(store.as_ref(), &state, &path, &body, "text/plain").await;
         report.results[0].items.push(ItemOutcome {
             item: Item::Blob {
                 account: "acct".into(),
