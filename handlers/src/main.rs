@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
@@ -29,6 +30,13 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// Threads for file operations (the file store, the SQLite queue). Tokio's default is 512: ten
+/// slices, each with 16 storage operations in flight, kept ~160 of them, each with its own
+/// malloc arena share and stack; the disk, not the thread count, bounds these calls. At 10
+/// workspaces and 309,320 exported items the peak RSS of `run` was 89 MiB with the default and
+/// 83 MiB with 16 or 32 (BENCHMARKS.md, "Run P").
+const BLOCKING_THREADS: usize = 32;
 
 /// A printing command whose reader goes away (`azureml-dsr status T-1 | head -1`) ends as Unix
 /// tools do, by SIGPIPE, instead of panicking inside `println!` (Rust ignores SIGPIPE, so every

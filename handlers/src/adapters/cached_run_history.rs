@@ -8,7 +8,9 @@
 //! the TTL, which sends its job to review, never to deletion; a run deleted meanwhile is found
 //! gone by the slice's own ARM and storage calls, which are not cached. A run's *children* are
 //! not cached: a running pipeline can add a step at any moment, and a delete must not miss it.
-//! At most [`MAX_ENTRIES`] records are kept, so a heavy user's 10,000 runs do not grow memory.
+//! At most [`MAX_ENTRIES`] records are kept, so a heavy user's 10,000 runs do not grow memory,
+//! each as its compact JSON text (a parsed document takes several times its text: issue 19's
+//! peak RSS), parsed again when it is used.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,8 @@ pub const MAX_ENTRIES: usize = 4_096;
 
 pub struct CachedRunHistory {
     inner: Arc<dyn RunHistory>,
-    runs: Slots<Option<RunRecord>>,
+    /// A record's `Run` document, as text; `None` for a run run history does not know.
+    runs: Slots<Option<Arc<str>>>,
 }
 
 impl CachedRunHistory {
@@ -54,9 +57,21 @@ impl RunHistory for CachedRunHistory {
         ws: &WorkspaceInfo,
         run_id: &str,
     ) -> Result<Option<RunRecord>, RunHistoryError> {
-        self.runs
-            .get_or_try(&Self::key(ws, run_id), || self.inner.run(ws, run_id))
-            .await
+        let kept = self
+            .runs
+            .get_or_try(&Self::key(ws, run_id), || async {
+                let run = self.inner.run(ws, run_id).await?;
+                Ok(run.map(|r| Arc::from(r.doc.to_string())))
+            })
+            .await?;
+        // Every adapter builds its records with `RunRecord::from_doc`, so the text is the
+        // whole record; text that no longer parses (it cannot: it was serialised here) would
+        // read as a run with no record, which sends its job to review, never to deletion.
+        Ok(kept.and_then(|doc| {
+            serde_json::from_str(&doc)
+                .ok()
+                .and_then(RunRecord::from_doc)
+        }))
     }
 
     async fn children(
@@ -86,14 +101,12 @@ mod tests {
     }
 
     fn record(id: &str) -> RunRecord {
-        RunRecord {
-            run_id: id.into(),
-            parent_run_id: None,
-            root_run_id: None,
-            data_container_id: Some(format!("dcid.{id}")),
-            creator: None,
-            doc: serde_json::json!({"runId": id}),
-        }
+        RunRecord::from_doc(serde_json::json!({
+            "runId": id,
+            "dataContainerId": format!("dcid.{id}"),
+            "createdBy": {"userObjectId": "00000000-0000-0000-0000-0000000000a1", "userName": "A"},
+        }))
+        .unwrap()
     }
 
     #[async_trait]
@@ -162,8 +175,9 @@ mod tests {
         // The first read fails; the error is not kept.
         assert!(c.run(&ws, "r1").await.is_err());
         let (a, b) = tokio::join!(c.run(&ws, "r1"), c.run(&ws, "r1"));
-        assert_eq!(a.unwrap().unwrap().run_id, "r1");
-        assert_eq!(b.unwrap().unwrap().run_id, "r1");
+        // What is kept is the whole record: the same as run history's, fields and document.
+        assert_eq!(a.unwrap(), Some(record("r1")));
+        assert_eq!(b.unwrap(), Some(record("r1")));
         assert_eq!(inner.reads.load(Ordering::SeqCst), 2);
         // A run run history does not know stays unknown for the TTL (one read).
         assert!(c.run(&ws, "gone").await.unwrap().is_none());

@@ -147,11 +147,24 @@ impl<'a> Sink<'a> {
         }
     }
 
-    async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+    async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         self.hash.update(data);
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= self.block_size {
-            self.stage().await?;
+        // Blocks are filled to exactly `block_size`, in a buffer that never grows past it: one
+        // grown by doubling would hold up to two blocks' worth, for each of the two documents
+        // written at once (issue 19: the fan-in's peak).
+        while !data.is_empty() {
+            let take = (self.block_size - self.buf.len()).min(data.len());
+            if self.buf.capacity() - self.buf.len() < take {
+                let want = (self.buf.len() + take)
+                    .max(self.buf.capacity() * 2)
+                    .min(self.block_size);
+                self.buf.reserve_exact(want - self.buf.len());
+            }
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() >= self.block_size {
+                self.stage().await?;
+            }
         }
         Ok(())
     }
@@ -187,5 +200,43 @@ impl<'a> Sink<'a> {
                 .await?;
         }
         Ok(hex::encode(self.hash.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::memory_blob::MemoryBlobStore;
+    use crate::ports::blob::BlobStoreExt;
+
+    #[tokio::test]
+    async fn a_sink_fills_blocks_exactly_and_never_holds_more_than_one() {
+        let store = MemoryBlobStore::new();
+        store.create_container("acct", "docs").await.unwrap();
+        let blob = BlobRef::new("acct", "docs", "report.json");
+        let block = 7;
+        let mut sink = Sink::new(&store, blob.clone(), block);
+        let mut all = Vec::new();
+        // Writes smaller than, equal to and several times a block, in an uneven order.
+        for (n, len) in [3usize, 7, 1, 20, 2, 6, 15].into_iter().enumerate() {
+            let data: Vec<u8> = (0..len).map(|i| b'a' + ((n + i) % 26) as u8).collect();
+            sink.write(&data).await.unwrap();
+            all.extend_from_slice(&data);
+            assert!(
+                sink.buf.capacity() <= block,
+                "the buffer grew past one block: {} > {block}",
+                sink.buf.capacity()
+            );
+        }
+        let staged = sink.ids.len();
+        assert_eq!(staged, all.len() / block, "every full block staged at once");
+        let sha = sink.commit("application/json").await.unwrap();
+        let (body, _) = store.read_small(&blob).await.unwrap();
+        assert_eq!(
+            body.as_ref(),
+            all.as_slice(),
+            "the blob is what was written"
+        );
+        assert_eq!(sha, hex::encode(Sha256::digest(&all)));
     }
 }

@@ -150,29 +150,38 @@ pub(super) async fn jobs(
             }
         }
         matched_jobs += matched.len();
-        let found = futures::stream::iter(matched)
-            .map(|(doc, run)| job_entries(svc, task, ws, &holds, doc, run))
-            .buffered(svc.settings.concurrency.max(1))
-            .try_collect::<Vec<(Vec<InventoryEntry>, Vec<String>, Vec<String>)>>();
-        let (found, next_page) = match next {
+        // Each job's entries go to the pager as soon as they are found (in order), not a whole
+        // ARM page of jobs with all their files at once: at 100 files a job that was 10,000
+        // entries per slice held together, and ten slices run at once (issue 19's peak RSS).
+        let store_found = async {
+            let mut found = futures::stream::iter(matched)
+                .map(|(doc, run)| job_entries(svc, task, ws, &holds, doc, run))
+                .buffered(svc.settings.concurrency.max(1));
+            while let Some((e, note, runs)) = found.try_next().await? {
+                // A request's entries are stored a page at a time as they are found; a
+                // retention sweep keeps them (its blast-radius guard may hold them all, below).
+                if task.kind == RequestKind::Retention {
+                    entries.extend(e);
+                } else {
+                    pager.push(e).await?;
+                }
+                notes.extend(note);
+                names.extend(runs);
+            }
+            Ok::<_, DiscoveryError>(())
+        };
+        let next_page = match next {
             Some(n) => {
                 let fetch = svc.control.list(&task.workspace, ArmKind::Job, Some(n));
-                let (found, next_page) = futures::future::join(found, fetch).await;
-                (found?, Some(next_page?))
+                let (stored, next_page) = futures::future::join(store_found, fetch).await;
+                stored?;
+                Some(next_page?)
             }
-            None => (found.await?, None),
+            None => {
+                store_found.await?;
+                None
+            }
         };
-        for (e, note, runs) in found {
-            // A request's entries are stored a page at a time as they are found; a retention
-            // sweep keeps them (its blast-radius guard may hold them all, below).
-            if task.kind == RequestKind::Retention {
-                entries.extend(e);
-            } else {
-                pager.push(e).await?;
-            }
-            notes.extend(note);
-            names.extend(runs);
-        }
         match next_page {
             Some(p) => page = p,
             None => break,
@@ -381,6 +390,8 @@ async fn job_entries(
             entry.hold = Some(hold);
         }
     }
+    // Exactly one more: `push` alone would double the capacity of a job's file list.
+    entries.reserve_exact(1);
     entries.push(entry);
     let runs = run
         .iter()
