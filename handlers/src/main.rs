@@ -34,8 +34,8 @@ fn main() -> std::process::ExitCode {
 /// Threads for file operations (the file store, the SQLite queue). Tokio's default is 512: ten
 /// slices, each with 16 storage operations in flight, kept ~160 of them, each with its own
 /// malloc arena share and stack; the disk, not the thread count, bounds these calls. At 10
-/// workspaces and 309,320 exported items the peak RSS of `run` was 89 MiB with the default and
-/// 83 MiB with 16 or 32 (BENCHMARKS.md, "Run P").
+/// workspaces and 309,320 exported items the peak RSS of `run` was 87.2 MiB with the default
+/// and 80.8-80.9 MiB with 16 or 32 (BENCHMARKS.md, runs P, P2, Pb).
 const BLOCKING_THREADS: usize = 32;
 
 /// A printing command whose reader goes away (`azureml-dsr status T-1 | head -1`) ends as Unix
