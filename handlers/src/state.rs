@@ -36,7 +36,7 @@ pub(crate) const SCOPE_DOC: &str = "config/workspaces.json";
 pub struct InventoryEntry {
     pub item: crate::domain::slice::Item,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub doc: Option<serde_json::Value>,
+    pub doc: Option<crate::domain::raw_json::RawJson>,
     /// For deletes, the SHA-256 of `doc` instead of the document: the product keeps no copy of
     /// what it erases, only proof of what it saw.
     #[serde(default, rename = "docSha256", skip_serializing_if = "Option::is_none")]
@@ -61,7 +61,7 @@ impl InventoryEntry {
     /// personal data being erased.
     pub(crate) fn strip_doc(&mut self) {
         if let Some(doc) = self.doc.take() {
-            self.doc_sha256 = Some(crate::domain::ids::sha256_hex(doc.to_string().as_bytes()));
+            self.doc_sha256 = Some(crate::domain::ids::sha256_hex(doc.get().as_bytes()));
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod lineage;
 pub mod merkle;
 pub mod plan;
+pub mod raw_json;
 pub mod report;
 pub mod report_document;
 pub mod request;

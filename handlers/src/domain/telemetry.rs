@@ -23,6 +23,8 @@
 
 use serde_json::{json, Value};
 
+use crate::domain::raw_json::RawJson;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ColumnType {
     String,
@@ -119,12 +121,14 @@ pub(crate) fn export_query(col: &IdentityColumn, object_id: &str) -> String {
 /// Top-level properties of the dynamic column, in the rows the export query returned, whose
 /// value is `object_id` (compared case-insensitively, as GUIDs are). The value may be stored as
 /// an object or as JSON text. Sorted, without duplicates.
-pub(crate) fn keys_holding(col: &IdentityColumn, rows: &[Value], object_id: &str) -> Vec<String> {
+pub(crate) fn keys_holding(col: &IdentityColumn, rows: &[RawJson], object_id: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     for row in rows {
-        let v = match row.get(col.column) {
-            Some(Value::String(s)) => serde_json::from_str::<Value>(s).unwrap_or(Value::Null),
-            Some(v) => v.clone(),
+        // One row parsed at a time: the rows stay text (`RawJson`).
+        let mut row = row.to_value();
+        let v = match row.get_mut(col.column).map(Value::take) {
+            Some(Value::String(s)) => serde_json::from_str::<Value>(&s).unwrap_or(Value::Null),
+            Some(v) => v,
             None => continue,
         };
         if let Some(obj) = v.as_object() {
@@ -147,7 +151,7 @@ pub(crate) fn keys_holding(col: &IdentityColumn, rows: &[Value], object_id: &str
 /// records cannot be addressed by a purge filter.
 pub(crate) fn purge_bodies(
     col: &IdentityColumn,
-    rows: &[Value],
+    rows: &[RawJson],
     object_id: &str,
 ) -> Result<Vec<Value>, String> {
     match col.kind {
@@ -212,10 +216,11 @@ mod tests {
     #[test]
     fn purge_on_a_dynamic_column_carries_the_observed_key() {
         let run = identity_column("AmlRunEvent").unwrap();
-        let rows = vec![
+        let rows = [
             json!({"Identity": {"UserObjectId": OID.to_uppercase(), "UserName": "x"}}),
             json!({"Identity": format!("{{\"UserObjectId\":\"{OID}\"}}")}),
-        ];
+        ]
+        .map(|r| RawJson::of(&r));
         let bodies = purge_bodies(run, &rows, OID).unwrap();
         assert_eq!(
             bodies,
@@ -224,7 +229,7 @@ mod tests {
             ]
         );
         // Nested deeper: not addressable, said so.
-        let deep = vec![json!({"Identity": {"claims": {"oid": OID}}})];
+        let deep = [RawJson::of(&json!({"Identity": {"claims": {"oid": OID}}}))];
         assert!(purge_bodies(run, &deep, OID).is_err());
         let st = identity_column("AmlRunStatusChangedEvent").unwrap();
         assert_eq!(

@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::domain::raw_json::RawJson;
 use crate::domain::subject::ResolvedSubject;
 use crate::ports::control_plane::WorkspaceInfo;
 
@@ -24,7 +25,9 @@ pub struct TelemetryRows {
     /// Log Analytics workspace resource id (`local` in local mode).
     pub destination: String,
     pub table: String,
-    pub rows: Vec<Value>,
+    /// Each row a JSON object (column name to value), kept as text: only the export file and
+    /// the purge filter's key lookup read them.
+    pub rows: Vec<RawJson>,
 }
 
 /// The purges that would remove the subject's rows of one table in one destination: purge

@@ -69,7 +69,7 @@ async fn telemetry_query_purge_pending_then_completed_within_budget() {
     let info = info_with_la();
     let rows = tel.query(&info, &subject(ALICE)).await.unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].rows[0]["Identity"], ALICE);
+    assert_eq!(rows[0].rows[0].to_value()["Identity"], ALICE);
     assert_eq!(rows[0].destination, LA);
 
     let op = "purge-970318e7-b859-4edb-8903-83b1b54d0b74".to_string();

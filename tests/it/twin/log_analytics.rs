@@ -65,9 +65,15 @@ fn telemetry(la: &LogAnalyticsStandIn, tables: &[&str]) -> LogAnalyticsTelemetry
     )
 }
 
-fn run_ids(rows: &[Value]) -> Vec<String> {
+/// The `RunId` of rows as the adapter returns them (`RawJson`) or as the stand-in stores them.
+fn run_ids<T: serde::Serialize>(rows: &[T]) -> Vec<String> {
     rows.iter()
-        .map(|r| r["RunId"].as_str().unwrap().to_string())
+        .map(|r| {
+            serde_json::to_value(r).unwrap()["RunId"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -100,7 +106,7 @@ async fn log_analytics_query_then_purge_stays_pending_then_removes_only_the_subj
     assert_eq!(tables, ["AmlRunEvent", "AmlRunStatusChangedEvent"]);
     assert_eq!(found[0].destination, LA_WS);
     assert_eq!(run_ids(&found[0].rows), ["r1", "r2"]);
-    assert_eq!(found[0].rows[0]["Properties"]["team"], "a");
+    assert_eq!(found[0].rows[0].to_value()["Properties"]["team"], "a");
     assert_eq!(run_ids(&found[1].rows), ["r1"]);
     let statuses: Vec<u16> = la.query_requests().iter().map(|s| s.status).collect();
     assert_eq!(statuses, [200, 400, 200]);

@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 
 use super::rest::{join, same_origin, RestClient, RestError};
 use super::retry::RetryConfig;
+use crate::domain::raw_json::RawJson;
 use crate::domain::subject::ResolvedSubject;
 use crate::domain::telemetry::{export_query, identity_column, IdentityColumn};
 use crate::ports::control_plane::WorkspaceInfo;
@@ -168,7 +169,7 @@ impl LogAnalyticsTelemetry {
     }
 
     /// Rows of a KQL query (built from validated parts only) against one workspace.
-    async fn rows(&self, la: &str, kql: &str) -> Result<Vec<Value>, TelemetryError> {
+    async fn rows(&self, la: &str, kql: &str) -> Result<Vec<RawJson>, TelemetryError> {
         let url = join(
             &self.cfg.query_endpoint,
             &format!("v1/{}/query", la.trim_start_matches('/')),
@@ -328,7 +329,7 @@ fn operation_id(status_url: &Url) -> Option<String> {
 }
 
 /// Query API tables (`{tables:[{columns:[{name}], rows:[[...]]}]}`) as JSON objects.
-fn rows_as_objects(v: &Value) -> Vec<Value> {
+fn rows_as_objects(v: &Value) -> Vec<RawJson> {
     let mut out = Vec::new();
     for t in v
         .get("tables")
@@ -357,7 +358,7 @@ fn rows_as_objects(v: &Value) -> Vec<Value> {
                 .zip(cells)
                 .map(|(c, v)| (c.to_string(), v.clone()))
                 .collect();
-            out.push(Value::Object(obj));
+            out.push(RawJson::of(&Value::Object(obj)));
         }
     }
     out
@@ -494,7 +495,7 @@ mod tests {
         let v = json!({"tables":[{"name":"PrimaryResult","columns":[{"name":"TimeGenerated","type":"datetime"},{"name":"Identity","type":"string"}],"rows":[["2026-01-01T00:00:00Z","a"],["2026-01-02T00:00:00Z","b"]]}]});
         let rows = rows_as_objects(&v);
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1]["Identity"], "b");
+        assert_eq!(rows[1].to_value()["Identity"], "b");
     }
 
     #[test]

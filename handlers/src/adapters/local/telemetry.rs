@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::domain::raw_json::RawJson;
 use crate::domain::subject::ResolvedSubject;
 use crate::domain::telemetry::{identity_column, ColumnType, IdentityColumn};
 use crate::ports::blob::{BlobRef, BlobStore, BlobStoreExt, Condition, StoreError};
@@ -209,10 +210,13 @@ impl TelemetryStore for LocalTelemetry {
                 ))
                 .await
                 .map_err(map)?;
-            let rows: Vec<Value> = String::from_utf8_lossy(&bytes)
+            // Each line parsed only to test it; the subject's rows are kept as their text.
+            let rows: Vec<RawJson> = String::from_utf8_lossy(&bytes)
                 .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| is_subject(col, v, &oid))
+                .filter(|l| {
+                    serde_json::from_str::<Value>(l).is_ok_and(|v| is_subject(col, &v, &oid))
+                })
+                .filter_map(RawJson::parse)
                 .collect();
             if !rows.is_empty() {
                 out.push(TelemetryRows {

@@ -11,6 +11,7 @@ use crate::domain::attribution::{
     attribute, retention_hold, Attribution, RunRecord, UNATTRIBUTED_NOTE,
 };
 use crate::domain::holds::HoldSet;
+use crate::domain::raw_json::RawJson;
 use crate::domain::request::RequestKind;
 use crate::domain::slice::SliceTask;
 use crate::functions::{FnError, Services};
@@ -374,11 +375,11 @@ async fn job_entries(
         blobs_under(svc, &ws.storage_account, container, prefix, &mut entries).await?;
     }
     // The export carries the run records: they are the subject's run history.
-    entry.doc = Some(serde_json::json!({
+    entry.doc = Some(RawJson::of(&serde_json::json!({
         "job": doc,
-        "runHistory": run.as_ref().map(|r| r.doc.clone()),
-        "childRuns": children.iter().map(|c| c.doc.clone()).collect::<Vec<_>>(),
-    }));
+        "runHistory": run.as_ref().map(|r| &r.doc),
+        "childRuns": children.iter().map(|c| &c.doc).collect::<Vec<_>>(),
+    })));
     if task.kind == RequestKind::Retention {
         // A retention sweep has no subject of its own: a person under legal hold keeps their
         // job history, and a job nobody can attribute is kept while anyone is held here.

@@ -27,6 +27,7 @@ use serde_json::Value;
 use super::{FnError, Services};
 use crate::domain::attribution::RunRecord;
 use crate::domain::plan::ResourceType;
+use crate::domain::raw_json::RawJson;
 use crate::domain::slice::{Item, SliceTask};
 use crate::ports::blob::BlobStoreExt;
 use crate::ports::control_plane::{ArmKind, ControlPlaneError, WorkspaceInfo};
@@ -102,7 +103,7 @@ fn resource_entry(kind: ArmKind, doc: &Value) -> Option<InventoryEntry> {
             resource_type: kind,
             id,
         },
-        doc: Some(doc.clone()),
+        doc: Some(RawJson::of(doc)),
         doc_sha256: None,
         hold: None,
     })

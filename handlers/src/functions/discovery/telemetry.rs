@@ -1,9 +1,8 @@
 //! Telemetry discovery: the subject's rows in the workspace's Log Analytics tables (one
 //! query per workspace), each table an entry carrying its rows for the export.
 
-use serde_json::Value;
-
 use super::DiscoveryError;
+use crate::domain::raw_json::RawJson;
 use crate::domain::slice::{Item, SliceTask};
 use crate::functions::{FnError, Services};
 use crate::ports::control_plane::WorkspaceInfo;
@@ -27,7 +26,7 @@ pub(super) async fn telemetry(
                 records: t.rows.len() as u64,
                 destination: Some(t.destination),
             },
-            doc: Some(Value::Array(t.rows)),
+            doc: Some(RawJson::array(&t.rows)),
             doc_sha256: None,
             hold: None,
         })

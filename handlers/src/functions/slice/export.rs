@@ -3,6 +3,7 @@
 //! under `<export prefix><workspace>/<resource type>/`.
 
 use super::*;
+use crate::domain::raw_json::RawJson;
 
 pub(super) fn export_name(task: &SliceTask, rest: &str) -> String {
     format!(
@@ -19,10 +20,14 @@ pub(super) async fn export(
     entries: &[InventoryEntry],
 ) -> Result<Vec<ItemOutcome>, FnError> {
     let state = svc.state();
-    futures::stream::iter(entries.iter().cloned())
-        .map(|e| {
+    // Entries are borrowed: each holds its document text, and a chunk's worth of copies would
+    // only add to the slice's peak.
+    // (By index: a stream of `&InventoryEntry` trips the compiler's Send check on the handler.)
+    futures::stream::iter(0..entries.len())
+        .map(|i| {
             let state = state.clone();
             async move {
+                let e = &entries[i];
                 let status = match &e.item {
                     Item::Blob {
                         account,
@@ -73,7 +78,8 @@ pub(super) async fn export(
                             &state,
                             task,
                             &format!("resources/{resource_type}/{leaf}.json"),
-                            e.doc.clone().unwrap_or_default(),
+                            e.doc.as_ref(),
+                            DocLayout::Pretty,
                         )
                         .await?
                     }
@@ -86,12 +92,19 @@ pub(super) async fn export(
                             Some(la) => format!("telemetry/{la}/{table}.json"),
                             None => format!("telemetry/{table}.json"),
                         };
-                        write_doc(svc, &state, task, &path, e.doc.clone().unwrap_or_default())
-                            .await?
+                        write_doc(
+                            svc,
+                            &state,
+                            task,
+                            &path,
+                            e.doc.as_ref(),
+                            DocLayout::RowPerLine,
+                        )
+                        .await?
                     }
                 };
                 Ok(ItemOutcome {
-                    item: e.item,
+                    item: e.item.clone(),
                     status,
                 })
             }
@@ -158,14 +171,44 @@ async fn source_exists(store: &dyn BlobStore, blob: &BlobRef) -> Result<bool, Fn
     }
 }
 
+/// How an exported document is laid out for the person reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DocLayout {
+    /// Indented: an ARM resource with its run records (small).
+    Pretty,
+    /// An array with one compact element per line: telemetry rows, written from their text
+    /// without parsing the table (thousands of rows a workspace).
+    RowPerLine,
+}
+
+/// The bytes of an exported document.
+pub(super) fn doc_body(doc: &RawJson, layout: DocLayout) -> Vec<u8> {
+    match (layout, doc.elements()) {
+        (DocLayout::RowPerLine, Some(rows)) => {
+            let mut out = Vec::with_capacity(doc.get().len() + 2 * rows.len() + 4);
+            out.push(b'[');
+            for (i, row) in rows.iter().enumerate() {
+                out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+                out.extend_from_slice(row.get().as_bytes());
+            }
+            out.extend_from_slice(b"\n]");
+            out
+        }
+        _ => serde_json::to_vec_pretty(&doc.to_value()).unwrap_or_default(),
+    }
+}
+
 pub(super) async fn write_doc(
     svc: &Services,
     state: &StateStore,
     task: &SliceTask,
     rel: &str,
-    doc: serde_json::Value,
+    doc: Option<&RawJson>,
+    layout: DocLayout,
 ) -> Result<ItemStatus, FnError> {
-    let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    let body = doc
+        .map(|d| doc_body(d, layout))
+        .unwrap_or_else(|| b"null".to_vec());
     let dst = state.blob(EXPORTS, export_name(task, rel));
     let sha = crate::domain::ids::sha256_hex(&body);
     let size = body.len() as u64;
@@ -271,6 +314,34 @@ mod tests {
         async fn copy(&self, src: &BlobRef, _dst: &BlobRef) -> StoreResult<()> {
             Err(StoreError::NotFound(format!("copy {src}")))
         }
+    }
+
+    #[test]
+    fn telemetry_rows_are_written_one_per_line_and_resources_indented() {
+        let rows = [
+            serde_json::json!({"RunId": "r1", "Identity": {"oid": "a"}}),
+            serde_json::json!({"RunId": "r2"}),
+        ];
+        let table = RawJson::array(rows.iter().map(RawJson::of).collect::<Vec<_>>().iter());
+        let body = doc_body(&table, DocLayout::RowPerLine);
+        let text = String::from_utf8(body.clone()).unwrap();
+        assert_eq!(
+            text,
+            "[\n{\"Identity\":{\"oid\":\"a\"},\"RunId\":\"r1\"},\n{\"RunId\":\"r2\"}\n]"
+        );
+        // Still the same JSON document: the archive's CSV reads it back.
+        let back: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back, serde_json::Value::Array(rows.to_vec()));
+        let empty = doc_body(&RawJson::array([]), DocLayout::RowPerLine);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&empty).unwrap(),
+            serde_json::json!([])
+        );
+        let resource = RawJson::of(&serde_json::json!({"id": "/x", "name": "j"}));
+        assert_eq!(
+            doc_body(&resource, DocLayout::Pretty),
+            serde_json::to_vec_pretty(&resource.to_value()).unwrap()
+        );
     }
 
     #[tokio::test]
