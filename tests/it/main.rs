@@ -17,6 +17,7 @@ mod azure_blob;
 mod azure_control_plane;
 mod chaos;
 mod cli_pipe;
+mod cli_report;
 mod e2e;
 mod export_edges;
 mod features;

@@ -6,6 +6,7 @@ use clap::Args;
 
 use crate::adapters::local::sqlite_queue::LocalQueue;
 use crate::domain::request::{DsrRequest, RequestId};
+use crate::ports::blob::{BlobRef, StoreError};
 use crate::ports::bus::{queues, MessageBus, OutMessage};
 use crate::settings::{AppSettings, LocalSettings};
 use crate::wiring::{open_queue, LocalPaths};
@@ -130,7 +131,9 @@ fn open_state(
 pub async fn status(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<()> {
     let (rid, state) = open_state(app, id)?;
     let plan = state.plan(&rid).await?;
-    let report = state.report(&rid).await?;
+    // The head only: its status and counts are all this prints, and a paged report's items
+    // would be the whole request's (a million items took 1.2 GB to read whole).
+    let report = state.report_head(&rid).await?;
     let done = if plan.is_some() {
         state.completed_keys(&rid).await?.len()
     } else {
@@ -206,8 +209,27 @@ pub async fn status(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<(
 
 pub async fn report(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<()> {
     let (rid, state) = open_state(app, id)?;
-    // The newest version: telemetry purges and review decisions add versions.
-    let newest = match state.plan(&rid).await? {
+    let plan = state.plan(&rid).await?;
+    // The newest version as stored (telemetry purges and review decisions add versions), copied
+    // out as it streams: the document of record, byte for byte (the audit record hashes it),
+    // and at a million items hundreds of MB that parsing whole took 1.2 GB of memory.
+    if let Some(plan) = &plan {
+        if let Some((_, blob)) = crate::functions::review::latest_report_ref(&state, plan)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            let blob = if json {
+                blob
+            } else {
+                let md = blob.name.strip_suffix(".json").unwrap_or(&blob.name);
+                BlobRef::new(&blob.account, &blob.container, format!("{md}.md"))
+            };
+            if print_blob(&state, &blob).await? {
+                return Ok(());
+            }
+        }
+    }
+    let newest = match plan {
         Some(plan) => crate::functions::review::latest_report(&state, &plan)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -227,6 +249,32 @@ pub async fn report(app: &AppSettings, id: &str, json: bool) -> anyhow::Result<(
         print!("{}", crate::domain::report::render_markdown(&r));
     }
     Ok(())
+}
+
+/// Copy a stored document to standard output a chunk at a time, ending with a newline;
+/// `false` if there is no such blob.
+async fn print_blob(state: &crate::state::StateStore, blob: &BlobRef) -> anyhow::Result<bool> {
+    use futures::TryStreamExt;
+    use std::io::Write;
+    let mut reader = match state.store.open(blob).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut last = b'\n';
+    while let Some(chunk) = reader.body.try_next().await? {
+        if let Some(b) = chunk.last() {
+            last = *b;
+        }
+        out.write_all(&chunk)?;
+    }
+    if last != b'\n' {
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(true)
 }
 
 /// Queue events for an Event Grid function; `run` delivers them with the host's envelope and

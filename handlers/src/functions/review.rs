@@ -19,7 +19,7 @@ use crate::domain::report::{render_markdown, FinalReport, FinalStatus, ResultMes
 use crate::domain::request::{Rejection, RequestId, RequestKind};
 use crate::domain::review::{parse_control, Decision, ReviewDecision, ReviewItem};
 use crate::domain::slice::{ItemOutcome, SliceTask};
-use crate::ports::blob::{BlobStoreExt, Condition};
+use crate::ports::blob::{BlobRef, BlobStoreExt, Condition};
 use crate::ports::bus::{queues, OutMessage};
 use crate::state::{StateStore, AUDIT, EXPORTS, REPORTS};
 
@@ -59,6 +59,22 @@ pub async fn latest_report(
     state: &StateStore,
     plan: &Plan,
 ) -> Result<Option<(u32, FinalReport)>, FnError> {
+    let Some((v, blob)) = latest_report_ref(state, plan).await? else {
+        return Ok(None);
+    };
+    Ok(state
+        .store
+        .read_json::<FinalReport>(&blob)
+        .await?
+        .map(|r| (v, r)))
+}
+
+/// The newest version of a request's report (see [`latest_report`]): its number and its JSON
+/// blob, unread (`<same name>.md` is its Markdown copy).
+pub async fn latest_report_ref(
+    state: &StateStore,
+    plan: &Plan,
+) -> Result<Option<(u32, BlobRef)>, FnError> {
     let (container, base) = report_base(plan);
     let mut newest: Option<(u32, String)> = None;
     for b in state
@@ -80,14 +96,7 @@ pub async fn latest_report(
             }
         }
     }
-    let Some((v, name)) = newest else {
-        return Ok(None);
-    };
-    Ok(state
-        .store
-        .read_json::<FinalReport>(&state.blob(container, name))
-        .await?
-        .map(|r| (v, r)))
+    Ok(newest.map(|(v, name)| (v, state.blob(container, name))))
 }
 
 /// Write `report` as version `version` (created once: `Ok(false)` when another writer took the
