@@ -35,8 +35,9 @@ impl RawJson {
             text.push_str(item.get());
         }
         text.push(']');
-        // Elements are valid JSON, so their comma-joined list in brackets is too.
-        Self::parse(&text).unwrap_or_else(|| Self(RawValue::NULL.to_owned()))
+        // Elements are valid JSON, so their comma-joined list in brackets is too (taken as is:
+        // `parse` would trim and copy the whole table's text once more).
+        Self(RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 
     pub fn get(&self) -> &str {
@@ -63,12 +64,6 @@ impl PartialEq for RawJson {
 }
 
 impl Eq for RawJson {}
-
-impl From<&Value> for RawJson {
-    fn from(v: &Value) -> Self {
-        Self::of(v)
-    }
-}
 
 #[cfg(test)]
 mod tests {
